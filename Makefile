@@ -1,0 +1,34 @@
+# LCE: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.deps-installed
+PROTOS := $(shell find protos -name '*.proto')
+STUBS_STAMP := lce/.generated
+
+.PHONY: run test protos lint system-deps clean
+
+# Python dependencies into a venv; reinstalled when pyproject.toml changes.
+$(DEPS_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check '.[dev]'
+	@touch $@
+
+# Python stubs generated from protos/ into lce/ (gitignored, never edited by hand).
+$(STUBS_STAMP): $(PROTOS) $(DEPS_STAMP)
+	rm -rf lce
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	@touch $@
+
+protos: $(STUBS_STAMP)
+
+# As root on Debian: the toolchains of the eight languages, bubblewrap, Redis, PostgreSQL when missing.
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+lint: $(STUBS_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf lce $(VENV) data

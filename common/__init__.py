@@ -1,0 +1,1 @@
+"""Code shared by every LCE service: config, logging, errors, gRPC setup, the language table, the job contract."""

@@ -1,0 +1,148 @@
+"""Configuration from `LCE_*` environment variables.
+
+Every variable any service reads is declared here, once, with its default; the README's
+configuration table is this module in prose. Each service builds only the settings it needs,
+so a service never sees (or requires) another's secrets: the executor, for one, has no
+database URL at all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """An environment variable is set to something the service cannot use."""
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def data_dir() -> Path:
+    return Path(env_str("LCE_DATA_DIR", "data"))
+
+
+def database_url(service: str) -> str:
+    """PostgreSQL (`postgresql+psycopg://...`) when LCE_DATABASE_URL is set, else a SQLite file of the service's own."""
+    url = os.environ.get("LCE_DATABASE_URL")
+    if url:
+        return url
+    directory = data_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / (service + '.db')}"
+
+
+@dataclass(frozen=True)
+class SessionServiceConfig:
+    listen_addr: str
+    database_url: str
+
+    @classmethod
+    def from_env(cls) -> SessionServiceConfig:
+        return cls(
+            listen_addr=env_str("LCE_SESSION_LISTEN", "127.0.0.1:50051"),
+            database_url=database_url("session"),
+        )
+
+
+@dataclass(frozen=True)
+class ExecutionServiceConfig:
+    listen_addr: str
+    database_url: str
+    redis_url: str
+    queue_name: str
+    session_service_addr: str
+    runs_per_minute: int
+    failure_streak_limit: int
+    failure_cooldown_s: int
+
+    @classmethod
+    def from_env(cls) -> ExecutionServiceConfig:
+        return cls(
+            listen_addr=env_str("LCE_EXECUTION_LISTEN", "127.0.0.1:50052"),
+            database_url=database_url("execution"),
+            redis_url=env_str("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            queue_name=env_str("LCE_QUEUE_NAME", "lce-executions"),
+            session_service_addr=env_str("LCE_SESSION_SERVICE_ADDR", "127.0.0.1:50051"),
+            runs_per_minute=env_int("LCE_RUNS_PER_MINUTE", 10, minimum=1),
+            failure_streak_limit=env_int("LCE_FAILURE_STREAK_LIMIT", 5, minimum=1),
+            failure_cooldown_s=env_int("LCE_FAILURE_COOLDOWN_S", 60, minimum=1),
+        )
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    redis_url: str
+    queue_name: str
+    execution_service_addr: str
+    health_listen_addr: str
+    executor_id: str
+    output_limit_bytes: int
+    work_root: Path
+    sandbox_mode: str
+    allow_unconfined: bool
+
+    @classmethod
+    def from_env(cls) -> ExecutorConfig:
+        return cls(
+            redis_url=env_str("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            queue_name=env_str("LCE_QUEUE_NAME", "lce-executions"),
+            execution_service_addr=env_str("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:50052"),
+            health_listen_addr=env_str("LCE_EXECUTOR_HEALTH_LISTEN", "127.0.0.1:50053"),
+            executor_id=env_str("LCE_EXECUTOR_ID", f"{os.uname().nodename}-{os.getpid()}"),
+            output_limit_bytes=env_int("LCE_OUTPUT_LIMIT_BYTES", 1024 * 1024, minimum=1024),
+            work_root=Path(env_str("LCE_WORK_ROOT", "/tmp/lce-runs")),
+            sandbox_mode=env_str("LCE_SANDBOX", "auto"),
+            allow_unconfined=env_bool("LCE_SANDBOX_ALLOW_UNCONFINED"),
+        )
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    listen_host: str
+    listen_port: int
+    workers: int
+    session_service_addr: str
+    execution_service_addr: str
+
+    @classmethod
+    def from_env(cls) -> GatewayConfig:
+        host, _, port = env_str("LCE_GATEWAY_LISTEN", "127.0.0.1:8080").rpartition(":")
+        try:
+            listen_port = int(port)
+        except ValueError as exc:
+            raise ConfigError(f"LCE_GATEWAY_LISTEN must be host:port, got {host}:{port}") from exc
+        return cls(
+            listen_host=host or "127.0.0.1",
+            listen_port=listen_port,
+            workers=env_int("LCE_GATEWAY_WORKERS", 1, minimum=1),
+            session_service_addr=env_str("LCE_SESSION_SERVICE_ADDR", "127.0.0.1:50051"),
+            execution_service_addr=env_str("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:50052"),
+        )

@@ -1,0 +1,32 @@
+"""SQLAlchemy engines: PostgreSQL in production, a SQLite file as the embedded default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            # WAL lets readers proceed while a writer commits; NORMAL sync is safe under WAL.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(
+        url,
+        pool_size=10,
+        max_overflow=20,
+        # A dead connection (PostgreSQL restarted) is noticed and replaced, not handed out.
+        pool_pre_ping=True,
+        # During an outage fail fast so callers get UNAVAILABLE quickly instead of hanging.
+        pool_timeout=3,
+        connect_args={"connect_timeout": 3},
+    )

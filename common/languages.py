@@ -1,0 +1,164 @@
+"""The one declarative table of languages.
+
+Session data (ids, names, templates, default limits, versions) and executor toolchains
+(compile and run commands, environment) both come from here; nothing else in LCE branches
+on a language's name.
+
+Commands run inside the run's work dir with a clean environment whose PATH is /usr/bin:/bin,
+so they name toolchains as the system installs them (never the service's own Python).
+Placeholders: {heap_mb} is the JVM heap that leaves room for the JVM's own memory under the
+run's memory limit; {workdir} is the absolute path of the work dir as the program sees it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from functools import cache
+
+# Language ids are UUIDv5 of the name in this namespace: the same in every deployment.
+_LANGUAGE_NAMESPACE = uuid.UUID("6f1d6f5e-3c1a-4f0e-9a55-6c0de0e1ce01")
+
+DEFAULT_TIME_LIMIT_MS = 5000
+DEFAULT_MEMORY_MB = 256
+
+
+@dataclass(frozen=True)
+class Language:
+    name: str
+    runtime: str
+    file_name: str
+    template_code: str
+    run: tuple[str, ...]
+    version_command: tuple[str, ...]
+    compile: tuple[str, ...] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    default_time_limit_ms: int = DEFAULT_TIME_LIMIT_MS
+    default_memory_mb: int = DEFAULT_MEMORY_MB
+
+    @property
+    def id(self) -> str:
+        return str(uuid.uuid5(_LANGUAGE_NAMESPACE, self.name))
+
+
+LANGUAGES: tuple[Language, ...] = (
+    Language(
+        name="python",
+        runtime="cpython",
+        file_name="main.py",
+        template_code='print("Hello World")\n',
+        run=("python3", "-B", "main.py"),
+        version_command=("python3", "--version"),
+    ),
+    Language(
+        name="javascript",
+        runtime="node",
+        file_name="main.js",
+        template_code='console.log("Hello World");\n',
+        run=("node", "main.js"),
+        version_command=("node", "--version"),
+    ),
+    Language(
+        name="c",
+        runtime="gcc",
+        file_name="main.c",
+        template_code='#include <stdio.h>\n\nint main(void) {\n    printf("Hello World\\n");\n    return 0;\n}\n',
+        compile=("gcc", "-O2", "-pipe", "-std=gnu17", "-o", "main", "main.c", "-lm"),
+        run=("./main",),
+        version_command=("gcc", "-dumpfullversion"),
+    ),
+    Language(
+        name="cpp",
+        runtime="g++",
+        file_name="main.cpp",
+        template_code=(
+            '#include <iostream>\n\nint main() {\n    std::cout << "Hello World" << std::endl;\n    return 0;\n}\n'
+        ),
+        compile=("g++", "-O2", "-pipe", "-std=gnu++17", "-o", "main", "main.cpp"),
+        run=("./main",),
+        version_command=("g++", "-dumpfullversion"),
+    ),
+    Language(
+        name="go",
+        runtime="go",
+        file_name="main.go",
+        template_code='package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("Hello World")\n}\n',
+        compile=("go", "build", "-o", "main", "main.go"),
+        run=("./main",),
+        version_command=("go", "version"),
+        # A private build cache per run: a shared writable GOCACHE would let one user poison another's build.
+        env={
+            "GOCACHE": "{workdir}/.gocache",
+            "GOPATH": "{workdir}/.gopath",
+            "GO111MODULE": "off",
+            "GOPROXY": "off",
+            "CGO_ENABLED": "0",
+        },
+    ),
+    Language(
+        name="java",
+        runtime="openjdk",
+        file_name="Main.java",
+        template_code=(
+            "public class Main {\n    public static void main(String[] args) {\n"
+            '        System.out.println("Hello World");\n    }\n}\n'
+        ),
+        compile=("javac", "-J-Xms32m", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1", "Main.java"),
+        run=("java", "-Xmx{heap_mb}m", "-Xss8m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", ".", "Main"),
+        version_command=("java", "-version"),
+        default_memory_mb=512,
+    ),
+    Language(
+        name="php",
+        runtime="php",
+        file_name="main.php",
+        template_code='<?php\necho "Hello World\\n";\n',
+        run=("php", "main.php"),
+        version_command=("php", "--version"),
+    ),
+    Language(
+        name="ruby",
+        runtime="ruby",
+        file_name="main.rb",
+        template_code='puts "Hello World"\n',
+        run=("ruby", "main.rb"),
+        version_command=("ruby", "--version"),
+    ),
+)
+
+_BY_NAME = {language.name: language for language in LANGUAGES}
+_BY_ID = {language.id: language for language in LANGUAGES}
+_VERSION = re.compile(r"(\d+\.\d+(?:\.\d+)?)")
+TOOLCHAIN_PATH = "/usr/bin:/bin"
+
+
+def by_name(name: str) -> Language | None:
+    return _BY_NAME.get(name)
+
+
+def by_id(language_id: str) -> Language | None:
+    return _BY_ID.get(language_id)
+
+
+def detect_version(language: Language) -> str:
+    """The installed toolchain's version, e.g. "3.11.2"; "unavailable" when the toolchain is missing."""
+    return _version_of(language.version_command)
+
+
+@cache
+def _version_of(command: tuple[str, ...]) -> str:
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env={"PATH": TOOLCHAIN_PATH},
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unavailable"
+    match = _VERSION.search(done.stdout + done.stderr)
+    return match.group(1) if match else "unavailable"

@@ -1,0 +1,60 @@
+"""The contract between the executor's job logic and whatever runs a program: limits in, outcome out.
+
+`jobs` decides what to run (compile, then run) and turns outcomes into verdicts; a Launcher
+decides how it is confined. The sandboxed launcher (executor/sandbox/) and the unconfined
+development launcher (executor/process.py) both implement it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_time_ms: int
+    cpu_time_ms: int
+    memory_mb: int
+    max_processes: int = 64
+    max_file_bytes: int = 64 * 1024 * 1024
+    output_limit_bytes: int = 1024 * 1024  # per stream
+
+
+class LimitExceeded(StrEnum):
+    WALL_TIME = "time_limit_exceeded:wall"
+    CPU_TIME = "time_limit_exceeded:cpu"
+    MEMORY = "memory_limit_exceeded"
+    OUTPUT = "output_limit_exceeded"
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    exit_code: int | None  # None when the program was killed by a signal
+    signal: int | None  # the signal that ended it, if any
+    wall_time_ms: int
+    cpu_time_ms: int
+    memory_kb: int  # peak
+    stdout: bytes
+    stderr: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+    limit_exceeded: LimitExceeded | None
+
+
+class Launcher(Protocol):
+    mode: str  # names the confinement in every result: "none" for the unconfined development launcher
+
+    def workspace(self) -> AbstractContextManager[Path]:
+        """A fresh private work dir for one execution (shared by its compile and run), removed afterwards."""
+        ...
+
+    def run(
+        self, argv: Sequence[str], *, workdir: Path, env: Mapping[str, str], limits: Limits
+    ) -> StageOutcome:
+        """Runs argv in workdir with stdin closed, enforcing limits; no process of it outlives the call."""
+        ...
