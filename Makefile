@@ -8,6 +8,15 @@ STUBS_STAMP := lce/.generated
 
 .PHONY: run test protos lint system-deps clean
 
+# Brings up the whole system in the foreground (gateway on http://127.0.0.1:8080); Ctrl-C stops it.
+run: $(STUBS_STAMP) system-deps
+	$(PY) -m devstack
+
+# Lint, then the whole suite: unit, contract, sandbox red team, integration (real services as processes).
+test: $(STUBS_STAMP) system-deps
+	$(VENV)/bin/ruff check .
+	LCE_TEST_POSTGRES_URL="$$(PY=$(PY) bash scripts/ensure-test-postgres.sh)" $(PY) -m pytest
+
 # Python dependencies into a venv; reinstalled when pyproject.toml changes.
 $(DEPS_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -106,7 +106,16 @@ LANGUAGES: tuple[Language, ...] = (
             '        System.out.println("Hello World");\n    }\n}\n'
         ),
         compile=("javac", "-J-Xms32m", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1", "Main.java"),
-        run=("java", "-Xmx{heap_mb}m", "-Xss8m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", ".", "Main"),
+        run=(
+            "java",
+            "-Xmx{heap_mb}m",
+            "-Xss8m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-cp",
+            ".",
+            "Main",
+        ),
         version_command=("java", "-version"),
         default_memory_mb=512,
     ),

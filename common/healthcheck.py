@@ -1,0 +1,33 @@
+"""`python -m common.healthcheck HOST:PORT [SERVICE]`: exits 0 when that gRPC server reports SERVING.
+
+For container health checks and platform probes, which otherwise need a separate probe binary.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def check(addr: str, service: str = "", timeout_s: float = 2.0) -> bool:
+    with grpc.insecure_channel(addr) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) not in (2, 3):
+        print("usage: python -m common.healthcheck HOST:PORT [SERVICE]", file=sys.stderr)
+        return 2
+    return 0 if check(*argv[1:]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

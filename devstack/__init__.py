@@ -1,0 +1,235 @@
+"""Runs the whole of LCE on one machine: the services as separate processes, as `make run` and the
+integration tests need them.
+
+Each service is started exactly as a platform team would start it alone (`python -m <service>`
+with its own `LCE_*` environment); this package only chooses ports, hands each service the
+variables it needs (and no others: executors never see a database URL), waits for health, and
+stops everything in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import redis
+
+from common import healthcheck
+
+log = logging.getLogger("devstack")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class StackConfig:
+    host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    session_port: int = 50051
+    execution_port: int = 50052
+    executor_health_base_port: int = 50053
+    executors: int = 2
+    database_url: str | None = None  # None: each service keeps a SQLite file under data_dir
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    data_dir: Path = REPO_ROOT / "data"
+    # Passed to every service: never a store's URL or credentials (those go only to their owners).
+    extra_env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None  # None: services log to our stderr
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
+
+
+@dataclass
+class Service:
+    name: str
+    module: str
+    env: dict[str, str]
+    health: tuple[str, int] | str  # (grpc host, port) or an HTTP URL
+    process: subprocess.Popen[bytes] | None = None
+
+
+class Stack:
+    """The services of one LCE deployment, started and stopped together."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.services = self._plan()
+
+    def _base_env(self) -> dict[str, str]:
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("LCE_")}
+        inherited["PYTHONUNBUFFERED"] = "1"
+        return {**inherited, "LCE_DATA_DIR": str(self.config.data_dir), **self.config.extra_env}
+
+    def _plan(self) -> list[Service]:
+        c = self.config
+        session_addr = f"{c.host}:{c.session_port}"
+        execution_addr = f"{c.host}:{c.execution_port}"
+        base = self._base_env()
+        store = {"LCE_DATABASE_URL": c.database_url} if c.database_url else {}
+        services = [
+            Service(
+                "session_service",
+                "session_service",
+                {**base, **store, "LCE_SESSION_LISTEN": session_addr},
+                (c.host, c.session_port),
+            ),
+            Service(
+                "execution_service",
+                "execution_service",
+                {
+                    **base,
+                    **store,
+                    "LCE_EXECUTION_LISTEN": execution_addr,
+                    "LCE_SESSION_SERVICE_ADDR": session_addr,
+                    "LCE_REDIS_URL": c.redis_url,
+                },
+                (c.host, c.execution_port),
+            ),
+        ]
+        for index in range(c.executors):
+            port = c.executor_health_base_port + index
+            services.append(
+                Service(
+                    f"executor-{index + 1}",
+                    "executor",
+                    {
+                        **base,
+                        "LCE_EXECUTION_SERVICE_ADDR": execution_addr,
+                        "LCE_REDIS_URL": c.redis_url,
+                        "LCE_EXECUTOR_HEALTH_LISTEN": f"{c.host}:{port}",
+                        "LCE_EXECUTOR_ID": f"executor-{index + 1}",
+                    },
+                    (c.host, port),
+                )
+            )
+        services.append(
+            Service(
+                "gateway",
+                "gateway",
+                {
+                    **base,
+                    "LCE_GATEWAY_LISTEN": f"{c.host}:{c.gateway_port}",
+                    "LCE_SESSION_SERVICE_ADDR": session_addr,
+                    "LCE_EXECUTION_SERVICE_ADDR": execution_addr,
+                },
+                f"{c.gateway_url}/health",
+            )
+        )
+        return services
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for service in self.services:
+                self._spawn(service)
+                self._wait_healthy(service, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, service: Service) -> None:
+        output = None
+        if self.config.log_dir is not None:
+            self.config.log_dir.mkdir(parents=True, exist_ok=True)
+            output = open(self.config.log_dir / f"{service.name}.log", "ab")  # noqa: SIM115 - owned by the child
+        service.process = subprocess.Popen(
+            [sys.executable, "-m", service.module],
+            cwd=REPO_ROOT,
+            env=service.env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            # Own process group: Ctrl-C in the terminal reaches us, and we stop children in order.
+            start_new_session=True,
+        )
+        if output is not None:
+            output.close()
+
+    def _wait_healthy(self, service: Service, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert service.process is not None
+            if service.process.poll() is not None:
+                raise RuntimeError(f"{service.name} exited with {service.process.returncode} while starting")
+            if is_healthy(service.health):
+                log.info("%s is healthy", service.name)
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{service.name} did not become healthy within {timeout_s:.0f} s")
+
+    def find(self, name: str) -> Service:
+        return next(service for service in self.services if service.name == name)
+
+    def stop_service(self, service: Service, grace_s: float = 20.0) -> None:
+        process = service.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0f s; killing it", service.name, grace_s)
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        """Stops the entry points first (gateway), the stores' owners last."""
+        for service in reversed(self.services):
+            self.stop_service(service)
+
+    def exited(self) -> list[Service]:
+        return [s for s in self.services if s.process is not None and s.process.poll() is not None]
+
+
+def is_healthy(target: tuple[str, int] | str) -> bool:
+    if isinstance(target, str):
+        try:
+            return httpx.get(target, timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+    host, port = target
+    return healthcheck.check(f"{host}:{port}", timeout_s=1.0)
+
+
+def redis_reachable(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def start_local_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
+    """A redis-server for `make run` when none answers at the configured URL."""
+    parsed = urlparse(url)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--bind",
+            parsed.hostname or "127.0.0.1",
+            "--port",
+            str(parsed.port or 6379),
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 10
+    while not redis_reachable(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"could not start redis-server for {url}")
+        time.sleep(0.05)
+    return process

@@ -1,0 +1,91 @@
+"""The real system for integration tests: every service as its own process, on the test run's own
+PostgreSQL database and Redis server, driven over HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack import Stack, StackConfig
+from tests.conftest import RedisServer, free_port
+
+TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT"}
+
+
+def stack_config(tmp: Path, *, database_url: str | None, redis_url: str, **env: str) -> StackConfig:
+    return StackConfig(
+        gateway_port=free_port(),
+        session_port=free_port(),
+        execution_port=free_port(),
+        executor_health_base_port=free_port(),
+        executors=2,
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=tmp / "data",
+        log_dir=tmp / "logs",
+        extra_env={"LCE_WORK_ROOT": str(tmp / "runs"), **env},
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(postgres_url: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("stack")
+    running = Stack(stack_config(tmp, database_url=postgres_url, redis_url=redis_server.url))
+    try:
+        running.start()
+    except BaseException:
+        _print_logs(tmp / "logs")
+        raise
+    yield running
+    running.stop()
+    assert not [s.name for s in running.services if s.process and s.process.returncode not in (0, None)], (
+        "a service exited with an error on SIGTERM"
+    )
+
+
+def _print_logs(log_dir: Path) -> None:
+    for log_file in sorted(log_dir.glob("*.log")):
+        print(f"===== {log_file.name}\n{log_file.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.config.gateway_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def languages(api: httpx.Client) -> dict[str, dict[str, Any]]:
+    listing = api.get("/languages").json()["languages"]
+    return {language["name"]: api.get(f"/languages/{language['id']}").json() for language in listing}
+
+
+def new_session(api: httpx.Client, language_id: str, source_code: str | None = None) -> str:
+    created = api.post("/code-sessions", json={"language_id": language_id})
+    assert created.status_code == 201, created.text
+    session_id = created.json()["session_id"]
+    if source_code is not None:
+        saved = api.patch(f"/code-sessions/{session_id}", json={"source_code": source_code})
+        assert saved.status_code == 200, saved.text
+    return session_id
+
+
+def wait_terminal(api: httpx.Client, execution_id: str, timeout_s: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body = api.get(f"/executions/{execution_id}").json()
+        if body["status"] in TERMINAL:
+            return body
+        time.sleep(0.02)
+    raise AssertionError(f"execution {execution_id} not terminal after {timeout_s} s: {body}")
+
+
+def run(api: httpx.Client, session_id: str, **limits: int) -> dict[str, Any]:
+    accepted = api.post(f"/code-sessions/{session_id}/run", json=limits or None)
+    assert accepted.status_code == 202, accepted.text
+    return wait_terminal(api, accepted.json()["execution_id"])
