@@ -1,0 +1,116 @@
+"""Every SQL statement of session_service: schema, the languages upsert, session reads and writes."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, Row, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DatabaseError
+
+from session_service.models import SessionStatus, languages, metadata, sessions
+from session_service.sessions import LanguageInfo, SessionRecord
+
+log = logging.getLogger(__name__)
+
+# Both dialects spell "insert, or update on conflict" the same way, each with its own insert().
+_UPSERT_INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+class SessionRepository:
+    def __init__(self, engine: Engine) -> None:
+        if engine.dialect.name not in _UPSERT_INSERTS:
+            raise ValueError(f"unsupported database dialect {engine.dialect.name!r}")
+        self._engine = engine
+
+    def create_schema(self) -> None:
+        try:
+            metadata.create_all(self._engine)
+        except DatabaseError as err:
+            # A replica starting at the same moment created a table between our existence check and our
+            # CREATE; the second pass sees it and creates only what is still missing.
+            log.info("schema creation raced another replica, retrying", extra={"error": type(err).__name__})
+            metadata.create_all(self._engine)
+
+    def upsert_languages(self, catalogue: Iterable[LanguageInfo]) -> None:
+        rows = [_language_row(language) for language in catalogue]
+        insert = _UPSERT_INSERTS[self._engine.dialect.name](languages).values(rows)
+        statement = insert.on_conflict_do_update(
+            index_elements=[languages.c.id],
+            set_={column.name: insert.excluded[column.name] for column in languages.c if column.name != "id"},
+        )
+        with self._engine.begin() as connection:
+            connection.execute(statement)
+
+    def insert(self, record: SessionRecord) -> None:
+        with self._engine.begin() as connection:
+            connection.execute(
+                sessions.insert().values(
+                    id=uuid.UUID(record.id),
+                    language_id=uuid.UUID(record.language_id),
+                    status=record.status.value,
+                    source_code=record.source_code,
+                    created_at=record.created_at,
+                    updated_at=record.updated_at,
+                )
+            )
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        with self._engine.connect() as connection:
+            row = connection.execute(select(sessions).where(sessions.c.id == uuid.UUID(session_id))).first()
+        return None if row is None else _record(row)
+
+    def update_source_if_active(self, session_id: str, source_code: str, now: datetime) -> SessionRecord | None:
+        """The updated session, or None when it is unknown or closed (the WHERE makes this race-free)."""
+        return self._update_if_active(session_id, source_code=source_code, updated_at=now)
+
+    def close_if_active(self, session_id: str, now: datetime) -> SessionRecord | None:
+        """The closed session, or None when it is unknown or was already closed."""
+        return self._update_if_active(session_id, status=SessionStatus.INACTIVE.value, updated_at=now)
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+    def _update_if_active(self, session_id: str, **values: object) -> SessionRecord | None:
+        statement = (
+            update(sessions)
+            .where(sessions.c.id == uuid.UUID(session_id), sessions.c.status == SessionStatus.ACTIVE.value)
+            .values(**values)
+            .returning(*sessions.c)
+        )
+        with self._engine.begin() as connection:
+            row = connection.execute(statement).first()
+        return None if row is None else _record(row)
+
+
+def _language_row(language: LanguageInfo) -> dict[str, object]:
+    return {
+        "id": uuid.UUID(language.id),
+        "name": language.name,
+        "runtime": language.runtime,
+        "version": language.version,
+        "template_code": language.template_code,
+        "file_name": language.file_name,
+        "default_time_limit_ms": language.default_time_limit_ms,
+        "default_memory_mb": language.default_memory_mb,
+    }
+
+
+def _record(row: Row[Any]) -> SessionRecord:
+    return SessionRecord(
+        id=str(row.id),
+        language_id=str(row.language_id),
+        status=SessionStatus(row.status),
+        source_code=row.source_code,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite keeps no zone and hands back naive datetimes; everything we store is UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

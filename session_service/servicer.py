@@ -1,0 +1,92 @@
+"""The gRPC adapter of lce.session.v1.SessionService: proto in, domain call, proto out."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from lce.session.v1 import session_pb2, session_pb2_grpc
+from session_service.models import SessionStatus
+from session_service.sessions import LanguageInfo, Session, Sessions
+
+SERVICE_NAME = "lce.session.v1.SessionService"
+
+_STATUSES = {
+    SessionStatus.ACTIVE: session_pb2.SESSION_STATUS_ACTIVE,
+    SessionStatus.INACTIVE: session_pb2.SESSION_STATUS_INACTIVE,
+}
+
+
+class SessionServicer(session_pb2_grpc.SessionServiceServicer):
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
+
+    def register(self, server: grpc.Server) -> None:
+        session_pb2_grpc.add_SessionServiceServicer_to_server(self, server)
+
+    def close(self) -> None:
+        """Releases the database connections; call once the server has stopped."""
+        self._sessions.dispose()
+
+    def ListLanguages(
+        self, request: session_pb2.ListLanguagesRequest, context: grpc.ServicerContext
+    ) -> session_pb2.ListLanguagesResponse:
+        return session_pb2.ListLanguagesResponse(
+            languages=[_language(language) for language in self._sessions.catalogue.languages]
+        )
+
+    def GetLanguage(
+        self, request: session_pb2.GetLanguageRequest, context: grpc.ServicerContext
+    ) -> session_pb2.GetLanguageResponse:
+        return session_pb2.GetLanguageResponse(language=_language(self._sessions.catalogue.get(request.language_id)))
+
+    def CreateSession(
+        self, request: session_pb2.CreateSessionRequest, context: grpc.ServicerContext
+    ) -> session_pb2.CreateSessionResponse:
+        source_code = request.source_code if request.HasField("source_code") else None
+        return session_pb2.CreateSessionResponse(
+            session=_session(self._sessions.create(request.language_id, source_code))
+        )
+
+    def GetSession(
+        self, request: session_pb2.GetSessionRequest, context: grpc.ServicerContext
+    ) -> session_pb2.GetSessionResponse:
+        return session_pb2.GetSessionResponse(session=_session(self._sessions.get(request.session_id)))
+
+    def UpdateSource(
+        self, request: session_pb2.UpdateSourceRequest, context: grpc.ServicerContext
+    ) -> session_pb2.UpdateSourceResponse:
+        session = self._sessions.update_source(request.session_id, request.source_code)
+        return session_pb2.UpdateSourceResponse(session=_session(session))
+
+    def CloseSession(
+        self, request: session_pb2.CloseSessionRequest, context: grpc.ServicerContext
+    ) -> session_pb2.CloseSessionResponse:
+        return session_pb2.CloseSessionResponse(session=_session(self._sessions.close(request.session_id)))
+
+
+def _language(language: LanguageInfo) -> session_pb2.Language:
+    return session_pb2.Language(
+        id=language.id,
+        name=language.name,
+        runtime=language.runtime,
+        version=language.version,
+        template_code=language.template_code,
+        file_name=language.file_name,
+        default_time_limit_ms=language.default_time_limit_ms,
+        default_memory_mb=language.default_memory_mb,
+    )
+
+
+def _session(session: Session) -> session_pb2.Session:
+    created_at, updated_at = Timestamp(), Timestamp()
+    created_at.FromDatetime(session.created_at)
+    updated_at.FromDatetime(session.updated_at)
+    return session_pb2.Session(
+        id=session.id,
+        status=_STATUSES[session.status],
+        language=_language(session.language),
+        source_code=session.source_code,
+        created_at=created_at,
+        updated_at=updated_at,
+    )

@@ -1,0 +1,306 @@
+"""SessionService over a real gRPC channel, against real PostgreSQL (and once SQLite): every RPC, every error."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import create_engine, make_url, text
+
+from common.errors import KIND_METADATA_KEY
+from common.grpc_server import RunningServer, start_server
+from common.languages import LANGUAGES
+from lce.session.v1 import session_pb2, session_pb2_grpc
+from session_service import SERVICE_NAME, SessionServicer, build_servicer
+from session_service.sessions import MAX_SOURCE_BYTES
+
+DEADLINE_S = 10.0
+PYTHON = LANGUAGES[0]
+UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
+
+
+class Served:
+    """A servicer behind a real server on a free port, and a stub on a channel to it."""
+
+    def __init__(self, servicer: SessionServicer) -> None:
+        self.servicer = servicer
+        self.server: RunningServer = start_server("127.0.0.1:0", servicer.register, [SERVICE_NAME])
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.server.port}")
+        self.stub = session_pb2_grpc.SessionServiceStub(self.channel)
+
+    def call(self, method: str, request: Any) -> Any:
+        return getattr(self.stub, method)(request, timeout=DEADLINE_S)
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.server.stop(1)
+        self.servicer.close()
+
+
+@pytest.fixture(scope="module")
+def served(postgres_url: str) -> Iterator[Served]:
+    served = Served(build_servicer(postgres_url))
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def scratch_database(postgres_url: str) -> Iterator[str]:
+    """A database of this test's own on the test PostgreSQL server, dropped (forcibly) afterwards."""
+    url = make_url(postgres_url)
+    admin_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"lce_scratch_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def create(served: Served, source_code: str | None = None) -> session_pb2.Session:
+    request = session_pb2.CreateSessionRequest(language_id=PYTHON.id, source_code=source_code)
+    return served.call("CreateSession", request).session
+
+
+def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
+
+
+def kind_of(err: grpc.RpcError) -> str | None:
+    return dict(err.trailing_metadata() or ()).get(KIND_METADATA_KEY)
+
+
+# Languages
+
+
+def test_list_languages_answers_the_eight_languages_in_table_order(served: Served) -> None:
+    languages = served.call("ListLanguages", session_pb2.ListLanguagesRequest()).languages
+    assert [language.id for language in languages] == [language.id for language in LANGUAGES]
+    assert [language.name for language in languages] == [
+        "python", "javascript", "c", "cpp", "go", "java", "php", "ruby",
+    ]  # fmt: skip
+    for answered, reference in zip(languages, LANGUAGES, strict=True):
+        assert answered.version not in ("", "unavailable"), answered.name
+        assert answered.runtime == reference.runtime
+        assert answered.template_code == reference.template_code
+        assert answered.file_name == reference.file_name
+        assert answered.default_time_limit_ms == reference.default_time_limit_ms
+        assert answered.default_memory_mb == reference.default_memory_mb
+
+
+@pytest.mark.parametrize("reference", LANGUAGES, ids=lambda language: language.name)
+def test_get_language_answers_the_listed_language(served: Served, reference: Any) -> None:
+    listed = {
+        language.id: language for language in served.call("ListLanguages", session_pb2.ListLanguagesRequest()).languages
+    }
+    answered = served.call("GetLanguage", session_pb2.GetLanguageRequest(language_id=reference.id)).language
+    assert answered == listed[reference.id]
+
+
+def test_languages_table_holds_the_reference_data_with_versions(served: Served, postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT id, name, version FROM languages")).all()
+    finally:
+        engine.dispose()
+    assert {(str(row.id), row.name) for row in rows} == {(language.id, language.name) for language in LANGUAGES}
+    assert all(row.version not in ("", "unavailable") for row in rows)
+
+
+# Sessions
+
+
+def test_create_session_starts_active_with_the_template(served: Served) -> None:
+    session = create(served)
+    assert uuid.UUID(session.id).version == 4
+    assert session.status == session_pb2.SESSION_STATUS_ACTIVE
+    assert session.source_code == PYTHON.template_code
+    assert session.language.id == PYTHON.id
+    assert session.language.version
+    assert session.created_at == session.updated_at
+    assert session.created_at.seconds > 0
+
+
+def test_create_session_keeps_the_given_source(served: Served) -> None:
+    assert create(served, "print('given')").source_code == "print('given')"
+    assert create(served, "").source_code == ""
+
+
+def test_get_session_answers_the_session_with_its_language(served: Served) -> None:
+    created = create(served, "print('héllo 😀')")
+    answered = served.call("GetSession", session_pb2.GetSessionRequest(session_id=created.id)).session
+    assert answered == created
+
+
+def test_update_source_saves_and_moves_updated_at(served: Served) -> None:
+    created = create(served)
+    source = "é" * (MAX_SOURCE_BYTES // 2)
+    request = session_pb2.UpdateSourceRequest(session_id=created.id, source_code=source)
+    updated = served.call("UpdateSource", request).session
+    assert updated.source_code == source
+    assert updated.created_at == created.created_at
+    assert updated.updated_at.ToDatetime() > created.updated_at.ToDatetime()
+    assert served.call("GetSession", session_pb2.GetSessionRequest(session_id=created.id)).session == updated
+
+
+def test_close_session_is_idempotent(served: Served) -> None:
+    created = create(served)
+    closed = served.call("CloseSession", session_pb2.CloseSessionRequest(session_id=created.id)).session
+    assert closed.status == session_pb2.SESSION_STATUS_INACTIVE
+    again = served.call("CloseSession", session_pb2.CloseSessionRequest(session_id=created.id)).session
+    assert again == closed
+
+
+# Errors: each RPC's precise status code and the kind in the trailing metadata
+
+
+def _closed_session_autosave(served: Served) -> session_pb2.UpdateSourceRequest:
+    session = create(served)
+    served.call("CloseSession", session_pb2.CloseSessionRequest(session_id=session.id))
+    return session_pb2.UpdateSourceRequest(session_id=session.id, source_code="print(1)")
+
+
+def _oversized_autosave(served: Served) -> session_pb2.UpdateSourceRequest:
+    return session_pb2.UpdateSourceRequest(session_id=create(served).id, source_code="x" * (MAX_SOURCE_BYTES + 1))
+
+
+ERROR_CASES: list[tuple[str, str, Callable[[Served], Any], grpc.StatusCode, str]] = [
+    ("malformed language", "GetLanguage", lambda _: session_pb2.GetLanguageRequest(language_id="python"),
+     grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+    ("unknown language", "GetLanguage", lambda _: session_pb2.GetLanguageRequest(language_id=UNKNOWN_ID),
+     grpc.StatusCode.NOT_FOUND, "not_found"),
+    ("malformed language", "CreateSession", lambda _: session_pb2.CreateSessionRequest(language_id="x"),
+     grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+    ("unknown language", "CreateSession", lambda _: session_pb2.CreateSessionRequest(language_id=UNKNOWN_ID),
+     grpc.StatusCode.NOT_FOUND, "not_found"),
+    ("oversized source", "CreateSession",
+     lambda _: session_pb2.CreateSessionRequest(language_id=PYTHON.id, source_code="x" * (MAX_SOURCE_BYTES + 1)),
+     grpc.StatusCode.INVALID_ARGUMENT, "payload_too_large"),
+    ("malformed session", "GetSession", lambda _: session_pb2.GetSessionRequest(session_id="42"),
+     grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+    ("unknown session", "GetSession", lambda _: session_pb2.GetSessionRequest(session_id=UNKNOWN_ID),
+     grpc.StatusCode.NOT_FOUND, "not_found"),
+    ("malformed session", "UpdateSource", lambda _: session_pb2.UpdateSourceRequest(session_id="", source_code=""),
+     grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+    ("unknown session", "UpdateSource", lambda _: session_pb2.UpdateSourceRequest(session_id=UNKNOWN_ID),
+     grpc.StatusCode.NOT_FOUND, "not_found"),
+    ("closed session", "UpdateSource", _closed_session_autosave,
+     grpc.StatusCode.FAILED_PRECONDITION, "session_closed"),
+    ("oversized source", "UpdateSource", _oversized_autosave,
+     grpc.StatusCode.INVALID_ARGUMENT, "payload_too_large"),
+    ("NUL in source", "UpdateSource",
+     lambda served: session_pb2.UpdateSourceRequest(session_id=create(served).id, source_code="a\x00b"),
+     grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+    ("malformed session", "CloseSession", lambda _: session_pb2.CloseSessionRequest(session_id="nope"),
+     grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+    ("unknown session", "CloseSession", lambda _: session_pb2.CloseSessionRequest(session_id=UNKNOWN_ID),
+     grpc.StatusCode.NOT_FOUND, "not_found"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "make_request", "code", "kind"),
+    [case[1:] for case in ERROR_CASES],
+    ids=[f"{case[1]}-{case[0]}" for case in ERROR_CASES],
+)
+def test_errors_carry_their_status_code_and_kind(
+    served: Served, method: str, make_request: Callable[[Served], Any], code: grpc.StatusCode, kind: str
+) -> None:
+    request = make_request(served)
+    err = rpc_error(lambda: served.call(method, request))
+    assert err.code() == code, err.details()
+    assert kind_of(err) == kind
+
+
+def test_malformed_session_id_is_explained(served: Served) -> None:
+    err = rpc_error(lambda: served.call("GetSession", session_pb2.GetSessionRequest(session_id="x")))
+    assert err.details() == "session_id must be a UUID"
+
+
+def test_closed_session_refuses_autosave_but_keeps_its_source(served: Served) -> None:
+    request = _closed_session_autosave(served)
+    rpc_error(lambda: served.call("UpdateSource", request))
+    session = served.call("GetSession", session_pb2.GetSessionRequest(session_id=request.session_id)).session
+    assert session.source_code == PYTHON.template_code
+    assert session.status == session_pb2.SESSION_STATUS_INACTIVE
+
+
+def test_database_outage_is_unavailable(scratch_database: str, postgres_url: str) -> None:
+    served = Served(build_servicer(scratch_database))
+    try:
+        session = create(served)
+        admin_url = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{make_url(scratch_database).database}" WITH (FORCE)')
+        err = rpc_error(lambda: served.call("GetSession", session_pb2.GetSessionRequest(session_id=session.id)))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        served.stop()
+
+
+def test_health_reports_the_service_serving(served: Served) -> None:
+    health = health_pb2_grpc.HealthStub(served.channel)
+    answer = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=DEADLINE_S)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# Startup
+
+
+def test_replicas_starting_together_on_an_empty_database_all_come_up(scratch_database: str) -> None:
+    start = threading.Barrier(4)
+    built: list[SessionServicer] = []
+    failures: list[BaseException] = []
+
+    def start_replica() -> None:
+        start.wait()
+        try:
+            built.append(build_servicer(scratch_database))
+        except BaseException as err:
+            failures.append(err)
+
+    replicas = [threading.Thread(target=start_replica) for _ in range(4)]
+    for replica in replicas:
+        replica.start()
+    for replica in replicas:
+        replica.join()
+    for servicer in built:
+        servicer.close()
+    assert failures == []
+    assert len(built) == 4
+
+
+def test_sqlite_file_keeps_sessions_across_restarts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'session.db'}"
+    first = Served(build_servicer(url))
+    try:
+        session = create(first, "print('sqlite')")
+        saved = first.call(
+            "UpdateSource", session_pb2.UpdateSourceRequest(session_id=session.id, source_code="print('saved')")
+        ).session
+    finally:
+        first.stop()
+    second = Served(build_servicer(url))
+    try:
+        languages = second.call("ListLanguages", session_pb2.ListLanguagesRequest()).languages
+        assert [language.id for language in languages] == [language.id for language in LANGUAGES]
+        assert second.call("GetSession", session_pb2.GetSessionRequest(session_id=session.id)).session == saved
+        closed = second.call("CloseSession", session_pb2.CloseSessionRequest(session_id=session.id)).session
+        assert closed.status == session_pb2.SESSION_STATUS_INACTIVE
+        err = rpc_error(lambda: second.call("UpdateSource", session_pb2.UpdateSourceRequest(session_id=session.id)))
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert kind_of(err) == "session_closed"
+    finally:
+        second.stop()
