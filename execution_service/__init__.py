@@ -1,0 +1,72 @@
+"""execution_service: executions, their queueing, abuse rules and state transitions (gRPC).
+
+`build_service` wires the parts from a config; `python -m execution_service` serves them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+import redis
+from sqlalchemy import Engine
+
+from common.config import ExecutionServiceConfig
+from common.db import make_engine
+from execution_service import servicer
+from execution_service.executions import Executions
+from execution_service.job_queue import JobQueue
+from execution_service.rate_limit import SlidingWindowLimiter
+from execution_service.reconciler import Reconciler
+from execution_service.repository import Repository, create_schema
+from execution_service.session_client import SessionClient
+
+SERVICE_NAMES = ("lce.execution.v1.ExecutionService", "lce.execution.v1.ExecutorReportService")
+
+# Short Redis timeouts: a request must fail over to the reconciler path quickly, never hang.
+_REDIS_CONNECT_TIMEOUT_S = 1.0
+_REDIS_SOCKET_TIMEOUT_S = 2.0
+
+
+@dataclass
+class ExecutionService:
+    executions: Executions
+    reconciler: Reconciler
+    engine: Engine
+    redis: redis.Redis
+    sessions: SessionClient
+
+    def register(self, server: grpc.Server) -> None:
+        servicer.register(server, self.executions)
+
+    def close(self) -> None:
+        self.reconciler.stop()
+        self.sessions.close()
+        self.redis.close()
+        self.engine.dispose()
+
+
+def build_service(
+    config: ExecutionServiceConfig, *, reconcile_interval_s: float = 5.0, reconcile_min_age_s: float = 5.0
+) -> ExecutionService:
+    """Creates the tables if missing and wires the parts; the reconciler is built but not started."""
+    engine = make_engine(config.database_url)
+    create_schema(engine)
+    repository = Repository(engine)
+    client = redis.Redis.from_url(
+        config.redis_url,
+        socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=_REDIS_SOCKET_TIMEOUT_S,
+    )
+    queue = JobQueue(client, config.queue_name)
+    sessions = SessionClient(config.session_service_addr)
+    executions = Executions(
+        repository,
+        sessions,
+        SlidingWindowLimiter(client, config.runs_per_minute),
+        queue,
+        failure_streak_limit=config.failure_streak_limit,
+        failure_cooldown_s=config.failure_cooldown_s,
+    )
+    reconciler = Reconciler(repository, queue, interval_s=reconcile_interval_s, min_age_s=reconcile_min_age_s)
+    return ExecutionService(executions, reconciler, engine, client, sessions)

@@ -1,0 +1,24 @@
+"""`python -m execution_service`: serves ExecutionService and ExecutorReportService until SIGTERM."""
+
+from __future__ import annotations
+
+from common import logs
+from common.config import ExecutionServiceConfig
+from common.grpc_server import serve_until_signalled, start_server
+from execution_service import SERVICE_NAMES, build_service
+
+
+def main() -> None:
+    logs.configure("execution_service")
+    config = ExecutionServiceConfig.from_env()
+    service = build_service(config)
+    try:
+        running = start_server(config.listen_addr, service.register, SERVICE_NAMES)
+        service.reconciler.start()
+        serve_until_signalled(running, name="execution_service")
+    finally:
+        service.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The execution domain's records and the tables that hold them (`executions`, `execution_events`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+
+
+class Status(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+
+
+TERMINAL: frozenset[Status] = frozenset({Status.COMPLETED, Status.FAILED, Status.TIMEOUT})
+UNFINISHED: frozenset[Status] = frozenset({Status.QUEUED, Status.RUNNING})
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    cpu_time_ms: int
+    wall_time_ms: int
+    memory_kb: int
+    exit_code: int | None
+    signal: str
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What an executor reports at the end of a run."""
+
+    status: Status
+    reason: str
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    exit_code: int | None
+    execution_time_ms: int
+    memory_kb: int
+    stages: tuple[Stage, ...]
+    sandbox: str
+
+
+@dataclass(frozen=True)
+class Execution:
+    id: str
+    session_id: str
+    status: Status
+    language: str
+    source_code: str
+    time_limit_ms: int
+    memory_limit_mb: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempt: int
+    executor_id: str
+    outcome: RunOutcome | None  # set once terminal
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """The part of a terminal run the failure-streak rule looks at."""
+
+    status: Status
+    finished_at: datetime
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on PostgreSQL (timestamptz) and SQLite (which keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
+        utc = value.astimezone(UTC)
+        # SQLite stores the text without an offset: keep every stored value in UTC so they compare as text.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+executions = Table(
+    "executions",
+    metadata,
+    Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("session_id", Uuid(as_uuid=False), nullable=False),
+    Column("status", String(16), nullable=False),
+    # The snapshot taken at creation: a later autosave never changes what a queued run executes.
+    Column("language", String(32), nullable=False),
+    Column("source_code", Text, nullable=False),
+    Column("time_limit_ms", Integer, nullable=False),
+    Column("memory_limit_mb", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("executor_id", Text, nullable=False, default=""),
+    # The result, set once terminal.
+    Column("reason", Text, nullable=False, default=""),
+    Column("stdout", Text, nullable=False, default=""),
+    Column("stderr", Text, nullable=False, default=""),
+    Column("stdout_truncated", Boolean, nullable=False, default=False),
+    Column("stderr_truncated", Boolean, nullable=False, default=False),
+    Column("exit_code", Integer),
+    Column("execution_time_ms", BigInteger, nullable=False, default=0),
+    Column("memory_kb", BigInteger, nullable=False, default=0),
+    Column("stages", JSON, nullable=False, default=list),
+    Column("sandbox", Text, nullable=False, default=""),
+    # A session's history, newest first.
+    Index("ix_executions_session_created", "session_id", "created_at"),
+    # The reconciler's sweep over old QUEUED rows.
+    Index("ix_executions_status_created", "status", "created_at"),
+)
+
+execution_events = Table(
+    "execution_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("execution_id", Uuid(as_uuid=False), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("attempt", Integer),
+    Column("executor_id", Text),
+    Column("reason", Text),
+    Index("ix_execution_events_execution", "execution_id", "id"),
+)

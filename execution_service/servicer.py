@@ -1,0 +1,157 @@
+"""The gRPC adapters: proto messages in, domain calls, proto messages out. No rules live here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from common.errors import InvalidArgument
+from common.grpc_client import deadline
+from execution_service.executions import Executions
+from execution_service.models import Execution, RunOutcome, Stage, Status
+from lce.execution.v1 import execution_pb2 as pb
+from lce.execution.v1 import execution_pb2_grpc as pb_grpc
+
+_STATUS_TO_PROTO: dict[Status, int] = {
+    Status.QUEUED: pb.EXECUTION_STATUS_QUEUED,
+    Status.RUNNING: pb.EXECUTION_STATUS_RUNNING,
+    Status.COMPLETED: pb.EXECUTION_STATUS_COMPLETED,
+    Status.FAILED: pb.EXECUTION_STATUS_FAILED,
+    Status.TIMEOUT: pb.EXECUTION_STATUS_TIMEOUT,
+}
+_STATUS_FROM_PROTO: dict[int, Status] = {value: status for status, value in _STATUS_TO_PROTO.items()}
+
+
+class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
+    def __init__(self, executions: Executions) -> None:
+        self.executions = executions
+
+    def CreateExecution(
+        self, request: pb.CreateExecutionRequest, context: grpc.ServicerContext
+    ) -> pb.CreateExecutionResponse:
+        execution = self.executions.create(
+            request.session_id,
+            request.time_limit_ms if request.HasField("time_limit_ms") else None,
+            request.memory_limit_mb if request.HasField("memory_limit_mb") else None,
+            timeout=deadline(context),
+        )
+        return pb.CreateExecutionResponse(execution=execution_to_proto(execution))
+
+    def GetExecution(self, request: pb.GetExecutionRequest, context: grpc.ServicerContext) -> pb.GetExecutionResponse:
+        return pb.GetExecutionResponse(execution=execution_to_proto(self.executions.get(request.execution_id)))
+
+    def ListExecutions(
+        self, request: pb.ListExecutionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListExecutionsResponse:
+        found = self.executions.list_for_session(
+            request.session_id,
+            request.limit if request.HasField("limit") else None,
+            timeout=deadline(context),
+        )
+        return pb.ListExecutionsResponse(executions=[execution_to_proto(execution) for execution in found])
+
+
+class ExecutorReportServicer(pb_grpc.ExecutorReportServiceServicer):
+    def __init__(self, executions: Executions) -> None:
+        self.executions = executions
+
+    def ReportStarted(
+        self, request: pb.ReportStartedRequest, context: grpc.ServicerContext
+    ) -> pb.ReportStartedResponse:
+        should_run = self.executions.report_started(request.execution_id, request.executor_id, request.attempt)
+        return pb.ReportStartedResponse(should_run=should_run)
+
+    def ReportResult(self, request: pb.ReportResultRequest, context: grpc.ServicerContext) -> pb.ReportResultResponse:
+        status = self.executions.report_result(
+            request.execution_id, request.executor_id, outcome_from_proto(request.result)
+        )
+        return pb.ReportResultResponse(status=_STATUS_TO_PROTO[status])
+
+
+def register(server: grpc.Server, executions: Executions) -> None:
+    pb_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(executions), server)
+    pb_grpc.add_ExecutorReportServiceServicer_to_server(ExecutorReportServicer(executions), server)
+
+
+def outcome_from_proto(result: pb.RunResult) -> RunOutcome:
+    status = _STATUS_FROM_PROTO.get(result.status)
+    if status is None:
+        raise InvalidArgument("a result's status must be COMPLETED, FAILED or TIMEOUT, got none")
+    return RunOutcome(
+        status=status,
+        reason=result.reason,
+        stdout=result.stdout,
+        stderr=result.stderr,
+        stdout_truncated=result.stdout_truncated,
+        stderr_truncated=result.stderr_truncated,
+        exit_code=result.exit_code if result.HasField("exit_code") else None,
+        execution_time_ms=result.execution_time_ms,
+        memory_kb=result.memory_kb,
+        stages=tuple(
+            Stage(
+                name=stage.name,
+                cpu_time_ms=stage.cpu_time_ms,
+                wall_time_ms=stage.wall_time_ms,
+                memory_kb=stage.memory_kb,
+                exit_code=stage.exit_code if stage.HasField("exit_code") else None,
+                signal=stage.signal,
+            )
+            for stage in result.stages
+        ),
+        sandbox=result.sandbox,
+    )
+
+
+def execution_to_proto(execution: Execution) -> pb.Execution:
+    message = pb.Execution(
+        id=execution.id,
+        session_id=execution.session_id,
+        status=_STATUS_TO_PROTO[execution.status],
+        language=execution.language,
+        time_limit_ms=execution.time_limit_ms,
+        memory_limit_mb=execution.memory_limit_mb,
+        created_at=_timestamp(execution.created_at),
+        attempt=execution.attempt,
+        executor_id=execution.executor_id,
+    )
+    if execution.started_at is not None:
+        message.started_at.CopyFrom(_timestamp(execution.started_at))
+    if execution.finished_at is not None:
+        message.finished_at.CopyFrom(_timestamp(execution.finished_at))
+    if execution.outcome is not None:
+        message.result.CopyFrom(_outcome_to_proto(execution.outcome))
+    return message
+
+
+def _outcome_to_proto(outcome: RunOutcome) -> pb.RunResult:
+    return pb.RunResult(
+        status=_STATUS_TO_PROTO[outcome.status],
+        reason=outcome.reason,
+        stdout=outcome.stdout,
+        stderr=outcome.stderr,
+        stdout_truncated=outcome.stdout_truncated,
+        stderr_truncated=outcome.stderr_truncated,
+        exit_code=outcome.exit_code,
+        execution_time_ms=outcome.execution_time_ms,
+        memory_kb=outcome.memory_kb,
+        stages=[
+            pb.StageMetrics(
+                name=stage.name,
+                cpu_time_ms=stage.cpu_time_ms,
+                wall_time_ms=stage.wall_time_ms,
+                memory_kb=stage.memory_kb,
+                exit_code=stage.exit_code,
+                signal=stage.signal,
+            )
+            for stage in outcome.stages
+        ],
+        sandbox=outcome.sandbox,
+    )
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp

@@ -1,0 +1,54 @@
+"""execution_service's view of SessionService: one reused channel, domain errors out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from common import grpc_client
+from common.errors import NotFound, Unavailable
+from lce.session.v1 import session_pb2, session_pb2_grpc
+
+_PEER_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """What a run needs from its session, as it is at this moment."""
+
+    id: str
+    active: bool
+    language: str
+    source_code: str
+    default_time_limit_ms: int
+    default_memory_mb: int
+
+
+class SessionClient:
+    def __init__(self, addr: str) -> None:
+        self._channel = grpc_client.channel(addr)
+        self._stub = session_pb2_grpc.SessionServiceStub(self._channel)
+
+    def get_session(self, session_id: str, timeout: float) -> SessionSnapshot:
+        try:
+            response = self._stub.GetSession(session_pb2.GetSessionRequest(session_id=session_id), timeout=timeout)
+        except grpc.RpcError as err:
+            code = err.code()  # type: ignore[attr-defined]
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"session {session_id} not found") from err
+            if code in _PEER_DOWN:
+                raise Unavailable("the session service is unavailable") from err
+            raise
+        session = response.session
+        return SessionSnapshot(
+            id=session.id,
+            active=session.status == session_pb2.SESSION_STATUS_ACTIVE,
+            language=session.language.name,
+            source_code=session.source_code,
+            default_time_limit_ms=session.language.default_time_limit_ms,
+            default_memory_mb=session.language.default_memory_mb,
+        )
+
+    def close(self) -> None:
+        self._channel.close()

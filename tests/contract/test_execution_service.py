@@ -1,0 +1,495 @@
+"""ExecutionService and ExecutorReportService over real gRPC channels, on real PostgreSQL and Redis.
+
+SessionService is a stand-in served over its own real channel; the real pairing is covered by the
+integration tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+import redis
+from rq import Queue
+from rq.job import Job
+from sqlalchemy import select
+
+from common.config import ExecutionServiceConfig
+from common.errors import KIND_METADATA_KEY, RETRY_AFTER_METADATA_KEY
+from common.grpc_client import channel
+from common.grpc_server import RunningServer, start_server
+from common.job import JOB_FUNCTION, SERIALIZER
+from execution_service import SERVICE_NAMES, ExecutionService, build_service
+from execution_service.models import execution_events
+from lce.execution.v1 import execution_pb2 as pb
+from lce.execution.v1 import execution_pb2_grpc as pb_grpc
+from lce.session.v1 import session_pb2, session_pb2_grpc
+from tests.conftest import free_port
+
+QUEUE = "contract-executions"
+TIMEOUT_S = 5.0
+
+
+class StandInSessions(session_pb2_grpc.SessionServiceServicer):
+    """Just enough SessionService: sessions held in memory, GetSession only."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, session_pb2.Session] = {}
+
+    def add(self, *, active: bool = True, source_code: str = 'print("hi")\n', language: str = "python") -> str:
+        session_id = str(uuid.uuid4())
+        status = session_pb2.SESSION_STATUS_ACTIVE if active else session_pb2.SESSION_STATUS_INACTIVE
+        self.sessions[session_id] = session_pb2.Session(
+            id=session_id,
+            status=status,
+            source_code=source_code,
+            language=session_pb2.Language(
+                id=str(uuid.uuid4()),
+                name=language,
+                file_name="main.py",
+                default_time_limit_ms=5000,
+                default_memory_mb=256,
+            ),
+        )
+        return session_id
+
+    def GetSession(self, request: Any, context: grpc.ServicerContext) -> session_pb2.GetSessionResponse:
+        session = self.sessions.get(request.session_id)
+        if session is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no such session")
+        return session_pb2.GetSessionResponse(session=session)
+
+
+@pytest.fixture(scope="module")
+def sessions() -> Iterator[tuple[StandInSessions, int]]:
+    servicer = StandInSessions()
+    running = start_server(
+        "127.0.0.1:0",
+        lambda server: session_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server),
+        ["lce.session.v1.SessionService"],
+    )
+    yield servicer, running.port
+    running.stop(0)
+
+
+@dataclasses.dataclass
+class Harness:
+    service: ExecutionService
+    server: RunningServer
+    executions: pb_grpc.ExecutionServiceStub
+    reports: pb_grpc.ExecutorReportServiceStub
+    sessions: StandInSessions
+
+
+Factory = Callable[..., Harness]
+
+
+@pytest.fixture
+def make_harness(postgres_url: str, redis_url: str, sessions: tuple[StandInSessions, int]) -> Iterator[Factory]:
+    """Builds and serves an execution_service; keyword arguments override its config."""
+    servicer, port = sessions
+    started: list[tuple[Harness, grpc.Channel]] = []
+
+    def make(**overrides: Any) -> Harness:
+        config = ExecutionServiceConfig(
+            listen_addr="127.0.0.1:0",
+            database_url=postgres_url,
+            redis_url=redis_url,
+            queue_name=QUEUE,
+            session_service_addr=f"127.0.0.1:{port}",
+            runs_per_minute=10,
+            failure_streak_limit=5,
+            failure_cooldown_s=60,
+        )
+        service = build_service(
+            dataclasses.replace(config, **overrides), reconcile_interval_s=0.2, reconcile_min_age_s=0.5
+        )
+        server = start_server("127.0.0.1:0", service.register, SERVICE_NAMES)
+        client = channel(f"127.0.0.1:{server.port}")
+        harness = Harness(
+            service,
+            server,
+            pb_grpc.ExecutionServiceStub(client),
+            pb_grpc.ExecutorReportServiceStub(client),
+            servicer,
+        )
+        started.append((harness, client))
+        return harness
+
+    yield make
+    for harness, client in started:
+        client.close()
+        harness.server.stop(0)
+        harness.service.close()
+
+
+@pytest.fixture
+def harness(make_harness: Factory) -> Harness:
+    return make_harness()
+
+
+def create(harness: Harness, session_id: str, **limits: int) -> pb.Execution:
+    request = pb.CreateExecutionRequest(session_id=session_id, **limits)
+    return harness.executions.CreateExecution(request, timeout=TIMEOUT_S).execution
+
+
+def get(harness: Harness, execution_id: str) -> pb.Execution:
+    return harness.executions.GetExecution(
+        pb.GetExecutionRequest(execution_id=execution_id), timeout=TIMEOUT_S
+    ).execution
+
+
+def started(harness: Harness, execution_id: str, executor_id: str = "ex-1", attempt: int = 1) -> bool:
+    request = pb.ReportStartedRequest(execution_id=execution_id, executor_id=executor_id, attempt=attempt)
+    return harness.reports.ReportStarted(request, timeout=TIMEOUT_S).should_run
+
+
+def result(harness: Harness, execution_id: str, run_result: pb.RunResult, executor_id: str = "ex-1") -> int:
+    request = pb.ReportResultRequest(execution_id=execution_id, executor_id=executor_id, result=run_result)
+    return harness.reports.ReportResult(request, timeout=TIMEOUT_S).status
+
+
+def run_result(status: int = pb.EXECUTION_STATUS_COMPLETED, stdout: str = "hi\n") -> pb.RunResult:
+    failed = status != pb.EXECUTION_STATUS_COMPLETED
+    return pb.RunResult(
+        status=status,
+        reason="runtime_error" if failed else "",
+        stdout=stdout,
+        stderr="boom\n" if failed else "",
+        stdout_truncated=False,
+        stderr_truncated=failed,
+        exit_code=1 if failed else 0,
+        execution_time_ms=42,
+        memory_kb=9000,
+        stages=[pb.StageMetrics(name="run", cpu_time_ms=30, wall_time_ms=42, memory_kb=9000, exit_code=0)],
+        sandbox="bwrap",
+    )
+
+
+def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
+
+
+def trailing(err: grpc.RpcError) -> dict[str, str]:
+    return dict(err.trailing_metadata() or ())  # type: ignore[attr-defined]
+
+
+def assert_error(err: grpc.RpcError, code: grpc.StatusCode, kind: str) -> None:
+    assert err.code() == code, err.details()  # type: ignore[attr-defined]
+    assert trailing(err)[KIND_METADATA_KEY] == kind
+
+
+def rq_job(redis_url: str, execution_id: str) -> Job:
+    return Job.fetch(execution_id, connection=redis.Redis.from_url(redis_url), serializer=SERIALIZER)
+
+
+class TestCreateExecution:
+    def test_queues_a_snapshot_with_the_languages_defaults(self, harness: Harness) -> None:
+        session_id = harness.sessions.add(source_code="print(42)\n")
+        execution = create(harness, session_id)
+        assert execution.status == pb.EXECUTION_STATUS_QUEUED
+        assert uuid.UUID(execution.id)
+        assert execution.session_id == session_id
+        assert (execution.language, execution.time_limit_ms, execution.memory_limit_mb) == ("python", 5000, 256)
+        assert execution.HasField("created_at")
+        assert not execution.HasField("started_at")
+        assert not execution.HasField("finished_at")
+        assert not execution.HasField("result")
+
+    def test_enqueues_an_rq_job_named_after_the_execution(self, harness: Harness, redis_url: str) -> None:
+        session_id = harness.sessions.add(source_code="print(42)\n")
+        execution = create(harness, session_id, time_limit_ms=2000, memory_limit_mb=64)
+        job = rq_job(redis_url, execution.id)
+        assert job.func_name == JOB_FUNCTION
+        assert job.kwargs == {
+            "payload": {
+                "execution_id": execution.id,
+                "language": "python",
+                "source_code": "print(42)\n",
+                "time_limit_ms": 2000,
+                "memory_limit_mb": 64,
+            }
+        }
+        assert job.timeout == 124
+        assert execution.id in Queue(QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids()
+
+    def test_a_later_autosave_does_not_change_the_queued_run(self, harness: Harness, redis_url: str) -> None:
+        session_id = harness.sessions.add(source_code="print('before')\n")
+        execution = create(harness, session_id)
+        harness.sessions.sessions[session_id].source_code = "print('after')\n"
+        assert rq_job(redis_url, execution.id).kwargs["payload"]["source_code"] == "print('before')\n"
+        stored = harness.service.executions.repository.get(execution.id)
+        assert stored is not None and stored.source_code == "print('before')\n"
+
+    @pytest.mark.parametrize("session_id", ["", "nope", "12345678-1234-1234-1234-12345678901"])
+    def test_malformed_session_id(self, harness: Harness, session_id: str) -> None:
+        err = rpc_error(lambda: create(harness, session_id))
+        assert_error(err, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+
+    def test_unknown_session(self, harness: Harness) -> None:
+        err = rpc_error(lambda: create(harness, str(uuid.uuid4())))
+        assert_error(err, grpc.StatusCode.NOT_FOUND, "not_found")
+
+    def test_closed_session(self, harness: Harness) -> None:
+        session_id = harness.sessions.add(active=False)
+        err = rpc_error(lambda: create(harness, session_id))
+        assert_error(err, grpc.StatusCode.FAILED_PRECONDITION, "session_closed")
+
+    @pytest.mark.parametrize(
+        ("limits", "named"),
+        [
+            ({"time_limit_ms": 99}, "time_limit_ms must be between 100 and 60000"),
+            ({"time_limit_ms": 60001}, "time_limit_ms must be between 100 and 60000"),
+            ({"memory_limit_mb": 31}, "memory_limit_mb must be between 32 and 2048"),
+            ({"memory_limit_mb": 2049}, "memory_limit_mb must be between 32 and 2048"),
+        ],
+    )
+    def test_limits_out_of_range(self, harness: Harness, limits: dict[str, int], named: str) -> None:
+        session_id = harness.sessions.add()
+        err = rpc_error(lambda: create(harness, session_id, **limits))
+        assert_error(err, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+        assert named in err.details()  # type: ignore[attr-defined]
+
+    def test_limits_at_the_edges(self, harness: Harness) -> None:
+        session_id = harness.sessions.add()
+        low = create(harness, session_id, time_limit_ms=100, memory_limit_mb=32)
+        high = create(harness, session_id, time_limit_ms=60000, memory_limit_mb=2048)
+        assert (low.time_limit_ms, low.memory_limit_mb) == (100, 32)
+        assert (high.time_limit_ms, high.memory_limit_mb) == (60000, 2048)
+
+    def test_session_service_down(self, make_harness: Factory) -> None:
+        harness = make_harness(session_service_addr=f"127.0.0.1:{free_port()}")
+        err = rpc_error(lambda: create(harness, str(uuid.uuid4())))
+        assert_error(err, grpc.StatusCode.UNAVAILABLE, "unavailable")
+
+    def test_the_eleventh_run_in_a_minute_is_rate_limited(self, harness: Harness) -> None:
+        session_id = harness.sessions.add()
+        for _ in range(10):
+            create(harness, session_id)
+        err = rpc_error(lambda: create(harness, session_id))
+        assert_error(err, grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")
+        assert 55 <= int(trailing(err)[RETRY_AFTER_METADATA_KEY]) <= 60
+        # Another session is not affected.
+        create(harness, harness.sessions.add())
+
+    def test_five_failures_in_a_row_block_the_session(self, harness: Harness) -> None:
+        session_id = harness.sessions.add()
+        for status in [pb.EXECUTION_STATUS_FAILED, pb.EXECUTION_STATUS_TIMEOUT] * 2 + [pb.EXECUTION_STATUS_FAILED]:
+            result(harness, create(harness, session_id).id, run_result(status))
+        err = rpc_error(lambda: create(harness, session_id))
+        assert_error(err, grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")
+        assert 58 <= int(trailing(err)[RETRY_AFTER_METADATA_KEY]) <= 60
+
+    def test_a_completed_run_resets_the_failure_streak(self, harness: Harness) -> None:
+        session_id = harness.sessions.add()
+        statuses = [pb.EXECUTION_STATUS_FAILED] * 4 + [pb.EXECUTION_STATUS_COMPLETED] + [pb.EXECUTION_STATUS_FAILED] * 4
+        for status in statuses:
+            result(harness, create(harness, session_id).id, run_result(status))
+        assert create(harness, session_id).status == pb.EXECUTION_STATUS_QUEUED
+
+    def test_accepted_while_redis_is_down_and_enqueued_once_it_is_back(
+        self, make_harness: Factory, redis_url: str
+    ) -> None:
+        down = make_harness(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        execution = create(down, down.sessions.add())
+        assert execution.status == pb.EXECUTION_STATUS_QUEUED
+        assert get(down, execution.id).status == pb.EXECUTION_STATUS_QUEUED
+        assert not Job.exists(execution.id, connection=redis.Redis.from_url(redis_url))
+
+        # A replica whose Redis is up reconciles the row left without a job.
+        up = make_harness()
+        up.service.reconciler.start()
+        wait_for(lambda: Job.exists(execution.id, connection=redis.Redis.from_url(redis_url)))
+        assert rq_job(redis_url, execution.id).kwargs["payload"]["execution_id"] == execution.id
+
+
+class TestGetExecution:
+    def test_found(self, harness: Harness) -> None:
+        created = create(harness, harness.sessions.add())
+        assert get(harness, created.id) == created
+
+    def test_malformed_id(self, harness: Harness) -> None:
+        assert_error(rpc_error(lambda: get(harness, "x")), grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+
+    def test_unknown_id(self, harness: Harness) -> None:
+        assert_error(rpc_error(lambda: get(harness, str(uuid.uuid4()))), grpc.StatusCode.NOT_FOUND, "not_found")
+
+
+class TestListExecutions:
+    def list(self, harness: Harness, session_id: str, **limit: int) -> list[pb.Execution]:
+        request = pb.ListExecutionsRequest(session_id=session_id, **limit)
+        return list(harness.executions.ListExecutions(request, timeout=TIMEOUT_S).executions)
+
+    def test_newest_first_ten_by_default(self, make_harness: Factory) -> None:
+        harness = make_harness(runs_per_minute=100)
+        session_id = harness.sessions.add()
+        created = [create(harness, session_id).id for _ in range(12)]
+        assert [execution.id for execution in self.list(harness, session_id)] == created[::-1][:10]
+        assert [execution.id for execution in self.list(harness, session_id, limit=3)] == created[::-1][:3]
+        assert len(self.list(harness, session_id, limit=100)) == 12
+
+    def test_a_session_without_runs_has_an_empty_list(self, harness: Harness) -> None:
+        assert self.list(harness, harness.sessions.add()) == []
+
+    def test_only_the_sessions_own_runs(self, harness: Harness) -> None:
+        mine, other = harness.sessions.add(), harness.sessions.add()
+        create(harness, other)
+        assert self.list(harness, mine) == []
+
+    @pytest.mark.parametrize("limit", [0, 101, -1])
+    def test_limit_out_of_range(self, harness: Harness, limit: int) -> None:
+        session_id = harness.sessions.add()
+        err = rpc_error(lambda: self.list(harness, session_id, limit=limit))
+        assert_error(err, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+
+    def test_unknown_session(self, harness: Harness) -> None:
+        err = rpc_error(lambda: self.list(harness, str(uuid.uuid4())))
+        assert_error(err, grpc.StatusCode.NOT_FOUND, "not_found")
+
+    def test_malformed_session_id(self, harness: Harness) -> None:
+        err = rpc_error(lambda: self.list(harness, "abc"))
+        assert_error(err, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+
+
+class TestReportStarted:
+    def test_queued_becomes_running(self, harness: Harness) -> None:
+        execution_id = create(harness, harness.sessions.add()).id
+        assert started(harness, execution_id, "ex-1", 1) is True
+        execution = get(harness, execution_id)
+        assert execution.status == pb.EXECUTION_STATUS_RUNNING
+        assert (execution.attempt, execution.executor_id) == (1, "ex-1")
+        assert execution.HasField("started_at")
+        assert not execution.HasField("finished_at")
+        assert not execution.HasField("result")
+
+    def test_a_repeated_report_changes_nothing(self, harness: Harness) -> None:
+        execution_id = create(harness, harness.sessions.add()).id
+        started(harness, execution_id)
+        before = get(harness, execution_id)
+        assert started(harness, execution_id) is True
+        assert get(harness, execution_id) == before
+
+    def test_redelivery_records_the_new_attempt(self, harness: Harness) -> None:
+        execution_id = create(harness, harness.sessions.add()).id
+        started(harness, execution_id, "ex-1", 1)
+        assert started(harness, execution_id, "ex-2", 2) is True
+        execution = get(harness, execution_id)
+        assert (execution.status, execution.attempt, execution.executor_id) == (
+            pb.EXECUTION_STATUS_RUNNING,
+            2,
+            "ex-2",
+        )
+
+    def test_a_terminal_run_must_not_run_again(self, harness: Harness) -> None:
+        execution_id = create(harness, harness.sessions.add()).id
+        started(harness, execution_id)
+        result(harness, execution_id, run_result())
+        before = get(harness, execution_id)
+        assert started(harness, execution_id, "ex-2", 2) is False
+        assert get(harness, execution_id) == before
+
+    def test_unknown_and_malformed(self, harness: Harness) -> None:
+        assert_error(rpc_error(lambda: started(harness, str(uuid.uuid4()))), grpc.StatusCode.NOT_FOUND, "not_found")
+        assert_error(rpc_error(lambda: started(harness, "x")), grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+
+
+class TestReportResult:
+    def test_the_result_is_recorded_in_full(self, harness: Harness) -> None:
+        execution_id = create(harness, harness.sessions.add()).id
+        started(harness, execution_id)
+        sent = run_result(pb.EXECUTION_STATUS_FAILED, stdout="partial")
+        assert result(harness, execution_id, sent) == pb.EXECUTION_STATUS_FAILED
+        execution = get(harness, execution_id)
+        assert execution.status == pb.EXECUTION_STATUS_FAILED
+        assert execution.HasField("finished_at") and execution.HasField("started_at")
+        assert execution.finished_at.ToDatetime() >= execution.started_at.ToDatetime()
+        assert execution.result == sent
+
+    def test_each_transition_is_recorded_once_as_an_event(self, harness: Harness) -> None:
+        execution_id = create(harness, harness.sessions.add()).id
+        started(harness, execution_id, "ex-1", 1)
+        started(harness, execution_id, "ex-1", 1)
+        started(harness, execution_id, "ex-2", 2)
+        result(harness, execution_id, run_result(), executor_id="ex-2")
+        result(harness, execution_id, run_result(), executor_id="ex-2")
+        query = (
+            select(execution_events.c.type, execution_events.c.attempt, execution_events.c.executor_id)
+            .where(execution_events.c.execution_id == execution_id)
+            .order_by(execution_events.c.id)
+        )
+        with harness.service.engine.connect() as conn:
+            events = [tuple(row) for row in conn.execute(query)]
+        assert events == [
+            ("QUEUED", None, None),
+            ("RUNNING", 1, "ex-1"),
+            ("RUNNING", 2, "ex-2"),
+            ("COMPLETED", None, "ex-2"),
+        ]
+
+    def test_a_result_without_exit_code_keeps_it_unset(self, harness: Harness) -> None:
+        execution_id = create(harness, harness.sessions.add()).id
+        sent = run_result(pb.EXECUTION_STATUS_TIMEOUT)
+        sent.ClearField("exit_code")
+        result(harness, execution_id, sent)
+        assert not get(harness, execution_id).result.HasField("exit_code")
+
+    def test_a_repeated_or_late_report_changes_nothing(self, harness: Harness) -> None:
+        execution_id = create(harness, harness.sessions.add()).id
+        started(harness, execution_id)
+        result(harness, execution_id, run_result(pb.EXECUTION_STATUS_COMPLETED))
+        final = get(harness, execution_id)
+        assert result(harness, execution_id, run_result(pb.EXECUTION_STATUS_COMPLETED)) == pb.EXECUTION_STATUS_COMPLETED
+        late = run_result(pb.EXECUTION_STATUS_TIMEOUT, stdout="other")
+        assert result(harness, execution_id, late, executor_id="ex-9") == pb.EXECUTION_STATUS_COMPLETED
+        assert get(harness, execution_id) == final
+
+    @pytest.mark.parametrize(
+        "status", [pb.EXECUTION_STATUS_UNSPECIFIED, pb.EXECUTION_STATUS_QUEUED, pb.EXECUTION_STATUS_RUNNING]
+    )
+    def test_a_non_terminal_status_is_refused(self, harness: Harness, status: int) -> None:
+        execution_id = create(harness, harness.sessions.add()).id
+        err = rpc_error(lambda: result(harness, execution_id, run_result(status)))
+        assert_error(err, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+        assert get(harness, execution_id).status == pb.EXECUTION_STATUS_QUEUED
+
+    def test_unknown_and_malformed(self, harness: Harness) -> None:
+        err = rpc_error(lambda: result(harness, str(uuid.uuid4()), run_result()))
+        assert_error(err, grpc.StatusCode.NOT_FOUND, "not_found")
+        err = rpc_error(lambda: result(harness, "x", run_result()))
+        assert_error(err, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+
+
+class TestReconciler:
+    def test_a_queued_run_whose_job_vanished_is_enqueued_again(self, harness: Harness, redis_url: str) -> None:
+        execution = create(harness, harness.sessions.add(source_code="print('again')\n"))
+        # Redis lost everything: the row is QUEUED and its job is gone.
+        redis.Redis.from_url(redis_url).flushall()
+        assert not Job.exists(execution.id, connection=redis.Redis.from_url(redis_url))
+        harness.service.reconciler.start()
+        wait_for(lambda: Job.exists(execution.id, connection=redis.Redis.from_url(redis_url)))
+        assert rq_job(redis_url, execution.id).kwargs["payload"]["source_code"] == "print('again')\n"
+        assert execution.id in Queue(QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids()
+
+    def test_runs_with_a_job_or_past_queued_are_left_alone(self, harness: Harness, redis_url: str) -> None:
+        waiting = create(harness, harness.sessions.add())
+        running = create(harness, harness.sessions.add())
+        started(harness, running.id)
+        redis.Redis.from_url(redis_url).delete(Job.key_for(running.id))
+        time.sleep(0.6)
+        harness.service.reconciler.sweep()
+        assert Job.exists(waiting.id, connection=redis.Redis.from_url(redis_url))
+        assert not Job.exists(running.id, connection=redis.Redis.from_url(redis_url))
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
