@@ -1,0 +1,155 @@
+"""The RQ job: report RUNNING, compile and run in a fresh workspace, report the verdict.
+
+RQ calls `run_execution` by its dotted path (common.job.JOB_FUNCTION) with the job's JSON
+payload and nothing else, so the process-wide objects a job needs (the launcher, the report
+client) are installed once per worker process with `install()`: by `python -m executor` at
+start, after any fork, since gRPC channels must not cross one; by tests likewise.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rq
+
+from common import logs
+from common.job import ExecutionJob
+from common.languages import TOOLCHAIN_PATH, Language, by_name
+from executor import verdicts
+from executor.launcher import Launcher, Limits
+from executor.report_client import ReportClient
+from executor.verdicts import Verdict
+
+log = logging.getLogger(__name__)
+
+# The compiler is our code, not the user's: it gets its own, looser limits.
+COMPILE_TIME_MS = 30_000
+COMPILE_MIN_MEMORY_MB = 1024
+COMPILE_MAX_PROCESSES = 128
+# The JVM needs room beside its heap (metaspace, code cache, thread stacks) under the memory limit.
+HEAP_SHARE = 0.75
+MIN_HEAP_MB = 16
+
+
+@dataclass(frozen=True)
+class Runtime:
+    launcher: Launcher
+    reports: ReportClient
+    output_limit_bytes: int
+
+
+_runtime: Runtime | None = None
+
+
+def install(runtime: Runtime) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def current_runtime() -> Runtime:
+    if _runtime is None:
+        raise RuntimeError("executor.jobs.install() was not called in this worker process")
+    return _runtime
+
+
+def run_execution(payload: dict[str, Any]) -> dict[str, str]:
+    """Runs one execution end to end; returns the verdict's status and reason (kept by RQ as the job result)."""
+    job = ExecutionJob.from_payload(payload)
+    runtime = current_runtime()
+    token = logs.execution_id.set(job.execution_id)
+    try:
+        if not runtime.reports.started(job.execution_id, _attempt()):
+            log.info("execution already terminal, not running it")
+            return {"status": "skipped", "reason": "already terminal"}
+        verdict = _execute(job, runtime)
+        runtime.reports.result(job.execution_id, verdict, sandbox=runtime.launcher.mode)
+        log.info("execution finished", extra={"status": verdict.status, "reason": verdict.reason})
+        return {"status": verdict.status.value, "reason": verdict.reason}
+    finally:
+        logs.execution_id.reset(token)
+
+
+def _attempt() -> int:
+    job = rq.get_current_job()
+    return 1 + (job.number_of_retries or 0) if job is not None else 1
+
+
+def _execute(job: ExecutionJob, runtime: Runtime) -> Verdict:
+    language = by_name(job.language)
+    if language is None:
+        log.error("unknown language", extra={"language": job.language})
+        return verdicts.internal_error(f"language {job.language!r} is not available on this executor")
+    try:
+        with runtime.launcher.workspace() as workdir:
+            return _compile_and_run(job, language, workdir, runtime)
+    except Exception:
+        # A failure of the machinery (workspace, launcher), not of the program: end the run
+        # with a verdict that says so rather than leave it RUNNING.
+        log.exception("could not run the program")
+        return verdicts.internal_error("the executor could not run the program")
+
+
+def _compile_and_run(job: ExecutionJob, language: Language, workdir: Path, runtime: Runtime) -> Verdict:
+    (workdir / language.file_name).write_text(job.source_code, encoding="utf-8")
+    placeholders = {"{workdir}": str(workdir), "{heap_mb}": str(heap_mb(job.memory_limit_mb))}
+    env = stage_env(language, placeholders)
+    compiled = None
+    if language.compile:
+        compiled = runtime.launcher.run(
+            _expand_all(language.compile, placeholders),
+            workdir=workdir,
+            env=env,
+            limits=compile_limits(job, runtime.output_limit_bytes),
+        )
+        if verdicts.compile_failed(compiled):
+            return verdicts.compile_error(compiled)
+    ran = runtime.launcher.run(
+        _expand_all(language.run, placeholders),
+        workdir=workdir,
+        env=env,
+        limits=run_limits(job, runtime.output_limit_bytes),
+    )
+    return verdicts.judge_run(ran, compiled)
+
+
+def run_limits(job: ExecutionJob, output_limit_bytes: int) -> Limits:
+    return Limits(
+        wall_time_ms=job.time_limit_ms,
+        cpu_time_ms=job.time_limit_ms,
+        memory_mb=job.memory_limit_mb,
+        output_limit_bytes=output_limit_bytes,
+    )
+
+
+def compile_limits(job: ExecutionJob, output_limit_bytes: int) -> Limits:
+    return Limits(
+        wall_time_ms=COMPILE_TIME_MS,
+        cpu_time_ms=COMPILE_TIME_MS,
+        memory_mb=max(COMPILE_MIN_MEMORY_MB, job.memory_limit_mb),
+        max_processes=COMPILE_MAX_PROCESSES,
+        output_limit_bytes=output_limit_bytes,
+    )
+
+
+def heap_mb(memory_limit_mb: int) -> int:
+    return max(MIN_HEAP_MB, int(memory_limit_mb * HEAP_SHARE))
+
+
+def stage_env(language: Language, placeholders: dict[str, str]) -> dict[str, str]:
+    """The program's whole environment: nothing of the service's own reaches it."""
+    workdir = placeholders["{workdir}"]
+    base = {"PATH": TOOLCHAIN_PATH, "HOME": workdir, "LANG": "C.UTF-8", "TMPDIR": workdir}
+    return base | {name: _expand(value, placeholders) for name, value in language.env.items()}
+
+
+def _expand(text: str, placeholders: dict[str, str]) -> str:
+    for placeholder, value in placeholders.items():
+        text = text.replace(placeholder, value)
+    return text
+
+
+def _expand_all(argv: tuple[str, ...], placeholders: dict[str, str]) -> list[str]:
+    return [_expand(arg, placeholders) for arg in argv]

@@ -1,0 +1,52 @@
+"""The executor process: one RQ SimpleWorker on the executions queue, beside a gRPC health server.
+
+SimpleWorker runs each job in this process instead of forking a work horse per job: the
+launcher already isolates user code, and the fork cost about 12 ms per job against 4 ms.
+It also keeps the one report channel alive across jobs.
+
+Shutdown: rq's own handlers turn the first SIGTERM/SIGINT into a warm shutdown (the current
+job finishes, then the loop ends) and a second one into a cold one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from rq import Queue, SimpleWorker
+
+from common.config import ExecutorConfig
+from common.grpc_server import start_server
+from common.job import SERIALIZER
+from executor import jobs
+from executor.launcher import Launcher
+from executor.report_client import ReportClient
+
+log = logging.getLogger(__name__)
+
+HEALTH_SERVICE_NAME = "lce.executor"
+SHUTDOWN_GRACE_S = 5.0
+
+
+def build_worker(config: ExecutorConfig, connection: redis.Redis) -> SimpleWorker:
+    queue = Queue(config.queue_name, connection=connection, serializer=SERIALIZER)
+    return SimpleWorker([queue], name=f"executor-{config.executor_id}", connection=connection, serializer=SERIALIZER)
+
+
+def serve(config: ExecutorConfig, launcher: Launcher) -> None:
+    """Takes jobs until told to stop; health says SERVING meanwhile and NOT_SERVING once draining is over."""
+    connection = redis.Redis.from_url(config.redis_url)
+    connection.ping()  # fail at start, not on the first job, when Redis is unreachable
+    reports = ReportClient(config.execution_service_addr, config.executor_id)
+    jobs.install(jobs.Runtime(launcher=launcher, reports=reports, output_limit_bytes=config.output_limit_bytes))
+    health = start_server(config.health_listen_addr, lambda server: None, [HEALTH_SERVICE_NAME])
+    log.info(
+        "executor ready",
+        extra={"queue": config.queue_name, "sandbox": launcher.mode, "health_port": health.port},
+    )
+    try:
+        build_worker(config, connection).work(logging_level=None)
+    finally:
+        health.stop(SHUTDOWN_GRACE_S)
+        reports.close()
+        log.info("executor stopped")

@@ -1,0 +1,340 @@
+"""The executor against a stand-in ExecutorReportService over a real channel, with real RQ jobs on a real Redis.
+
+Jobs go through the same queue, serializer and job function the execution service uses;
+programs run on the real toolchains through the UnconfinedLauncher.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from common.config import ExecutorConfig
+from common.grpc_server import RunningServer, start_server
+from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob
+from common.languages import LANGUAGES, by_name
+from executor import jobs
+from executor.process import UnconfinedLauncher
+from executor.report_client import ReportClient
+from executor.worker import build_worker
+from lce.execution.v1 import execution_pb2 as pb
+from lce.execution.v1 import execution_pb2_grpc as pb_grpc
+from tests.conftest import REPO_ROOT, free_port
+
+QUEUE = "test-executions"
+OUTPUT_LIMIT = 64 * 1024
+
+
+class StandInReports(pb_grpc.ExecutorReportServiceServicer):
+    """Records what executors report; answers like the execution service would."""
+
+    def __init__(self) -> None:
+        self.started: list[pb.ReportStartedRequest] = []
+        self.results: dict[str, pb.ReportResultRequest] = {}
+        self.terminal: set[str] = set()
+        self.reject_results = False
+        self.changed = threading.Condition()
+
+    def register(self, server: grpc.Server) -> None:
+        pb_grpc.add_ExecutorReportServiceServicer_to_server(self, server)
+
+    def ReportStarted(
+        self, request: pb.ReportStartedRequest, context: grpc.ServicerContext
+    ) -> pb.ReportStartedResponse:
+        with self.changed:
+            self.started.append(request)
+            self.changed.notify_all()
+        return pb.ReportStartedResponse(should_run=request.execution_id not in self.terminal)
+
+    def ReportResult(self, request: pb.ReportResultRequest, context: grpc.ServicerContext) -> pb.ReportResultResponse:
+        if self.reject_results:
+            context.abort(grpc.StatusCode.INTERNAL, "stand-in refuses results")
+        with self.changed:
+            self.results[request.execution_id] = request
+            self.changed.notify_all()
+        return pb.ReportResultResponse(status=request.result.status)
+
+    def wait_for(self, predicate, timeout_s: float = 20) -> None:  # type: ignore[no-untyped-def]
+        with self.changed:
+            assert self.changed.wait_for(predicate, timeout_s)
+
+
+@pytest.fixture
+def reports() -> Iterator[tuple[StandInReports, RunningServer]]:
+    servicer = StandInReports()
+    server = start_server("127.0.0.1:0", servicer.register, ["lce.execution.v1.ExecutorReportService"])
+    yield servicer, server
+    server.stop(1)
+
+
+class Executor:
+    """A worker process's runtime in this test process, processing jobs in burst mode."""
+
+    def __init__(self, redis_url: str, report_port: int, work_root: Path) -> None:
+        self.config = ExecutorConfig(
+            redis_url=redis_url,
+            queue_name=QUEUE,
+            execution_service_addr=f"127.0.0.1:{report_port}",
+            health_listen_addr="127.0.0.1:0",
+            executor_id="contract-test",
+            output_limit_bytes=OUTPUT_LIMIT,
+            work_root=work_root,
+            sandbox_mode="none",
+            allow_unconfined=True,
+        )
+        self.connection = redis.Redis.from_url(redis_url)
+        self.queue = Queue(QUEUE, connection=self.connection, serializer=SERIALIZER)
+        self.reports = ReportClient(self.config.execution_service_addr, self.config.executor_id)
+        jobs.install(
+            jobs.Runtime(launcher=UnconfinedLauncher(work_root), reports=self.reports, output_limit_bytes=OUTPUT_LIMIT)
+        )
+
+    def enqueue(self, language: str, source: str, *, time_limit_ms: int = 5000, memory_limit_mb: int = 256) -> Job:
+        job = ExecutionJob(
+            execution_id=str(uuid.uuid4()),
+            language=language,
+            source_code=source,
+            time_limit_ms=time_limit_ms,
+            memory_limit_mb=memory_limit_mb,
+        )
+        return self.queue.enqueue(
+            JOB_FUNCTION, job.to_payload(), job_id=job.execution_id, job_timeout=job.job_timeout_s
+        )
+
+    def work(self) -> None:
+        # rq installs its SIGINT/SIGTERM handlers on this (pytest's) main thread: put pytest's back.
+        saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            build_worker(self.config, self.connection).work(burst=True, logging_level=None)
+        finally:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
+
+    def close(self) -> None:
+        self.reports.close()
+
+
+@pytest.fixture
+def executor(redis_url: str, reports: tuple[StandInReports, RunningServer], tmp_path: Path) -> Iterator[Executor]:
+    executor = Executor(redis_url, reports[1].port, tmp_path / "runs")
+    yield executor
+    executor.close()
+
+
+def run_one(executor: Executor, reports: StandInReports, language: str, source: str, **limits: int) -> pb.RunResult:
+    job = executor.enqueue(language, source, **limits)
+    executor.work()
+    assert job.get_status(refresh=True) == JobStatus.FINISHED
+    return reports.results[job.id].result
+
+
+@pytest.mark.parametrize("language", [language.name for language in LANGUAGES])
+def test_template_says_hello_in_every_language(
+    executor: Executor, reports: tuple[StandInReports, RunningServer], language: str
+) -> None:
+    servicer = reports[0]
+    template = by_name(language)
+    assert template is not None
+    job = executor.enqueue(language, template.template_code)
+    executor.work()
+
+    [started] = servicer.started
+    assert (started.execution_id, started.executor_id, started.attempt) == (job.id, "contract-test", 1)
+    report = servicer.results[job.id]
+    assert report.executor_id == "contract-test"
+    result = report.result
+    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_COMPLETED, ""), result.stderr
+    assert result.stdout == "Hello World\n"
+    assert result.exit_code == 0
+    assert result.sandbox == "none"
+    stages = [stage.name for stage in result.stages]
+    assert stages == (["compile", "run"] if template.compile else ["run"])
+    assert result.execution_time_ms == result.stages[-1].wall_time_ms > 0
+    assert job.get_status(refresh=True) == JobStatus.FINISHED
+
+
+@pytest.mark.parametrize(
+    ("language", "source", "message"),
+    [
+        ("c", "int main(void) { return missing; }\n", "missing"),
+        ("java", "public class Main { public static void main(String[] a) { int x = } }\n", "Main.java"),
+    ],
+)
+def test_compile_error(
+    executor: Executor, reports: tuple[StandInReports, RunningServer], language: str, source: str, message: str
+) -> None:
+    result = run_one(executor, reports[0], language, source)
+    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_FAILED, "compile_error")
+    assert message in result.stderr and "error" in result.stderr
+    assert result.stdout == ""
+    assert [stage.name for stage in result.stages] == ["compile"]
+    assert result.stages[0].exit_code != 0
+
+
+def test_runtime_error(executor: Executor, reports: tuple[StandInReports, RunningServer]) -> None:
+    result = run_one(executor, reports[0], "python", "print('before')\n1 / 0\n")
+    assert (result.status, result.reason, result.exit_code) == (pb.EXECUTION_STATUS_FAILED, "runtime_error", 1)
+    assert result.stdout == "before\n"
+    assert "ZeroDivisionError" in result.stderr
+
+
+def test_timeout(executor: Executor, reports: tuple[StandInReports, RunningServer]) -> None:
+    started = time.monotonic()
+    result = run_one(executor, reports[0], "python", "import time\ntime.sleep(30)\n", time_limit_ms=500)
+    assert time.monotonic() - started < 10
+    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_TIMEOUT, "time_limit_exceeded:wall")
+    assert not result.HasField("exit_code")
+    assert result.stages[-1].signal == "SIGKILL"
+
+
+def test_busy_loop_times_out(executor: Executor, reports: tuple[StandInReports, RunningServer]) -> None:
+    result = run_one(executor, reports[0], "c", "int main(void) { for (;;) {} }\n", time_limit_ms=1000)
+    # CPU and wall limits are equal for the run stage: which clock trips first is a race.
+    assert result.status == pb.EXECUTION_STATUS_TIMEOUT
+    assert result.reason in ("time_limit_exceeded:cpu", "time_limit_exceeded:wall")
+
+
+BUSY_THREADS_C = """
+#include <pthread.h>
+static void *spin(void *arg) { for (;;) {} return arg; }
+int main(void) {
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++) pthread_create(&threads[i], 0, spin, 0);
+    pthread_join(threads[0], 0);
+}
+"""
+
+
+def test_threads_burning_cpu_hit_the_cpu_limit(
+    executor: Executor, reports: tuple[StandInReports, RunningServer]
+) -> None:
+    """Four spinning threads on two or more cores spend the CPU limit before the wall clock runs out."""
+    assert (os.cpu_count() or 1) >= 2, "this test needs two cores"
+    result = run_one(executor, reports[0], "c", BUSY_THREADS_C, time_limit_ms=2000)
+    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_TIMEOUT, "time_limit_exceeded:cpu")
+    run = result.stages[-1]
+    # rusage samples CPU time a little differently from the kernel's RLIMIT_CPU accounting.
+    assert run.cpu_time_ms >= 1500 and run.wall_time_ms < 2000
+
+
+def test_output_limit(executor: Executor, reports: tuple[StandInReports, RunningServer]) -> None:
+    result = run_one(executor, reports[0], "python", "while True:\n    print('spam')\n")
+    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_FAILED, "output_limit_exceeded")
+    assert result.stdout_truncated and len(result.stdout) == OUTPUT_LIMIT
+    assert result.stdout.startswith("spam\nspam\n")
+
+
+def test_program_sees_only_its_own_environment(
+    executor: Executor, reports: tuple[StandInReports, RunningServer]
+) -> None:
+    source = "import os\nfor k in sorted(os.environ): print(k, os.environ[k])\n"
+    result = run_one(executor, reports[0], "python", source)
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert set(lines) <= {"PATH", "HOME", "LANG", "TMPDIR", "LC_CTYPE"}  # LC_CTYPE: Python's own coercion
+    assert lines["PATH"] == "/usr/bin:/bin"
+    assert lines["HOME"] == lines["TMPDIR"]
+    assert not Path(lines["HOME"]).exists()  # the workspace is gone after the run
+
+
+def test_already_terminal_execution_is_not_run(
+    executor: Executor, reports: tuple[StandInReports, RunningServer]
+) -> None:
+    servicer = reports[0]
+    job = executor.enqueue("python", "print('must not run')\n")
+    servicer.terminal.add(job.id)
+    executor.work()
+    assert [request.execution_id for request in servicer.started] == [job.id]
+    assert servicer.results == {}
+    assert job.get_status(refresh=True) == JobStatus.FINISHED
+
+
+def test_unknown_language_is_an_internal_error(
+    executor: Executor, reports: tuple[StandInReports, RunningServer]
+) -> None:
+    result = run_one(executor, reports[0], "cobol", "DISPLAY 'HI'.\n")
+    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_FAILED, "internal_error")
+    assert "cobol" in result.stderr
+
+
+def test_failed_report_fails_the_job(executor: Executor, reports: tuple[StandInReports, RunningServer]) -> None:
+    reports[0].reject_results = True
+    job = executor.enqueue("python", "print(1)\n")
+    executor.work()
+    assert job.get_status(refresh=True) == JobStatus.FAILED
+
+
+# --- the process: python -m executor ---
+
+
+def health_status(port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service="lce.executor"), timeout=1).status
+
+
+def wait_until_serving(port: int, process: subprocess.Popen[bytes], within_s: float = 20) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the executor exited during start-up"
+        try:
+            if health_status(port) == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the executor never became healthy")
+
+
+def test_executor_process_serves_and_shuts_down_warmly_on_sigterm(
+    redis_url: str, reports: tuple[StandInReports, RunningServer], tmp_path: Path
+) -> None:
+    servicer, server = reports
+    health_port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "LCE_REDIS_URL": redis_url,
+        "LCE_QUEUE_NAME": QUEUE,
+        "LCE_EXECUTION_SERVICE_ADDR": f"127.0.0.1:{server.port}",
+        "LCE_EXECUTOR_HEALTH_LISTEN": f"127.0.0.1:{health_port}",
+        "LCE_EXECUTOR_ID": "process-test",
+        "LCE_WORK_ROOT": str(tmp_path / "runs"),
+        "LCE_SANDBOX": "none",
+        "LCE_SANDBOX_ALLOW_UNCONFINED": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "executor"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_until_serving(health_port, process)
+        queue = Queue(QUEUE, connection=redis.Redis.from_url(redis_url), serializer=SERIALIZER)
+        job = ExecutionJob(str(uuid.uuid4()), "python", "import time\ntime.sleep(1)\nprint('done')\n", 5000, 256)
+        queue.enqueue(JOB_FUNCTION, job.to_payload(), job_id=job.execution_id, job_timeout=job.job_timeout_s)
+        servicer.wait_for(lambda: len(servicer.started) == 1)
+
+        process.send_signal(signal.SIGTERM)  # mid-job: the job must still finish and report
+        assert process.wait(20) == 0
+        result = servicer.results[job.execution_id].result
+        assert (result.status, result.stdout) == (pb.EXECUTION_STATUS_COMPLETED, "done\n")
+        assert result.sandbox
+        with pytest.raises(grpc.RpcError):
+            health_status(health_port)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        stderr = process.stderr.read().decode() if process.stderr else ""
+    assert "RUNNING UNCONFINED" in stderr or result.sandbox != "none"

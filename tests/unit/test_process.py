@@ -1,0 +1,255 @@
+"""run_captured and the UnconfinedLauncher against real child processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from executor.launcher import LimitExceeded, Limits
+from executor.process import UnconfinedLauncher, run_captured
+
+ENV = {"PATH": "/usr/bin:/bin"}
+CAP = 64 * 1024
+
+
+def sh(script: str, tmp_path: Path, *, timeout_s: float = 10, cap: int = CAP):
+    return run_captured(["sh", "-c", script], cwd=tmp_path, env=ENV, wall_timeout_s=timeout_s, output_limit_bytes=cap)
+
+
+def alive(pid: int) -> bool:
+    """True while pid is a live (not zombie) process."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pid: int, within_s: float = 2.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_exit_code_and_output(tmp_path: Path) -> None:
+    captured = sh("echo out; echo err >&2; exit 3", tmp_path)
+    assert (captured.returncode, captured.signal) == (3, None)
+    assert (captured.stdout, captured.stderr) == (b"out\n", b"err\n")
+    assert not (captured.timed_out or captured.output_exceeded)
+    assert not (captured.stdout_truncated or captured.stderr_truncated)
+
+
+def test_death_by_signal(tmp_path: Path) -> None:
+    captured = sh("kill -SEGV $$", tmp_path)
+    assert captured.returncode is None
+    assert captured.signal == signal.SIGSEGV
+
+
+def test_stdin_is_closed(tmp_path: Path) -> None:
+    started = time.monotonic()
+    captured = sh("cat; echo done", tmp_path)
+    assert captured.stdout == b"done\n"
+    assert time.monotonic() - started < 2
+
+
+def test_cwd_and_env_are_exactly_the_given_ones(tmp_path: Path) -> None:
+    captured = run_captured(
+        ["env"], cwd=tmp_path, env={**ENV, "ONLY": "this"}, wall_timeout_s=5, output_limit_bytes=CAP
+    )
+    assert sorted(captured.stdout.decode().splitlines()) == ["ONLY=this", "PATH=/usr/bin:/bin"]
+    assert sh("pwd", tmp_path).stdout.decode().strip() == str(tmp_path)
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_output_flood_is_capped_and_killed_fast(tmp_path: Path, stream: str) -> None:
+    target = "sys.stdout" if stream == "stdout" else "sys.stderr"
+    program = f"import sys\n{target}.buffer.write(b'FIRST');{target}.buffer.write(b'x' * 100_000_000)"
+    started = time.monotonic()
+    captured = run_captured(
+        ["python3", "-c", program], cwd=tmp_path, env=ENV, wall_timeout_s=30, output_limit_bytes=CAP
+    )
+    assert time.monotonic() - started < 2
+    kept = getattr(captured, stream)
+    assert len(kept) == CAP
+    assert kept.startswith(b"FIRSTxxx")
+    assert getattr(captured, f"{stream}_truncated")
+    assert captured.output_exceeded
+    assert captured.signal == signal.SIGKILL
+    assert not captured.timed_out
+
+
+def test_output_exactly_at_the_cap_is_not_truncated(tmp_path: Path) -> None:
+    captured = sh(f"head -c {CAP} /dev/zero", tmp_path)
+    assert len(captured.stdout) == CAP
+    assert not captured.stdout_truncated
+    assert captured.returncode == 0
+
+
+def test_wall_timeout_kills_the_program(tmp_path: Path) -> None:
+    started = time.monotonic()
+    captured = sh("sleep 30", tmp_path, timeout_s=0.3)
+    elapsed = time.monotonic() - started
+    assert captured.timed_out
+    assert captured.signal == signal.SIGKILL
+    assert 0.3 <= elapsed < 1.5
+    assert 300 <= captured.wall_time_ms < 1500
+
+
+def test_background_children_in_the_group_die_with_the_program(tmp_path: Path) -> None:
+    """The program exits at once, leaving a child that holds stdout: killed, and the call returns at once."""
+    started = time.monotonic()
+    captured = sh("sleep 30 & echo $!", tmp_path)
+    assert time.monotonic() - started < 2
+    assert captured.returncode == 0 and not captured.timed_out
+    assert wait_gone(int(captured.stdout))
+
+
+def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    captured = sh(f"sleep 30 & echo $! > {pid_file}; sleep 30", tmp_path, timeout_s=0.3)
+    assert captured.timed_out
+    assert wait_gone(int(pid_file.read_text()))
+
+
+def test_setsid_child_escapes_the_process_group_kill(tmp_path: Path) -> None:
+    """What the unconfined mode cannot do: a child in its own session survives killpg.
+
+    The sandbox's cgroup kill catches it. The call itself still returns by the deadline although
+    the escapee holds the output pipes.
+    """
+    pid_file = tmp_path / "pid"
+    started = time.monotonic()
+    # The child writes its pid once it has its own session; the program waits for that, then exits.
+    script = f"setsid sh -c 'echo $$ > {pid_file}; exec sleep 30' & until [ -s {pid_file} ]; do sleep 0.01; done"
+    captured = sh(script, tmp_path, timeout_s=0.5)
+    escaped = int(pid_file.read_text())
+    try:
+        assert time.monotonic() - started < 2
+        assert captured.returncode == 0
+        assert not captured.timed_out  # the program itself ended in time
+        assert alive(escaped)
+        assert os.getsid(escaped) == escaped
+    finally:
+        os.kill(escaped, signal.SIGKILL)
+
+
+def test_cpu_time_comes_from_rusage(tmp_path: Path) -> None:
+    program = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    captured = run_captured(
+        ["python3", "-c", program], cwd=tmp_path, env=ENV, wall_timeout_s=10, output_limit_bytes=CAP
+    )
+    assert captured.returncode == 0
+    assert captured.cpu_time_ms >= 250
+    assert captured.maxrss_kb > 0
+
+
+def test_custom_kill_is_used_and_called_before_reaping(tmp_path: Path) -> None:
+    calls: list[int] = []
+    pid_file = tmp_path / "pid"
+
+    def kill() -> None:
+        calls.append(1)
+        os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+
+    captured = run_captured(
+        ["sh", "-c", f"echo $$ > {pid_file}; sleep 30"],
+        cwd=tmp_path,
+        env=ENV,
+        wall_timeout_s=0.3,
+        output_limit_bytes=CAP,
+        kill=kill,
+    )
+    assert captured.timed_out and captured.signal == signal.SIGKILL
+    assert len(calls) >= 1
+
+
+def test_no_file_descriptor_leaks(tmp_path: Path) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        sh("echo hi", tmp_path)
+    sh("sleep 5", tmp_path, timeout_s=0.05)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_missing_program_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        run_captured(["/nonexistent/program"], cwd=tmp_path, env=ENV, wall_timeout_s=1, output_limit_bytes=CAP)
+
+
+# --- UnconfinedLauncher ---
+
+
+def limits(**overrides: int) -> Limits:
+    return Limits(**{"wall_time_ms": 5000, "cpu_time_ms": 5000, "memory_mb": 256, **overrides})
+
+
+def test_workspace_is_private_and_removed(tmp_path: Path) -> None:
+    launcher = UnconfinedLauncher(tmp_path / "runs")
+    with launcher.workspace() as first, launcher.workspace() as second:
+        assert first != second
+        assert first.parent == tmp_path / "runs"
+        assert first.stat().st_mode & 0o777 == 0o700
+        (first / "file").write_text("x")
+    assert not first.exists() and not second.exists()
+    assert launcher.mode == "none"
+
+
+def test_launcher_runs_in_the_workdir_with_exactly_the_env(tmp_path: Path) -> None:
+    launcher = UnconfinedLauncher(tmp_path)
+    with launcher.workspace() as workdir:
+        outcome = launcher.run(["sh", "-c", "pwd; env"], workdir=workdir, env=ENV, limits=limits())
+    lines = outcome.stdout.decode().splitlines()
+    assert lines[0] == str(workdir)
+    assert sorted(lines[1:]) == ["PATH=/usr/bin:/bin", "PWD=" + str(workdir)]  # PWD is sh's own
+    assert (outcome.exit_code, outcome.signal, outcome.limit_exceeded) == (0, None, None)
+
+
+def test_launcher_cpu_limit(tmp_path: Path) -> None:
+    launcher = UnconfinedLauncher(tmp_path)
+    with launcher.workspace() as workdir:
+        outcome = launcher.run(
+            ["python3", "-c", "while True: pass"],
+            workdir=workdir,
+            env=ENV,
+            limits=limits(cpu_time_ms=1000, wall_time_ms=10_000),
+        )
+    assert outcome.limit_exceeded == LimitExceeded.CPU_TIME
+    assert outcome.signal in (signal.SIGXCPU, signal.SIGKILL)
+    assert outcome.wall_time_ms < 3000
+
+
+def test_launcher_wall_limit(tmp_path: Path) -> None:
+    launcher = UnconfinedLauncher(tmp_path)
+    with launcher.workspace() as workdir:
+        outcome = launcher.run(["sleep", "30"], workdir=workdir, env=ENV, limits=limits(wall_time_ms=300))
+    assert outcome.limit_exceeded == LimitExceeded.WALL_TIME
+    assert outcome.wall_time_ms < 1500
+
+
+def test_launcher_output_limit(tmp_path: Path) -> None:
+    launcher = UnconfinedLauncher(tmp_path)
+    with launcher.workspace() as workdir:
+        outcome = launcher.run(["sh", "-c", "yes"], workdir=workdir, env=ENV, limits=limits(output_limit_bytes=CAP))
+    assert outcome.limit_exceeded == LimitExceeded.OUTPUT
+    assert outcome.stdout_truncated and len(outcome.stdout) == CAP
+    assert outcome.stdout.startswith(b"y\ny\n")
+
+
+def test_launcher_file_size_limit(tmp_path: Path) -> None:
+    launcher = UnconfinedLauncher(tmp_path)
+    with launcher.workspace() as workdir:
+        outcome = launcher.run(
+            ["sh", "-c", "head -c 2000000 /dev/zero > big"],
+            workdir=workdir,
+            env=ENV,
+            limits=limits(max_file_bytes=1_000_000),
+        )
+        assert (workdir / "big").stat().st_size <= 1_000_000
+    assert outcome.exit_code != 0 or outcome.signal == signal.SIGXFSZ
