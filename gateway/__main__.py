@@ -1,0 +1,60 @@
+"""`python -m gateway`: serve the REST API with uvicorn on LCE_GATEWAY_LISTEN, LCE_GATEWAY_WORKERS processes.
+
+uvicorn gets an import-string factory so that each worker builds its own app (and gRPC
+channels) after it is spawned, and a logging config rather than our already-configured root
+logger, because spawned workers start with fresh logging. SIGTERM/SIGINT are uvicorn's: stop
+accepting, finish in-flight requests, run the lifespan shutdown (closing the channels).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import uvicorn
+
+from common import logs
+from common.config import GatewayConfig
+
+log = logging.getLogger("gateway")
+
+GRACEFUL_SHUTDOWN_S = 10
+
+
+def logging_config() -> dict[str, Any]:
+    """common.logs' JSON lines on stderr, as a dictConfig each uvicorn worker applies itself."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": logs.JsonFormatter, "service": "gateway"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": os.environ.get("LCE_LOG_LEVEL", "INFO").upper()},
+        # uvicorn's loggers carry their own handlers unless told to propagate to ours.
+        "loggers": {name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error")},
+    }
+
+
+def main() -> None:
+    logs.configure("gateway")
+    config = GatewayConfig.from_env()
+    log.info(
+        "serving",
+        extra={"host": config.listen_host, "port": config.listen_port, "workers": config.workers},
+    )
+    uvicorn.run(
+        "gateway.app:create_app",
+        factory=True,
+        host=config.listen_host,
+        port=config.listen_port,
+        workers=config.workers,
+        log_config=logging_config(),
+        # Access logs cost throughput; errors are logged by the app itself.
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+
+
+if __name__ == "__main__":
+    main()

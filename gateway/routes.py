@@ -1,0 +1,192 @@
+"""The documented HTTP API, one handler per endpoint: parse, call one backend, translate.
+
+Handlers return JSONResponse objects directly, which skips FastAPI's response validation
+and jsonable_encoder: the dicts from translate.py are already JSON-ready. Backend failures
+propagate as grpc.aio.AioRpcError and are answered by the exception handlers in app.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from gateway import schemas, translate
+from gateway.clients import Backends
+from gateway.http_errors import HttpError
+from lce.execution.v1 import execution_pb2
+from lce.session.v1 import session_pb2
+
+# Source code is capped at 1 MiB by the session service (413 from there, with its own message);
+# this cap only keeps a client from making the gateway buffer an unbounded body.
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+router = APIRouter()
+
+
+def backends(request: Request) -> Backends:
+    return request.app.state.backends  # type: ignore[no-any-return]
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    # A chunked body has no declared length, so the cap is enforced while reading, too.
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def json_object(request: Request, *, optional: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object; an empty body counts as {} where the body is optional."""
+    raw = await read_body(request)
+    if optional and not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise HttpError(400, "request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise HttpError(400, "request body must be a JSON object")
+    return body
+
+
+def ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+# Routes are matched in declaration order, so the hot polling path comes first.
+@router.get(
+    "/executions/{execution_id}",
+    responses={200: {"model": schemas.Execution}, **schemas.errors(400, 404, 503)},
+)
+async def get_execution(execution_id: str, request: Request) -> JSONResponse:
+    services = backends(request)
+    response = await services.executions.GetExecution(
+        execution_pb2.GetExecutionRequest(execution_id=execution_id), timeout=services.deadline_s
+    )
+    return ok(translate.execution_detail(response.execution))
+
+
+@router.get("/languages", responses={200: {"model": schemas.LanguageList}, **schemas.errors(503)})
+async def list_languages(request: Request) -> JSONResponse:
+    services = backends(request)
+    response = await services.sessions.ListLanguages(session_pb2.ListLanguagesRequest(), timeout=services.deadline_s)
+    return ok(translate.languages_list(response.languages))
+
+
+@router.get(
+    "/languages/{language_id}",
+    responses={200: {"model": schemas.Language}, **schemas.errors(400, 404, 503)},
+)
+async def get_language(language_id: str, request: Request) -> JSONResponse:
+    services = backends(request)
+    response = await services.sessions.GetLanguage(
+        session_pb2.GetLanguageRequest(language_id=language_id), timeout=services.deadline_s
+    )
+    return ok(translate.language_detail(response.language))
+
+
+@router.post(
+    "/code-sessions",
+    status_code=201,
+    responses={201: {"model": schemas.SessionState}, **schemas.errors(400, 404, 413, 503)},
+    openapi_extra=schemas.request_body(schemas.CreateSessionBody),
+)
+async def create_session(request: Request) -> JSONResponse:
+    message = translate.create_session_request(await json_object(request))
+    services = backends(request)
+    response = await services.sessions.CreateSession(message, timeout=services.deadline_s)
+    return ok(translate.session_state(response.session), 201)
+
+
+@router.get(
+    "/code-sessions/{session_id}",
+    responses={200: {"model": schemas.Session}, **schemas.errors(400, 404, 503)},
+)
+async def get_session(session_id: str, request: Request) -> JSONResponse:
+    services = backends(request)
+    response = await services.sessions.GetSession(
+        session_pb2.GetSessionRequest(session_id=session_id), timeout=services.deadline_s
+    )
+    return ok(translate.session_detail(response.session))
+
+
+@router.patch(
+    "/code-sessions/{session_id}",
+    responses={200: {"model": schemas.SessionState}, **schemas.errors(400, 404, 409, 413, 503)},
+    openapi_extra=schemas.request_body(schemas.UpdateSourceBody),
+)
+async def update_source(session_id: str, request: Request) -> JSONResponse:
+    message = translate.update_source_request(session_id, await json_object(request))
+    services = backends(request)
+    response = await services.sessions.UpdateSource(message, timeout=services.deadline_s)
+    return ok(translate.session_state(response.session))
+
+
+@router.post(
+    "/code-sessions/{session_id}/run",
+    status_code=202,
+    responses={202: {"model": schemas.ExecutionCreated}, **schemas.errors(400, 404, 409, 413, 429, 503)},
+    openapi_extra=schemas.request_body(schemas.RunBody, required=False),
+)
+async def run(session_id: str, request: Request) -> JSONResponse:
+    message = translate.create_execution_request(session_id, await json_object(request, optional=True))
+    services = backends(request)
+    response = await services.executions.CreateExecution(message, timeout=services.deadline_s)
+    return ok(translate.execution_created(response.execution), 202)
+
+
+@router.get(
+    "/code-sessions/{session_id}/executions",
+    responses={200: {"model": schemas.ExecutionList}, **schemas.errors(400, 404, 503)},
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+            }
+        ]
+    },
+)
+async def list_executions(session_id: str, request: Request) -> JSONResponse:
+    limit = translate.parse_limit(request.query_params.get("limit"))
+    services = backends(request)
+    response = await services.executions.ListExecutions(
+        translate.list_executions_request(session_id, limit), timeout=services.deadline_s
+    )
+    return ok(translate.executions_list(session_id, response.executions))
+
+
+@router.patch(
+    "/code-sessions/{session_id}/close",
+    responses={200: {"model": schemas.SessionState}, **schemas.errors(400, 404, 503)},
+)
+async def close_session(session_id: str, request: Request) -> JSONResponse:
+    services = backends(request)
+    response = await services.sessions.CloseSession(
+        session_pb2.CloseSessionRequest(session_id=session_id), timeout=services.deadline_s
+    )
+    return ok(translate.session_state(response.session))
+
+
+@router.get(
+    "/health",
+    responses={200: {"model": schemas.Health}, 503: {"model": schemas.Health, "description": "a backend is down"}},
+)
+async def health(request: Request) -> JSONResponse:
+    statuses = await backends(request).health()
+    if all(status == "SERVING" for status in statuses.values()):
+        return ok({"status": "ok", "services": statuses})
+    body = {"status": "unavailable", "error": "a backend service is unavailable", "services": statuses}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})

@@ -1,0 +1,161 @@
+"""Pydantic models of the HTTP shapes, for the OpenAPI document only.
+
+Handlers build plain dicts (gateway/translate.py) and parse bodies themselves: FastAPI's
+validation would accept "5" for an integer, answer 422 and read bodies without a size cap.
+tests/contract/test_gateway.py checks real responses against these models.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+ExecutionStatus = Literal["QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT"]
+SessionStatus = Literal["ACTIVE", "INACTIVE"]
+
+
+class Error(BaseModel):
+    error: str
+
+
+class RateLimited(BaseModel):
+    error: Literal["Rate limit exceeded"]
+    retryAfter: int = Field(description="seconds; also sent as the Retry-After header")
+    detail: str | None = Field(None, description="which abuse rule refused the run")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    error: str | None = Field(None, description="present when a backend is down")
+    services: dict[str, str] = Field(description="each backend's gRPC health status")
+
+
+class LanguageSummary(BaseModel):
+    id: str
+    name: str
+    runtime: str
+    version: str
+    default_time_limit_ms: int
+    default_memory_mb: int
+
+
+class Language(LanguageSummary):
+    template_code: str
+    file_name: str
+
+
+class LanguageList(BaseModel):
+    total: int
+    languages: list[LanguageSummary]
+
+
+class CreateSessionBody(BaseModel):
+    language_id: str
+    source_code: str | None = Field(None, description="initial code; the language's template when absent")
+
+
+class UpdateSourceBody(BaseModel):
+    source_code: str = Field(description="at most 1 MiB of UTF-8")
+
+
+class RunBody(BaseModel):
+    time_limit_ms: int | None = Field(None, ge=100, le=60000, description="the language's default when absent")
+    memory_limit_mb: int | None = Field(None, ge=32, le=2048, description="the language's default when absent")
+
+
+class SessionState(BaseModel):
+    session_id: str
+    status: SessionStatus
+    updated_at: str | None
+
+
+class Session(BaseModel):
+    session_id: str
+    status: SessionStatus
+    language_id: str
+    language_name: str
+    source_code: str
+    runtime: str
+    version: str
+    created_at: str | None
+    updated_at: str | None
+
+
+class ExecutionCreated(BaseModel):
+    execution_id: str
+    status: ExecutionStatus
+
+
+class ExecutionSummary(BaseModel):
+    execution_id: str
+    status: ExecutionStatus
+    execution_time_ms: int | None = Field(description="null until the run is over")
+    exit_code: int | None = Field(description="null until the run is over, or when killed by a signal")
+    created_at: str | None
+
+
+class ExecutionList(BaseModel):
+    session_id: str
+    executions: list[ExecutionSummary]
+
+
+class Stage(BaseModel):
+    name: str
+    cpu_time_ms: int
+    wall_time_ms: int
+    memory_kb: int
+    exit_code: int | None
+    signal: str | None
+
+
+class Execution(BaseModel):
+    """While QUEUED or RUNNING only the id, status, session, language and timestamps; the rest once terminal."""
+
+    execution_id: str
+    status: ExecutionStatus
+    session_id: str
+    language: str
+    created_at: str | None
+    started_at: str | None
+    stdout: str | None = None
+    stderr: str | None = None
+    execution_time_ms: int | None = None
+    exit_code: int | None = None
+    reason: str | None = Field(
+        None, description="compile_error, runtime_error, signal:SIGSEGV, time_limit_exceeded:cpu, ..."
+    )
+    stdout_truncated: bool | None = None
+    stderr_truncated: bool | None = None
+    memory_kb: int | None = None
+    sandbox: str | None = None
+    stages: list[Stage] | None = None
+    finished_at: str | None = None
+    time_limit_ms: int | None = None
+    memory_limit_mb: int | None = None
+
+
+def request_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """openapi_extra documenting a JSON body the handler parses itself."""
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error responses of a route."""
+    descriptions = {
+        400: "malformed JSON, a wrong type, a malformed id or an out-of-range value",
+        404: "unknown id",
+        409: "the session is closed",
+        413: "source code over 1 MiB, or a request body over 2 MiB",
+        429: "rate limited",
+        503: "a backend service is unavailable (Retry-After: 1)",
+    }
+    return {
+        status: {"model": RateLimited if status == 429 else Error, "description": descriptions[status]}
+        for status in statuses
+    }

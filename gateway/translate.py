@@ -1,0 +1,226 @@
+"""Proto messages -> the documented JSON shapes, and JSON request bodies -> proto requests.
+
+Outbound: plain dicts, timestamps as ISO-8601 UTC with milliseconds and "Z", statuses without
+their enum prefix. Inbound: types are strict (a numeric string, a float or a boolean is not an
+integer); ranges are the services' business, except int32 bounds, which a proto field cannot
+even hold.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway.http_errors import HttpError
+from lce.execution.v1 import execution_pb2
+from lce.session.v1 import session_pb2
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+
+Json = dict[str, Any]
+
+_EXECUTION_STATUS = {
+    value.number: value.name.removeprefix("EXECUTION_STATUS_")
+    for value in execution_pb2.ExecutionStatus.DESCRIPTOR.values
+}
+_SESSION_STATUS = {
+    value.number: value.name.removeprefix("SESSION_STATUS_") for value in session_pb2.SessionStatus.DESCRIPTOR.values
+}
+_TERMINAL = {
+    execution_pb2.EXECUTION_STATUS_COMPLETED,
+    execution_pb2.EXECUTION_STATUS_FAILED,
+    execution_pb2.EXECUTION_STATUS_TIMEOUT,
+}
+
+
+# --- outbound ------------------------------------------------------------------------------
+
+
+def iso_timestamp(ts: Timestamp) -> str:
+    """2026-01-21T10:00:00.000Z"""
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ts.seconds))}.{ts.nanos // 1_000_000:03d}Z"
+
+
+def optional_timestamp(message: Any, field: str) -> str | None:
+    return iso_timestamp(getattr(message, field)) if message.HasField(field) else None
+
+
+def execution_status(status: int) -> str:
+    return _EXECUTION_STATUS.get(status, "UNSPECIFIED")
+
+
+def session_status(status: int) -> str:
+    return _SESSION_STATUS.get(status, "UNSPECIFIED")
+
+
+def language_summary(language: session_pb2.Language) -> Json:
+    return {
+        "id": language.id,
+        "name": language.name,
+        "runtime": language.runtime,
+        "version": language.version,
+        "default_time_limit_ms": language.default_time_limit_ms,
+        "default_memory_mb": language.default_memory_mb,
+    }
+
+
+def language_detail(language: session_pb2.Language) -> Json:
+    return {
+        **language_summary(language),
+        "template_code": language.template_code,
+        "file_name": language.file_name,
+    }
+
+
+def languages_list(languages: Any) -> Json:
+    items = [language_summary(language) for language in languages]
+    return {"total": len(items), "languages": items}
+
+
+def session_state(session: session_pb2.Session) -> Json:
+    """The short answer of create, autosave and close."""
+    return {
+        "session_id": session.id,
+        "status": session_status(session.status),
+        "updated_at": optional_timestamp(session, "updated_at"),
+    }
+
+
+def session_detail(session: session_pb2.Session) -> Json:
+    return {
+        "session_id": session.id,
+        "status": session_status(session.status),
+        "language_id": session.language.id,
+        "language_name": session.language.name,
+        "source_code": session.source_code,
+        "runtime": session.language.runtime,
+        "version": session.language.version,
+        "created_at": optional_timestamp(session, "created_at"),
+        "updated_at": optional_timestamp(session, "updated_at"),
+    }
+
+
+def is_terminal(execution: execution_pb2.Execution) -> bool:
+    return execution.status in _TERMINAL
+
+
+def execution_created(execution: execution_pb2.Execution) -> Json:
+    return {"execution_id": execution.id, "status": execution_status(execution.status)}
+
+
+def execution_summary(execution: execution_pb2.Execution) -> Json:
+    """One row of a session's history; time and exit code stay null until the run is over."""
+    result = execution.result if is_terminal(execution) else None
+    return {
+        "execution_id": execution.id,
+        "status": execution_status(execution.status),
+        "execution_time_ms": result.execution_time_ms if result is not None else None,
+        "exit_code": result.exit_code if result is not None and result.HasField("exit_code") else None,
+        "created_at": optional_timestamp(execution, "created_at"),
+    }
+
+
+def executions_list(session_id: str, executions: Any) -> Json:
+    return {"session_id": session_id, "executions": [execution_summary(e) for e in executions]}
+
+
+def stage_json(stage: execution_pb2.StageMetrics) -> Json:
+    return {
+        "name": stage.name,
+        "cpu_time_ms": stage.cpu_time_ms,
+        "wall_time_ms": stage.wall_time_ms,
+        "memory_kb": stage.memory_kb,
+        "exit_code": stage.exit_code if stage.HasField("exit_code") else None,
+        "signal": stage.signal or None,
+    }
+
+
+def execution_detail(execution: execution_pb2.Execution) -> Json:
+    """GET /executions/{id}: the documented keys first, then additive detail."""
+    body: Json = {"execution_id": execution.id, "status": execution_status(execution.status)}
+    if is_terminal(execution):
+        result = execution.result
+        body.update(
+            stdout=result.stdout,
+            stderr=result.stderr,
+            execution_time_ms=result.execution_time_ms,
+            exit_code=result.exit_code if result.HasField("exit_code") else None,
+            reason=result.reason or None,
+            stdout_truncated=result.stdout_truncated,
+            stderr_truncated=result.stderr_truncated,
+            memory_kb=result.memory_kb,
+            sandbox=result.sandbox or None,
+            stages=[stage_json(stage) for stage in result.stages],
+            finished_at=optional_timestamp(execution, "finished_at"),
+            time_limit_ms=execution.time_limit_ms,
+            memory_limit_mb=execution.memory_limit_mb,
+        )
+    body.update(
+        session_id=execution.session_id,
+        language=execution.language,
+        created_at=optional_timestamp(execution, "created_at"),
+        started_at=optional_timestamp(execution, "started_at"),
+    )
+    return body
+
+
+# --- inbound -------------------------------------------------------------------------------
+
+
+def _field(body: Json, name: str, expected: type, type_name: str, *, required: bool) -> Any:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise HttpError(400, f"{name} is required")
+        return None
+    # `type(...) is`, not isinstance: a JSON boolean is a Python bool, which isinstance counts as an int.
+    if type(value) is not expected:
+        raise HttpError(400, f"{name} must be {type_name}")
+    return value
+
+
+def _int32_field(body: Json, name: str) -> int | None:
+    value = _field(body, name, int, "an integer", required=False)
+    if value is not None and not INT32_MIN <= value <= INT32_MAX:
+        raise HttpError(400, f"{name} is out of range")
+    return value
+
+
+def create_session_request(body: Json) -> session_pb2.CreateSessionRequest:
+    language_id = _field(body, "language_id", str, "a string", required=True)
+    source_code = _field(body, "source_code", str, "a string", required=False)
+    return session_pb2.CreateSessionRequest(language_id=language_id, source_code=source_code)
+
+
+def update_source_request(session_id: str, body: Json) -> session_pb2.UpdateSourceRequest:
+    source_code = _field(body, "source_code", str, "a string", required=True)
+    return session_pb2.UpdateSourceRequest(session_id=session_id, source_code=source_code)
+
+
+def create_execution_request(session_id: str, body: Json) -> execution_pb2.CreateExecutionRequest:
+    return execution_pb2.CreateExecutionRequest(
+        session_id=session_id,
+        time_limit_ms=_int32_field(body, "time_limit_ms"),
+        memory_limit_mb=_int32_field(body, "memory_limit_mb"),
+    )
+
+
+def parse_limit(raw: str | None) -> int | None:
+    """The `limit` query parameter: ASCII digits with an optional sign, nothing looser."""
+    if raw is None:
+        return None
+    digits = raw[1:] if raw[:1] in ("+", "-") else raw
+    if not (digits.isascii() and digits.isdigit()):
+        raise HttpError(400, "limit must be an integer")
+    # The length check first: int() refuses strings of thousands of digits with a ValueError.
+    value = int(raw) if len(digits) <= 10 else INT32_MAX + 1
+    if not INT32_MIN <= value <= INT32_MAX:
+        raise HttpError(400, "limit is out of range")
+    return value
+
+
+def list_executions_request(session_id: str, limit: int | None) -> execution_pb2.ListExecutionsRequest:
+    return execution_pb2.ListExecutionsRequest(session_id=session_id, limit=limit)

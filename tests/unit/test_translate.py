@@ -1,0 +1,260 @@
+"""Proto -> JSON shapes and JSON -> proto requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway import translate
+from gateway.http_errors import HttpError
+from lce.execution.v1 import execution_pb2
+from lce.session.v1 import session_pb2
+
+LANGUAGE = session_pb2.Language(
+    id="lang-1",
+    name="javascript",
+    runtime="node",
+    version="18.19.0",
+    template_code="console.log('Hello World');",
+    file_name="main.js",
+    default_time_limit_ms=5000,
+    default_memory_mb=256,
+)
+
+
+def stamp(seconds: int, nanos: int = 0) -> Timestamp:
+    return Timestamp(seconds=seconds, nanos=nanos)
+
+
+# --- timestamps and statuses ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "text"),
+    [
+        (1768989600, 0, "2026-01-21T10:00:00.000Z"),
+        (1768989600, 999_999_999, "2026-01-21T10:00:00.999Z"),  # truncated, never rounded into the next second
+        (1768989600, 5_000_000, "2026-01-21T10:00:00.005Z"),
+        (0, 0, "1970-01-01T00:00:00.000Z"),
+    ],
+)
+def test_iso_timestamp(seconds: int, nanos: int, text: str) -> None:
+    assert translate.iso_timestamp(stamp(seconds, nanos)) == text
+
+
+def test_unset_timestamp_is_null() -> None:
+    execution = execution_pb2.Execution(created_at=stamp(1))
+    assert translate.optional_timestamp(execution, "started_at") is None
+    assert translate.optional_timestamp(execution, "created_at") == "1970-01-01T00:00:01.000Z"
+
+
+def test_statuses_lose_their_enum_prefix() -> None:
+    names = [translate.execution_status(v) for v in range(1, 6)]
+    assert names == ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT"]
+    assert translate.session_status(session_pb2.SESSION_STATUS_ACTIVE) == "ACTIVE"
+    assert translate.session_status(session_pb2.SESSION_STATUS_INACTIVE) == "INACTIVE"
+    assert translate.execution_status(99) == "UNSPECIFIED"
+
+
+# --- languages and sessions ----------------------------------------------------------------
+
+
+def test_languages_list_shape() -> None:
+    body = translate.languages_list([LANGUAGE, LANGUAGE])
+    assert body["total"] == 2
+    assert body["languages"][0] == {
+        "id": "lang-1",
+        "name": "javascript",
+        "runtime": "node",
+        "version": "18.19.0",
+        "default_time_limit_ms": 5000,
+        "default_memory_mb": 256,
+    }
+
+
+def test_language_detail_adds_template_and_file_name() -> None:
+    body = translate.language_detail(LANGUAGE)
+    assert body["template_code"] == "console.log('Hello World');"
+    assert body["file_name"] == "main.js"
+    assert len(body) == 8
+
+
+def test_session_detail_shape() -> None:
+    session = session_pb2.Session(
+        id="s-1",
+        status=session_pb2.SESSION_STATUS_ACTIVE,
+        language=LANGUAGE,
+        source_code="console.log('Hello');",
+        created_at=stamp(1768989600),
+        updated_at=stamp(1768989900),
+    )
+    assert translate.session_detail(session) == {
+        "session_id": "s-1",
+        "status": "ACTIVE",
+        "language_id": "lang-1",
+        "language_name": "javascript",
+        "source_code": "console.log('Hello');",
+        "runtime": "node",
+        "version": "18.19.0",
+        "created_at": "2026-01-21T10:00:00.000Z",
+        "updated_at": "2026-01-21T10:05:00.000Z",
+    }
+    assert translate.session_state(session) == {
+        "session_id": "s-1",
+        "status": "ACTIVE",
+        "updated_at": "2026-01-21T10:05:00.000Z",
+    }
+
+
+# --- executions ----------------------------------------------------------------------------
+
+
+def queued() -> execution_pb2.Execution:
+    return execution_pb2.Execution(
+        id="e-1",
+        session_id="s-1",
+        status=execution_pb2.EXECUTION_STATUS_QUEUED,
+        language="python",
+        time_limit_ms=5000,
+        memory_limit_mb=256,
+        created_at=stamp(1768989600),
+    )
+
+
+def finished(status: int = execution_pb2.EXECUTION_STATUS_COMPLETED, **result: Any) -> execution_pb2.Execution:
+    execution = queued()
+    execution.status = status
+    execution.started_at.CopyFrom(stamp(1768989601))
+    execution.finished_at.CopyFrom(stamp(1768989602, 250_000_000))
+    execution.result.CopyFrom(execution_pb2.RunResult(status=status, **result))
+    return execution
+
+
+def test_pending_execution_has_no_result_keys() -> None:
+    assert translate.execution_detail(queued()) == {
+        "execution_id": "e-1",
+        "status": "QUEUED",
+        "session_id": "s-1",
+        "language": "python",
+        "created_at": "2026-01-21T10:00:00.000Z",
+        "started_at": None,
+    }
+
+
+def test_terminal_execution_carries_the_result() -> None:
+    stages = [
+        execution_pb2.StageMetrics(name="compile", cpu_time_ms=300, wall_time_ms=350, memory_kb=50000, exit_code=0),
+        execution_pb2.StageMetrics(name="run", cpu_time_ms=5000, wall_time_ms=5001, memory_kb=1000, signal="SIGKILL"),
+    ]
+    body = translate.execution_detail(
+        finished(
+            execution_pb2.EXECUTION_STATUS_TIMEOUT,
+            reason="time_limit_exceeded:cpu",
+            stdout="partial",
+            stderr="",
+            execution_time_ms=5001,
+            memory_kb=1000,
+            stages=stages,
+            stdout_truncated=True,
+        )
+    )
+    assert list(body)[:5] == ["execution_id", "status", "stdout", "stderr", "execution_time_ms"]
+    assert body["status"] == "TIMEOUT"
+    assert body["exit_code"] is None  # killed by a signal: no exit code
+    assert body["reason"] == "time_limit_exceeded:cpu"
+    assert body["stdout_truncated"] is True and body["stderr_truncated"] is False
+    assert body["finished_at"] == "2026-01-21T10:00:02.250Z"
+    assert body["stages"][1] == {
+        "name": "run",
+        "cpu_time_ms": 5000,
+        "wall_time_ms": 5001,
+        "memory_kb": 1000,
+        "exit_code": None,
+        "signal": "SIGKILL",
+    }
+    assert body["stages"][0]["exit_code"] == 0 and body["stages"][0]["signal"] is None
+    assert (body["time_limit_ms"], body["memory_limit_mb"]) == (5000, 256)
+
+
+def test_completed_execution_reason_is_null_and_exit_code_zero() -> None:
+    body = translate.execution_detail(finished(exit_code=0, stdout="Hello World\n", execution_time_ms=120))
+    assert body["reason"] is None
+    assert body["exit_code"] == 0
+    assert body["stdout"] == "Hello World\n"
+
+
+def test_summary_nulls_until_terminal() -> None:
+    assert translate.execution_summary(queued()) == {
+        "execution_id": "e-1",
+        "status": "QUEUED",
+        "execution_time_ms": None,
+        "exit_code": None,
+        "created_at": "2026-01-21T10:00:00.000Z",
+    }
+    done = translate.execution_summary(
+        finished(execution_pb2.EXECUTION_STATUS_FAILED, exit_code=3, execution_time_ms=9)
+    )
+    assert (done["status"], done["execution_time_ms"], done["exit_code"]) == ("FAILED", 9, 3)
+
+
+def test_executions_list_shape() -> None:
+    body = translate.executions_list("s-1", [queued()])
+    assert body["session_id"] == "s-1"
+    assert [e["execution_id"] for e in body["executions"]] == ["e-1"]
+
+
+# --- inbound -------------------------------------------------------------------------------
+
+
+def test_create_session_request() -> None:
+    message = translate.create_session_request({"language_id": "l", "unknown": "ignored"})
+    assert message.language_id == "l" and not message.HasField("source_code")
+    assert translate.create_session_request({"language_id": "l", "source_code": ""}).HasField("source_code")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "language_id is required"),
+        ({"language_id": None}, "language_id is required"),
+        ({"language_id": 1}, "language_id must be a string"),
+        ({"language_id": ["l"]}, "language_id must be a string"),
+        ({"language_id": "l", "source_code": False}, "source_code must be a string"),
+    ],
+)
+def test_create_session_request_is_strict(body: dict[str, Any], message: str) -> None:
+    with pytest.raises(HttpError) as raised:
+        translate.create_session_request(body)
+    assert (raised.value.status, raised.value.message) == (400, message)
+
+
+def test_create_execution_request_limits_are_optional() -> None:
+    message = translate.create_execution_request("s", {})
+    assert not message.HasField("time_limit_ms") and not message.HasField("memory_limit_mb")
+    message = translate.create_execution_request("s", {"time_limit_ms": 100, "memory_limit_mb": None})
+    assert message.time_limit_ms == 100 and not message.HasField("memory_limit_mb")
+
+
+def test_out_of_domain_limits_pass_through_to_the_service() -> None:
+    assert translate.create_execution_request("s", {"time_limit_ms": 0}).time_limit_ms == 0
+
+
+@pytest.mark.parametrize("value", ["5000", 5000.0, True, False, [5000], {"ms": 5000}, 2**31, -(2**31) - 1])
+def test_create_execution_request_is_strict(value: object) -> None:
+    with pytest.raises(HttpError) as raised:
+        translate.create_execution_request("s", {"time_limit_ms": value})
+    assert raised.value.status == 400 and "time_limit_ms" in raised.value.message
+
+
+@pytest.mark.parametrize(("raw", "value"), [(None, None), ("10", 10), ("+5", 5), ("-1", -1), ("0100", 100)])
+def test_parse_limit(raw: str | None, value: int | None) -> None:
+    assert translate.parse_limit(raw) == value
+
+
+@pytest.mark.parametrize("raw", ["", "+", "1.0", "1e2", "1_0", " 1", "١٢", "true", "2147483648", "9" * 5000])
+def test_parse_limit_rejects(raw: str) -> None:
+    with pytest.raises(HttpError) as raised:
+        translate.parse_limit(raw)
+    assert raised.value.status == 400
