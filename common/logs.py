@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 
 execution_id: ContextVar[str | None] = ContextVar("execution_id", default=None)
 
-_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# uvicorn adds `color_message`, a copy of the message with terminal colour codes.
+_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
