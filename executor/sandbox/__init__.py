@@ -1,0 +1,42 @@
+"""The kernel-enforced sandbox: bubblewrap namespaces, a cgroup and a tmpfs work dir per run.
+
+`select_launcher` is the executor's one entry point: it finds a confinement mode that works on
+this machine (detect), or refuses to run untrusted code unless the unconfined development
+override is set. Modules: bwrap (the command line), cgroups (v1 and v2 limits, metrics, kill),
+workspace (the tmpfs work dir), slots (a uid per concurrent execution), confined (the
+launcher), detect (the start-up probe).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from common.config import ExecutorConfig
+from executor.launcher import Launcher
+from executor.process import UnconfinedLauncher
+from executor.sandbox.detect import SandboxUnavailable, detect
+
+__all__ = ["SandboxUnavailable", "select_launcher"]
+
+log = logging.getLogger(__name__)
+
+
+def select_launcher(config: ExecutorConfig) -> Launcher:
+    """The launcher every compile and run goes through; raises SandboxUnavailable when none is safe."""
+    if config.sandbox_mode != "none":
+        try:
+            launcher = detect(config.sandbox_mode, config.work_root)
+        except SandboxUnavailable as exc:
+            if not config.allow_unconfined:
+                raise
+            log.critical("%s; running UNCONFINED because LCE_SANDBOX_ALLOW_UNCONFINED is set", exc)
+        else:
+            log.info("sandbox mode %s", launcher.mode)
+            return launcher
+    elif not config.allow_unconfined:
+        raise SandboxUnavailable("LCE_SANDBOX=none needs LCE_SANDBOX_ALLOW_UNCONFINED=1 (development only)")
+    log.critical(
+        "UNCONFINED EXECUTION: user code runs as a plain child of the executor, with its network, "
+        "files and privileges. Development only; never expose this executor to untrusted users."
+    )
+    return UnconfinedLauncher(config.work_root)

@@ -1,0 +1,1 @@
+"""Red-team probes: hostile programs run through the sandboxed launcher, asserting containment."""

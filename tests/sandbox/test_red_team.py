@@ -1,0 +1,422 @@
+"""One test per probe of issue 3, run through the sandboxed launcher directly (real processes).
+
+Every probe asserts the terminal state of the run and, where the run starts processes, that
+none of the slot's uid is left afterwards. Bounds are generous: the machine is noisy.
+Network probes only ever target loopback, or a documentation address that must fail as
+unreachable before any packet is sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from common.config import ExecutorConfig
+from common.languages import LANGUAGES, TOOLCHAIN_PATH, Language
+from executor.launcher import LimitExceeded, Limits, StageOutcome
+from executor.process import UnconfinedLauncher
+from executor.sandbox import SandboxUnavailable, select_launcher, workspace
+from executor.sandbox.confined import WORKSPACE_BYTES, SandboxLauncher
+from executor.sandbox.detect import detect
+
+ENV = {"PATH": TOOLCHAIN_PATH}
+LIMITS = Limits(wall_time_ms=5000, cpu_time_ms=3000, memory_mb=256)
+COMPILE_LIMITS = Limits(wall_time_ms=30_000, cpu_time_ms=30_000, memory_mb=1024)
+
+
+@pytest.fixture(scope="module")
+def work_root() -> Iterator[Path]:
+    # Not under pytest's tmp_path: that is 0700 root, which the slot uids could not traverse.
+    root = Path(f"/tmp/lce-redteam-{uuid.uuid4().hex[:8]}")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def launcher(work_root: Path) -> SandboxLauncher:
+    # LCE_SANDBOX picks the mode under test ("auto": the one the executor would pick here).
+    return detect(ExecutorConfig.from_env().sandbox_mode, work_root)
+
+
+def processes_of(uid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    found.append(int(entry.name))
+            except FileNotFoundError:
+                pass
+    return found
+
+
+class Sandboxed:
+    """One execution: a workspace, files in it, runs in it, and the slot uid to look for leftovers."""
+
+    def __init__(self, launcher: SandboxLauncher, workdir: Path) -> None:
+        self.launcher = launcher
+        self.workdir = workdir
+        self.uid = workdir.stat().st_uid
+        self.elapsed_s = 0.0
+
+    def write(self, name: str, text: str) -> None:
+        (self.workdir / name).write_text(text)
+        os.chown(self.workdir / name, self.uid, self.uid)
+
+    def run(self, argv: list[str], limits: Limits = LIMITS, env: Mapping[str, str] = ENV) -> StageOutcome:
+        started = time.monotonic()
+        outcome = self.launcher.run(argv, workdir=self.workdir, env=env, limits=limits)
+        self.elapsed_s = time.monotonic() - started
+        assert processes_of(self.uid) == [], "a process of the run survived it"
+        return outcome
+
+    def python(self, source: str, limits: Limits = LIMITS) -> StageOutcome:
+        self.write("main.py", source)
+        return self.run(["python3", "-B", "main.py"], limits)
+
+    def c(self, source: str, limits: Limits = LIMITS, flags: tuple[str, ...] = ()) -> StageOutcome:
+        self.write("main.c", source)
+        built = self.run(["gcc", "-O1", "-o", "main", "main.c", *flags], COMPILE_LIMITS)
+        assert built.exit_code == 0, built.stderr
+        return self.run(["./main"], limits)
+
+
+@pytest.fixture
+def box(launcher: SandboxLauncher) -> Iterator[Sandboxed]:
+    with launcher.workspace() as workdir:
+        yield Sandboxed(launcher, workdir)
+
+
+def lines(outcome: StageOutcome) -> list[str]:
+    return outcome.stdout.decode().splitlines()
+
+
+# --- network -------------------------------------------------------------------------------------
+
+CONNECT = """
+import socket, sys
+s = socket.socket()
+s.settimeout(2)
+try:
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+    print("connected")
+except OSError as exc:
+    print("failed", exc.errno)
+"""
+
+
+@pytest.mark.parametrize("port", [6379, 5432, 8080], ids=["redis", "postgres", "gateway"])
+def test_tcp_to_loopback_services_fails(box: Sandboxed, port: int) -> None:
+    box.write("main.py", CONNECT)
+    outcome = box.run(["python3", "-B", "main.py", str(port)])
+    assert lines(outcome) == [f"failed {errno.ECONNREFUSED}"]
+
+
+def test_tcp_to_a_port_listening_on_the_host_loopback_fails(box: Sandboxed) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # reachable from the host
+        box.write("main.py", CONNECT)
+        outcome = box.run(["python3", "-B", "main.py", str(port)])
+    assert lines(outcome) == [f"failed {errno.ECONNREFUSED}"]
+
+
+def test_no_route_beyond_loopback(box: Sandboxed) -> None:
+    # connect() on UDP only picks a route: it fails before any packet could leave.
+    outcome = box.python(
+        "import socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "try:\n"
+        "    s.connect(('192.0.2.1', 9))\n"
+        "    print('routed')\n"
+        "except OSError as exc:\n"
+        "    print('failed', exc.errno)\n"
+        "print(open('/proc/net/dev').read().count(':'))\n"
+    )
+    assert lines(outcome) == [f"failed {errno.ENETUNREACH}", "1"]  # one device: loopback
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def test_etc_shadow_is_not_there(box: Sandboxed) -> None:
+    outcome = box.run(["cat", "/etc/shadow"])
+    assert outcome.exit_code != 0
+    assert outcome.stdout == b""
+    assert b"No such file" in outcome.stderr
+
+
+def test_proc_1_environ_holds_no_service_secret(box: Sandboxed, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = f"postgresql://lce:{uuid.uuid4().hex}@127.0.0.1/lce"
+    monkeypatch.setenv("LCE_DATABASE_URL", secret)
+    outcome = box.run(["sh", "-c", "cat /proc/1/comm; cat /proc/*/environ | tr '\\0' '\\n'"])
+    assert lines(outcome)[0] == "bwrap"  # pid 1 is the sandbox's own init, not the host's
+    assert secret.encode() not in outcome.stdout
+    assert b"LCE_" not in outcome.stdout
+
+
+@pytest.mark.parametrize("directory", ["/", "/usr", "/etc"])
+def test_system_is_read_only(box: Sandboxed, directory: str) -> None:
+    name = f"lce-probe-{uuid.uuid4().hex}"
+    outcome = box.python(
+        f"try:\n    open('{directory.rstrip('/')}/{name}', 'w')\n    print('written')\n"
+        "except OSError as exc:\n    print('failed', exc.errno)\n"
+    )
+    assert lines(outcome)[0] in (f"failed {errno.EROFS}", f"failed {errno.EACCES}")
+    assert not (Path(directory) / name).exists()
+
+
+def test_host_tmp_is_invisible(box: Sandboxed) -> None:
+    marker = Path(f"/tmp/lce-marker-{uuid.uuid4().hex}")
+    marker.write_text("host secret")
+    marker.chmod(0o644)
+    try:
+        outcome = box.run(["sh", "-c", f"ls -a /tmp; cat {marker}"])
+    finally:
+        marker.unlink()
+    assert marker.name.encode() not in outcome.stdout
+    assert b"host secret" not in outcome.stdout
+    # Only the path down to the work dir exists in the sandbox's own /tmp.
+    assert set(lines(outcome)) == {".", "..", box.workdir.parent.name}
+
+
+def test_file_left_by_one_run_is_not_visible_to_the_next(launcher: SandboxLauncher) -> None:
+    leave = "echo left > left.txt && echo left > /tmp/left.txt && echo left > /dev/shm/left.txt"
+    with launcher.workspace() as workdir:
+        first = Sandboxed(launcher, workdir)
+        assert first.run(["sh", "-c", leave]).exit_code == 0
+        # Within one execution the work dir is shared (compile, then run); /tmp is not.
+        outcome = first.run(["sh", "-c", "cat left.txt; ls -A /tmp /dev/shm"])
+        assert lines(outcome) == ["left", "/dev/shm:", "", "/tmp:", workdir.parent.name]
+    with launcher.workspace() as workdir:
+        outcome = Sandboxed(launcher, workdir).run(["sh", "-c", "ls -A . /dev/shm; ls -A /tmp/*/*"])
+    assert outcome.stdout == b".:\n\n/dev/shm:\n"  # nothing left, and only this run's work dir under /tmp
+
+
+def test_work_dir_root_is_closed_to_other_slots(box: Sandboxed) -> None:
+    assert box.workdir.stat().st_mode & 0o777 == 0o700
+    assert box.workdir.parent.stat().st_mode & 0o777 == 0o711
+
+
+# --- environment and processes -------------------------------------------------------------------
+
+
+def test_environment_is_exactly_what_the_run_was_given(box: Sandboxed, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LCE_DATABASE_URL", "postgresql://lce:hunter2@127.0.0.1/lce")
+    outcome = box.run(["env"], env={"PATH": TOOLCHAIN_PATH, "GIVEN": "yes"})
+    variables = dict(line.split("=", 1) for line in lines(outcome))
+    assert b"hunter2" not in outcome.stdout
+    # bwrap adds PWD (the work dir) after changing into it; nothing else reaches the program.
+    assert variables == {"PATH": TOOLCHAIN_PATH, "GIVEN": "yes", "PWD": str(box.workdir)}
+
+
+def test_only_the_runs_own_processes_are_visible(box: Sandboxed) -> None:
+    outcome = box.python("import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n")
+    assert lines(outcome) == ["[1, 2]"]  # bwrap's init and the program
+
+
+def test_kill_minus_one_hurts_only_the_run(box: Sandboxed) -> None:
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        # kill(-1) spares the caller itself: the run's own background sleep is the proof that it hit.
+        outcome = box.run(["sh", "-c", "sleep 30 & kill -9 -1; wait $!; echo sleep ended $?"])
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+    assert lines(outcome) == [f"sleep ended {128 + signal.SIGKILL}"]
+    assert box.elapsed_s < 10
+
+
+def test_python_fork_bomb_is_contained(box: Sandboxed) -> None:
+    outcome = box.python(
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+        Limits(wall_time_ms=2000, cpu_time_ms=10_000, memory_mb=256, max_processes=32),
+    )
+    assert outcome.limit_exceeded in (LimitExceeded.WALL_TIME, LimitExceeded.CPU_TIME)
+    assert box.elapsed_s < 15
+
+
+def test_c_fork_bomb_is_contained(box: Sandboxed) -> None:
+    outcome = box.c(
+        "#include <unistd.h>\nint main(void) { for (;;) fork(); }\n",
+        Limits(wall_time_ms=2000, cpu_time_ms=10_000, memory_mb=256, max_processes=32),
+    )
+    assert outcome.limit_exceeded in (LimitExceeded.WALL_TIME, LimitExceeded.CPU_TIME)
+    assert box.elapsed_s < 15
+
+
+# --- limits --------------------------------------------------------------------------------------
+
+
+def test_2_gib_allocation_under_128_mb_is_a_memory_kill(box: Sandboxed) -> None:
+    outcome = box.python(
+        "x = bytearray(b'x') * (2 << 30)\nprint('allocated')\n",
+        Limits(wall_time_ms=10_000, cpu_time_ms=10_000, memory_mb=128),
+    )
+    assert outcome.limit_exceeded == LimitExceeded.MEMORY
+    assert outcome.stdout == b""
+    assert outcome.memory_kb <= 128 * 1024
+
+
+def test_1_gib_file_is_stopped_at_the_file_size_limit(box: Sandboxed) -> None:
+    limits = Limits(wall_time_ms=20_000, cpu_time_ms=20_000, memory_mb=256, max_file_bytes=16 * 1024 * 1024)
+    outcome = box.python(
+        "chunk = b'x' * (1 << 20)\nwith open('big', 'wb') as f:\n    for _ in range(1024):\n        f.write(chunk)\n",
+        limits,
+    )
+    assert outcome.exit_code != 0
+    assert b"File too large" in outcome.stderr  # Python ignores SIGXFSZ, so it sees EFBIG
+    assert (box.workdir / "big").stat().st_size <= limits.max_file_bytes
+
+
+def test_many_files_cannot_outgrow_the_work_dir(box: Sandboxed) -> None:
+    outcome = box.python(
+        "import os\nchunk = b'x' * (1 << 20)\nn = 0\n"
+        "try:\n    while True:\n        with open(f'f{n}', 'wb') as f:\n            f.write(chunk)\n        n += 1\n"
+        "except OSError as exc:\n    print('failed', exc.errno, n)\n",
+        Limits(wall_time_ms=20_000, cpu_time_ms=20_000, memory_mb=512),
+    )
+    failed, code, count = lines(outcome)[0].split()
+    assert (failed, int(code)) == ("failed", errno.ENOSPC)
+    assert int(count) * (1 << 20) <= WORKSPACE_BYTES
+    assert shutil.disk_usage(box.workdir).total <= WORKSPACE_BYTES
+
+
+def test_100_mb_stdout_flood_is_cut_at_the_output_cap(box: Sandboxed) -> None:
+    limits = Limits(wall_time_ms=20_000, cpu_time_ms=20_000, memory_mb=256, output_limit_bytes=64 * 1024)
+    outcome = box.python(
+        "import sys\nchunk = b'y' * (1 << 20)\nfor _ in range(100):\n    sys.stdout.buffer.write(chunk)\n", limits
+    )
+    assert outcome.limit_exceeded == LimitExceeded.OUTPUT
+    assert outcome.stdout_truncated
+    assert outcome.stdout == b"y" * limits.output_limit_bytes
+    assert box.elapsed_s < 5
+
+
+def test_sleep_past_the_wall_limit_with_a_setsid_child_leaves_nothing(box: Sandboxed) -> None:
+    outcome = box.python(
+        "import os, subprocess, time\n"
+        "subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
+        "os.setsid()\n"
+        "time.sleep(1000)\n",
+        Limits(wall_time_ms=1000, cpu_time_ms=5000, memory_mb=256),
+    )
+    assert outcome.limit_exceeded == LimitExceeded.WALL_TIME
+    assert 1 <= box.elapsed_s < 10  # Sandboxed.run also asserted no process of the slot uid is left
+
+
+def test_busy_loop_in_4_threads_hits_the_cpu_limit(box: Sandboxed) -> None:
+    outcome = box.c(
+        "#include <pthread.h>\n"
+        "static void *spin(void *arg) { for (volatile unsigned long i = 0;; i++) {} return arg; }\n"
+        "int main(void) {\n"
+        "    pthread_t t[4];\n"
+        "    for (int i = 0; i < 4; i++) pthread_create(&t[i], 0, spin, 0);\n"
+        "    pthread_join(t[0], 0);\n"
+        "}\n",
+        Limits(wall_time_ms=20_000, cpu_time_ms=1000, memory_mb=256),
+        flags=("-pthread",),
+    )
+    assert outcome.limit_exceeded == LimitExceeded.CPU_TIME
+    assert outcome.cpu_time_ms >= 1000
+    assert box.elapsed_s < 5  # well before the 20 s wall limit
+
+
+def test_leftovers_of_a_killed_executor_are_swept(launcher: SandboxLauncher) -> None:
+    slot = launcher.slots.acquire()
+    workdir = workspace.create(launcher.work_root, slot.uid, 1024 * 1024)
+    group = launcher.cgroups.create(f"lce-{slot.uid}", memory_bytes=64 << 20, max_processes=8)
+    joins = " && ".join(f"echo 0 > {path}" for path in group.join_files)
+    survivor = subprocess.Popen(["sh", "-c", f"{joins} && echo in && exec setsid sleep 60"], stdout=subprocess.PIPE)
+    assert survivor.stdout is not None and survivor.stdout.readline() == b"in\n"
+    launcher.slots.release(slot)  # the executor died: its lock is gone, its run is not
+    try:
+        launcher.sweep_leftovers()
+        assert survivor.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        survivor.kill()
+        survivor.wait()
+        survivor.stdout.close()
+    assert f"lce-{slot.uid}" not in launcher.cgroups.names()
+    assert not workdir.exists()
+
+
+# --- languages under their default limits ---------------------------------------------------------
+
+
+def _limits_for(language: Language) -> Limits:
+    return Limits(wall_time_ms=10_000, cpu_time_ms=10_000, memory_mb=language.default_memory_mb)
+
+
+def _run_language(box: Sandboxed, language: Language, source: str) -> StageOutcome:
+    memory_mb = language.default_memory_mb
+    fill = {"workdir": str(box.workdir), "heap_mb": str(memory_mb * 3 // 4)}
+    env = {**ENV, **{name: value.format(**fill) for name, value in language.env.items()}}
+    box.write(language.file_name, source)
+    if language.compile:
+        built = box.run([part.format(**fill) for part in language.compile], COMPILE_LIMITS, env)
+        assert built.exit_code == 0, built.stderr
+    return box.run([part.format(**fill) for part in language.run], _limits_for(language), env)
+
+
+@pytest.mark.parametrize("language", LANGUAGES, ids=[language.name for language in LANGUAGES])
+def test_template_compiles_and_runs(box: Sandboxed, language: Language) -> None:
+    outcome = _run_language(box, language, language.template_code)
+    assert (outcome.exit_code, outcome.limit_exceeded) == (0, None), outcome.stderr
+    assert outcome.stdout == b"Hello World\n"
+    assert 0 < outcome.memory_kb < language.default_memory_mb * 1024
+
+
+def test_java_out_of_memory_is_a_memory_limit(box: Sandboxed) -> None:
+    java = next(language for language in LANGUAGES if language.name == "java")
+    source = (
+        "import java.util.*;\npublic class Main {\n    public static void main(String[] args) {\n"
+        "        List<long[]> hog = new ArrayList<>();\n        while (true) hog.add(new long[1 << 20]);\n"
+        "    }\n}\n"
+    )
+    outcome = _run_language(box, java, source)
+    assert outcome.limit_exceeded == LimitExceeded.MEMORY
+    assert b"OutOfMemoryError" in outcome.stderr
+
+
+# --- mode selection ------------------------------------------------------------------------------
+
+
+def _config(work_root: Path, mode: str, allow_unconfined: bool) -> ExecutorConfig:
+    return dataclasses.replace(
+        ExecutorConfig.from_env(), work_root=work_root, sandbox_mode=mode, allow_unconfined=allow_unconfined
+    )
+
+
+def test_select_launcher_finds_a_confined_mode(work_root: Path) -> None:
+    assert select_launcher(_config(work_root, "auto", allow_unconfined=False)).mode in (
+        "bwrap-userns",
+        "bwrap-root-capdrop",
+    )
+
+
+def test_select_launcher_refuses_without_a_working_mode(work_root: Path) -> None:
+    with pytest.raises(SandboxUnavailable):
+        select_launcher(_config(work_root, "no-such-mode", allow_unconfined=False))
+    with pytest.raises(SandboxUnavailable):
+        select_launcher(_config(work_root, "none", allow_unconfined=False))
+
+
+def test_unconfined_only_under_the_override(work_root: Path) -> None:
+    launcher = select_launcher(_config(work_root, "no-such-mode", allow_unconfined=True))
+    assert isinstance(launcher, UnconfinedLauncher)
+    assert launcher.mode == "none"
