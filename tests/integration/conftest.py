@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ def stack_config(tmp: Path, *, database_url: str | None, redis_url: str, **env: 
         redis_url=redis_url,
         data_dir=tmp / "data",
         log_dir=tmp / "logs",
-        extra_env={"LCE_WORK_ROOT": str(tmp / "runs"), **env},
+        # Not under pytest's tmp dir: that is 0700 root, which the sandbox's slot uids cannot traverse.
+        extra_env={"LCE_WORK_ROOT": f"/tmp/lce-test-runs-{uuid.uuid4().hex[:8]}", **env},
     )
 
 

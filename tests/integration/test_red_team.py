@@ -1,0 +1,195 @@
+"""Hostile programs sent through the whole system (REST -> services -> real executors -> sandbox).
+
+tests/sandbox/ probes the launcher itself; this module proves that the deployed path applies it:
+each probe ends in the expected terminal state within a bound, the services stay healthy, and
+no process of any sandbox slot uid is left behind. Network probes target loopback only, or a
+documentation address that must fail as unreachable before any packet is sent.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from devstack import Stack, is_healthy
+from tests.integration.conftest import new_session, run
+
+pytestmark = pytest.mark.integration
+
+SLOT_UIDS = range(60000, 61000)
+BOUND_S = 30
+
+
+def slot_processes() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid in SLOT_UIDS:
+                    found.append(int(entry.name))
+            except FileNotFoundError:
+                pass
+    return found
+
+
+@pytest.fixture
+def hostile(api: httpx.Client, languages: dict[str, dict[str, Any]], stack: Stack):
+    """Runs one hostile program in a fresh session and checks the system is unharmed afterwards."""
+
+    def send(source: str, language: str = "python", **limits: int) -> dict[str, Any]:
+        started = time.monotonic()
+        result = run(api, new_session(api, languages[language]["id"], source), **limits)
+        assert time.monotonic() - started < BOUND_S, f"took over {BOUND_S} s"
+        assert result["sandbox"] != "none"
+        return result
+
+    yield send
+    assert all(is_healthy(service.health) for service in stack.services)
+    deadline = time.monotonic() + 5
+    while slot_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert slot_processes() == [], "a process of a run outlived it"
+
+
+def probe_ports(ports: list[int]) -> str:
+    return (
+        "import socket\n"
+        f"for port in {ports}:\n"
+        "    s = socket.socket()\n"
+        "    s.settimeout(2)\n"
+        "    try:\n"
+        "        s.connect(('127.0.0.1', port))\n"
+        "        print('OPEN', port)\n"
+        "    except OSError:\n"
+        "        print('closed', port)\n"
+    )
+
+
+def test_loopback_services_are_unreachable(hostile, stack: Stack) -> None:
+    ports = [
+        urlparse(stack.config.redis_url).port or 6379,
+        5432,
+        stack.config.gateway_port,
+        stack.config.session_port,
+        stack.config.execution_port,
+    ]
+    result = hostile(probe_ports(ports))
+    assert result["status"] == "COMPLETED", result
+    assert "OPEN" not in result["stdout"]
+    assert result["stdout"].count("closed") == len(ports)
+
+
+def test_no_route_beyond_loopback(hostile) -> None:
+    source = (
+        "import socket, errno\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "try:\n"
+        "    s.connect(('192.0.2.1', 9))\n"
+        "    print('ROUTED')\n"
+        "except OSError as e:\n"
+        "    print(errno.errorcode[e.errno])\n"
+    )
+    assert hostile(source)["stdout"] == "ENETUNREACH\n"
+
+
+def test_host_secrets_and_files_are_invisible(hostile) -> None:
+    marker = Path(f"/tmp/lce-marker-{uuid.uuid4().hex}")
+    marker.write_text("host")
+    try:
+        source = (
+            "import os\n"
+            "print(os.path.exists('/etc/shadow'))\n"
+            "print(any(k.startswith('LCE_') for k in os.environ))\n"
+            f"print(os.path.exists('{marker}'))\n"
+            "print(b'LCE_' in open('/proc/1/environ', 'rb').read())\n"
+        )
+        assert hostile(source)["stdout"] == "False\nFalse\nFalse\nFalse\n"
+    finally:
+        marker.unlink()
+
+
+def test_system_is_read_only(hostile) -> None:
+    source = (
+        "for path in ['/x', '/usr/x', '/etc/x']:\n"
+        "    try:\n"
+        "        open(path, 'w').write('x')\n"
+        "        print('WROTE', path)\n"
+        "    except OSError:\n"
+        "        print('denied')\n"
+    )
+    assert hostile(source)["stdout"] == "denied\ndenied\ndenied\n"
+
+
+def test_pids_are_private_and_kill_all_hurts_only_the_run(hostile) -> None:
+    source = "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]) <= 4)\nos.kill(-1, 9)\n"
+    result = hostile(source)
+    assert result["stdout"].startswith("True")
+
+
+@pytest.mark.parametrize(
+    ("language", "source"),
+    [
+        ("python", "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"),
+        ("c", "#include <unistd.h>\nint main(void) { for (;;) fork(); }\n"),
+    ],
+)
+def test_fork_bombs_are_contained(hostile, language: str, source: str) -> None:
+    result = hostile(source, language, time_limit_ms=2000)
+    assert result["status"] in {"TIMEOUT", "FAILED"}
+
+
+def test_memory_limit(hostile) -> None:
+    result = hostile("x = bytearray(2 * 1024**3)\n", memory_limit_mb=128)
+    assert (result["status"], result["reason"]) == ("FAILED", "memory_limit_exceeded")
+
+
+def test_huge_file_and_full_work_dir(hostile) -> None:
+    big = hostile("open('big', 'wb').write(b'0' * 1024**3)\n", memory_limit_mb=2048)
+    assert big["status"] == "FAILED"
+    many = hostile(
+        "import os\nfor i in range(100000):\n    open(f'f{i}', 'wb').write(b'0' * 1024**2)\n", time_limit_ms=20000
+    )
+    assert many["status"] == "FAILED"
+
+
+def test_output_flood_is_cut(hostile) -> None:
+    result = hostile("import sys\nchunk = 'x' * 65536\nfor _ in range(1600):\n    sys.stdout.write(chunk)\n")
+    assert (result["status"], result["reason"]) == ("FAILED", "output_limit_exceeded")
+    assert result["stdout_truncated"] is True
+    assert 0 < len(result["stdout"]) <= 1024 * 1024
+
+
+def test_setsid_child_does_not_survive_the_wall_limit(hostile) -> None:
+    source = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\ntime.sleep(60)\n"
+    result = hostile(source, time_limit_ms=1000)
+    assert (result["status"], result["reason"]) == ("TIMEOUT", "time_limit_exceeded:wall")
+
+
+def test_threads_cannot_outrun_the_time_limit(hostile) -> None:
+    source = (
+        "#include <pthread.h>\n"
+        "static void *spin(void *a) { for (;;) {} return a; }\n"
+        "int main(void) { pthread_t t[4]; for (int i = 0; i < 4; i++) pthread_create(&t[i], 0, spin, 0);\n"
+        "  pthread_join(t[0], 0); }\n"
+    )
+    # Which clock trips first depends on the machine's load; tests/sandbox pins the CPU limit itself.
+    result = hostile(source, "c", time_limit_ms=1000)
+    assert result["status"] == "TIMEOUT"
+    assert result["reason"] in {"time_limit_exceeded:cpu", "time_limit_exceeded:wall"}
+
+
+def test_runs_do_not_see_each_other(hostile) -> None:
+    token = uuid.uuid4().hex
+    hostile(f"for d in ['.', '/tmp', '/dev/shm']:\n    open(d + '/left-{token}', 'w').write('x')\n")
+    source = (
+        "import glob, os\n"
+        "places = ['.', '/tmp', '/dev/shm', os.path.dirname(os.getcwd())]\n"
+        f"print([hit for place in places for hit in glob.glob(place + '/**/left-{token}', recursive=True)])\n"
+    )
+    assert hostile(source)["stdout"] == "[]\n"
