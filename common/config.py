@@ -12,6 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# The longest an executor may keep retrying a report; RQ's job timeout leaves room for it (common.job).
+REPORT_RETRY_MAX_S = 600
+
 
 class ConfigError(ValueError):
     """An environment variable is set to something the service cannot use."""
@@ -21,7 +24,7 @@ def env_str(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -29,9 +32,43 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         value = int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    _check_bounds(name, value, minimum, maximum)
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    _check_bounds(name, value, minimum, maximum)
+    return value
+
+
+def env_floats(name: str, default: tuple[float, ...], *, minimum: float = 0) -> tuple[float, ...]:
+    """A comma-separated list of numbers, e.g. "2,4,8"; an empty list is allowed as "none"."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.strip().lower() == "none":
+        return ()
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be comma-separated numbers (or none), got {raw!r}") from exc
+    for value in values:
+        _check_bounds(name, value, minimum, None)
+    return values
+
+
+def _check_bounds(name: str, value: float, minimum: float | None, maximum: float | None) -> None:
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
 
 
 def env_bool(name: str, default: bool = False) -> bool:
@@ -82,6 +119,13 @@ class ExecutionServiceConfig:
     runs_per_minute: int
     failure_streak_limit: int
     failure_cooldown_s: int
+    # Reliability (README "Reliability"): how long an executor's claim on a run lasts unrenewed,
+    # the waits before each infrastructure retry (their count is the number of retries), how
+    # often the reconciler sweeps, and how long an Idempotency-Key keeps answering its execution.
+    lease_s: int
+    retry_backoff_s: tuple[float, ...]
+    reconcile_interval_s: float
+    idempotency_window_s: int
 
     @classmethod
     def from_env(cls) -> ExecutionServiceConfig:
@@ -94,6 +138,10 @@ class ExecutionServiceConfig:
             runs_per_minute=env_int("LCE_RUNS_PER_MINUTE", 10, minimum=1),
             failure_streak_limit=env_int("LCE_FAILURE_STREAK_LIMIT", 5, minimum=1),
             failure_cooldown_s=env_int("LCE_FAILURE_COOLDOWN_S", 60, minimum=1),
+            lease_s=env_int("LCE_LEASE_S", 10, minimum=2, maximum=3600),
+            retry_backoff_s=env_floats("LCE_RETRY_BACKOFF_S", (2.0, 4.0, 8.0)),
+            reconcile_interval_s=env_float("LCE_RECONCILE_INTERVAL_S", 1.0, minimum=0.05, maximum=60),
+            idempotency_window_s=env_int("LCE_IDEMPOTENCY_WINDOW_S", 24 * 3600, minimum=1),
         )
 
 
@@ -108,6 +156,9 @@ class ExecutorConfig:
     work_root: Path
     sandbox_mode: str
     allow_unconfined: bool
+    # How long a report (start or result) is retried while execution_service is unreachable
+    # before the executor gives the job up; it takes no other job meanwhile.
+    report_retry_s: float
 
     @classmethod
     def from_env(cls) -> ExecutorConfig:
@@ -121,6 +172,7 @@ class ExecutorConfig:
             work_root=Path(env_str("LCE_WORK_ROOT", "/tmp/lce-runs")),
             sandbox_mode=env_str("LCE_SANDBOX", "auto"),
             allow_unconfined=env_bool("LCE_SANDBOX_ALLOW_UNCONFINED"),
+            report_retry_s=env_float("LCE_REPORT_RETRY_S", 120.0, minimum=0, maximum=REPORT_RETRY_MAX_S),
         )
 
 

@@ -23,7 +23,9 @@ IDEMPOTENT_METHODS: tuple[tuple[str, str], ...] = (
     ("lce.session.v1.SessionService", "CloseSession"),
     ("lce.execution.v1.ExecutionService", "GetExecution"),
     ("lce.execution.v1.ExecutionService", "ListExecutions"),
+    ("lce.execution.v1.ExecutionService", "ListExecutionEvents"),
     ("lce.execution.v1.ExecutorReportService", "ReportStarted"),
+    ("lce.execution.v1.ExecutorReportService", "RenewLease"),
     ("lce.execution.v1.ExecutorReportService", "ReportResult"),
 )
 

@@ -2,7 +2,12 @@
 
 Jobs travel through RQ as JSON (never pickle: a job payload is data, not code), addressed
 to the executor's function by its dotted path so the producer never imports the executor.
-The job id is the execution id, which is what makes enqueueing idempotent.
+
+Each attempt of a run is its own RQ job: the first is named after the execution, later ones
+"<execution id>_<attempt>" (RQ allows only letters, digits, "_" and "-" in a job id).
+Enqueueing is idempotent per attempt (a second enqueue of the same attempt is refused by
+RQ), and a retry never collides with the job of a failed attempt, which may still sit in
+RQ's registries.
 """
 
 from __future__ import annotations
@@ -12,8 +17,17 @@ from typing import Any
 
 from rq.serializers import JSONSerializer
 
+from common.config import REPORT_RETRY_MAX_S
+
 JOB_FUNCTION = "executor.jobs.run_execution"
 SERIALIZER = JSONSerializer
+
+# Compile (30 s), then run, then reporting: the start and the result may each wait out an outage.
+_JOB_BASE_TIMEOUT_S = 120
+
+
+def job_id(execution_id: str, attempt: int) -> str:
+    return execution_id if attempt <= 1 else f"{execution_id}_{attempt}"
 
 
 @dataclass(frozen=True)
@@ -23,15 +37,21 @@ class ExecutionJob:
     source_code: str
     time_limit_ms: int
     memory_limit_mb: int
+    attempt: int = 1
 
     def to_payload(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> ExecutionJob:
-        return cls(**{name: payload[name] for name in cls.__dataclass_fields__})
+        # A field the payload lacks (a job queued before the field existed) takes its default.
+        return cls(**{name: payload[name] for name in cls.__dataclass_fields__ if name in payload})
+
+    @property
+    def job_id(self) -> str:
+        return job_id(self.execution_id, self.attempt)
 
     @property
     def job_timeout_s(self) -> int:
-        """How long RQ lets the job run: compile and run limits plus room for reporting."""
-        return 120 + 2 * self.time_limit_ms // 1000
+        """How long RQ lets the job run: a backstop only, since the lease tells whether the executor lives."""
+        return _JOB_BASE_TIMEOUT_S + 2 * self.time_limit_ms // 1000 + 2 * REPORT_RETRY_MAX_S

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from common.config import ExecutionServiceConfig
 from common.db import make_engine
 from execution_service import servicer
+from execution_service.attempts import RetryPolicy
 from execution_service.executions import Executions
 from execution_service.job_queue import JobQueue
 from execution_service.rate_limit import SlidingWindowLimiter
@@ -46,9 +47,7 @@ class ExecutionService:
         self.engine.dispose()
 
 
-def build_service(
-    config: ExecutionServiceConfig, *, reconcile_interval_s: float = 5.0, reconcile_min_age_s: float = 5.0
-) -> ExecutionService:
+def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.0) -> ExecutionService:
     """Creates the tables if missing and wires the parts; the reconciler is built but not started."""
     engine = make_engine(config.database_url)
     create_schema(engine)
@@ -67,6 +66,10 @@ def build_service(
         queue,
         failure_streak_limit=config.failure_streak_limit,
         failure_cooldown_s=config.failure_cooldown_s,
+        retries=RetryPolicy(config.retry_backoff_s),
+        lease_s=config.lease_s,
+        idempotency_window_s=config.idempotency_window_s,
+        enqueue_grace_s=enqueue_grace_s,
     )
-    reconciler = Reconciler(repository, queue, interval_s=reconcile_interval_s, min_age_s=reconcile_min_age_s)
+    reconciler = Reconciler(executions, queue, interval_s=config.reconcile_interval_s)
     return ExecutionService(executions, reconciler, engine, client, sessions)

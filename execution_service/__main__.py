@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from common import logs
 from common.config import ExecutionServiceConfig
 from common.grpc_server import serve_until_signalled, start_server
 from execution_service import SERVICE_NAMES, build_service
+from execution_service.reconciler import lease_recovery_bound
+
+log = logging.getLogger("execution_service")
 
 
 def main() -> None:
@@ -15,6 +20,7 @@ def main() -> None:
     try:
         running = start_server(config.listen_addr, service.register, SERVICE_NAMES)
         service.reconciler.start()
+        log.info("runs of a lost executor are queued again within %.0f s", lease_recovery_bound(config))
         serve_until_signalled(running, name="execution_service")
     finally:
         service.close()

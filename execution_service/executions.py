@@ -1,15 +1,18 @@
 """The rules of executions: what may be run, when a session is throttled, how a run moves through its states.
 
     QUEUED ──> RUNNING ──> COMPLETED | FAILED | TIMEOUT
-       └──────────────────────^
+      ^ └─────────│────────────^
+      └─RETRIED───┘  (the machinery failed an attempt; attempts.py)
 A terminal state is final. A repeated or late report changes nothing; the database's
 conditional updates (repository.py) are what make that hold between concurrent replicas.
+Only the current attempt may start, and only its executor, while its lease lasts, runs it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,10 +21,12 @@ from datetime import UTC, datetime, timedelta
 import redis.exceptions
 
 from common import logs
-from common.errors import InvalidArgument, NotFound, RateLimited, SessionClosed
+from common.errors import InvalidArgument, NotFound, RateLimited, SessionClosed, Unavailable
 from common.job import ExecutionJob
+from execution_service import loop_advice
+from execution_service.attempts import INTERNAL_ERROR, RetryPolicy, is_infrastructure_failure
 from execution_service.job_queue import JobQueue
-from execution_service.models import TERMINAL, Execution, FinishedRun, RunOutcome, Status
+from execution_service.models import TERMINAL, Event, Execution, FinishedRun, RunOutcome, Status
 from execution_service.rate_limit import SlidingWindowLimiter
 from execution_service.repository import Repository
 from execution_service.session_client import SessionClient, SessionSnapshot
@@ -32,6 +37,8 @@ TIME_LIMIT_MS = (100, 60_000)
 MEMORY_LIMIT_MB = (32, 2048)
 LIST_LIMIT = (1, 100)
 DEFAULT_LIST_LIMIT = 10
+
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
@@ -108,6 +115,10 @@ class Executions:
         *,
         failure_streak_limit: int,
         failure_cooldown_s: int,
+        retries: RetryPolicy,
+        lease_s: int,
+        idempotency_window_s: int,
+        enqueue_grace_s: float = 5.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.repository = repository
@@ -116,15 +127,35 @@ class Executions:
         self.queue = queue
         self.failure_streak_limit = failure_streak_limit
         self.failure_cooldown_s = failure_cooldown_s
+        self.retries = retries
+        self.lease = timedelta(seconds=lease_s)
+        self.idempotency_window = timedelta(seconds=idempotency_window_s)
+        # The reconciler leaves a new row to its creator this long before enqueueing it itself.
+        self.enqueue_grace = timedelta(seconds=enqueue_grace_s)
         self.clock = clock
 
     def create(
-        self, session_id: str, time_limit_ms: int | None, memory_limit_mb: int | None, *, timeout: float
+        self,
+        session_id: str,
+        time_limit_ms: int | None,
+        memory_limit_mb: int | None,
+        *,
+        timeout: float,
+        idempotency_key: str | None = None,
     ) -> Execution:
         """Snapshots the session's code and queues a run of it. Once this returns, the run is never lost:
-        the row is written before the job, and a job that could not be written is left to the reconciler."""
+        the row is written before the job, and a job that could not be written is left to the reconciler.
+
+        With an idempotency key already used in this session within the window, returns that
+        execution instead, whatever the session's state or limits are now: the request it answers
+        was accepted then, so its repetition must be answered the same way."""
         session_id = parse_id(session_id, "session_id")
         check_limits(time_limit_ms, memory_limit_mb)
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+            earlier = self._earlier_execution(session_id, idempotency_key)
+            if earlier is not None:
+                return earlier
         session = self.sessions.get_session(session_id, timeout)
         if not session.active:
             raise SessionClosed(f"session {session_id} is closed")
@@ -134,6 +165,7 @@ class Executions:
         execution_id = str(uuid.uuid4())
         logs.execution_id.set(execution_id)
         self._admit(session_id, execution_id)
+        now = self.clock()
         execution = Execution(
             id=execution_id,
             session_id=session_id,
@@ -142,14 +174,24 @@ class Executions:
             source_code=session.source_code,
             time_limit_ms=limits.time_limit_ms,
             memory_limit_mb=limits.memory_limit_mb,
-            created_at=self.clock(),
+            created_at=now,
             started_at=None,
             finished_at=None,
-            attempt=0,
+            attempt=1,
             executor_id="",
             outcome=None,
+            warnings=tuple(loop_advice.advise(session.language, session.source_code)),
+            idempotency_key=idempotency_key,
         )
-        self.repository.insert_queued(execution)
+        if not self.repository.insert_queued(execution, not_before=now + self.enqueue_grace):
+            # A concurrent request with the same key won the unique index: answer its execution,
+            # and give back the window slot this one took, so one key counts once.
+            self._release_admission(session_id, execution_id)
+            assert idempotency_key is not None
+            winner = self.repository.find_by_key(session_id, idempotency_key)
+            if winner is None:
+                raise Unavailable("the execution of this idempotency key was not found; retry")
+            return winner
         log.info("execution queued", extra={"session_id": session_id, "language": session.language})
         self._enqueue(execution)
         return execution
@@ -161,6 +203,10 @@ class Executions:
             raise NotFound(f"execution {execution_id} not found")
         return execution
 
+    def events(self, execution_id: str) -> list[Event]:
+        execution = self.get(execution_id)
+        return self.repository.events(execution.id)
+
     def list_for_session(self, session_id: str, limit: int | None, *, timeout: float) -> list[Execution]:
         session_id = parse_id(session_id, "session_id")
         count = resolve_list_limit(limit)
@@ -169,29 +215,75 @@ class Executions:
         return self.repository.list_for_session(session_id, count)
 
     def report_started(self, execution_id: str, executor_id: str, attempt: int) -> bool:
-        """Records that an executor took the run; False when the run is already over and must not run."""
+        """Hands the current attempt to the executor that reports it, under a lease; False when the run
+        is over or the attempt is not the current one (a stale delivery), which must then not run.
+        A repeated report of the holder of the lease is answered True again and changes nothing."""
         execution_id = parse_id(execution_id, "execution_id")
         now = self.clock()
-        if self.repository.start(execution_id, executor_id, attempt, now):
+        if self.repository.start(execution_id, executor_id, attempt, now, now + self.lease):
             log.info("execution running", extra={"executor_id": executor_id, "attempt": attempt})
             return True
-        if self.repository.restart(execution_id, executor_id, attempt, now):
-            log.info("execution delivered again", extra={"executor_id": executor_id, "attempt": attempt})
-            return True
-        return self.get(execution_id).status not in TERMINAL
+        execution = self.get(execution_id)
+        current = (execution.status, execution.attempt, execution.executor_id)
+        holds_it = current == (Status.RUNNING, attempt, executor_id)
+        if not holds_it:
+            log.info("stale start refused", extra={"executor_id": executor_id, "attempt": attempt})
+        return holds_it
 
-    def report_result(self, execution_id: str, executor_id: str, outcome: RunOutcome) -> Status:
-        """Records a terminal result once; later reports change nothing. Returns the status after the report."""
+    def renew_lease(self, execution_id: str, executor_id: str, attempt: int) -> bool:
+        """Extends the running executor's lease; False when it lost the run (its lease expired and
+        the run went to a newer attempt) or the run is over."""
+        execution_id = parse_id(execution_id, "execution_id")
+        if self.repository.renew_lease(execution_id, executor_id, attempt, self.clock() + self.lease):
+            return True
+        self.get(execution_id)  # NotFound for an unknown id
+        return False
+
+    def report_result(self, execution_id: str, executor_id: str, attempt: int, outcome: RunOutcome) -> Status:
+        """Records a terminal result once; later reports change nothing. Returns the status after the report.
+        A result saying the machinery failed (internal_error) ends the attempt instead, retried while
+        retries are left."""
         execution_id = parse_id(execution_id, "execution_id")
         if outcome.status not in TERMINAL:
             raise InvalidArgument(f"a result's status must be COMPLETED, FAILED or TIMEOUT, got {outcome.status}")
-        if self.repository.finish(execution_id, executor_id, outcome, self.clock()):
+        if is_infrastructure_failure(outcome):
+            detail = outcome.stderr.strip()
+            reason = f"{INTERNAL_ERROR}: {detail}" if detail else INTERNAL_ERROR
+            self.end_attempt(execution_id, attempt, executor_id, reason)
+        elif self.repository.finish(execution_id, executor_id, attempt, outcome, self.clock()):
             log.info(
                 "execution finished",
                 extra={"status": outcome.status.value, "reason": outcome.reason, "executor_id": executor_id},
             )
             return outcome.status
         return self.get(execution_id).status
+
+    def end_attempt(self, execution_id: str, attempt: int, executor_id: str, reason: str) -> None:
+        """The machinery failed `attempt`: queue the next one after its backoff, or, with no retry
+        left, end the run FAILED with reason internal_error. Nothing happens when `attempt` is no
+        longer the current one (another replica or a report decided first)."""
+        now = self.clock()
+        backoff = self.retries.backoff_before(attempt + 1)
+        token = logs.execution_id.set(execution_id)
+        try:
+            if backoff is not None:
+                retry_at = now + timedelta(seconds=backoff)
+                if self.repository.retry(execution_id, attempt, executor_id, reason, now, retry_at):
+                    log.warning("attempt failed; retrying", extra={"attempt": attempt, "reason": reason})
+            elif self.repository.finish(execution_id, executor_id, attempt, gave_up(attempt, reason), now):
+                log.error("attempt failed; no retry left", extra={"attempt": attempt, "reason": reason})
+        finally:
+            logs.execution_id.reset(token)
+
+    def _earlier_execution(self, session_id: str, idempotency_key: str) -> Execution | None:
+        """The execution this key created within the window; a key whose window is over is released."""
+        earlier = self.repository.find_by_key(session_id, idempotency_key)
+        if earlier is None:
+            return None
+        if idempotency_key_expired(earlier.created_at, self.clock(), self.idempotency_window):
+            self.repository.release_key(earlier.id, idempotency_key)
+            return None
+        return earlier
 
     def _refuse_during_failure_cooldown(self, session_id: str) -> None:
         recent = self.repository.last_finished(session_id, self.failure_streak_limit)
@@ -210,11 +302,44 @@ class Executions:
             # reconciler queues it later) rather than refusing every run of every session.
             log.warning("rate limit not checked: redis unavailable", extra={"error": repr(err)})
 
+    def _release_admission(self, session_id: str, execution_id: str) -> None:
+        try:
+            self.limiter.release(session_id, execution_id)
+        except _REDIS_DOWN as err:
+            log.warning("rate limit slot not released: redis unavailable", extra={"error": repr(err)})
+
     def _enqueue(self, execution: Execution) -> None:
         try:
             self.queue.enqueue(job_for(execution))
         except _REDIS_DOWN as err:
             log.warning("job not enqueued: redis unavailable; the reconciler will", extra={"error": repr(err)})
+
+
+def check_idempotency_key(key: str) -> None:
+    """1..255 visible ASCII characters: what an HTTP header carries safely and an index holds."""
+    if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
+        raise InvalidArgument("Idempotency-Key must be 1 to 255 visible ASCII characters")
+
+
+def idempotency_key_expired(created_at: datetime, now: datetime, window: timedelta) -> bool:
+    return now - created_at >= window
+
+
+def gave_up(attempt: int, reason: str) -> RunOutcome:
+    """The result of a run whose last attempt failed in the machinery."""
+    return RunOutcome(
+        status=Status.FAILED,
+        reason=INTERNAL_ERROR,
+        stdout="",
+        stderr=f"LCE could not run the program: attempt {attempt} failed ({reason}) and no retry is left\n",
+        stdout_truncated=False,
+        stderr_truncated=False,
+        exit_code=None,
+        execution_time_ms=0,
+        memory_kb=0,
+        stages=(),
+        sandbox="",
+    )
 
 
 def job_for(execution: Execution) -> ExecutionJob:
@@ -224,4 +349,5 @@ def job_for(execution: Execution) -> ExecutionJob:
         source_code=execution.source_code,
         time_limit_ms=execution.time_limit_ms,
         memory_limit_mb=execution.memory_limit_mb,
+        attempt=execution.attempt,
     )

@@ -1,11 +1,13 @@
-"""Enqueueing runs as RQ jobs whose id is the execution id."""
+"""Enqueueing runs as RQ jobs, one per attempt (common.job.job_id), and reading what became of them."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import redis
 from rq import Queue
 from rq.exceptions import DuplicateJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob
 
@@ -14,6 +16,9 @@ RESULT_TTL_S = 3600
 # A failed job is kept a day for inspection: it is how an operator sees what the machinery did.
 FAILURE_TTL_S = 24 * 3600
 
+# Job states in which the attempt can no longer report a start: its job is over without one.
+ENDED: frozenset[JobStatus] = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
+
 
 class JobQueue:
     def __init__(self, client: redis.Redis, queue_name: str) -> None:
@@ -21,12 +26,12 @@ class JobQueue:
         self.queue = Queue(queue_name, connection=client, serializer=SERIALIZER)
 
     def enqueue(self, job: ExecutionJob) -> bool:
-        """Queues the run; False when a job of that id already exists (then nothing is queued twice)."""
+        """Queues the attempt; False when its job already exists (then nothing is queued twice)."""
         try:
             self.queue.enqueue_call(
                 func=JOB_FUNCTION,
                 kwargs={"payload": job.to_payload()},
-                job_id=job.execution_id,
+                job_id=job.job_id,
                 timeout=job.job_timeout_s,
                 result_ttl=RESULT_TTL_S,
                 failure_ttl=FAILURE_TTL_S,
@@ -37,5 +42,15 @@ class JobQueue:
             return False
         return True
 
-    def exists(self, execution_id: str) -> bool:
-        return Job.exists(execution_id, connection=self.client)
+    def exists(self, job_id: str) -> bool:
+        return Job.exists(job_id, connection=self.client)
+
+    def states(self, job_ids: Sequence[str]) -> list[JobStatus | None]:
+        """Each job's RQ status (None when there is no such job), in one round trip.
+
+        Reads the `status` field of RQ's job hash, as Job.get_status does, without loading each
+        job's payload (up to a MiB of source code)."""
+        pipeline = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipeline.hget(Job.key_for(job_id), "status")
+        return [JobStatus(raw.decode()) if raw else None for raw in pipeline.execute()]

@@ -24,6 +24,8 @@ from sqlalchemy import (
     Uuid,
 )
 
+RETRIED = "RETRIED"  # the event type of an attempt that failed and was queued again
+
 
 class Status(StrEnum):
     QUEUED = "QUEUED"
@@ -76,9 +78,32 @@ class Execution:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    attempt: int
+    attempt: int  # the current attempt: 1 at creation, one more per infrastructure retry
     executor_id: str
     outcome: RunOutcome | None  # set once terminal
+    warnings: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of an execution's lifecycle log."""
+
+    type: str  # a Status, or RETRIED
+    at: datetime
+    attempt: int | None
+    executor_id: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class AttemptRef:
+    """What the reconciler needs of a row to judge its current attempt, without loading its source."""
+
+    execution_id: str
+    attempt: int
+    executor_id: str
+    due_at: datetime  # QUEUED: not_before; RUNNING: lease_expires_at
 
 
 @dataclass(frozen=True)
@@ -139,10 +164,20 @@ executions = Table(
     Column("memory_kb", BigInteger, nullable=False, default=0),
     Column("stages", JSON, nullable=False, default=list),
     Column("sandbox", Text, nullable=False, default=""),
+    Column("warnings", JSON, nullable=False, default=list),
+    # QUEUED: when the reconciler may (re-)enqueue the current attempt: after the creator had its
+    # chance to, or once a retry's backoff is over.
+    Column("not_before", UtcDateTime),
+    # RUNNING: the executor's claim on the run ends here unless renewed.
+    Column("lease_expires_at", UtcDateTime),
+    Column("idempotency_key", String(255)),
     # A session's history, newest first.
     Index("ix_executions_session_created", "session_id", "created_at"),
-    # The reconciler's sweep over old QUEUED rows.
-    Index("ix_executions_status_created", "status", "created_at"),
+    # The reconciler's two sweeps: QUEUED rows that are due, RUNNING rows whose lease ran out.
+    Index("ix_executions_status_not_before", "status", "not_before"),
+    Index("ix_executions_status_lease", "status", "lease_expires_at"),
+    # One execution per key and session; concurrent duplicates lose on this index, not on a race.
+    Index("ux_executions_session_idempotency_key", "session_id", "idempotency_key", unique=True),
 )
 
 execution_events = Table(

@@ -36,6 +36,7 @@ class SlidingWindowLimiter:
     def __init__(self, client: redis.Redis, limit: int, window_s: float = 60.0) -> None:
         self.limit = limit
         self.window_ms = int(window_s * 1000)
+        self.client = client
         self._admit = client.register_script(_ADMIT_SCRIPT)
 
     def admit(self, session_id: str, run_id: str) -> None:
@@ -46,3 +47,7 @@ class SlidingWindowLimiter:
                 f"at most {self.limit} runs per {self.window_ms // 1000} s per session",
                 retry_after_s=math.ceil(wait_ms / 1000),
             )
+
+    def release(self, session_id: str, run_id: str) -> None:
+        """Gives back the slot `admit` took for a run that was not created after all."""
+        self.client.zrem(KEY_PREFIX + session_id, run_id)

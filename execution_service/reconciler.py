@@ -1,9 +1,15 @@
-"""Re-enqueues QUEUED executions whose RQ job is missing.
+"""Keeps every accepted run moving, with the database as the source of truth. Two sweeps:
 
-The row is written before the job, so a crash between the two writes, Redis being down at
-enqueue time, or Redis restarting empty leaves a QUEUED row with no job. The database is the
-source of truth: this sweep finds such rows and queues them again. Every replica may run it;
-enqueueing is unique per job id, so two sweeps never queue a run twice.
+- QUEUED rows that are due (their creator's grace or their retry's backoff is over): a row
+  whose attempt has no job (a crash between row and job, Redis down at enqueue time, Redis
+  restarted empty, a retry waiting for its backoff) is enqueued; a row whose job ended without
+  ever reporting a start (the executor could not reach this service) lost that attempt, which
+  is retried or given up like any failure of the machinery (attempts.py).
+- RUNNING rows whose lease expired: the executor was killed or cut off; the attempt is lost.
+
+Every replica may run it: enqueueing is unique per attempt's job id and every transition is a
+conditional update on the attempt, so two sweeps never act twice. Both queries are indexed
+(models.py) and the due rows are paged through, so a backlog costs a few reads per sweep.
 """
 
 from __future__ import annotations
@@ -11,34 +17,41 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from common import logs
-from execution_service.executions import job_for, utc_now
-from execution_service.job_queue import JobQueue
-from execution_service.repository import Repository
+from common.config import ExecutionServiceConfig
+from common.job import job_id
+from execution_service.attempts import JOB_LOST, LEASE_EXPIRED
+from execution_service.executions import Executions, job_for, utc_now
+from execution_service.job_queue import ENDED, JobQueue
+from execution_service.models import AttemptRef
 
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 200
+# The most due QUEUED rows one sweep looks at; the next sweep goes on from the oldest again.
+SWEEP_MAX_ROWS = 10_000
 
 
 class Reconciler:
     def __init__(
         self,
-        repository: Repository,
+        executions: Executions,
         queue: JobQueue,
         *,
-        interval_s: float = 5.0,
-        min_age_s: float = 5.0,
+        interval_s: float = 1.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.repository = repository
+        self.executions = executions
+        self.repository = executions.repository
         self.queue = queue
         self.interval_s = interval_s
-        # Younger rows are left alone: their creator is probably still enqueueing them.
-        self.min_age = timedelta(seconds=min_age_s)
         self.clock = clock
+        # Leases are judged only after this service has been able to receive renewals for a whole
+        # lease: after a restart, or a database outage, executors that were renewing in vain get
+        # one lease to reach it again before their runs are taken from them.
+        self._renewable_since: datetime | None = clock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
 
@@ -51,16 +64,45 @@ class Reconciler:
             self._thread.join(timeout_s)
 
     def sweep(self) -> int:
-        """One pass; returns how many runs it enqueued."""
-        enqueued = 0
-        for execution in self.repository.queued_before(self.clock() - self.min_age, SWEEP_BATCH):
-            if self.queue.exists(execution.id) or not self.queue.enqueue(job_for(execution)):
-                continue
-            token = logs.execution_id.set(execution.id)
-            log.info("re-enqueued a queued execution that had no job")
-            logs.execution_id.reset(token)
-            enqueued += 1
-        return enqueued
+        """One pass of both sweeps; returns how many attempts it enqueued or ended."""
+        return self.enqueue_due() + self.recover_expired_leases()
+
+    def enqueue_due(self) -> int:
+        acted = 0
+        after: AttemptRef | None = None
+        for _ in range(SWEEP_MAX_ROWS // SWEEP_BATCH):
+            due = self.repository.due_queued(self.clock(), after, SWEEP_BATCH)
+            states = self.queue.states([job_id(ref.execution_id, ref.attempt) for ref in due])
+            for ref, state in zip(due, states, strict=True):
+                if state is None:
+                    acted += self._enqueue(ref)
+                elif state in ENDED:
+                    self.executions.end_attempt(ref.execution_id, ref.attempt, ref.executor_id, JOB_LOST)
+                    acted += 1
+            if len(due) < SWEEP_BATCH:
+                break
+            after = due[-1]
+        return acted
+
+    def recover_expired_leases(self) -> int:
+        now = self.clock()
+        if self._renewable_since is None:
+            self._renewable_since = now
+        if now - self._renewable_since < self.executions.lease:
+            return 0
+        expired = self.repository.expired_leases(now, SWEEP_BATCH)
+        for ref in expired:
+            self.executions.end_attempt(ref.execution_id, ref.attempt, ref.executor_id, LEASE_EXPIRED)
+        return len(expired)
+
+    def _enqueue(self, ref: AttemptRef) -> int:
+        execution = self.repository.get(ref.execution_id)
+        if execution is None or execution.attempt != ref.attempt or not self.queue.enqueue(job_for(execution)):
+            return 0
+        token = logs.execution_id.set(execution.id)
+        log.info("enqueued an attempt that had no job", extra={"attempt": execution.attempt})
+        logs.execution_id.reset(token)
+        return 1
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -68,5 +110,13 @@ class Reconciler:
                 self.sweep()
             except Exception:
                 # A sweep fails while the database or Redis is down; the next one retries, and
-                # the thread must outlive the outage.
+                # the thread must outlive the outage. Renewals failed meanwhile, too.
                 log.exception("reconciler sweep failed")
+                self._renewable_since = None
+
+
+def lease_recovery_bound(config: ExecutionServiceConfig) -> float:
+    """Seconds after an executor dies within which its run is queued again: the lease runs out, a sweep
+    notices, the retry's backoff passes, a sweep enqueues it (then an idle executor takes it)."""
+    first_backoff_s = config.retry_backoff_s[0] if config.retry_backoff_s else 0.0
+    return config.lease_s + first_backoff_s + 2 * config.reconcile_interval_s

@@ -9,15 +9,20 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, Select, insert, literal, select, tuple_, update
 
 from execution_service.models import (
+    RETRIED,
     TERMINAL,
+    UNFINISHED,
+    AttemptRef,
+    Event,
     Execution,
     FinishedRun,
     RunOutcome,
     Stage,
     Status,
+    UtcDateTime,
     execution_events,
     executions,
     metadata,
@@ -45,27 +50,55 @@ class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def insert_queued(self, execution: Execution) -> None:
-        """The row and its QUEUED event, together or not at all."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(executions).values(
-                    id=execution.id,
-                    session_id=execution.session_id,
-                    status=Status.QUEUED.value,
-                    language=execution.language,
-                    source_code=execution.source_code,
-                    time_limit_ms=execution.time_limit_ms,
-                    memory_limit_mb=execution.memory_limit_mb,
-                    created_at=execution.created_at,
+    def insert_queued(self, execution: Execution, not_before: datetime) -> bool:
+        """The row and its QUEUED event, together or not at all. False when the session already has
+        an execution under the same idempotency key (a concurrent duplicate); nothing is written then."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(executions).values(
+                        id=execution.id,
+                        session_id=execution.session_id,
+                        status=Status.QUEUED.value,
+                        language=execution.language,
+                        source_code=execution.source_code,
+                        time_limit_ms=execution.time_limit_ms,
+                        memory_limit_mb=execution.memory_limit_mb,
+                        created_at=execution.created_at,
+                        attempt=execution.attempt,
+                        warnings=list(execution.warnings),
+                        idempotency_key=execution.idempotency_key,
+                        not_before=not_before,
+                    )
                 )
-            )
-            _add_event(conn, execution.id, Status.QUEUED, execution.created_at)
+                _add_event(conn, execution.id, Status.QUEUED, execution.created_at)
+        except sqlalchemy.exc.IntegrityError:
+            if execution.idempotency_key is None:
+                raise
+            return False
+        return True
 
     def get(self, execution_id: str) -> Execution | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(executions).where(executions.c.id == execution_id)).mappings().first()
         return None if row is None else _to_execution(row)
+
+    def find_by_key(self, session_id: str, idempotency_key: str) -> Execution | None:
+        query = select(executions).where(
+            executions.c.session_id == session_id, executions.c.idempotency_key == idempotency_key
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else _to_execution(row)
+
+    def release_key(self, execution_id: str, idempotency_key: str) -> None:
+        """Frees an expired key for a new execution; the old one keeps everything else."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(executions)
+                .where(executions.c.id == execution_id, executions.c.idempotency_key == idempotency_key)
+                .values(idempotency_key=None)
+            )
 
     def list_for_session(self, session_id: str, limit: int) -> list[Execution]:
         query = (
@@ -76,6 +109,18 @@ class Repository:
         )
         with self.engine.connect() as conn:
             return [_to_execution(row) for row in conn.execute(query).mappings()]
+
+    def events(self, execution_id: str) -> list[Event]:
+        query = (
+            select(execution_events)
+            .where(execution_events.c.execution_id == execution_id)
+            .order_by(execution_events.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [
+                Event(type=row.type, at=row.at, attempt=row.attempt, executor_id=row.executor_id, reason=row.reason)
+                for row in conn.execute(query)
+            ]
 
     def last_finished(self, session_id: str, count: int) -> list[FinishedRun]:
         """The session's `count` most recently finished runs, newest first."""
@@ -89,60 +134,104 @@ class Repository:
         with self.engine.connect() as conn:
             return [FinishedRun(Status(row.status), row.finished_at) for row in conn.execute(query)]
 
-    def queued_before(self, cutoff: datetime, limit: int) -> list[Execution]:
+    def due_queued(self, now: datetime, after: AttemptRef | None, limit: int) -> list[AttemptRef]:
+        """QUEUED rows whose `not_before` has passed, in (not_before, id) order, from just after `after`."""
+        due = executions.c.not_before
         query = (
-            select(executions)
-            .where(executions.c.status == Status.QUEUED.value)
-            .where(executions.c.created_at < cutoff)
-            .order_by(executions.c.created_at)
+            select(executions.c.id, executions.c.attempt, executions.c.executor_id, due)
+            .where(executions.c.status == Status.QUEUED.value, due <= now)
+            .order_by(due, executions.c.id)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
-            return [_to_execution(row) for row in conn.execute(query).mappings()]
+        if after is not None:
+            cursor = tuple_(literal(after.due_at, UtcDateTime), literal(after.execution_id, executions.c.id.type))
+            query = query.where(tuple_(due, executions.c.id) > cursor)
+        return self._attempt_refs(query)
 
-    def start(self, execution_id: str, executor_id: str, attempt: int, now: datetime) -> bool:
-        """QUEUED -> RUNNING. False when the execution was not QUEUED."""
+    def expired_leases(self, now: datetime, limit: int) -> list[AttemptRef]:
+        """RUNNING rows whose executor's lease ran out, oldest expiry first."""
+        due = executions.c.lease_expires_at
+        query = (
+            select(executions.c.id, executions.c.attempt, executions.c.executor_id, due)
+            .where(executions.c.status == Status.RUNNING.value, due < now)
+            .order_by(due)
+            .limit(limit)
+        )
+        return self._attempt_refs(query)
+
+    def _attempt_refs(self, query: Select[Any]) -> list[AttemptRef]:
+        with self.engine.connect() as conn:
+            return [AttemptRef(str(row[0]), row[1], row[2], row[3]) for row in conn.execute(query)]
+
+    def start(self, execution_id: str, executor_id: str, attempt: int, now: datetime, lease_until: datetime) -> bool:
+        """QUEUED -> RUNNING for the current attempt only. False otherwise (another attempt, or not QUEUED)."""
         with self.engine.begin() as conn:
             changed = _update_where(
                 conn,
                 execution_id,
                 {Status.QUEUED},
+                executions.c.attempt == attempt,
                 status=Status.RUNNING.value,
                 started_at=now,
-                attempt=attempt,
                 executor_id=executor_id,
+                lease_expires_at=lease_until,
             )
             if changed:
                 _add_event(conn, execution_id, Status.RUNNING, now, attempt=attempt, executor_id=executor_id)
             return changed
 
-    def restart(self, execution_id: str, executor_id: str, attempt: int, now: datetime) -> bool:
-        """A RUNNING execution delivered again: records the new attempt. False when it is not RUNNING,
-        when this very attempt was already recorded (a repeated report changes nothing), or when the
-        report is of an older attempt than the recorded one (a late report never moves it backwards)."""
+    def renew_lease(self, execution_id: str, executor_id: str, attempt: int, lease_until: datetime) -> bool:
+        """Extends the lease of the executor running the current attempt; False when it is not that executor."""
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(executions)
-                .where(executions.c.id == execution_id)
-                .where(executions.c.status == Status.RUNNING.value)
-                .where(executions.c.attempt <= attempt)
-                .where((executions.c.attempt != attempt) | (executions.c.executor_id != executor_id))
-                .values(attempt=attempt, executor_id=executor_id)
+            return _update_where(
+                conn,
+                execution_id,
+                {Status.RUNNING},
+                executions.c.attempt == attempt,
+                executions.c.executor_id == executor_id,
+                lease_expires_at=lease_until,
             )
-            if result.rowcount == 1:
-                _add_event(conn, execution_id, Status.RUNNING, now, attempt=attempt, executor_id=executor_id)
-            return result.rowcount == 1
 
-    def finish(self, execution_id: str, executor_id: str, outcome: RunOutcome, now: datetime) -> bool:
-        """QUEUED or RUNNING -> the outcome's terminal status. False when already terminal."""
+    def retry(
+        self, execution_id: str, failed_attempt: int, executor_id: str, reason: str, now: datetime, not_before: datetime
+    ) -> bool:
+        """Ends `failed_attempt` and queues the next one, to be enqueued from `not_before` on.
+        False when that attempt is no longer the current one or the run is terminal (someone else decided)."""
         with self.engine.begin() as conn:
             changed = _update_where(
                 conn,
                 execution_id,
-                {Status.QUEUED, Status.RUNNING},
+                UNFINISHED,
+                executions.c.attempt == failed_attempt,
+                status=Status.QUEUED.value,
+                attempt=failed_attempt + 1,
+                executor_id="",
+                lease_expires_at=None,
+                not_before=not_before,
+            )
+            if changed:
+                _add_event(
+                    conn, execution_id, RETRIED, now, attempt=failed_attempt, executor_id=executor_id, reason=reason
+                )
+            return changed
+
+    def finish(self, execution_id: str, executor_id: str, attempt: int, outcome: RunOutcome, now: datetime) -> bool:
+        """QUEUED or RUNNING -> the outcome's terminal status. False when already terminal, or when the
+        report is of an older attempt while a newer one is RUNNING (that one's result is awaited).
+
+        An older attempt's result is taken while the row is QUEUED: its executor was alive after
+        all (e.g. it could not renew its lease while this service was down) and the run it
+        reports is the same snapshot, so the next attempt need not run at all."""
+        with self.engine.begin() as conn:
+            changed = _update_where(
+                conn,
+                execution_id,
+                UNFINISHED,
+                (executions.c.attempt == attempt) | (executions.c.status == Status.QUEUED.value),
                 status=outcome.status.value,
                 finished_at=now,
                 executor_id=executor_id,
+                lease_expires_at=None,
                 reason=outcome.reason,
                 stdout=outcome.stdout,
                 stderr=outcome.stderr,
@@ -155,15 +244,26 @@ class Repository:
                 sandbox=outcome.sandbox,
             )
             if changed:
-                _add_event(conn, execution_id, outcome.status, now, executor_id=executor_id, reason=outcome.reason)
+                _add_event(
+                    conn,
+                    execution_id,
+                    outcome.status,
+                    now,
+                    attempt=attempt,
+                    executor_id=executor_id,
+                    reason=outcome.reason,
+                )
             return changed
 
 
-def _update_where(conn: Connection, execution_id: str, allowed: Iterable[Status], **values: Any) -> bool:
+def _update_where(
+    conn: Connection, execution_id: str, allowed: Iterable[Status], *conditions: ColumnElement[bool], **values: Any
+) -> bool:
     result = conn.execute(
         update(executions)
         .where(executions.c.id == execution_id)
         .where(executions.c.status.in_([status.value for status in allowed]))
+        .where(*conditions)
         .values(**values)
     )
     return result.rowcount == 1
@@ -172,7 +272,7 @@ def _update_where(conn: Connection, execution_id: str, allowed: Iterable[Status]
 def _add_event(
     conn: Connection,
     execution_id: str,
-    status: Status,
+    event_type: str,
     at: datetime,
     *,
     attempt: int | None = None,
@@ -182,7 +282,7 @@ def _add_event(
     conn.execute(
         insert(execution_events).values(
             execution_id=execution_id,
-            type=status.value,
+            type=event_type,
             at=at,
             attempt=attempt,
             executor_id=executor_id,
@@ -207,6 +307,8 @@ def _to_execution(row: RowMapping) -> Execution:
         attempt=row["attempt"],
         executor_id=row["executor_id"],
         outcome=_to_outcome(row) if status in TERMINAL else None,
+        warnings=tuple(row["warnings"] or ()),
+        idempotency_key=row["idempotency_key"],
     )
 
 

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from common.errors import InvalidArgument
 from common.grpc_client import deadline
 from execution_service.executions import Executions
-from execution_service.models import Execution, RunOutcome, Stage, Status
+from execution_service.models import Event, Execution, RunOutcome, Stage, Status
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
 
@@ -36,6 +36,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             request.time_limit_ms if request.HasField("time_limit_ms") else None,
             request.memory_limit_mb if request.HasField("memory_limit_mb") else None,
             timeout=deadline(context),
+            idempotency_key=request.idempotency_key if request.HasField("idempotency_key") else None,
         )
         return pb.CreateExecutionResponse(execution=execution_to_proto(execution))
 
@@ -52,6 +53,12 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
         )
         return pb.ListExecutionsResponse(executions=[execution_to_proto(execution) for execution in found])
 
+    def ListExecutionEvents(
+        self, request: pb.ListExecutionEventsRequest, context: grpc.ServicerContext
+    ) -> pb.ListExecutionEventsResponse:
+        events = self.executions.events(request.execution_id)
+        return pb.ListExecutionEventsResponse(events=[_event_to_proto(event) for event in events])
+
 
 class ExecutorReportServicer(pb_grpc.ExecutorReportServiceServicer):
     def __init__(self, executions: Executions) -> None:
@@ -61,11 +68,15 @@ class ExecutorReportServicer(pb_grpc.ExecutorReportServiceServicer):
         self, request: pb.ReportStartedRequest, context: grpc.ServicerContext
     ) -> pb.ReportStartedResponse:
         should_run = self.executions.report_started(request.execution_id, request.executor_id, request.attempt)
-        return pb.ReportStartedResponse(should_run=should_run)
+        return pb.ReportStartedResponse(should_run=should_run, lease_s=int(self.executions.lease.total_seconds()))
+
+    def RenewLease(self, request: pb.RenewLeaseRequest, context: grpc.ServicerContext) -> pb.RenewLeaseResponse:
+        renewed = self.executions.renew_lease(request.execution_id, request.executor_id, request.attempt)
+        return pb.RenewLeaseResponse(renewed=renewed)
 
     def ReportResult(self, request: pb.ReportResultRequest, context: grpc.ServicerContext) -> pb.ReportResultResponse:
         status = self.executions.report_result(
-            request.execution_id, request.executor_id, outcome_from_proto(request.result)
+            request.execution_id, request.executor_id, request.attempt, outcome_from_proto(request.result)
         )
         return pb.ReportResultResponse(status=_STATUS_TO_PROTO[status])
 
@@ -115,6 +126,7 @@ def execution_to_proto(execution: Execution) -> pb.Execution:
         created_at=_timestamp(execution.created_at),
         attempt=execution.attempt,
         executor_id=execution.executor_id,
+        warnings=execution.warnings,
     )
     if execution.started_at is not None:
         message.started_at.CopyFrom(_timestamp(execution.started_at))
@@ -148,6 +160,16 @@ def _outcome_to_proto(outcome: RunOutcome) -> pb.RunResult:
             for stage in outcome.stages
         ],
         sandbox=outcome.sandbox,
+    )
+
+
+def _event_to_proto(event: Event) -> pb.ExecutionEvent:
+    return pb.ExecutionEvent(
+        type=event.type,
+        at=_timestamp(event.at),
+        attempt=event.attempt,
+        executor_id=event.executor_id or "",
+        reason=event.reason or "",
     )
 
 

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rq
-
 from common import logs
 from common.job import ExecutionJob
 from common.languages import TOOLCHAIN_PATH, Language, by_name
 from executor import verdicts
 from executor.launcher import Launcher, Limits
+from executor.lease import LeaseKeeper
 from executor.report_client import ReportClient
 from executor.verdicts import Verdict
 
@@ -61,20 +60,19 @@ def run_execution(payload: dict[str, Any]) -> dict[str, str]:
     runtime = current_runtime()
     token = logs.execution_id.set(job.execution_id)
     try:
-        if not runtime.reports.started(job.execution_id, _attempt()):
-            log.info("execution already terminal, not running it")
-            return {"status": "skipped", "reason": "already terminal"}
-        verdict = _execute(job, runtime)
-        runtime.reports.result(job.execution_id, verdict, sandbox=runtime.launcher.mode)
+        start = runtime.reports.started(job.execution_id, job.attempt)
+        if not start.should_run:
+            log.info("not running it: the run is over or this attempt is stale", extra={"attempt": job.attempt})
+            return {"status": "skipped", "reason": "not the current attempt"}
+        with LeaseKeeper(runtime.reports, job.execution_id, job.attempt, start.lease_s):
+            verdict = _execute(job, runtime)
+        # Outside the lease: while the result waits out an outage of execution_service, nothing else
+        # is renewed, and if the lease ran out meanwhile the service still takes this result (repository.finish).
+        runtime.reports.result(job.execution_id, job.attempt, verdict, sandbox=runtime.launcher.mode)
         log.info("execution finished", extra={"status": verdict.status, "reason": verdict.reason})
         return {"status": verdict.status.value, "reason": verdict.reason}
     finally:
         logs.execution_id.reset(token)
-
-
-def _attempt() -> int:
-    job = rq.get_current_job()
-    return 1 + (job.number_of_retries or 0) if job is not None else 1
 
 
 def _execute(job: ExecutionJob, runtime: Runtime) -> Verdict:
@@ -86,8 +84,8 @@ def _execute(job: ExecutionJob, runtime: Runtime) -> Verdict:
         with runtime.launcher.workspace() as workdir:
             return _compile_and_run(job, language, workdir, runtime)
     except Exception:
-        # A failure of the machinery (workspace, launcher), not of the program: end the run
-        # with a verdict that says so rather than leave it RUNNING.
+        # A failure of the machinery (workspace, sandbox set-up), not of the program: the
+        # internal_error verdict makes execution_service retry the run (execution_service/attempts.py).
         log.exception("could not run the program")
         return verdicts.internal_error("the executor could not run the program")
 

@@ -53,8 +53,6 @@ class Launcher(Protocol):
         """A fresh private work dir for one execution (shared by its compile and run), removed afterwards."""
         ...
 
-    def run(
-        self, argv: Sequence[str], *, workdir: Path, env: Mapping[str, str], limits: Limits
-    ) -> StageOutcome:
+    def run(self, argv: Sequence[str], *, workdir: Path, env: Mapping[str, str], limits: Limits) -> StageOutcome:
         """Runs argv in workdir with stdin closed, enforcing limits; no process of it outlives the call."""
         ...

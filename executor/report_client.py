@@ -1,11 +1,20 @@
 """The executor's side of ExecutorReportService: one reused channel, a deadline on every call.
 
-Both calls are idempotent, so the channel's service config retries them on UNAVAILABLE
-(common.grpc_client). Any other failure raises grpc.RpcError to the job, which RQ then
-records as failed.
+Every call is idempotent, so the channel's service config retries it on UNAVAILABLE for a
+moment (common.grpc_client). Starts and results are precious beyond that: while
+execution_service is unreachable (restarting, its database down) they are retried with
+backoff for up to `report_retry_s`, so a result is kept and delivered once the service is
+back, and the worker takes no other job meanwhile. A lease renewal is not: the next one is
+a few seconds away. Any other failure raises grpc.RpcError to the job.
 """
 
 from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
@@ -14,40 +23,81 @@ from executor.verdicts import StageMetrics, Status, Verdict
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
 
+log = logging.getLogger(__name__)
+
 _STATUS = {
     Status.COMPLETED: pb.EXECUTION_STATUS_COMPLETED,
     Status.FAILED: pb.EXECUTION_STATUS_FAILED,
     Status.TIMEOUT: pb.EXECUTION_STATUS_TIMEOUT,
 }
+# The service is down or overloaded rather than refusing the report: worth another try.
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+FIRST_BACKOFF_S = 0.25
+MAX_BACKOFF_S = 2.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Start:
+    should_run: bool
+    lease_s: int
 
 
 class ReportClient:
-    def __init__(self, addr: str, executor_id: str, *, deadline_s: float = DEFAULT_DEADLINE_S) -> None:
+    def __init__(
+        self,
+        addr: str,
+        executor_id: str,
+        *,
+        report_retry_s: float,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.executor_id = executor_id
+        self.report_retry_s = report_retry_s
         self.deadline_s = deadline_s
+        self._sleep = sleep
         self._channel: grpc.Channel = channel(addr)
         self._stub = pb_grpc.ExecutorReportServiceStub(self._channel)
 
-    def started(self, execution_id: str, attempt: int) -> bool:
-        """Reports RUNNING; False when the execution is already terminal and must not run."""
-        response = self._stub.ReportStarted(
-            pb.ReportStartedRequest(execution_id=execution_id, executor_id=self.executor_id, attempt=attempt),
-            timeout=self.deadline_s,
-        )
-        return response.should_run
+    def started(self, execution_id: str, attempt: int) -> Start:
+        """Takes the attempt; should_run is False when it must not run (the run is over, or it is stale)."""
+        request = pb.ReportStartedRequest(execution_id=execution_id, executor_id=self.executor_id, attempt=attempt)
+        response = self._deliver(lambda: self._stub.ReportStarted(request, timeout=self.deadline_s))
+        return Start(should_run=response.should_run, lease_s=response.lease_s)
 
-    def result(self, execution_id: str, verdict: Verdict, *, sandbox: str) -> None:
-        self._stub.ReportResult(
-            pb.ReportResultRequest(
-                execution_id=execution_id,
-                executor_id=self.executor_id,
-                result=run_result(verdict, sandbox=sandbox),
-            ),
-            timeout=self.deadline_s,
+    def renew(self, execution_id: str, attempt: int) -> bool:
+        """Renews the lease once; False when the run was taken from this executor."""
+        request = pb.RenewLeaseRequest(execution_id=execution_id, executor_id=self.executor_id, attempt=attempt)
+        return bool(self._stub.RenewLease(request, timeout=self.deadline_s).renewed)
+
+    def result(self, execution_id: str, attempt: int, verdict: Verdict, *, sandbox: str) -> None:
+        request = pb.ReportResultRequest(
+            execution_id=execution_id,
+            executor_id=self.executor_id,
+            attempt=attempt,
+            result=run_result(verdict, sandbox=sandbox),
         )
+        self._deliver(lambda: self._stub.ReportResult(request, timeout=self.deadline_s))
 
     def close(self) -> None:
         self._channel.close()
+
+    def _deliver(self, call: Callable[[], T]) -> T:
+        """Makes the call, retrying while the service is unreachable, for up to report_retry_s."""
+        give_up_at = time.monotonic() + self.report_retry_s
+        backoff = FIRST_BACKOFF_S
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as err:
+                code = err.code()  # type: ignore[attr-defined]
+                if code not in _RETRYABLE or time.monotonic() + backoff > give_up_at:
+                    raise
+                log.warning("execution_service unreachable; report kept, retrying", extra={"grpc_code": code.name})
+            self._sleep(backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2)
 
 
 def run_result(verdict: Verdict, *, sandbox: str) -> pb.RunResult:

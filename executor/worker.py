@@ -5,7 +5,9 @@ launcher already isolates user code, and the fork cost about 12 ms per job again
 It also keeps the one report channel alive across jobs.
 
 Shutdown: rq's own handlers turn the first SIGTERM/SIGINT into a warm shutdown (the current
-job finishes, then the loop ends) and a second one into a cold one.
+job finishes and its result is delivered, then the loop ends) and a second one, a second or
+more later, into a cold one (SystemExit in the job): that run's lease is no longer renewed,
+so execution_service hands it to another executor once the lease expires.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def serve(config: ExecutorConfig, launcher: Launcher) -> None:
     """Takes jobs until told to stop; health says SERVING meanwhile and NOT_SERVING once draining is over."""
     connection = redis.Redis.from_url(config.redis_url)
     connection.ping()  # fail at start, not on the first job, when Redis is unreachable
-    reports = ReportClient(config.execution_service_addr, config.executor_id)
+    reports = ReportClient(config.execution_service_addr, config.executor_id, report_retry_s=config.report_retry_s)
     jobs.install(jobs.Runtime(launcher=launcher, reports=reports, output_limit_bytes=config.output_limit_bytes))
     health = start_server(config.health_listen_addr, lambda server: None, [HEALTH_SERVICE_NAME])
     log.info(

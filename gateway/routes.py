@@ -23,6 +23,8 @@ from lce.session.v1 import session_pb2
 # this cap only keeps a client from making the gateway buffer an unbounded body.
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+
 router = APIRouter()
 
 
@@ -74,6 +76,18 @@ async def get_execution(execution_id: str, request: Request) -> JSONResponse:
         execution_pb2.GetExecutionRequest(execution_id=execution_id), timeout=services.deadline_s
     )
     return ok(translate.execution_detail(response.execution))
+
+
+@router.get(
+    "/executions/{execution_id}/events",
+    responses={200: {"model": schemas.ExecutionEvents}, **schemas.errors(400, 404, 503)},
+)
+async def list_execution_events(execution_id: str, request: Request) -> JSONResponse:
+    services = backends(request)
+    response = await services.executions.ListExecutionEvents(
+        execution_pb2.ListExecutionEventsRequest(execution_id=execution_id), timeout=services.deadline_s
+    )
+    return ok(translate.execution_events(execution_id, response.events))
 
 
 @router.get("/languages", responses={200: {"model": schemas.LanguageList}, **schemas.errors(503)})
@@ -136,10 +150,24 @@ async def update_source(session_id: str, request: Request) -> JSONResponse:
     "/code-sessions/{session_id}/run",
     status_code=202,
     responses={202: {"model": schemas.ExecutionCreated}, **schemas.errors(400, 404, 409, 413, 429, 503)},
-    openapi_extra=schemas.request_body(schemas.RunBody, required=False),
+    openapi_extra={
+        **schemas.request_body(schemas.RunBody, required=False),
+        "parameters": [
+            {
+                "name": IDEMPOTENCY_KEY_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "1 to 255 visible ASCII characters; the same key in the same session "
+                "answers the same execution for 24 h",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            }
+        ],
+    },
 )
 async def run(session_id: str, request: Request) -> JSONResponse:
-    message = translate.create_execution_request(session_id, await json_object(request, optional=True))
+    message = translate.create_execution_request(
+        session_id, await json_object(request, optional=True), request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    )
     services = backends(request)
     response = await services.executions.CreateExecution(message, timeout=services.deadline_s)
     return ok(translate.execution_created(response.execution), 202)

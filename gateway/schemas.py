@@ -82,9 +82,13 @@ class Session(BaseModel):
     updated_at: str | None
 
 
+_WARNINGS = "advice about the source, e.g. a loop that may never end; never a reason to refuse the run"
+
+
 class ExecutionCreated(BaseModel):
     execution_id: str
-    status: ExecutionStatus
+    status: Literal["QUEUED"]
+    warnings: list[str] = Field(description=_WARNINGS)
 
 
 class ExecutionSummary(BaseModel):
@@ -133,6 +137,20 @@ class Execution(BaseModel):
     finished_at: str | None = None
     time_limit_ms: int | None = None
     memory_limit_mb: int | None = None
+    warnings: list[str] = Field(description=_WARNINGS)
+
+
+class ExecutionEvent(BaseModel):
+    type: Literal["QUEUED", "RUNNING", "RETRIED", "COMPLETED", "FAILED", "TIMEOUT"]
+    at: str = Field(description="ISO-8601 UTC with milliseconds, e.g. 2026-01-21T10:00:00.000Z")
+    attempt: int | None = Field(None, description="RUNNING: the attempt started; RETRIED: the attempt that failed")
+    executor_id: str | None = None
+    reason: str | None = Field(None, description="RETRIED: why the attempt failed; terminal: the result's reason")
+
+
+class ExecutionEvents(BaseModel):
+    execution_id: str
+    events: list[ExecutionEvent] = Field(description="oldest first")
 
 
 def request_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:

@@ -108,7 +108,9 @@ def is_terminal(execution: execution_pb2.Execution) -> bool:
 
 
 def execution_created(execution: execution_pb2.Execution) -> Json:
-    return {"execution_id": execution.id, "status": execution_status(execution.status)}
+    """The 202 answer. It describes the acceptance, so it reads QUEUED even when an Idempotency-Key
+    replay finds the run further on: a repeated request gets the very answer of the first."""
+    return {"execution_id": execution.id, "status": "QUEUED", "warnings": list(execution.warnings)}
 
 
 def execution_summary(execution: execution_pb2.Execution) -> Json:
@@ -163,8 +165,25 @@ def execution_detail(execution: execution_pb2.Execution) -> Json:
         language=execution.language,
         created_at=optional_timestamp(execution, "created_at"),
         started_at=optional_timestamp(execution, "started_at"),
+        warnings=list(execution.warnings),
     )
     return body
+
+
+def execution_event(event: execution_pb2.ExecutionEvent) -> Json:
+    """One lifecycle entry: type and time, then whichever details it has."""
+    body: Json = {"type": event.type, "at": iso_timestamp(event.at)}
+    if event.HasField("attempt"):
+        body["attempt"] = event.attempt
+    if event.executor_id:
+        body["executor_id"] = event.executor_id
+    if event.reason:
+        body["reason"] = event.reason
+    return body
+
+
+def execution_events(execution_id: str, events: Any) -> Json:
+    return {"execution_id": execution_id, "events": [execution_event(event) for event in events]}
 
 
 # --- inbound -------------------------------------------------------------------------------
@@ -200,11 +219,15 @@ def update_source_request(session_id: str, body: Json) -> session_pb2.UpdateSour
     return session_pb2.UpdateSourceRequest(session_id=session_id, source_code=source_code)
 
 
-def create_execution_request(session_id: str, body: Json) -> execution_pb2.CreateExecutionRequest:
+def create_execution_request(
+    session_id: str, body: Json, idempotency_key: str | None = None
+) -> execution_pb2.CreateExecutionRequest:
+    """The key's syntax is the execution service's rule; an empty header is passed on to be refused there."""
     return execution_pb2.CreateExecutionRequest(
         session_id=session_id,
         time_limit_ms=_int32_field(body, "time_limit_ms"),
         memory_limit_mb=_int32_field(body, "memory_limit_mb"),
+        idempotency_key=idempotency_key,
     )
 
 

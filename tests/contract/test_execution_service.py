@@ -7,16 +7,18 @@ integration tests.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import pytest
 import redis
 from rq import Queue
-from rq.job import Job
+from rq.job import Job, JobStatus
 from sqlalchemy import select
 
 from common.config import ExecutionServiceConfig
@@ -26,6 +28,7 @@ from common.grpc_server import RunningServer, start_server
 from common.job import JOB_FUNCTION, SERIALIZER
 from execution_service import SERVICE_NAMES, ExecutionService, build_service
 from execution_service.models import execution_events
+from execution_service.reconciler import SWEEP_BATCH
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
 from lce.session.v1 import session_pb2, session_pb2_grpc
@@ -105,10 +108,12 @@ def make_harness(postgres_url: str, redis_url: str, sessions: tuple[StandInSessi
             runs_per_minute=10,
             failure_streak_limit=5,
             failure_cooldown_s=60,
+            lease_s=10,
+            retry_backoff_s=(2.0, 4.0, 8.0),
+            reconcile_interval_s=0.2,
+            idempotency_window_s=24 * 3600,
         )
-        service = build_service(
-            dataclasses.replace(config, **overrides), reconcile_interval_s=0.2, reconcile_min_age_s=0.5
-        )
+        service = build_service(dataclasses.replace(config, **overrides), enqueue_grace_s=0.5)
         server = start_server("127.0.0.1:0", service.register, SERVICE_NAMES)
         client = channel(f"127.0.0.1:{server.port}")
         harness = Harness(
@@ -144,13 +149,22 @@ def get(harness: Harness, execution_id: str) -> pb.Execution:
     ).execution
 
 
+def renew(harness: Harness, execution_id: str, executor_id: str = "ex-1", attempt: int = 1) -> bool:
+    request = pb.RenewLeaseRequest(execution_id=execution_id, executor_id=executor_id, attempt=attempt)
+    return harness.reports.RenewLease(request, timeout=TIMEOUT_S).renewed
+
+
 def started(harness: Harness, execution_id: str, executor_id: str = "ex-1", attempt: int = 1) -> bool:
     request = pb.ReportStartedRequest(execution_id=execution_id, executor_id=executor_id, attempt=attempt)
     return harness.reports.ReportStarted(request, timeout=TIMEOUT_S).should_run
 
 
-def result(harness: Harness, execution_id: str, run_result: pb.RunResult, executor_id: str = "ex-1") -> int:
-    request = pb.ReportResultRequest(execution_id=execution_id, executor_id=executor_id, result=run_result)
+def result(
+    harness: Harness, execution_id: str, run_result: pb.RunResult, executor_id: str = "ex-1", attempt: int = 1
+) -> int:
+    request = pb.ReportResultRequest(
+        execution_id=execution_id, executor_id=executor_id, result=run_result, attempt=attempt
+    )
     return harness.reports.ReportResult(request, timeout=TIMEOUT_S).status
 
 
@@ -215,9 +229,10 @@ class TestCreateExecution:
                 "source_code": "print(42)\n",
                 "time_limit_ms": 2000,
                 "memory_limit_mb": 64,
+                "attempt": 1,
             }
         }
-        assert job.timeout == 124
+        assert job.timeout == 120 + 4 + 2 * 600
         assert execution.id in Queue(QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids()
 
     def test_a_later_autosave_does_not_change_the_queued_run(self, harness: Harness, redis_url: str) -> None:
@@ -376,16 +391,20 @@ class TestReportStarted:
         assert started(harness, execution_id) is True
         assert get(harness, execution_id) == before
 
-    def test_redelivery_records_the_new_attempt(self, harness: Harness) -> None:
+    def test_a_stale_or_second_executor_must_not_run_it(self, harness: Harness) -> None:
         execution_id = create(harness, harness.sessions.add()).id
         started(harness, execution_id, "ex-1", 1)
-        assert started(harness, execution_id, "ex-2", 2) is True
+        assert started(harness, execution_id, "ex-2", 1) is False
+        assert started(harness, execution_id, "ex-2", 2) is False
         execution = get(harness, execution_id)
-        assert (execution.status, execution.attempt, execution.executor_id) == (
-            pb.EXECUTION_STATUS_RUNNING,
-            2,
-            "ex-2",
-        )
+        assert (execution.status, execution.attempt, execution.executor_id) == (pb.EXECUTION_STATUS_RUNNING, 1, "ex-1")
+
+    def test_the_start_grants_a_lease_that_the_holder_renews(self, harness: Harness) -> None:
+        execution_id = create(harness, harness.sessions.add()).id
+        request = pb.ReportStartedRequest(execution_id=execution_id, executor_id="ex-1", attempt=1)
+        assert harness.reports.ReportStarted(request, timeout=TIMEOUT_S).lease_s == 10
+        assert renew(harness, execution_id, "ex-1", 1) is True
+        assert renew(harness, execution_id, "ex-2", 1) is False
 
     def test_a_terminal_run_must_not_run_again(self, harness: Harness) -> None:
         execution_id = create(harness, harness.sessions.add()).id
@@ -416,9 +435,9 @@ class TestReportResult:
         execution_id = create(harness, harness.sessions.add()).id
         started(harness, execution_id, "ex-1", 1)
         started(harness, execution_id, "ex-1", 1)
-        started(harness, execution_id, "ex-2", 2)
-        result(harness, execution_id, run_result(), executor_id="ex-2")
-        result(harness, execution_id, run_result(), executor_id="ex-2")
+        started(harness, execution_id, "ex-2", 1)
+        result(harness, execution_id, run_result(), executor_id="ex-1")
+        result(harness, execution_id, run_result(), executor_id="ex-1")
         query = (
             select(execution_events.c.type, execution_events.c.attempt, execution_events.c.executor_id)
             .where(execution_events.c.execution_id == execution_id)
@@ -426,12 +445,7 @@ class TestReportResult:
         )
         with harness.service.engine.connect() as conn:
             events = [tuple(row) for row in conn.execute(query)]
-        assert events == [
-            ("QUEUED", None, None),
-            ("RUNNING", 1, "ex-1"),
-            ("RUNNING", 2, "ex-2"),
-            ("COMPLETED", None, "ex-2"),
-        ]
+        assert events == [("QUEUED", None, None), ("RUNNING", 1, "ex-1"), ("COMPLETED", 1, "ex-1")]
 
     def test_a_result_without_exit_code_keeps_it_unset(self, harness: Harness) -> None:
         execution_id = create(harness, harness.sessions.add()).id
@@ -493,3 +507,181 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+def create_with_key(harness: Harness, session_id: str, key: str) -> pb.Execution:
+    request = pb.CreateExecutionRequest(session_id=session_id, idempotency_key=key)
+    return harness.executions.CreateExecution(request, timeout=TIMEOUT_S).execution
+
+
+def events(harness: Harness, execution_id: str) -> list[pb.ExecutionEvent]:
+    request = pb.ListExecutionEventsRequest(execution_id=execution_id)
+    return list(harness.executions.ListExecutionEvents(request, timeout=TIMEOUT_S).events)
+
+
+def job_exists(redis_url: str, job_id: str) -> bool:
+    return Job.exists(job_id, connection=redis.Redis.from_url(redis_url))
+
+
+class TestIdempotency:
+    def test_the_same_key_in_the_same_session_answers_the_same_execution(self, harness: Harness) -> None:
+        session_id = harness.sessions.add()
+        first = create_with_key(harness, session_id, "req-1")
+        started(harness, first.id)
+        again = create_with_key(harness, session_id, "req-1")
+        assert again.id == first.id
+        assert again.status == pb.EXECUTION_STATUS_RUNNING  # the execution as it is now
+        assert create_with_key(harness, session_id, "req-2").id != first.id
+
+    def test_keys_are_scoped_to_their_session(self, harness: Harness) -> None:
+        one, other = harness.sessions.add(), harness.sessions.add()
+        assert create_with_key(harness, one, "shared").id != create_with_key(harness, other, "shared").id
+
+    def test_a_replay_is_answered_even_once_the_session_is_closed(self, harness: Harness) -> None:
+        session_id = harness.sessions.add()
+        first = create_with_key(harness, session_id, "k")
+        harness.sessions.sessions[session_id].status = session_pb2.SESSION_STATUS_INACTIVE
+        assert create_with_key(harness, session_id, "k").id == first.id
+
+    @pytest.mark.parametrize("key", ["", "x" * 256, "with space", "é"])
+    def test_a_malformed_key_is_refused(self, harness: Harness, key: str) -> None:
+        err = rpc_error(lambda: create_with_key(harness, harness.sessions.add(), key))
+        assert_error(err, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+
+    def test_concurrent_duplicates_make_one_execution_and_take_one_rate_limit_slot(self, harness: Harness) -> None:
+        session_id = harness.sessions.add()
+        barrier = threading.Barrier(8)
+
+        def send(_: int) -> str:
+            barrier.wait()
+            return create_with_key(harness, session_id, "burst").id
+
+        with ThreadPoolExecutor(8) as pool:
+            ids = set(pool.map(send, range(8)))
+        assert len(ids) == 1
+        # Nine more runs fit in the window of ten: the eight duplicates counted once.
+        for _ in range(9):
+            create(harness, session_id)
+        assert_error(rpc_error(lambda: create(harness, session_id)), grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")
+
+    def test_a_key_answers_within_its_window_only(self, make_harness: Factory) -> None:
+        harness = make_harness(idempotency_window_s=1)
+        session_id = harness.sessions.add()
+        first = create_with_key(harness, session_id, "k")
+        time.sleep(1.1)
+        assert create_with_key(harness, session_id, "k").id != first.id
+
+
+class TestWarnings:
+    def test_an_endless_loop_is_advised_and_still_queued(self, harness: Harness, redis_url: str) -> None:
+        execution = create(harness, harness.sessions.add(source_code="while True:\n    pass\n"))
+        assert execution.status == pb.EXECUTION_STATUS_QUEUED and job_exists(redis_url, execution.id)
+        assert len(execution.warnings) == 1 and "may never end" in execution.warnings[0]
+        started(harness, execution.id)
+        result(harness, execution.id, run_result(pb.EXECUTION_STATUS_TIMEOUT))
+        assert list(get(harness, execution.id).warnings) == list(execution.warnings)
+
+    def test_a_loop_that_exits_is_not_advised(self, harness: Harness) -> None:
+        execution = create(harness, harness.sessions.add(source_code="while True:\n    break\n"))
+        assert list(execution.warnings) == []
+
+
+class TestEvents:
+    def test_oldest_first_with_attempts_and_executors(self, harness: Harness) -> None:
+        execution_id = create(harness, harness.sessions.add()).id
+        started(harness, execution_id, "ex-1", 1)
+        result(harness, execution_id, run_result(), executor_id="ex-1")
+        found = events(harness, execution_id)
+        assert [(e.type, e.attempt if e.HasField("attempt") else None, e.executor_id) for e in found] == [
+            ("QUEUED", None, ""),
+            ("RUNNING", 1, "ex-1"),
+            ("COMPLETED", 1, "ex-1"),
+        ]
+        times = [e.at.ToDatetime() for e in found]
+        assert times == sorted(times)
+
+    def test_unknown_and_malformed(self, harness: Harness) -> None:
+        assert_error(rpc_error(lambda: events(harness, str(uuid.uuid4()))), grpc.StatusCode.NOT_FOUND, "not_found")
+        assert_error(rpc_error(lambda: events(harness, "x")), grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+
+
+class TestRecovery:
+    def test_an_expired_lease_queues_the_next_attempt_as_its_own_job(
+        self, make_harness: Factory, redis_url: str
+    ) -> None:
+        harness = make_harness(lease_s=2, retry_backoff_s=(0.5, 0.5, 0.5))
+        execution_id = create(harness, harness.sessions.add()).id
+        started(harness, execution_id, "ex-killed", 1)
+        harness.service.reconciler.start()
+        wait_for(lambda: job_exists(redis_url, f"{execution_id}_2"))
+        execution = get(harness, execution_id)
+        assert (execution.status, execution.attempt) == (pb.EXECUTION_STATUS_QUEUED, 2)
+        payload = rq_job(redis_url, f"{execution_id}_2").kwargs["payload"]
+        assert (payload["execution_id"], payload["attempt"]) == (execution_id, 2)
+        retried = events(harness, execution_id)[-1]
+        assert (retried.type, retried.attempt, retried.executor_id, retried.reason) == (
+            "RETRIED",
+            1,
+            "ex-killed",
+            "lease_expired",
+        )
+        # The killed executor's attempt is over: it may neither start again nor renew.
+        assert started(harness, execution_id, "ex-killed", 1) is False
+        assert renew(harness, execution_id, "ex-killed", 1) is False
+        assert started(harness, execution_id, "ex-2", 2) is True
+
+    def test_a_renewed_lease_is_left_alone(self, make_harness: Factory) -> None:
+        harness = make_harness(lease_s=2)
+        execution_id = create(harness, harness.sessions.add()).id
+        started(harness, execution_id, "ex-1", 1)
+        harness.service.reconciler.start()
+        for _ in range(8):
+            time.sleep(0.5)
+            assert renew(harness, execution_id, "ex-1", 1) is True
+        assert get(harness, execution_id).attempt == 1
+
+    def test_after_the_last_retry_the_run_ends_failed_internal_error(self, make_harness: Factory) -> None:
+        harness = make_harness(lease_s=2, retry_backoff_s=(0.2,))
+        execution_id = create(harness, harness.sessions.add()).id
+        harness.service.reconciler.start()
+        started(harness, execution_id, "ex-1", 1)
+        wait_for(lambda: get(harness, execution_id).attempt == 2)
+        started(harness, execution_id, "ex-2", 2)
+        wait_for(lambda: get(harness, execution_id).status == pb.EXECUTION_STATUS_FAILED)
+        execution = get(harness, execution_id)
+        assert execution.result.reason == "internal_error"
+        assert [e.type for e in events(harness, execution_id)] == ["QUEUED", "RUNNING", "RETRIED", "RUNNING", "FAILED"]
+
+    def test_an_internal_error_result_is_retried(self, make_harness: Factory, redis_url: str) -> None:
+        harness = make_harness(retry_backoff_s=(0.2, 0.2, 0.2))
+        execution_id = create(harness, harness.sessions.add()).id
+        harness.service.reconciler.start()
+        started(harness, execution_id)
+        failure = pb.RunResult(
+            status=pb.EXECUTION_STATUS_FAILED, reason="internal_error", stderr="the sandbox could not be set up"
+        )
+        assert result(harness, execution_id, failure) == pb.EXECUTION_STATUS_QUEUED
+        wait_for(lambda: job_exists(redis_url, f"{execution_id}_2"))
+
+    def test_a_queued_run_whose_job_failed_without_starting_is_retried(
+        self, make_harness: Factory, redis_url: str
+    ) -> None:
+        harness = make_harness(retry_backoff_s=(0.2, 0.2, 0.2))
+        execution_id = create(harness, harness.sessions.add()).id
+        # The executor took the job but could never report its start; RQ failed the job.
+        rq_job(redis_url, execution_id).set_status(JobStatus.FAILED)
+        harness.service.reconciler.start()
+        wait_for(lambda: job_exists(redis_url, f"{execution_id}_2"))
+        retried = events(harness, execution_id)[-1]
+        assert (retried.type, retried.attempt, retried.reason) == ("RETRIED", 1, "job_ended_without_start")
+
+    def test_a_backlog_larger_than_a_batch_is_reconciled_in_one_sweep(
+        self, make_harness: Factory, redis_url: str
+    ) -> None:
+        harness = make_harness(runs_per_minute=1000)
+        session_id = harness.sessions.add()
+        ids = [create(harness, session_id).id for _ in range(SWEEP_BATCH + 20)]
+        redis.Redis.from_url(redis_url).flushall()
+        time.sleep(0.6)
+        harness.service.reconciler.sweep()
+        assert all(job_exists(redis_url, execution_id) for execution_id in ids)

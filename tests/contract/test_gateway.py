@@ -79,6 +79,7 @@ def now() -> Timestamp:
 class Store:
     sessions: dict[str, session_pb2.Session] = field(default_factory=dict)
     executions: dict[str, execution_pb2.Execution] = field(default_factory=dict)
+    idempotency_keys: list[str | None] = field(default_factory=list)
     calls: int = 0  # every RPC of either stand-in, to prove a request never reached a backend
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -166,6 +167,10 @@ class StandInExecutions(execution_pb2_grpc.ExecutionServiceServicer):
 
     def CreateExecution(self, request: Any, context: Any) -> execution_pb2.CreateExecutionResponse:
         self.store.count()
+        key = request.idempotency_key if request.HasField("idempotency_key") else None
+        self.store.idempotency_keys.append(key)
+        if key == "":
+            raise InvalidArgument("Idempotency-Key must be 1 to 255 visible ASCII characters")
         session = self.store.session(request.session_id)
         if session.status != session_pb2.SESSION_STATUS_ACTIVE:
             raise SessionClosed("session is closed")
@@ -198,6 +203,18 @@ class StandInExecutions(execution_pb2_grpc.ExecutionServiceServicer):
         if request.execution_id not in self.store.executions:
             raise NotFound(f"execution {request.execution_id} not found")
         return execution_pb2.GetExecutionResponse(execution=self.store.executions[request.execution_id])
+
+    def ListExecutionEvents(self, request: Any, context: Any) -> execution_pb2.ListExecutionEventsResponse:
+        check_uuid(request.execution_id, "execution_id")
+        execution = self.store.executions.get(request.execution_id)
+        if execution is None:
+            raise NotFound(f"execution {request.execution_id} not found")
+        return execution_pb2.ListExecutionEventsResponse(
+            events=[
+                execution_pb2.ExecutionEvent(type="QUEUED", at=execution.created_at),
+                execution_pb2.ExecutionEvent(type="RUNNING", at=now(), attempt=1, executor_id="ex-1"),
+            ]
+        )
 
     def ListExecutions(self, request: Any, context: Any) -> execution_pb2.ListExecutionsResponse:
         self.store.count()
@@ -400,9 +417,32 @@ async def test_run_answers_202_queued(client: httpx.AsyncClient, backends: Backe
         f"/code-sessions/{session_id}/run", json={"time_limit_ms": 2000, "memory_limit_mb": 128}
     )
     assert response.status_code == 202
-    assert response.json() == {"execution_id": response.json()["execution_id"], "status": "QUEUED"}
+    assert response.json() == {"execution_id": response.json()["execution_id"], "status": "QUEUED", "warnings": []}
+    conforms(response.json(), schemas.ExecutionCreated)
     execution = backends.store.executions[response.json()["execution_id"]]
     assert (execution.time_limit_ms, execution.memory_limit_mb) == (2000, 128)
+
+
+async def test_run_passes_the_idempotency_key_on(client: httpx.AsyncClient, backends: Backends) -> None:
+    session_id = await new_session(client)
+    await client.post(f"/code-sessions/{session_id}/run", headers={"Idempotency-Key": "req-7"})
+    await client.post(f"/code-sessions/{session_id}/run")
+    assert backends.store.idempotency_keys[-2:] == ["req-7", None]
+    refused = await client.post(f"/code-sessions/{session_id}/run", headers={"Idempotency-Key": ""})
+    assert_error(refused, 400, "Idempotency-Key")
+
+
+async def test_execution_events_shape(client: httpx.AsyncClient) -> None:
+    _, execution_id = await new_execution(client)
+    response = await client.get(f"/executions/{execution_id}/events")
+    assert response.status_code == 200
+    body = response.json()
+    conforms(body, schemas.ExecutionEvents)
+    assert body["execution_id"] == execution_id
+    assert [event["type"] for event in body["events"]] == ["QUEUED", "RUNNING"]
+    assert body["events"][1]["attempt"] == 1 and body["events"][1]["at"].endswith("Z")
+    assert_error(await client.get(f"/executions/{uuid.uuid4()}/events"), 404)
+    assert_error(await client.get("/executions/nope/events"), 400)
 
 
 async def test_run_body_is_optional(client: httpx.AsyncClient) -> None:

@@ -222,7 +222,7 @@ def test_launcher_cpu_limit(tmp_path: Path) -> None:
         )
     assert outcome.limit_exceeded == LimitExceeded.CPU_TIME
     assert outcome.signal in (signal.SIGXCPU, signal.SIGKILL)
-    assert outcome.wall_time_ms < 3000
+    assert outcome.wall_time_ms < 9000  # under the 10 s wall limit: the CPU limit tripped first
 
 
 def test_launcher_wall_limit(tmp_path: Path) -> None:

@@ -140,7 +140,55 @@ def test_pending_execution_has_no_result_keys() -> None:
         "language": "python",
         "created_at": "2026-01-21T10:00:00.000Z",
         "started_at": None,
+        "warnings": [],
     }
+
+
+def test_warnings_are_carried_in_every_state() -> None:
+    warning = "line 1: `while True` has no break, return or exit in its body and may never end"
+    pending = queued()
+    pending.warnings.append(warning)
+    done = finished(execution_pb2.EXECUTION_STATUS_TIMEOUT)
+    done.warnings.append(warning)
+    assert translate.execution_detail(pending)["warnings"] == [warning]
+    assert translate.execution_detail(done)["warnings"] == [warning]
+    assert translate.execution_created(pending) == {"execution_id": "e-1", "status": "QUEUED", "warnings": [warning]}
+
+
+def test_the_202_answer_reads_queued_even_when_a_replay_finds_the_run_over() -> None:
+    assert translate.execution_created(finished()) == {"execution_id": "e-1", "status": "QUEUED", "warnings": []}
+
+
+def test_events_oldest_first_with_their_details_only() -> None:
+    events = [
+        execution_pb2.ExecutionEvent(type="QUEUED", at=stamp(1768989600)),
+        execution_pb2.ExecutionEvent(type="RUNNING", at=stamp(1768989601, 5_000_000), attempt=1, executor_id="ex-a"),
+        execution_pb2.ExecutionEvent(
+            type="RETRIED", at=stamp(1768989611), attempt=1, executor_id="ex-a", reason="lease_expired"
+        ),
+        execution_pb2.ExecutionEvent(type="COMPLETED", at=stamp(1768989620), attempt=2, executor_id="ex-b"),
+    ]
+    assert translate.execution_events("e-1", events) == {
+        "execution_id": "e-1",
+        "events": [
+            {"type": "QUEUED", "at": "2026-01-21T10:00:00.000Z"},
+            {"type": "RUNNING", "at": "2026-01-21T10:00:01.005Z", "attempt": 1, "executor_id": "ex-a"},
+            {
+                "type": "RETRIED",
+                "at": "2026-01-21T10:00:11.000Z",
+                "attempt": 1,
+                "executor_id": "ex-a",
+                "reason": "lease_expired",
+            },
+            {"type": "COMPLETED", "at": "2026-01-21T10:00:20.000Z", "attempt": 2, "executor_id": "ex-b"},
+        ],
+    }
+
+
+def test_the_idempotency_key_is_passed_on_only_when_sent() -> None:
+    assert not translate.create_execution_request("s-1", {}).HasField("idempotency_key")
+    assert translate.create_execution_request("s-1", {}, "k-1").idempotency_key == "k-1"
+    assert translate.create_execution_request("s-1", {}, "").HasField("idempotency_key")
 
 
 def test_terminal_execution_carries_the_result() -> None:
