@@ -34,7 +34,8 @@ class StackConfig:
     gateway_port: int = 8080
     session_port: int = 50051
     execution_port: int = 50052
-    executor_health_base_port: int = 50053
+    # One health port per executor; empty: 50053, 50054, ... in order.
+    executor_health_ports: tuple[int, ...] = ()
     executors: int = 2
     database_url: str | None = None  # None: each service keeps a SQLite file under data_dir
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -96,7 +97,7 @@ class Stack:
             ),
         ]
         for index in range(c.executors):
-            port = c.executor_health_base_port + index
+            port = c.executor_health_ports[index] if c.executor_health_ports else 50053 + index
             services.append(
                 Service(
                     f"executor-{index + 1}",
@@ -130,11 +131,15 @@ class Stack:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             for service in self.services:
-                self._spawn(service)
-                self._wait_healthy(service, timeout_s)
+                self.start_service(service, timeout_s)
         except BaseException:
             self.stop()
             raise
+
+    def start_service(self, service: Service, timeout_s: float = 60.0) -> None:
+        """Starts one service (again, after a stop or a crash) and waits until it is healthy."""
+        self._spawn(service)
+        self._wait_healthy(service, timeout_s)
 
     def _spawn(self, service: Service) -> None:
         output = None
@@ -162,7 +167,7 @@ class Stack:
             if is_healthy(service.health):
                 log.info("%s is healthy", service.name)
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise TimeoutError(f"{service.name} did not become healthy within {timeout_s:.0f} s")
 
     def find(self, name: str) -> Service:

@@ -24,7 +24,7 @@ def stack_config(tmp: Path, *, database_url: str | None, redis_url: str, **env: 
         gateway_port=free_port(),
         session_port=free_port(),
         execution_port=free_port(),
-        executor_health_base_port=free_port(),
+        executor_health_ports=(free_port(), free_port()),
         executors=2,
         database_url=database_url,
         redis_url=redis_url,
