@@ -6,7 +6,7 @@ DEPS_STAMP := $(VENV)/.deps-installed
 PROTOS := $(shell find protos -name '*.proto')
 STUBS_STAMP := lce/.generated
 
-.PHONY: run test protos lint system-deps clean
+.PHONY: run test bench protos lint system-deps clean
 
 # Brings up the whole system in the foreground (gateway on http://127.0.0.1:8080); Ctrl-C stops it.
 run: $(STUBS_STAMP) system-deps
@@ -16,6 +16,11 @@ run: $(STUBS_STAMP) system-deps
 test: $(STUBS_STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	LCE_TEST_POSTGRES_URL="$$(PY=$(PY) bash scripts/ensure-test-postgres.sh)" $(PY) -m pytest
+
+# The benchmark of issue 5 (not a test): own stack, two executors; writes bench/results/<UTC time>-<label>.json.
+# LCE_BENCH_LABEL names the step, LCE_BENCH_URL targets a running deployment, LCE_BENCH_ROUNDS repeats.
+bench: $(STUBS_STAMP) system-deps
+	$(PY) -m bench
 
 # Python dependencies into a venv; reinstalled when pyproject.toml changes.
 $(DEPS_STAMP): pyproject.toml

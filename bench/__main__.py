@@ -1,0 +1,217 @@
+"""`python -m bench` (`make bench`): measure, write bench/results/<UTC time>-<label>.json, print the table.
+
+Environment: LCE_BENCH_LABEL names the step (default "dev"); LCE_BENCH_URL targets a running
+deployment instead of starting one; LCE_BENCH_ROUNDS (default 3) repeats every measure, since
+the machine is shared and noisy; LCE_BENCH_ENDPOINT_S (default 3) is each endpoint's load time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import bare, http_load, machine, report, runs
+from bench.stack import Target, target
+from bench.stats import spread
+from common.config import env_int, env_str
+from executor.launcher import Launcher
+from executor.sandbox import SandboxUnavailable
+
+log = logging.getLogger("bench")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# Per round. Sized so that three rounds and the stack's start fit in about four minutes.
+E2E_COUNTS = {"python": 40, "c_seen": 20, "c_unseen": 15, "java": 6}
+BARE_REPEATS = {"python": 10, "c": 6, "java": 3}
+BURST_RUNS = 200
+BURST_PER_SESSION = 10
+PROFILE_RUNS = 20
+
+WORKLOADS = {
+    "python": runs.Workload("python", "python", lambda: runs.PYTHON_HELLO),
+    "c_seen": runs.Workload("c_seen", "c", lambda: runs.C_HELLO),
+    "c_unseen": runs.Workload("c_unseen", "c", runs.unseen_c),
+    "java": runs.Workload("java", "java", lambda: runs.JAVA_HELLO, time_limit_ms=10_000),
+}
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="bench %(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    # SIGTERM (a timeout, a CI cancel) must unwind like Ctrl-C: the stack, its database and Redis go with us.
+    signal.signal(signal.SIGTERM, _interrupt)
+    label = env_str("LCE_BENCH_LABEL", "dev")
+    rounds = env_int("LCE_BENCH_ROUNDS", 3, minimum=1)
+    endpoint_s = env_int("LCE_BENCH_ENDPOINT_S", 3, minimum=1)
+    started_at = datetime.now(UTC)
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="lce-bench-sandbox-") as work_root:
+        launcher, sandbox_mode = _launcher(Path(work_root))
+        description = machine.describe(sandbox_mode, http_load.load_tool())
+        with target() as system:
+            log.info("system under test: %s (%s)", system.url, "own stack" if system.own else "given")
+            per_round, profile = _measure(system, launcher, rounds, endpoint_s)
+    description["loadavg_end"] = machine.load_average()
+    figures = summarise(per_round)
+    result = {
+        "label": label,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - began, 1),
+        "target": {"url": system.url, "own_stack": system.own, "executors": 2 if system.own else None},
+        "machine": description,
+        "settings": {
+            "rounds": rounds,
+            "endpoint_s": endpoint_s,
+            "concurrency": http_load.CONCURRENCY,
+            "e2e_counts": E2E_COUNTS,
+            "bare_repeats": BARE_REPEATS,
+            "burst_runs": BURST_RUNS,
+            "poll_ms": runs.POLL_S * 1000,
+        },
+        "figures": figures,
+        "profile_python": profile,
+        "rounds": per_round,
+    }
+    path = RESULTS_DIR / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}-{label}.json"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(report.render(report.rows(figures, description["nproc"] or 1)))
+    print()
+    print(_render_profile(profile))
+    print(f"\nload average {description['loadavg_start']} -> {description['loadavg_end']}; written {path}")
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _launcher(work_root: Path) -> tuple[Launcher | None, str]:
+    try:
+        launcher = bare.sandbox_launcher(work_root)
+    except SandboxUnavailable as exc:
+        log.warning("no sandbox here, bare sandboxed figures are skipped: %s", exc)
+        return None, "unavailable"
+    return launcher, launcher.mode
+
+
+def _measure(
+    system: Target, launcher: Launcher | None, rounds: int, endpoint_s: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    with httpx.Client(base_url=system.url, timeout=60) as client:
+        ids = runs.language_ids(client)
+        sessions = runs.Sessions(client, ids, None if system.own else runs.RATE_LIMITED_RUNS_PER_SESSION - 1)
+        # First runs pay for cold page caches and lazy connections: not what the figures are about.
+        for workload in WORKLOADS.values():
+            runs.end_to_end(sessions, workload, 1)
+        per_round = []
+        for index in range(rounds):
+            log.info("round %d/%d", index + 1, rounds)
+            per_round.append(_round(system, client, sessions, ids, launcher, endpoint_s))
+        log.info("profile: %d python runs", PROFILE_RUNS)
+        _, timed = runs.end_to_end(sessions, WORKLOADS["python"], PROFILE_RUNS)
+    return per_round, runs.profile(timed)
+
+
+def _round(
+    system: Target,
+    client: httpx.Client,
+    sessions: runs.Sessions,
+    ids: dict[str, str],
+    launcher: Launcher | None,
+    endpoint_s: int,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"bare": {}, "end_to_end": {}, "endpoints": {}}
+    for language, repeats in BARE_REPEATS.items():
+        plain, sandboxed = bare.interleaved(launcher, bare.program(language), repeats)
+        result["bare"][language] = {"bare": _timing(plain), "sandboxed": _timing(sandboxed) if sandboxed else None}
+    terminal_id = ""
+    for name, workload in WORKLOADS.items():
+        summary, timed = runs.end_to_end(sessions, workload, E2E_COUNTS[name])
+        result["end_to_end"][name] = summary
+        terminal_id = terminal_id or timed[-1].body["execution_id"]
+    for name, endpoint in _endpoints(client, ids["python"], terminal_id).items():
+        result["endpoints"][name] = http_load.measure(system.url, endpoint, endpoint_s).as_dict()
+    result["throughput"] = asyncio.run(runs.burst(system.url, ids["python"], BURST_RUNS, BURST_PER_SESSION))
+    log.info(
+        "  python e2e p50 %.1f ms, burst %.0f runs/s",
+        result["end_to_end"]["python"]["p50"],
+        result["throughput"]["completions_per_s"],
+    )
+    return result
+
+
+def _timing(timing: bare.Timing) -> dict[str, list[float]]:
+    return {
+        "compile": [round(v, 3) for v in timing.compile_ms],
+        "run": [round(v, 3) for v in timing.run_ms],
+        "total": [round(v, 3) for v in timing.total_ms],
+    }
+
+
+def _endpoints(client: httpx.Client, python_id: str, execution_id: str) -> dict[str, http_load.Endpoint]:
+    session_id = runs.create_session(client, python_id)
+    return {
+        "get_execution": http_load.Endpoint("get_execution", "GET", f"/executions/{execution_id}"),
+        "create_session": http_load.Endpoint("create_session", "POST", "/code-sessions", {"language_id": python_id}),
+        "update_source": http_load.Endpoint(
+            "update_source", "PATCH", f"/code-sessions/{session_id}", {"source_code": runs.PYTHON_HELLO}
+        ),
+        "get_session": http_load.Endpoint("get_session", "GET", f"/code-sessions/{session_id}"),
+    }
+
+
+def summarise(per_round: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Round figures -> median [range]. Bare timings pool every repeat of every round; the rest take
+    one value per round (a percentile of that round's samples), so the range shows round-to-round noise."""
+    figures: dict[str, Any] = {"bare": {}, "end_to_end": {}, "endpoints": {}, "throughput": {}}
+    for language in BARE_REPEATS:
+        figures["bare"][language] = {}
+        for part in ("compile", "run", "total"):
+            entry = {}
+            for kind in ("bare", "sandboxed"):
+                pooled = [v for r in per_round if r["bare"][language][kind] for v in r["bare"][language][kind][part]]
+                if pooled:
+                    entry[kind] = spread(pooled).as_dict()
+            figures["bare"][language][part] = entry
+    for name in WORKLOADS:
+        rounds_of = [r["end_to_end"][name] for r in per_round]
+        figures["end_to_end"][name] = {
+            pct: spread([r[pct] for r in rounds_of]).as_dict() for pct in ("p50", "p90", "p99")
+        }
+        figures["end_to_end"][name]["incorrect"] = sum(r["incorrect"] for r in rounds_of)
+    for name in per_round[0]["endpoints"]:
+        rounds_of = [r["endpoints"][name] for r in per_round]
+        figures["endpoints"][name] = {
+            k: spread([r[k] for r in rounds_of]).as_dict() for k in ("p50_ms", "p99_ms", "rps")
+        }
+        figures["endpoints"][name]["errors"] = sum(r["errors"] for r in rounds_of)
+    bursts = [r["throughput"] for r in per_round]
+    for key in ("completions_per_s", "server_completions_per_s"):
+        figures["throughput"][key] = spread([b[key] for b in bursts]).as_dict()
+    figures["throughput"]["incorrect"] = sum(b["incorrect"] for b in bursts)
+    return figures
+
+
+def _render_profile(profile: dict[str, Any]) -> str:
+    lines = [f"where one python run's time goes (ms, median [min-max] over {PROFILE_RUNS} sequential runs):"]
+    for name, meaning in runs.PROFILE_STAGES.items():
+        figure = profile.get(name)
+        if figure:
+            lines.append(f"  {figure['p50']:7.1f} [{figure['min']:.1f}-{figure['max']:.1f}]  {meaning}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

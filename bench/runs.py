@@ -1,0 +1,249 @@
+"""Runs through the public API: end-to-end latency, throughput of a burst, and where one run's time goes.
+
+End to end is what an IDE user waits for: POST /code-sessions/{id}/run sent -> a terminal status
+seen by GET /executions/{id}, polled every 2 ms like the original system's measurement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from bench.stats import latency_summary, percentile
+
+TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT"}
+POLL_S = 0.002
+# The burst's watcher sweeps every session's list; a slower sweep keeps the watching from loading
+# the gateway as hard as the work it watches, and 20 ms is under 1 % of a burst's span.
+BURST_SWEEP_S = 0.02
+HELLO = "Hello World\n"
+# The documented abuse rule: 10 runs per session per sliding minute. Against a deployment that is
+# not ours the bench stays under it by moving to a fresh session; on its own stack the rule is lifted.
+RATE_LIMITED_RUNS_PER_SESSION = 10
+
+PYTHON_HELLO = 'print("Hello World")\n'
+C_HELLO = '#include <stdio.h>\n\nint main(void) {\n    printf("Hello World\\n");\n    return 0;\n}\n'
+JAVA_HELLO = (
+    'public class Main {\n    public static void main(String[] args) {\n        System.out.println("Hello World");\n'
+    "    }\n}\n"
+)
+
+
+def unseen_c() -> str:
+    """The C hello world with a unique comment: a compile cache keyed by the full source has never seen it."""
+    return f"/* bench {uuid.uuid4().hex} */\n{C_HELLO}"
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    language: str
+    source: Callable[[], str]  # called before every run: a constant, or a fresh never-seen source
+    time_limit_ms: int = 5000
+
+
+@dataclass
+class Sessions:
+    """Hands out a session holding the wanted source, rotating before the rate limit would bite."""
+
+    client: httpx.Client
+    language_ids: dict[str, str]
+    runs_per_session: int | None
+    _current: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # language -> (id, source, runs)
+
+    def for_run(self, language: str, source: str) -> str:
+        current = self._current.get(language)
+        if current is None or (self.runs_per_session is not None and current[2] >= self.runs_per_session):
+            current = (create_session(self.client, self.language_ids[language]), "", 0)
+        session_id, saved, runs = current
+        if saved != source:
+            expect(self.client.patch(f"/code-sessions/{session_id}", json={"source_code": source}), 200)
+        self._current[language] = (session_id, source, runs + 1)
+        return session_id
+
+
+def expect(answer: httpx.Response, status: int) -> dict[str, Any]:
+    if answer.status_code != status:
+        raise RuntimeError(f"{answer.request.method} {answer.request.url}: {answer.status_code} {answer.text}")
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def language_ids(client: httpx.Client) -> dict[str, str]:
+    listing = expect(client.get("/languages"), 200)["languages"]
+    return {language["name"]: language["id"] for language in listing}
+
+
+def create_session(client: httpx.Client, language_id: str) -> str:
+    session_id: str = expect(client.post("/code-sessions", json={"language_id": language_id}), 201)["session_id"]
+    return session_id
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One run as the client saw it, with wall-clock marks comparable to the server's timestamps."""
+
+    latency_ms: float
+    posted_at: float  # time.time() just before the POST
+    accepted_at: float  # 202 received
+    seen_at: float  # terminal status received
+    polls: int
+    body: dict[str, Any]
+
+    @property
+    def correct(self) -> bool:
+        return self.body.get("status") == "COMPLETED" and self.body.get("stdout") == HELLO
+
+
+def timed_run(client: httpx.Client, session_id: str, time_limit_ms: int) -> Timed:
+    posted_at = time.time()
+    started = time.perf_counter()
+    accepted = expect(client.post(f"/code-sessions/{session_id}/run", json={"time_limit_ms": time_limit_ms}), 202)
+    accepted_at = time.time()
+    polls = 0
+    while True:
+        polls += 1
+        body = expect(client.get(f"/executions/{accepted['execution_id']}"), 200)
+        if body["status"] in TERMINAL:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            return Timed(elapsed_ms, posted_at, accepted_at, time.time(), polls, body)
+        time.sleep(POLL_S)
+
+
+def end_to_end(sessions: Sessions, workload: Workload, count: int) -> tuple[dict[str, float], list[Timed]]:
+    """`count` sequential runs of one workload: latency percentiles, and every run for the caller's checks."""
+    done = []
+    for _ in range(count):
+        session_id = sessions.for_run(workload.language, workload.source())
+        done.append(timed_run(sessions.client, session_id, workload.time_limit_ms))
+    summary = latency_summary([run.latency_ms for run in done])
+    summary["incorrect"] = sum(not run.correct for run in done)
+    return summary, done
+
+
+# --- throughput -----------------------------------------------------------------------------
+
+
+async def burst(base_url: str, python_id: str, runs: int, per_session: int) -> dict[str, float]:
+    """`runs` Python hello worlds submitted at once; completions/s until the last is seen terminal.
+
+    Progress is watched through each session's execution list (one GET per session per sweep)
+    rather than by polling every execution, so that the watching does not load the gateway
+    200 times harder than the work it watches.
+    """
+    limits = httpx.Limits(max_connections=runs, max_keepalive_connections=runs)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+        session_ids = await _burst_sessions(client, python_id, -(-runs // per_session))
+        targets = [session_ids[i // per_session] for i in range(runs)]
+        started = time.perf_counter()
+        answers = await asyncio.gather(*(client.post(f"/code-sessions/{s}/run", json={}) for s in targets))
+        submitted = time.perf_counter()
+        execution_ids = {expect(answer, 202)["execution_id"] for answer in answers}
+        await _watch(client, session_ids, execution_ids, per_session)
+        finished = time.perf_counter()
+        bodies = await asyncio.gather(*(_get(client, f"/executions/{e}") for e in execution_ids))
+    details = [expect(answer, 200) for answer in bodies]
+    incorrect = sum(not (d["status"] == "COMPLETED" and d["stdout"] == HELLO) for d in details)
+    created = [_parse_ts(d["created_at"]) for d in details]
+    ended = [_parse_ts(d["finished_at"]) for d in details if d.get("finished_at")]
+    server_span = max(ended) - min(created) if ended else float("nan")
+    return {
+        "runs": runs,
+        "completions_per_s": runs / (finished - started),
+        "server_completions_per_s": runs / server_span if server_span > 0 else float("nan"),
+        "submit_s": submitted - started,
+        "total_s": finished - started,
+        "incorrect": incorrect,
+    }
+
+
+async def _burst_sessions(client: httpx.AsyncClient, python_id: str, count: int) -> list[str]:
+    async def one() -> str:
+        answer = await client.post("/code-sessions", json={"language_id": python_id, "source_code": PYTHON_HELLO})
+        session_id: str = expect(answer, 201)["session_id"]
+        return session_id
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def _watch(client: httpx.AsyncClient, session_ids: list[str], execution_ids: set[str], per_session: int) -> None:
+    pending = set(execution_ids)
+    deadline = time.perf_counter() + 120
+    while pending:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"{len(pending)} runs of the burst not terminal after 120 s")
+        pages = await asyncio.gather(
+            *(_get(client, f"/code-sessions/{s}/executions", params={"limit": per_session}) for s in session_ids)
+        )
+        for page in pages:
+            for row in expect(page, 200)["executions"]:
+                if row["status"] in TERMINAL:
+                    pending.discard(row["execution_id"])
+        if pending:
+            await asyncio.sleep(BURST_SWEEP_S)
+
+
+async def _get(client: httpx.AsyncClient, path: str, **kwargs: Any) -> httpx.Response:
+    """A GET, retried when the server closed a pooled keep-alive connection just as we reused it
+    (uvicorn drops idle ones after 5 s; a burst's pool has many). GETs are safe to repeat."""
+    for _ in range(2):
+        try:
+            return await client.get(path, **kwargs)
+        except (httpx.RemoteProtocolError, httpx.ConnectError):
+            continue
+    return await client.get(path, **kwargs)
+
+
+def _parse_ts(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# --- profile of one Python run --------------------------------------------------------------
+
+
+def profile(runs: list[Timed]) -> dict[str, dict[str, float]]:
+    """Where the time of a Python run goes, from the client's marks and the server's timestamps.
+
+    Server timestamps have millisecond resolution and come from the same clock (one machine),
+    so each stage's median is good to about a millisecond.
+    """
+    stages: dict[str, list[float]] = {name: [] for name in PROFILE_STAGES}
+    for run in runs:
+        body = run.body
+        created, started, finished = (_parse_ts(body[k]) for k in ("created_at", "started_at", "finished_at"))
+        program_ms = sum(stage["wall_time_ms"] for stage in body.get("stages") or [])
+        execute_ms = (finished - started) * 1000
+        values = {
+            "post_to_created": (created - run.posted_at) * 1000,
+            "created_to_accepted": (run.accepted_at - created) * 1000,
+            "created_to_started": (started - created) * 1000,
+            "started_to_finished": execute_ms,
+            "program_in_sandbox": float(program_ms),
+            "executor_overhead": execute_ms - program_ms,
+            "finished_to_seen": (run.seen_at - finished) * 1000,
+            "client_total": run.latency_ms,
+            "polls": float(run.polls),
+        }
+        for name, value in values.items():
+            stages[name].append(value)
+    return {name: {"p50": percentile(v, 50), "min": min(v), "max": max(v)} for name, v in stages.items() if v}
+
+
+PROFILE_STAGES = {
+    "post_to_created": "client POST sent -> row created_at (gateway, session check, abuse rules)",
+    "created_to_accepted": "created_at -> 202 received (row + event insert, RQ enqueue, reply)",
+    "created_to_started": "created_at -> started_at (queue wait, worker pickup, ReportStarted)",
+    "started_to_finished": "started_at -> finished_at (workspace, sandbox, program, ReportResult)",
+    "program_in_sandbox": "  of which: stage wall time as the launcher measured it",
+    "executor_overhead": "  of which: the rest (workspace, cgroup, report, bookkeeping)",
+    "finished_to_seen": "finished_at -> terminal status seen (poll interval + GET)",
+    "client_total": "client POST sent -> terminal status seen",
+    "polls": "GET /executions/{id} calls per run",
+}
