@@ -13,6 +13,7 @@ so execution_service hands it to another executor once the lease expires.
 from __future__ import annotations
 
 import logging
+import uuid
 
 import redis
 from rq import Queue, SimpleWorker
@@ -30,9 +31,22 @@ HEALTH_SERVICE_NAME = "lce.executor"
 SHUTDOWN_GRACE_S = 5.0
 
 
+def sandbox_health_name(mode: str) -> str:
+    """A health service name that tells probes which confinement this executor uses.
+
+    gRPC health carries no free text, so the mode is named by the service itself:
+    `python -m common.healthcheck HOST:PORT lce.executor.sandbox.bwrap-userns` answers SERVING.
+    """
+    return f"{HEALTH_SERVICE_NAME}.sandbox.{mode}"
+
+
 def build_worker(config: ExecutorConfig, connection: redis.Redis) -> SimpleWorker:
     queue = Queue(config.queue_name, connection=connection, serializer=SERIALIZER)
-    return SimpleWorker([queue], name=f"executor-{config.executor_id}", connection=connection, serializer=SERIALIZER)
+    # rq keeps a dead worker's registration for minutes and refuses a second worker of the same
+    # name: a restarted executor (same LCE_EXECUTOR_ID, or a container reusing its pid) would not
+    # start. The id stays in logs and results; the rq name only has to be unique.
+    name = f"{config.executor_id}-{uuid.uuid4().hex[:8]}"
+    return SimpleWorker([queue], name=name, connection=connection, serializer=SERIALIZER)
 
 
 def serve(config: ExecutorConfig, launcher: Launcher) -> None:
@@ -41,7 +55,9 @@ def serve(config: ExecutorConfig, launcher: Launcher) -> None:
     connection.ping()  # fail at start, not on the first job, when Redis is unreachable
     reports = ReportClient(config.execution_service_addr, config.executor_id, report_retry_s=config.report_retry_s)
     jobs.install(jobs.Runtime(launcher=launcher, reports=reports, output_limit_bytes=config.output_limit_bytes))
-    health = start_server(config.health_listen_addr, lambda server: None, [HEALTH_SERVICE_NAME])
+    health = start_server(
+        config.health_listen_addr, lambda server: None, [HEALTH_SERVICE_NAME, sandbox_health_name(launcher.mode)]
+    )
     log.info(
         "executor ready",
         extra={"queue": config.queue_name, "sandbox": launcher.mode, "health_port": health.port},
