@@ -1,12 +1,13 @@
 """Spawning a program and capturing its output, and the unconfined development launcher built on it.
 
-`run_captured` is the one place in the executor that starts a child process: every launcher
-(this module's UnconfinedLauncher, the sandbox's bwrap launcher) goes through it, so output
-caps, the wall clock, killing and reaping are implemented once.
+`start` and `capture` (together: `run_captured`) are the one place in the executor that starts
+a child process: every launcher (this module's UnconfinedLauncher, the sandbox's bwrap launcher)
+goes through them, so output caps, the wall clock, killing and reaping are implemented once.
+They are two steps so that a sandbox can be started before its job arrives and released later.
 
 The worker process holds gRPC channels, whose threads make `preexec_fn` unsafe (it can
 deadlock between fork and exec), so nothing runs in the child before exec: limits are applied
-by a program in front of the command (`prlimit` here, `bwrap` in the sandbox).
+by a program in front of the command (`prlimit` here, a shell inside `bwrap` in the sandbox).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import resource
 import selectors
 import shutil
 import signal
@@ -88,42 +90,68 @@ def run_captured(
     kill: Callable[[], None] | None = None,
     pass_fds: Collection[int] = (),
 ) -> Captured:
-    """Runs argv with stdin closed, capturing at most output_limit_bytes per stream.
+    """Runs argv with stdin closed, capturing at most output_limit_bytes per stream (see capture)."""
+    child = start(argv, cwd=cwd, env=env, pass_fds=pass_fds)
+    return capture(child, wall_timeout_s=wall_timeout_s, output_limit_bytes=output_limit_bytes, kill=kill)
 
-    The program is killed when a stream passes the cap or the wall timeout expires. `kill`
-    must kill everything the child started; by default it SIGKILLs the child's process group
-    (the child leads a new session). It is called again once the child has exited, before the
-    child is reaped, so background processes left in the group die with it. Processes that
-    left the group (setsid) are beyond killpg: only a launcher with a better `kill` (a cgroup)
-    catches those.
+
+def start(
+    argv: Sequence[str],
+    *,
+    cwd: Path | str,
+    env: Mapping[str, str],
+    pass_fds: Collection[int] = (),
+    command_pipe: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Starts argv in a new session with its output piped, for `capture`.
+
+    Its stdin is closed, or with command_pipe a pipe that `capture` writes the command into: a
+    sandbox started ahead of its job waits on it (executor/sandbox/prespawn.py).
     """
-    started = time.monotonic()
-    child = subprocess.Popen(
+    return subprocess.Popen(
         list(argv),
         cwd=cwd,
         env=dict(env),
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if command_pipe else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
         close_fds=True,
         pass_fds=tuple(pass_fds),
     )
+
+
+def capture(
+    child: subprocess.Popen[bytes],
+    *,
+    wall_timeout_s: float,
+    output_limit_bytes: int,
+    kill: Callable[[], None] | None = None,
+    command: bytes = b"",
+) -> Captured:
+    """Releases a started child, captures at most output_limit_bytes per stream and reaps it.
+
+    A child started with a command pipe gets `command` there, then end of file; the wall clock
+    starts at this call. The program is killed when a stream passes the cap or the wall timeout
+    expires. `kill` must kill everything the child started; by default it SIGKILLs the child's
+    process group (the child leads a new session). It is called again once the child has exited,
+    before the child is reaped, so background processes left in the group die with it. Processes
+    that left the group (setsid) are beyond killpg: only a launcher with a better `kill` (a
+    cgroup) catches those.
+    """
+    started = time.monotonic()
     kill_all = kill or _process_group_killer(child.pid)
     assert child.stdout is not None and child.stderr is not None
     streams = _Streams(child.stdout, child.stderr, output_limit_bytes)
     timed_out = False
     exited_at: float | None = None
     try:
+        _release(child, command)
         timed_out, exited_at = _pump(child, streams, started + wall_timeout_s, kill_all)
     finally:
         # Also on an exception (an RQ job timeout arrives as one): nothing may outlive the call.
         kill_all()
-        child.stdout.close()
-        child.stderr.close()
-        _, status, usage = os.wait4(child.pid, 0)
-        # Popen did not reap the child itself; tell it so that it never waits on a reused pid.
-        child.returncode = os.waitstatus_to_exitcode(status)
+        status, usage = _reap(child)
     ended = exited_at if exited_at is not None else time.monotonic()
     return Captured(
         returncode=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
@@ -138,6 +166,35 @@ def run_captured(
         timed_out=timed_out,
         output_exceeded=streams.exceeded,
     )
+
+
+def discard(child: subprocess.Popen[bytes], kill: Callable[[], None]) -> None:
+    """Kills and reaps a started child that will never be released."""
+    kill()
+    _reap(child)
+
+
+def _release(child: subprocess.Popen[bytes], command: bytes) -> None:
+    if child.stdin is None:
+        return
+    # A child that died before its release gets no command; what it said and how it ended are captured as usual.
+    with suppress(BrokenPipeError):
+        child.stdin.write(command)
+        child.stdin.flush()
+    with suppress(BrokenPipeError):
+        child.stdin.close()
+
+
+def _reap(child: subprocess.Popen[bytes]) -> tuple[int, resource.struct_rusage]:
+    """Closes the child's pipes and waits for it (already killed); returns its wait status and usage."""
+    for pipe in (child.stdin, child.stdout, child.stderr):
+        if pipe is not None:
+            with suppress(BrokenPipeError):
+                pipe.close()
+    _, status, usage = os.wait4(child.pid, 0)
+    # Popen did not reap the child itself; tell it so that it never waits on a reused pid.
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return status, usage
 
 
 def _pump(

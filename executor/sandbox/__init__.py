@@ -3,8 +3,9 @@
 `select_launcher` is the executor's one entry point: it finds a confinement mode that works on
 this machine (detect), or refuses to run untrusted code unless the unconfined development
 override is set. Modules: bwrap (the command line), cgroups (v1 and v2 limits, metrics, kill),
-workspace (the tmpfs work dir), slots (a uid per concurrent execution), confined (the
-launcher), detect (the start-up probe).
+workspace (the tmpfs work dir), slots (a uid per concurrent execution), prespawn (one stage's
+sandbox, spawned before its command), prepared (the next execution, made ready on a thread),
+confined (the launcher), detect (the start-up probe).
 """
 
 from __future__ import annotations

@@ -18,7 +18,10 @@ it). Everything else, /etc/passwd and /etc/shadow included, does not exist insid
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,14 +35,24 @@ MODES = (USERNS, ROOT_CAPDROP)
 TMP_BYTES = 16 * 1024 * 1024
 _MERGED_USR_LINKS = ("/bin", "/lib", "/lib64", "/sbin")
 _ETC_ENTRIES = ("/etc/ld.so.cache", "/etc/alternatives", "/etc/java-17-openjdk", "/etc/php")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The waiting shell ($0: the work dir). Root without CAP_DAC_OVERRIDE (root-capdrop mode) could not
+# enter the slot's 0700 work dir, so the shell changes into it as the slot uid; dash then exports PWD
+# (kept: the program sees its work dir, as bwrap --chdir would show it) and OLDPWD (dropped). It reads
+# its stdin to the end (the builtin read: opening /dev/stdin, a root-owned pipe, is refused to the
+# slot uid) and runs it.
+WAITING_SHELL = (
+    'cd -- "$0" && unset OLDPWD && script= && '
+    'while IFS= read -r line; do script="$script$line\n"; done && eval "$script"'
+)
 
 
-def sandbox_argv(
-    mode: str, command: Sequence[str], *, workdir: Path, env: Mapping[str, str], uid: int, info_fd: int
-) -> list[str]:
-    """The full argv that runs command confined, from a root process that already joined the cgroup.
+def sandbox_argv(mode: str, *, workdir: Path, uid: int, info_fd: int) -> list[str]:
+    """The argv of a sandbox that waits for its command, from a root process that already joined the cgroup.
 
-    bwrap writes the host pid of the sandbox's init to info_fd as JSON ({"child-pid": N}).
+    Everything is set up before the command is known: namespaces, mounts, the slot uid. Inside,
+    a shell changes into the work dir and waits for `command_script` on its stdin. bwrap writes
+    the host pid of the sandbox's init to info_fd as JSON ({"child-pid": N}).
     """
     drop_to_uid = [
         SETPRIV,
@@ -51,30 +64,37 @@ def sandbox_argv(
         "--bounding-set=-all",
         "--",
     ]
+    wait_for_command = [_SH, "-c", WAITING_SHELL, str(workdir)]
     if mode == USERNS:
         # --disable-userns: the program cannot nest a user namespace to regain (namespaced) capabilities.
         isolation = ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
-        return [
-            *drop_to_uid,
-            BWRAP,
-            *isolation,
-            *_common(workdir, env, info_fd),
-            "--chdir",
-            str(workdir),
-            "--",
-            *command,
-        ]
+        return [*drop_to_uid, BWRAP, *isolation, *_common(workdir, info_fd), "--", *wait_for_command]
     if mode == ROOT_CAPDROP:
         isolation = ["--cap-drop", "ALL"]
         for needed in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"):  # for setpriv's switch, then gone
             isolation += ["--cap-add", needed]
-        # Root without CAP_DAC_OVERRIDE cannot enter the slot's 0700 work dir: change into it as the slot uid.
-        enter_workdir = [_SH, "-c", 'cd -- "$0" && unset OLDPWD && exec "$@"', str(workdir)]
-        return [BWRAP, *isolation, *_common(workdir, env, info_fd), "--", *drop_to_uid, *enter_workdir, *command]
+        return [BWRAP, *isolation, *_common(workdir, info_fd), "--", *drop_to_uid, *wait_for_command]
     raise ValueError(f"unknown sandbox mode {mode!r}")
 
 
-def _common(workdir: Path, env: Mapping[str, str], info_fd: int) -> list[str]:
+def command_script(command: Sequence[str], env: Mapping[str, str], *, cpu_seconds: int, file_bytes: int) -> bytes:
+    """What the waiting sandbox's shell runs: the rlimits, exactly env, then exec of command with stdin closed.
+
+    The rlimits are set here, inside, because they belong to the job and the sandbox was started
+    before it; lowering them needs no privilege.
+    """
+    bad = [name for name in env if not _ENV_NAME.fullmatch(name)]
+    if bad:
+        raise ValueError(f"not environment variable names: {bad}")
+    # dash's ulimit -f counts 512-byte blocks.
+    steps = ["ulimit -c 0", f"ulimit -t {cpu_seconds}", f"ulimit -f {math.ceil(file_bytes / 512)}"]
+    if env:
+        steps.append("export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items()))
+    steps.append("exec " + " ".join(shlex.quote(arg) for arg in command) + " </dev/null")
+    return (" && ".join(steps) + "\n").encode()
+
+
+def _common(workdir: Path, info_fd: int) -> list[str]:
     argv = [
         "--info-fd",
         str(info_fd),
@@ -107,7 +127,6 @@ def _common(workdir: Path, env: Mapping[str, str], info_fd: int) -> list[str]:
     for parent in reversed(workdir.parents[:-1]):
         if str(parent) not in ("/tmp", "/dev/shm"):
             argv += ["--perms", "0711", "--dir", str(parent)]
+    # The shell gets no environment: the command's is exactly what command_script exports.
     argv += ["--bind", str(workdir), str(workdir), "--remount-ro", "/", "--clearenv"]
-    for name, value in env.items():
-        argv += ["--setenv", name, value]
     return argv

@@ -1,8 +1,10 @@
 """Per-run control groups: the kernel's memory, process-count and CPU accounting for one run.
 
 One run gets one cgroup (one directory per v1 hierarchy: memory, pids, cpuacct; one directory on
-v2). The launcher's exec helper writes "0" (itself) into `join_files` before it execs bwrap, so
+v2). The sandbox's exec helper writes "0" (itself) into `join_files` before it execs bwrap, so
 everything the run starts is counted, limited and killable as a set, setsid children included.
+The cgroup is created, and joined, before the job arrives (prespawn.py); the job's limits are
+written when it does.
 
 Both versions are supported because the development machines mount v1 per controller while
 stock Debian 12 boots v2 only. Per-run cgroups are created under the cgroup the executor itself
@@ -33,9 +35,13 @@ class CgroupError(RuntimeError):
 
 
 class RunCgroup(ABC):
-    """The cgroup of one run: limits set at creation, metrics read after, everything killed at the end."""
+    """The cgroup of one run: limits set before its program starts, metrics read after, everything killed at the end."""
 
     join_files: tuple[Path, ...]  # where a single-threaded process writes "0" to enter the cgroup
+
+    @abstractmethod
+    def limit(self, *, memory_bytes: int, max_processes: int) -> None:
+        """Sets the run's limits, once, before its program starts (its sandbox may already wait in it)."""
 
     @abstractmethod
     def cpu_time_ns(self) -> int: ...
@@ -101,6 +107,13 @@ class CgroupV1(RunCgroup):
         # a cgroup.procs write takes: 0.2 ms instead of 8-16 ms here. The joiner is single-threaded.
         self.join_files = tuple(directory / "tasks" for directory in dirs.values())
 
+    def limit(self, *, memory_bytes: int, max_processes: int) -> None:
+        # Both memory limits start unlimited: lowering the plain one first keeps it <= memsw as required.
+        _write(self.dirs["memory"] / "memory.limit_in_bytes", memory_bytes)
+        # Without memsw, pages over the limit go to swap instead of triggering the OOM killer.
+        _write_if_present(self.dirs["memory"] / "memory.memsw.limit_in_bytes", memory_bytes)
+        _write(self.dirs["pids"] / "pids.max", max_processes)
+
     def cpu_time_ns(self) -> int:
         return int(_read(self.dirs["cpuacct"] / "cpuacct.usage"))
 
@@ -127,6 +140,11 @@ class CgroupV2(RunCgroup):
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.join_files = (directory / "cgroup.procs",)
+
+    def limit(self, *, memory_bytes: int, max_processes: int) -> None:
+        _write(self.directory / "memory.max", memory_bytes)
+        _write_if_present(self.directory / "memory.swap.max", 0)
+        _write(self.directory / "pids.max", max_processes)
 
     def cpu_time_ns(self) -> int:
         return _keyed(self.directory / "cpu.stat")["usage_usec"] * 1000
@@ -166,26 +184,16 @@ class CgroupTree:
             return cls(2, {"unified": _delegate_v2(_base(mounts["unified"], own.get("", "/")))})
         raise CgroupError("no usable cgroup hierarchy: need v1 memory, pids and cpuacct, or cgroup2")
 
-    def create(self, name: str, *, memory_bytes: int, max_processes: int) -> RunCgroup:
-        """A fresh cgroup for one run; a leftover of the same name (a crashed run) is destroyed first."""
+    def create(self, name: str) -> RunCgroup:
+        """A fresh cgroup, limits still open; a leftover of the same name (a crashed run) is destroyed first."""
         group = self._handle(name)
         if any(directory.exists() for directory in group._directories()):
             group.destroy()
-        if self.version == 1:
-            for directory in group._directories():
-                directory.mkdir()
-            memory = self.bases["memory"] / name
-            _write(memory / "memory.limit_in_bytes", memory_bytes)
-            # Without these, pages over the limit go to swap instead of triggering the OOM killer.
-            _write_if_present(memory / "memory.memsw.limit_in_bytes", memory_bytes)
-            _write(memory / "memory.swappiness", 0)
-            _write(self.bases["pids"] / name / "pids.max", max_processes)
-        else:
-            directory = self.bases["unified"] / name
+        for directory in group._directories():
             directory.mkdir()
-            _write(directory / "memory.max", memory_bytes)
-            _write_if_present(directory / "memory.swap.max", 0)
-            _write(directory / "pids.max", max_processes)
+        if self.version == 1:
+            # Reclaim at the limit must not move the run's pages to swap: it hits the OOM killer instead.
+            _write(self.bases["memory"] / name / "memory.swappiness", 0)
         return group
 
     def names(self) -> set[str]:

@@ -48,6 +48,7 @@ def detect(requested: str, work_root: Path) -> SandboxLauncher:
             problem = f"{type(exc).__name__}: {exc}"
         if problem is None:
             launcher.sweep_leftovers()
+            launcher.prepare_ahead()
             return launcher
         failures.append(f"{mode}: {problem}")
     raise SandboxUnavailable("no sandbox mode works here: " + "; ".join(failures))

@@ -44,9 +44,11 @@ def work_root() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def launcher(work_root: Path) -> SandboxLauncher:
+def launcher(work_root: Path) -> Iterator[SandboxLauncher]:
     # LCE_SANDBOX picks the mode under test ("auto": the one the executor would pick here).
-    return detect(ExecutorConfig.from_env().sandbox_mode, work_root)
+    launcher = detect(ExecutorConfig.from_env().sandbox_mode, work_root)
+    yield launcher
+    launcher.close()
 
 
 def processes_of(uid: int) -> list[int]:
@@ -339,7 +341,8 @@ def test_busy_loop_in_4_threads_hits_the_cpu_limit(box: Sandboxed) -> None:
 def test_leftovers_of_a_killed_executor_are_swept(launcher: SandboxLauncher) -> None:
     slot = launcher.slots.acquire()
     workdir = workspace.create(launcher.work_root, slot.uid, 1024 * 1024)
-    group = launcher.cgroups.create(f"lce-{slot.uid}", memory_bytes=64 << 20, max_processes=8)
+    group = launcher.cgroups.create(f"lce-{slot.uid}")
+    group.limit(memory_bytes=64 << 20, max_processes=8)
     joins = " && ".join(f"echo 0 > {path}" for path in group.join_files)
     survivor = subprocess.Popen(["sh", "-c", f"{joins} && echo in && exec setsid sleep 60"], stdout=subprocess.PIPE)
     assert survivor.stdout is not None and survivor.stdout.readline() == b"in\n"
@@ -403,10 +406,10 @@ def _config(work_root: Path, mode: str, allow_unconfined: bool) -> ExecutorConfi
 
 
 def test_select_launcher_finds_a_confined_mode(work_root: Path) -> None:
-    assert select_launcher(_config(work_root, "auto", allow_unconfined=False)).mode in (
-        "bwrap-userns",
-        "bwrap-root-capdrop",
-    )
+    launcher = select_launcher(_config(work_root, "auto", allow_unconfined=False))
+    assert isinstance(launcher, SandboxLauncher)
+    launcher.close()
+    assert launcher.mode in ("bwrap-userns", "bwrap-root-capdrop")
 
 
 def test_select_launcher_refuses_without_a_working_mode(work_root: Path) -> None:

@@ -1,0 +1,180 @@
+"""One stage's sandbox: spawned before its command is known, released with it once, torn down after.
+
+Spawning is most of a sandbox's cost (measured: a root shell joining the cgroup, which can take
+8-16 ms when runs are apart, setpriv, bwrap building namespaces and mounts, then the shell
+inside). A sandbox spawned ahead already sits in its cgroup with all of that done, its shell
+waiting on stdin; releasing it costs only writing the job's limits into the cgroup and its
+command (with rlimits and environment) into the pipe.
+
+A sandbox serves exactly one command: its cgroup is emptied and removed after it, whatever
+happened, and a sandbox that was never released is discarded the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import threading
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from executor.launcher import Limits
+from executor.process import Captured, capture, discard, start
+from executor.sandbox.bwrap import command_script, sandbox_argv
+from executor.sandbox.cgroups import CgroupTree, RunCgroup
+
+CGROUP_PREFIX = "lce-"
+# bwrap's monitor and the pid-1 reaper of the run's pid namespace count against pids.max too.
+_WRAPPER_PROCESSES = 2
+_SH = "/bin/sh"
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_time_ms: int
+    memory_kb: int
+    oom_kills: int
+
+
+@dataclass(frozen=True)
+class Ran:
+    captured: Captured
+    usage: Usage  # from the cgroup: the program's processes, not bwrap's wait4
+    cpu_killed: bool  # the CPU watchdog stopped it
+
+
+class Sandbox:
+    """A sandbox waiting for its command, in the work dir of the slot uid it runs as."""
+
+    def __init__(self, mode: str, cgroups: CgroupTree, *, uid: int, workdir: Path) -> None:
+        self.workdir = workdir
+        self._group = cgroups.create(f"{CGROUP_PREFIX}{uid}")
+        self._used = False
+        info_read, info_write = os.pipe()
+        try:
+            argv = [*_join(self._group), *sandbox_argv(mode, workdir=workdir, uid=uid, info_fd=info_write)]
+            self._child = start(argv, cwd=workdir, env={}, pass_fds=(info_write,), command_pipe=True)
+        except BaseException:
+            os.close(info_read)
+            self._group.remove()
+            raise
+        finally:
+            os.close(info_write)
+        self._info_read = info_read
+
+    def waiting(self) -> bool:
+        """False once its process has ended (it failed, or was killed while it waited)."""
+        with suppress(ChildProcessError):
+            # WNOWAIT: leave the child to be reaped by capture or discard.
+            return os.waitid(os.P_PID, self._child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        return False
+
+    def run(self, command: Sequence[str], env: Mapping[str, str], limits: Limits) -> Ran:
+        """Releases the sandbox with command under limits; nothing of it is left when this returns."""
+        self._use()
+        try:
+            self._group.limit(
+                memory_bytes=limits.memory_mb * 1024 * 1024,
+                max_processes=limits.max_processes + _WRAPPER_PROCESSES,
+            )
+            # RLIMIT_CPU is per process and counts whole seconds: a backstop behind the cgroup watchdog.
+            script = command_script(
+                command, env, cpu_seconds=math.ceil(limits.cpu_time_ms / 1000) + 1, file_bytes=limits.max_file_bytes
+            )
+            watchdog = _CpuWatchdog(self._group, limits.cpu_time_ms)
+            watchdog.start()
+            try:
+                captured = capture(
+                    self._child,
+                    wall_timeout_s=limits.wall_time_ms / 1000,
+                    output_limit_bytes=limits.output_limit_bytes,
+                    kill=self._group.kill,
+                    command=script,
+                )
+            finally:
+                watchdog.stop()
+                self._empty()
+            usage = Usage(
+                cpu_time_ms=self._group.cpu_time_ns() // 1_000_000,
+                memory_kb=self._group.memory_peak_bytes() // 1024,
+                oom_kills=self._group.oom_kills(),
+            )
+        finally:
+            self._group.remove()
+        return Ran(captured, usage, watchdog.fired)
+
+    def discard(self) -> None:
+        """Tears down a sandbox that will never be released."""
+        self._use()
+        try:
+            discard(self._child, self._group.kill)
+            self._empty()
+        finally:
+            self._group.remove()
+
+    def _use(self) -> None:
+        if self._used:
+            raise RuntimeError("a sandbox serves one command only")
+        self._used = True
+
+    def _empty(self) -> None:
+        """Kills until the cgroup is empty, then reaps the sandbox's init (named by bwrap's info fd)."""
+        try:
+            self._group.empty()
+        except BaseException:
+            os.close(self._info_read)  # its init may still live: waiting for it could hang
+            raise
+        with os.fdopen(self._info_read, "rb") as info:
+            report = info.read()
+        if not report:
+            return  # bwrap failed before it started the sandbox
+        with suppress(ChildProcessError):  # someone else's orphan after all (no subreaper)
+            os.waitpid(json.loads(report)["child-pid"], 0)
+
+
+def _join(group: RunCgroup) -> list[str]:
+    """The exec helper in front of bwrap: join the cgroup, then exec the rest of argv.
+
+    A root shell writing "0" moves only itself (single-threaded): the worker has gRPC threads,
+    so this may not happen in a preexec_fn.
+    """
+    joins = " && ".join(f"echo 0 > {shlex.quote(str(path))}" for path in group.join_files)
+    return [_SH, "-c", f'{joins} && exec "$@"', "sh"]
+
+
+class _CpuWatchdog(threading.Thread):
+    """Kills the run when the CPU time of all its processes and threads passes the limit.
+
+    RLIMIT_CPU cannot do this: it is per process (children escape it) and counts whole seconds.
+    Polls more often as the budget runs out: n busy cores spend it n times faster.
+    """
+
+    _MIN_PAUSE_S = 0.005
+    _MAX_PAUSE_S = 0.1
+
+    def __init__(self, group: RunCgroup, limit_ms: int) -> None:
+        super().__init__(name="lce-cpu-watchdog", daemon=True)
+        self.group = group
+        self.limit_ns = limit_ms * 1_000_000
+        self.fired = False
+        self._done = threading.Event()
+        self._cores = os.cpu_count() or 1
+
+    def run(self) -> None:
+        pause = self._MIN_PAUSE_S
+        while not self._done.wait(pause):
+            used = self.group.cpu_time_ns()
+            if used >= self.limit_ns:
+                self.fired = True
+                self.group.kill()
+                return
+            left_s = (self.limit_ns - used) / 1e9 / self._cores
+            pause = min(max(left_s / 2, self._MIN_PAUSE_S), self._MAX_PAUSE_S)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
