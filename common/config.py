@@ -14,6 +14,7 @@ from pathlib import Path
 
 # The longest an executor may keep retrying a report; RQ's job timeout leaves room for it (common.job).
 REPORT_RETRY_MAX_S = 600
+DEFAULT_COMPILE_CACHE_DIR = Path("/var/cache/lce/compile")
 
 
 class ConfigError(ValueError):
@@ -145,6 +146,15 @@ class ExecutionServiceConfig:
         )
 
 
+def compile_cache_dir(work_root: Path) -> Path:
+    """LCE_COMPILE_CACHE_DIR, refused inside the work root: every sandbox sees its own work dir."""
+    directory = Path(env_str("LCE_COMPILE_CACHE_DIR", str(DEFAULT_COMPILE_CACHE_DIR)))
+    cache, runs = directory.resolve(), work_root.resolve()
+    if cache == runs or runs in cache.parents or cache in runs.parents:
+        raise ConfigError(f"LCE_COMPILE_CACHE_DIR ({directory}) must be outside LCE_WORK_ROOT ({work_root})")
+    return directory
+
+
 @dataclass(frozen=True)
 class ExecutorConfig:
     redis_url: str
@@ -159,9 +169,15 @@ class ExecutorConfig:
     # How long a report (start or result) is retried while execution_service is unreachable
     # before the executor gives the job up; it takes no other job meanwhile.
     report_retry_s: float
+    # The compile cache (executor/compile_cache.py): a directory only the executor's user can
+    # reach, outside every work dir (sandboxes must never see it), and its size budget in MiB;
+    # a budget of 0 turns the cache off.
+    compile_cache_dir: Path = DEFAULT_COMPILE_CACHE_DIR
+    compile_cache_mb: int = 512
 
     @classmethod
     def from_env(cls) -> ExecutorConfig:
+        work_root = Path(env_str("LCE_WORK_ROOT", "/tmp/lce-runs"))
         return cls(
             redis_url=env_str("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
             queue_name=env_str("LCE_QUEUE_NAME", "lce-executions"),
@@ -169,10 +185,12 @@ class ExecutorConfig:
             health_listen_addr=env_str("LCE_EXECUTOR_HEALTH_LISTEN", "127.0.0.1:50053"),
             executor_id=env_str("LCE_EXECUTOR_ID", f"{os.uname().nodename}-{os.getpid()}"),
             output_limit_bytes=env_int("LCE_OUTPUT_LIMIT_BYTES", 1024 * 1024, minimum=1024),
-            work_root=Path(env_str("LCE_WORK_ROOT", "/tmp/lce-runs")),
+            work_root=work_root,
             sandbox_mode=env_str("LCE_SANDBOX", "auto"),
             allow_unconfined=env_bool("LCE_SANDBOX_ALLOW_UNCONFINED"),
             report_retry_s=env_float("LCE_REPORT_RETRY_S", 120.0, minimum=0, maximum=REPORT_RETRY_MAX_S),
+            compile_cache_dir=compile_cache_dir(work_root),
+            compile_cache_mb=env_int("LCE_COMPILE_CACHE_MB", 512, minimum=0),
         )
 
 

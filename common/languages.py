@@ -34,6 +34,10 @@ class Language:
     run: tuple[str, ...]
     version_command: tuple[str, ...]
     compile: tuple[str, ...] | None = None
+    # What a successful compile leaves in the work dir for the run stage to use: file name
+    # patterns (fnmatch, top level of the work dir). Only these are kept by the compile cache
+    # (executor/compile_cache.py); a compiled language without them is never cached.
+    artifacts: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     default_time_limit_ms: int = DEFAULT_TIME_LIMIT_MS
     default_memory_mb: int = DEFAULT_MEMORY_MB
@@ -66,6 +70,7 @@ LANGUAGES: tuple[Language, ...] = (
         file_name="main.c",
         template_code='#include <stdio.h>\n\nint main(void) {\n    printf("Hello World\\n");\n    return 0;\n}\n',
         compile=("gcc", "-O2", "-pipe", "-std=gnu17", "-o", "main", "main.c", "-lm"),
+        artifacts=("main",),
         run=("./main",),
         version_command=("gcc", "-dumpfullversion"),
     ),
@@ -77,6 +82,7 @@ LANGUAGES: tuple[Language, ...] = (
             '#include <iostream>\n\nint main() {\n    std::cout << "Hello World" << std::endl;\n    return 0;\n}\n'
         ),
         compile=("g++", "-O2", "-pipe", "-std=gnu++17", "-o", "main", "main.cpp"),
+        artifacts=("main",),
         run=("./main",),
         version_command=("g++", "-dumpfullversion"),
     ),
@@ -86,6 +92,7 @@ LANGUAGES: tuple[Language, ...] = (
         file_name="main.go",
         template_code='package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("Hello World")\n}\n',
         compile=("go", "build", "-o", "main", "main.go"),
+        artifacts=("main",),
         run=("./main",),
         version_command=("go", "version"),
         # A private build cache per run: a shared writable GOCACHE would let one user poison another's build.
@@ -106,6 +113,8 @@ LANGUAGES: tuple[Language, ...] = (
             '        System.out.println("Hello World");\n    }\n}\n'
         ),
         compile=("javac", "-J-Xms32m", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1", "Main.java"),
+        # javac writes one file per class, nested and anonymous ones included (Main$1.class).
+        artifacts=("*.class",),
         run=(
             "java",
             "-Xmx{heap_mb}m",

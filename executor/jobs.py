@@ -17,6 +17,7 @@ from common import logs
 from common.job import ExecutionJob
 from common.languages import TOOLCHAIN_PATH, Language, by_name
 from executor import verdicts
+from executor.compile_cache import CompileCache
 from executor.launcher import Launcher, Limits
 from executor.lease import LeaseKeeper
 from executor.report_client import ReportClient
@@ -38,6 +39,8 @@ class Runtime:
     launcher: Launcher
     reports: ReportClient
     output_limit_bytes: int
+    # Successful compiles by content (executor/compile_cache.py); None compiles every time.
+    compile_cache: CompileCache | None = None
 
 
 _runtime: Runtime | None = None
@@ -91,11 +94,15 @@ def _execute(job: ExecutionJob, runtime: Runtime) -> Verdict:
 
 
 def _compile_and_run(job: ExecutionJob, language: Language, workdir: Path, runtime: Runtime) -> Verdict:
-    (workdir / language.file_name).write_text(job.source_code, encoding="utf-8")
+    source = job.source_code.encode("utf-8")
+    (workdir / language.file_name).write_bytes(source)
     placeholders = {"{workdir}": str(workdir), "{heap_mb}": str(heap_mb(job.memory_limit_mb))}
     env = stage_env(language, placeholders)
+    cache = runtime.compile_cache
+    key = cache.key_for(language, source) if cache is not None else None
     compiled = None
-    if language.compile:
+    # A cache hit skips the compile stage: the result then has no "compile" stage at all.
+    if language.compile and not (cache and key and cache.load(key, workdir)):
         compiled = runtime.launcher.run(
             _expand_all(language.compile, placeholders),
             workdir=workdir,
@@ -104,6 +111,10 @@ def _compile_and_run(job: ExecutionJob, language: Language, workdir: Path, runti
         )
         if verdicts.compile_failed(compiled):
             return verdicts.compile_error(compiled)
+        if cache and key:
+            # Now, between the stages: the compile's processes are gone, and the program, which
+            # may rewrite anything in its work dir, has not started.
+            cache.store(key, workdir, language.artifacts)
     ran = runtime.launcher.run(
         _expand_all(language.run, placeholders),
         workdir=workdir,

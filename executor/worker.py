@@ -22,6 +22,7 @@ from common.config import ExecutorConfig
 from common.grpc_server import start_server
 from common.job import SERIALIZER
 from executor import jobs
+from executor.compile_cache import CompileCache
 from executor.launcher import Launcher
 from executor.report_client import ReportClient
 
@@ -54,7 +55,14 @@ def serve(config: ExecutorConfig, launcher: Launcher) -> None:
     connection = redis.Redis.from_url(config.redis_url)
     connection.ping()  # fail at start, not on the first job, when Redis is unreachable
     reports = ReportClient(config.execution_service_addr, config.executor_id, report_retry_s=config.report_retry_s)
-    jobs.install(jobs.Runtime(launcher=launcher, reports=reports, output_limit_bytes=config.output_limit_bytes))
+    jobs.install(
+        jobs.Runtime(
+            launcher=launcher,
+            reports=reports,
+            output_limit_bytes=config.output_limit_bytes,
+            compile_cache=CompileCache.from_config(config),
+        )
+    )
     health = start_server(
         config.health_listen_addr, lambda server: None, [HEALTH_SERVICE_NAME, sandbox_health_name(launcher.mode)]
     )

@@ -28,6 +28,7 @@ from common.grpc_server import RunningServer, start_server
 from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob
 from common.languages import LANGUAGES, by_name
 from executor import jobs
+from executor.compile_cache import CompileCache, is_key
 from executor.process import UnconfinedLauncher
 from executor.report_client import ReportClient
 from executor.worker import build_worker
@@ -389,6 +390,7 @@ def test_executor_process_serves_and_shuts_down_warmly_on_sigterm(
         "LCE_WORK_ROOT": str(tmp_path / "runs"),
         "LCE_SANDBOX": "none",
         "LCE_SANDBOX_ALLOW_UNCONFINED": "1",
+        "LCE_COMPILE_CACHE_DIR": str(tmp_path / "compile-cache"),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "executor"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -413,3 +415,108 @@ def test_executor_process_serves_and_shuts_down_warmly_on_sigterm(
             process.wait()
         stderr = process.stderr.read().decode() if process.stderr else ""
     assert "UNCONFINED EXECUTION" in stderr or result.sandbox != "none"
+
+
+# --- the compile cache (executor/compile_cache.py) ---
+
+
+@pytest.fixture
+def cached(executor: Executor, tmp_path: Path) -> CompileCache:
+    """The executor of these tests, with a compile cache of its own."""
+    cache = CompileCache(tmp_path / "compile-cache", 64 * 1024 * 1024)
+    jobs.install(
+        jobs.Runtime(
+            launcher=UnconfinedLauncher(executor.config.work_root),
+            reports=executor.reports,
+            output_limit_bytes=OUTPUT_LIMIT,
+            compile_cache=cache,
+        )
+    )
+    return cache
+
+
+def cache_entries(cache: CompileCache) -> list[str]:
+    return [name for name in os.listdir(cache.root) if is_key(name)]
+
+
+def stage_names(result: pb.RunResult) -> list[str]:
+    return [stage.name for stage in result.stages]
+
+
+def c_printing(text: str) -> str:
+    return f'#include <stdio.h>\nint main(void) {{ puts("{text}"); return 0; }}\n'
+
+
+@pytest.mark.parametrize("language", [language.name for language in LANGUAGES if language.compile])
+def test_the_second_run_of_the_same_source_skips_the_compile(
+    executor: Executor, reports: tuple[StandInReports, RunningServer], cached: CompileCache, language: str
+) -> None:
+    template = by_name(language)
+    assert template is not None
+    first = run_one(executor, reports[0], language, template.template_code)
+    assert (first.status, first.stdout, stage_names(first)) == (
+        pb.EXECUTION_STATUS_COMPLETED,
+        "Hello World\n",
+        ["compile", "run"],
+    )
+    assert len(cache_entries(cached)) == 1
+    second = run_one(executor, reports[0], language, template.template_code)
+    assert (second.status, second.stdout, stage_names(second)) == (
+        pb.EXECUTION_STATUS_COMPLETED,
+        "Hello World\n",
+        ["run"],
+    )
+    assert second.execution_time_ms == second.stages[0].wall_time_ms
+
+
+def test_a_different_source_is_never_served_another_ones_binary(
+    executor: Executor, reports: tuple[StandInReports, RunningServer], cached: CompileCache
+) -> None:
+    tag = uuid.uuid4().hex
+    sources = {f"A{tag}": c_printing(f"A{tag}"), f"B{tag}": c_printing(f"B{tag}")}  # one byte apart
+    for round_ in range(2):
+        for text, source in sources.items():
+            result = run_one(executor, reports[0], "c", source)
+            assert result.stdout == text + "\n"
+            assert stage_names(result) == (["compile", "run"] if round_ == 0 else ["run"])
+    assert len(cache_entries(cached)) == 2
+
+
+# Replaces its own binary with a script, then says who it is: a run of the cached build must
+# never meet what an earlier run of the same source left behind.
+SELF_REWRITING_C = r"""
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(void) {
+    unlink("main");
+    FILE *f = fopen("main", "w");
+    if (f == NULL) return 3;
+    fputs("#!/bin/sh\necho poisoned\n", f);
+    fclose(f);
+    chmod("main", 0755);
+    puts("original TAG");
+    return 0;
+}
+"""
+
+
+def test_a_program_that_rewrites_its_binary_does_not_change_the_next_runs(
+    executor: Executor, reports: tuple[StandInReports, RunningServer], cached: CompileCache
+) -> None:
+    tag = uuid.uuid4().hex
+    source = SELF_REWRITING_C.replace("TAG", tag)
+    expected = f"original {tag}\n"
+    for attempt in range(3):
+        result = run_one(executor, reports[0], "c", source)
+        assert (result.status, result.stdout) == (pb.EXECUTION_STATUS_COMPLETED, expected), result.stderr
+        assert stage_names(result) == (["compile", "run"] if attempt == 0 else ["run"])
+
+
+def test_a_compile_error_is_not_cached(
+    executor: Executor, reports: tuple[StandInReports, RunningServer], cached: CompileCache
+) -> None:
+    for _ in range(2):
+        result = run_one(executor, reports[0], "c", "int main(void) { return missing; }\n")
+        assert (result.reason, stage_names(result)) == ("compile_error", ["compile"])
+    assert cache_entries(cached) == []

@@ -31,7 +31,12 @@ def stack_config(tmp: Path, *, database_url: str | None, redis_url: str, **env: 
         data_dir=tmp / "data",
         log_dir=tmp / "logs",
         # Not under pytest's tmp dir: that is 0700 root, which the sandbox's slot uids cannot traverse.
-        extra_env={"LCE_WORK_ROOT": f"/tmp/lce-test-runs-{uuid.uuid4().hex[:8]}", **env},
+        extra_env={
+            "LCE_WORK_ROOT": f"/tmp/lce-test-runs-{uuid.uuid4().hex[:8]}",
+            # The executors' shared compile cache: the test run's own, root-only like pytest's tmp dir.
+            "LCE_COMPILE_CACHE_DIR": str(tmp / "compile-cache"),
+            **env,
+        },
     )
 
 
