@@ -63,7 +63,9 @@ class _ErrorTranslation(grpc.ServerInterceptor):
                     context.abort(grpc.StatusCode.UNAVAILABLE, "a peer service is unavailable")
                 raise
             finally:
-                log.debug("rpc", extra={"method": method, "ms": round((time.perf_counter() - started) * 1000, 2)})
+                # Guarded: the extra dict would be built for every call even with debug logging off.
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("rpc", extra={"method": method, "ms": round((time.perf_counter() - started) * 1000, 2)})
                 logs.execution_id.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(

@@ -37,6 +37,8 @@ class StackConfig:
     # One health port per executor; empty: 50053, 50054, ... in order.
     executor_health_ports: tuple[int, ...] = ()
     executors: int = 2
+    # uvicorn worker processes: the gateway is CPU-bound Python, one process per core.
+    gateway_workers: int = 2
     database_url: str | None = None  # None: each service keeps a SQLite file under data_dir
     redis_url: str = "redis://127.0.0.1:6379/0"
     data_dir: Path = REPO_ROOT / "data"
@@ -119,6 +121,7 @@ class Stack:
                 {
                     **base,
                     "LCE_GATEWAY_LISTEN": f"{c.host}:{c.gateway_port}",
+                    "LCE_GATEWAY_WORKERS": str(c.gateway_workers),
                     "LCE_SESSION_SERVICE_ADDR": session_addr,
                     "LCE_EXECUTION_SERVICE_ADDR": execution_addr,
                 },

@@ -20,6 +20,7 @@ def main() -> int:
     config = StackConfig(
         gateway_port=env_int("LCE_GATEWAY_PORT", 8080),
         executors=env_int("LCE_EXECUTORS", 2, minimum=1),
+        gateway_workers=env_int("LCE_GATEWAY_WORKERS", 2, minimum=1),
         database_url=os.environ.get("LCE_DATABASE_URL") or None,
         redis_url=os.environ.get("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
         extra_env={k: v for k, v in os.environ.items() if k.startswith("LCE_") and k not in _STORE_VARS},

@@ -26,6 +26,7 @@ INTERNAL_ERROR = "internal_error"
 # Why an attempt ended without a result (the RETRIED event's reason, and the final stderr).
 LEASE_EXPIRED = "lease_expired"  # its executor stopped renewing its lease: killed, or cut off
 JOB_LOST = "job_ended_without_start"  # its RQ job ended before the executor could report a start
+START_LOST = "start_not_reported"  # an executor took its RQ job but never reported a start: killed, or cut off
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from common.job import ExecutionJob
 from execution_service import loop_advice
 from execution_service.attempts import INTERNAL_ERROR, RetryPolicy, is_infrastructure_failure
 from execution_service.job_queue import JobQueue
-from execution_service.models import TERMINAL, Event, Execution, FinishedRun, RunOutcome, Status
+from execution_service.models import TERMINAL, UNFINISHED, Event, Execution, FinishedRun, RunOutcome, Status
 from execution_service.rate_limit import SlidingWindowLimiter
 from execution_service.repository import Repository
 from execution_service.session_client import SessionClient, SessionSnapshot
@@ -258,19 +258,23 @@ class Executions:
             return outcome.status
         return self.get(execution_id).status
 
-    def end_attempt(self, execution_id: str, attempt: int, executor_id: str, reason: str) -> None:
+    def end_attempt(
+        self, execution_id: str, attempt: int, executor_id: str, reason: str, *, allowed: frozenset[Status] = UNFINISHED
+    ) -> None:
         """The machinery failed `attempt`: queue the next one after its backoff, or, with no retry
         left, end the run FAILED with reason internal_error. Nothing happens when `attempt` is no
-        longer the current one (another replica or a report decided first)."""
+        longer the current one or the row's status left `allowed` (another replica or a report decided first)."""
         now = self.clock()
         backoff = self.retries.backoff_before(attempt + 1)
         token = logs.execution_id.set(execution_id)
         try:
             if backoff is not None:
                 retry_at = now + timedelta(seconds=backoff)
-                if self.repository.retry(execution_id, attempt, executor_id, reason, now, retry_at):
+                if self.repository.retry(execution_id, attempt, executor_id, reason, now, retry_at, allowed=allowed):
                     log.warning("attempt failed; retrying", extra={"attempt": attempt, "reason": reason})
-            elif self.repository.finish(execution_id, executor_id, attempt, gave_up(attempt, reason), now):
+            elif self.repository.finish(
+                execution_id, executor_id, attempt, gave_up(attempt, reason), now, allowed=allowed
+            ):
                 log.error("attempt failed; no retry left", extra={"attempt": attempt, "reason": reason})
         finally:
             logs.execution_id.reset(token)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import redis
 from rq import Queue
 from rq.exceptions import DuplicateJobError
 from rq.job import Job, JobStatus
+from rq.utils import utcparse
 
 from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob
 
@@ -18,6 +21,13 @@ FAILURE_TTL_S = 24 * 3600
 
 # Job states in which the attempt can no longer report a start: its job is over without one.
 ENDED: frozenset[JobStatus] = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
+
+
+@dataclass(frozen=True)
+class JobState:
+    status: JobStatus
+    # When a worker took the job (by that worker's clock); None until then.
+    started_at: datetime | None
 
 
 class JobQueue:
@@ -45,12 +55,18 @@ class JobQueue:
     def exists(self, job_id: str) -> bool:
         return Job.exists(job_id, connection=self.client)
 
-    def states(self, job_ids: Sequence[str]) -> list[JobStatus | None]:
-        """Each job's RQ status (None when there is no such job), in one round trip.
+    def states(self, job_ids: Sequence[str]) -> list[JobState | None]:
+        """Each job's RQ status and start (None when there is no such job), in one round trip.
 
-        Reads the `status` field of RQ's job hash, as Job.get_status does, without loading each
+        Reads two fields of RQ's job hash, as Job.get_status does, without loading each
         job's payload (up to a MiB of source code)."""
         pipeline = self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            pipeline.hget(Job.key_for(job_id), "status")
-        return [JobStatus(raw.decode()) if raw else None for raw in pipeline.execute()]
+            pipeline.hmget(Job.key_for(job_id), "status", "started_at")
+        return [_job_state(status, started_at) for status, started_at in pipeline.execute()]
+
+
+def _job_state(status: bytes | None, started_at: bytes | None) -> JobState | None:
+    if not status:
+        return None
+    return JobState(JobStatus(status.decode()), utcparse(started_at.decode()) if started_at else None)

@@ -4,7 +4,9 @@
   whose attempt has no job (a crash between row and job, Redis down at enqueue time, Redis
   restarted empty, a retry waiting for its backoff) is enqueued; a row whose job ended without
   ever reporting a start (the executor could not reach this service) lost that attempt, which
-  is retried or given up like any failure of the machinery (attempts.py).
+  is retried or given up like any failure of the machinery (attempts.py); so is a row whose job
+  an executor took longer than a lease ago without its start ever landing (the executor died
+  between taking the job and reporting: RQ itself would notice only at the job's timeout).
 - RUNNING rows whose lease expired: the executor was killed or cut off; the attempt is lost.
 
 Every replica may run it: enqueueing is unique per attempt's job id and every transition is a
@@ -19,19 +21,22 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
+from rq.job import JobStatus
+
 from common import logs
 from common.config import ExecutionServiceConfig
 from common.job import job_id
-from execution_service.attempts import JOB_LOST, LEASE_EXPIRED
+from execution_service.attempts import JOB_LOST, LEASE_EXPIRED, START_LOST
 from execution_service.executions import Executions, job_for, utc_now
-from execution_service.job_queue import ENDED, JobQueue
-from execution_service.models import AttemptRef
+from execution_service.job_queue import ENDED, JobQueue, JobState
+from execution_service.models import AttemptRef, Status
 
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 200
 # The most due QUEUED rows one sweep looks at; the next sweep goes on from the oldest again.
 SWEEP_MAX_ROWS = 10_000
+QUEUED_ONLY = frozenset({Status.QUEUED})
 
 
 class Reconciler:
@@ -71,13 +76,20 @@ class Reconciler:
         acted = 0
         after: AttemptRef | None = None
         for _ in range(SWEEP_MAX_ROWS // SWEEP_BATCH):
-            due = self.repository.due_queued(self.clock(), after, SWEEP_BATCH)
+            now = self.clock()
+            due = self.repository.due_queued(now, after, SWEEP_BATCH)
             states = self.queue.states([job_id(ref.execution_id, ref.attempt) for ref in due])
             for ref, state in zip(due, states, strict=True):
                 if state is None:
                     acted += self._enqueue(ref)
-                elif state in ENDED:
+                elif state.status in ENDED:
                     self.executions.end_attempt(ref.execution_id, ref.attempt, ref.executor_id, JOB_LOST)
+                    acted += 1
+                elif self._start_lost(state, now):
+                    # Only while still QUEUED: a start landing meanwhile makes the attempt live after all.
+                    self.executions.end_attempt(
+                        ref.execution_id, ref.attempt, ref.executor_id, START_LOST, allowed=QUEUED_ONLY
+                    )
                     acted += 1
             if len(due) < SWEEP_BATCH:
                 break
@@ -86,14 +98,25 @@ class Reconciler:
 
     def recover_expired_leases(self) -> int:
         now = self.clock()
-        if self._renewable_since is None:
-            self._renewable_since = now
-        if now - self._renewable_since < self.executions.lease:
+        if not self._judging_leases(now):
             return 0
         expired = self.repository.expired_leases(now, SWEEP_BATCH)
         for ref in expired:
             self.executions.end_attempt(ref.execution_id, ref.attempt, ref.executor_id, LEASE_EXPIRED)
         return len(expired)
+
+    def _judging_leases(self, now: datetime) -> bool:
+        if self._renewable_since is None:
+            self._renewable_since = now
+        return now - self._renewable_since >= self.executions.lease
+
+    def _start_lost(self, state: JobState, now: datetime) -> bool:
+        """A job taken over a lease ago whose row is still QUEUED: its executor's start never landed.
+        An executor that is only cut off retries its report meanwhile; it is refused once the
+        attempt is over, so the attempt runs once. Judged like leases, never right after an outage."""
+        if state.status != JobStatus.STARTED or state.started_at is None:
+            return False
+        return now - state.started_at > self.executions.lease and self._judging_leases(now)
 
     def _enqueue(self, ref: AttemptRef) -> int:
         execution = self.repository.get(ref.execution_id)

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy.exc
 from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, Select, insert, literal, select, tuple_, update
 
+from common.db import reading
 from execution_service.models import (
     RETRIED,
     TERMINAL,
@@ -79,7 +80,7 @@ class Repository:
         return True
 
     def get(self, execution_id: str) -> Execution | None:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(executions).where(executions.c.id == execution_id)).mappings().first()
         return None if row is None else _to_execution(row)
 
@@ -87,7 +88,7 @@ class Repository:
         query = select(executions).where(
             executions.c.session_id == session_id, executions.c.idempotency_key == idempotency_key
         )
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(query).mappings().first()
         return None if row is None else _to_execution(row)
 
@@ -107,7 +108,7 @@ class Repository:
             .order_by(executions.c.created_at.desc(), executions.c.id.desc())
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [_to_execution(row) for row in conn.execute(query).mappings()]
 
     def events(self, execution_id: str) -> list[Event]:
@@ -116,7 +117,7 @@ class Repository:
             .where(execution_events.c.execution_id == execution_id)
             .order_by(execution_events.c.id)
         )
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [
                 Event(type=row.type, at=row.at, attempt=row.attempt, executor_id=row.executor_id, reason=row.reason)
                 for row in conn.execute(query)
@@ -131,7 +132,7 @@ class Repository:
             .order_by(executions.c.finished_at.desc())
             .limit(count)
         )
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [FinishedRun(Status(row.status), row.finished_at) for row in conn.execute(query)]
 
     def due_queued(self, now: datetime, after: AttemptRef | None, limit: int) -> list[AttemptRef]:
@@ -160,7 +161,7 @@ class Repository:
         return self._attempt_refs(query)
 
     def _attempt_refs(self, query: Select[Any]) -> list[AttemptRef]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [AttemptRef(str(row[0]), row[1], row[2], row[3]) for row in conn.execute(query)]
 
     def start(self, execution_id: str, executor_id: str, attempt: int, now: datetime, lease_until: datetime) -> bool:
@@ -193,15 +194,23 @@ class Repository:
             )
 
     def retry(
-        self, execution_id: str, failed_attempt: int, executor_id: str, reason: str, now: datetime, not_before: datetime
+        self,
+        execution_id: str,
+        failed_attempt: int,
+        executor_id: str,
+        reason: str,
+        now: datetime,
+        not_before: datetime,
+        *,
+        allowed: frozenset[Status] = UNFINISHED,
     ) -> bool:
-        """Ends `failed_attempt` and queues the next one, to be enqueued from `not_before` on.
-        False when that attempt is no longer the current one or the run is terminal (someone else decided)."""
+        """Ends `failed_attempt` and queues the next one, to be enqueued from `not_before` on. False when
+        that attempt is no longer the current one or the row left `allowed` (someone else decided)."""
         with self.engine.begin() as conn:
             changed = _update_where(
                 conn,
                 execution_id,
-                UNFINISHED,
+                allowed,
                 executions.c.attempt == failed_attempt,
                 status=Status.QUEUED.value,
                 attempt=failed_attempt + 1,
@@ -215,9 +224,18 @@ class Repository:
                 )
             return changed
 
-    def finish(self, execution_id: str, executor_id: str, attempt: int, outcome: RunOutcome, now: datetime) -> bool:
-        """QUEUED or RUNNING -> the outcome's terminal status. False when already terminal, or when the
-        report is of an older attempt while a newer one is RUNNING (that one's result is awaited).
+    def finish(
+        self,
+        execution_id: str,
+        executor_id: str,
+        attempt: int,
+        outcome: RunOutcome,
+        now: datetime,
+        *,
+        allowed: frozenset[Status] = UNFINISHED,
+    ) -> bool:
+        """QUEUED or RUNNING (those of `allowed`) -> the outcome's terminal status. False when already terminal,
+        or when the report is of an older attempt while a newer one is RUNNING (that one's result is awaited).
 
         An older attempt's result is taken while the row is QUEUED: its executor was alive after
         all (e.g. it could not renew its lease while this service was down) and the run it
@@ -226,7 +244,7 @@ class Repository:
             changed = _update_where(
                 conn,
                 execution_id,
-                UNFINISHED,
+                allowed,
                 (executions.c.attempt == attempt) | (executions.c.status == Status.QUEUED.value),
                 status=outcome.status.value,
                 finished_at=now,

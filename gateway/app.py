@@ -22,6 +22,7 @@ from common.config import GatewayConfig
 from gateway import http_errors
 from gateway.clients import Backends
 from gateway.routes import router
+from gateway.terminal_cache import ServeTerminalExecutions, TerminalExecutions
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
 
     # routes= rather than include_router: FastAPI wraps an included router in one more routing layer per request.
     app = FastAPI(title="LCE", version="1.0.0", description=DESCRIPTION, lifespan=lifespan, routes=router.routes)
+    app.state.terminal_executions = TerminalExecutions()
+    app.add_middleware(ServeTerminalExecutions, cache=app.state.terminal_executions)
     app.add_exception_handler(http_errors.HttpError, gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(grpc.aio.AioRpcError, backend_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, starlette_error)  # type: ignore[arg-type]

@@ -75,7 +75,11 @@ async def get_execution(execution_id: str, request: Request) -> JSONResponse:
     response = await services.executions.GetExecution(
         execution_pb2.GetExecutionRequest(execution_id=execution_id), timeout=services.deadline_s
     )
-    return ok(translate.execution_detail(response.execution))
+    answer = ok(translate.execution_detail(response.execution))
+    if translate.is_terminal(response.execution):
+        # Final from now on: later reads of it are answered by gateway/terminal_cache.py.
+        request.app.state.terminal_executions.put(response.execution.id, bytes(answer.body))
+    return answer
 
 
 @router.get(

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, Row, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError
 
+from common.db import reading
 from session_service.models import SessionStatus, languages, metadata, sessions
 from session_service.sessions import LanguageInfo, SessionRecord
 
@@ -60,7 +61,7 @@ class SessionRepository:
             )
 
     def get(self, session_id: str) -> SessionRecord | None:
-        with self._engine.connect() as connection:
+        with reading(self._engine) as connection:
             row = connection.execute(select(sessions).where(sessions.c.id == uuid.UUID(session_id))).first()
         return None if row is None else _record(row)
 

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -19,6 +20,7 @@ import pytest
 import redis
 from rq import Queue
 from rq.job import Job, JobStatus
+from rq.utils import utcformat
 from sqlalchemy import select
 
 from common.config import ExecutionServiceConfig
@@ -674,6 +676,40 @@ class TestRecovery:
         wait_for(lambda: job_exists(redis_url, f"{execution_id}_2"))
         retried = events(harness, execution_id)[-1]
         assert (retried.type, retried.attempt, retried.reason) == ("RETRIED", 1, "job_ended_without_start")
+
+    def test_a_queued_run_whose_job_was_taken_but_never_started_is_retried_after_a_lease(
+        self, make_harness: Factory, redis_url: str
+    ) -> None:
+        harness = make_harness(lease_s=2, retry_backoff_s=(0.2, 0.2, 0.2))
+        execution_id = create(harness, harness.sessions.add()).id
+        # An executor took the job and was killed before its ReportStarted landed: RQ says started.
+        taken_at = datetime.now(UTC)
+        job = rq_job(redis_url, execution_id)
+        job.set_status(JobStatus.STARTED)
+        redis.Redis.from_url(redis_url).hset(job.key, "started_at", utcformat(taken_at))
+        harness.service.reconciler.start()
+        wait_for(lambda: job_exists(redis_url, f"{execution_id}_2"))
+        assert datetime.now(UTC) - taken_at >= timedelta(seconds=2), "retried before a lease had passed"
+        retried = events(harness, execution_id)[-1]
+        assert (retried.type, retried.attempt, retried.reason) == ("RETRIED", 1, "start_not_reported")
+        # The lost executor's late start is refused; the next attempt's is taken.
+        assert started(harness, execution_id, "ex-lost", 1) is False
+        assert started(harness, execution_id, "ex-2", 2) is True
+
+    def test_a_started_job_whose_run_is_running_is_left_to_its_lease(
+        self, make_harness: Factory, redis_url: str
+    ) -> None:
+        harness = make_harness(lease_s=2)
+        execution_id = create(harness, harness.sessions.add()).id
+        job = rq_job(redis_url, execution_id)
+        job.set_status(JobStatus.STARTED)
+        redis.Redis.from_url(redis_url).hset(job.key, "started_at", utcformat(datetime.now(UTC) - timedelta(hours=1)))
+        started(harness, execution_id, "ex-1", 1)
+        harness.service.reconciler.start()
+        for _ in range(6):
+            time.sleep(0.5)
+            assert renew(harness, execution_id, "ex-1", 1) is True
+        assert get(harness, execution_id).attempt == 1
 
     def test_a_backlog_larger_than_a_batch_is_reconciled_in_one_sweep(
         self, make_harness: Factory, redis_url: str

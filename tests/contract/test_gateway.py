@@ -497,6 +497,25 @@ async def test_terminal_execution_shape(client: httpx.AsyncClient, backends: Bac
     assert body["finished_at"].endswith("Z")
 
 
+async def test_a_terminal_execution_is_answered_again_without_a_backend_call(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    _, execution_id = await new_execution(client)
+    queued = await client.get(f"/executions/{execution_id}")
+    backends.store.finish(execution_id, execution_pb2.RunResult(status=execution_pb2.EXECUTION_STATUS_COMPLETED))
+    # A QUEUED answer was not kept: the change is seen.
+    first = await client.get(f"/executions/{execution_id}")
+    assert (queued.json()["status"], first.json()["status"]) == ("QUEUED", "COMPLETED")
+    calls = backends.store.calls
+    again = await client.get(f"/executions/{execution_id}")
+    assert backends.store.calls == calls
+    assert (again.status_code, again.headers["content-type"], again.content) == (
+        200,
+        "application/json",
+        first.content,
+    )
+
+
 async def test_list_executions_newest_first_with_nulls_until_terminal(
     client: httpx.AsyncClient, backends: Backends
 ) -> None:
