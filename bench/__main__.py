@@ -59,9 +59,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lce-bench-sandbox-") as work_root:
         launcher, sandbox_mode = _launcher(Path(work_root))
         description = machine.describe(sandbox_mode, http_load.load_tool())
-        with target() as system:
-            log.info("system under test: %s (%s)", system.url, "own stack" if system.own else "given")
-            per_round, profile = _measure(system, launcher, rounds, endpoint_s)
+        try:
+            with target() as system:
+                log.info("system under test: %s (%s)", system.url, "own stack" if system.own else "given")
+                per_round, profile = _measure(system, launcher, rounds, endpoint_s)
+        finally:
+            # The launcher keeps the next sandbox prepared, its work dir mounted under work_root.
+            if launcher is not None:
+                launcher.close()
     description["loadavg_end"] = machine.load_average()
     figures = summarise(per_round)
     result = {

@@ -56,3 +56,7 @@ class Launcher(Protocol):
     def run(self, argv: Sequence[str], *, workdir: Path, env: Mapping[str, str], limits: Limits) -> StageOutcome:
         """Runs argv in workdir with stdin closed, enforcing limits; no process of it outlives the call."""
         ...
+
+    def close(self) -> None:
+        """Releases what the launcher holds between jobs (a prepared sandbox, its mounted work dir)."""
+        ...

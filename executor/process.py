@@ -262,6 +262,9 @@ class UnconfinedLauncher:
     def __init__(self, work_root: Path) -> None:
         self.work_root = work_root
 
+    def close(self) -> None:
+        """Nothing is held between jobs."""
+
     @contextmanager
     def workspace(self) -> Iterator[Path]:
         self.work_root.mkdir(parents=True, exist_ok=True)

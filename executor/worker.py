@@ -74,5 +74,6 @@ def serve(config: ExecutorConfig, launcher: Launcher) -> None:
         build_worker(config, connection).work(logging_level=None)
     finally:
         health.stop(SHUTDOWN_GRACE_S)
+        launcher.close()
         reports.close()
         log.info("executor stopped")
