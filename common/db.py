@@ -35,6 +35,23 @@ def make_engine(url: str) -> Engine:
 
 
 @contextmanager
+def writing(engine: Engine) -> Iterator[tuple[Connection, bool]]:
+    """A pooled connection for one atomic write, and whether that write must be a single statement.
+
+    PostgreSQL: True, and the connection is in autocommit: the one statement commits as it runs
+    (synchronously, so durable once it returns), one round trip instead of BEGIN, the statement
+    and COMMIT. A change that needs several rows written together puts them in one statement
+    (a data-modifying WITH). SQLite, which has no such statement: False, and a transaction
+    that commits when the block ends."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT"), True
+        return
+    with engine.begin() as connection:
+        yield connection, False
+
+
+@contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     """A pooled connection for one read that needs no transaction: in autocommit, a read is one round
     trip to PostgreSQL instead of three (BEGIN, the query, the ROLLBACK when the connection returns)."""

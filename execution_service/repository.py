@@ -9,9 +9,25 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, Select, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Insert,
+    Integer,
+    RowMapping,
+    Select,
+    String,
+    Text,
+    Update,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 
-from common.db import reading
+from common.db import reading, writing
 from execution_service.models import (
     RETRIED,
     TERMINAL,
@@ -54,25 +70,23 @@ class Repository:
     def insert_queued(self, execution: Execution, not_before: datetime) -> bool:
         """The row and its QUEUED event, together or not at all. False when the session already has
         an execution under the same idempotency key (a concurrent duplicate); nothing is written then."""
+        row = insert(executions).values(
+            id=execution.id,
+            session_id=execution.session_id,
+            status=Status.QUEUED.value,
+            language=execution.language,
+            source_code=execution.source_code,
+            time_limit_ms=execution.time_limit_ms,
+            memory_limit_mb=execution.memory_limit_mb,
+            created_at=execution.created_at,
+            attempt=execution.attempt,
+            warnings=list(execution.warnings),
+            idempotency_key=execution.idempotency_key,
+            not_before=not_before,
+        )
         try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(executions).values(
-                        id=execution.id,
-                        session_id=execution.session_id,
-                        status=Status.QUEUED.value,
-                        language=execution.language,
-                        source_code=execution.source_code,
-                        time_limit_ms=execution.time_limit_ms,
-                        memory_limit_mb=execution.memory_limit_mb,
-                        created_at=execution.created_at,
-                        attempt=execution.attempt,
-                        warnings=list(execution.warnings),
-                        idempotency_key=execution.idempotency_key,
-                        not_before=not_before,
-                    )
-                )
-                _add_event(conn, execution.id, Status.QUEUED, execution.created_at)
+            with writing(self.engine) as (conn, one_statement):
+                _write_with_event(conn, one_statement, row, execution.id, Status.QUEUED, execution.created_at)
         except sqlalchemy.exc.IntegrityError:
             if execution.idempotency_key is None:
                 raise
@@ -166,32 +180,32 @@ class Repository:
 
     def start(self, execution_id: str, executor_id: str, attempt: int, now: datetime, lease_until: datetime) -> bool:
         """QUEUED -> RUNNING for the current attempt only. False otherwise (another attempt, or not QUEUED)."""
-        with self.engine.begin() as conn:
-            changed = _update_where(
-                conn,
-                execution_id,
-                {Status.QUEUED},
-                executions.c.attempt == attempt,
-                status=Status.RUNNING.value,
-                started_at=now,
-                executor_id=executor_id,
-                lease_expires_at=lease_until,
+        change = _conditional_update(
+            execution_id,
+            {Status.QUEUED},
+            executions.c.attempt == attempt,
+            status=Status.RUNNING.value,
+            started_at=now,
+            executor_id=executor_id,
+            lease_expires_at=lease_until,
+        )
+        with writing(self.engine) as (conn, one_statement):
+            return _write_with_event(
+                conn, one_statement, change, execution_id, Status.RUNNING, now, attempt=attempt, executor_id=executor_id
             )
-            if changed:
-                _add_event(conn, execution_id, Status.RUNNING, now, attempt=attempt, executor_id=executor_id)
-            return changed
 
     def renew_lease(self, execution_id: str, executor_id: str, attempt: int, lease_until: datetime) -> bool:
         """Extends the lease of the executor running the current attempt; False when it is not that executor."""
-        with self.engine.begin() as conn:
-            return _update_where(
-                conn,
-                execution_id,
-                {Status.RUNNING},
-                executions.c.attempt == attempt,
-                executions.c.executor_id == executor_id,
-                lease_expires_at=lease_until,
-            )
+        change = _conditional_update(
+            execution_id,
+            {Status.RUNNING},
+            executions.c.attempt == attempt,
+            executions.c.executor_id == executor_id,
+            lease_expires_at=lease_until,
+        )
+        # One statement: in autocommit, a single round trip that commits as it runs.
+        with writing(self.engine) as (conn, _):
+            return conn.execute(change).rowcount == 1
 
     def retry(
         self,
@@ -206,23 +220,28 @@ class Repository:
     ) -> bool:
         """Ends `failed_attempt` and queues the next one, to be enqueued from `not_before` on. False when
         that attempt is no longer the current one or the row left `allowed` (someone else decided)."""
-        with self.engine.begin() as conn:
-            changed = _update_where(
+        change = _conditional_update(
+            execution_id,
+            allowed,
+            executions.c.attempt == failed_attempt,
+            status=Status.QUEUED.value,
+            attempt=failed_attempt + 1,
+            executor_id="",
+            lease_expires_at=None,
+            not_before=not_before,
+        )
+        with writing(self.engine) as (conn, one_statement):
+            return _write_with_event(
                 conn,
+                one_statement,
+                change,
                 execution_id,
-                allowed,
-                executions.c.attempt == failed_attempt,
-                status=Status.QUEUED.value,
-                attempt=failed_attempt + 1,
-                executor_id="",
-                lease_expires_at=None,
-                not_before=not_before,
+                RETRIED,
+                now,
+                attempt=failed_attempt,
+                executor_id=executor_id,
+                reason=reason,
             )
-            if changed:
-                _add_event(
-                    conn, execution_id, RETRIED, now, attempt=failed_attempt, executor_id=executor_id, reason=reason
-                )
-            return changed
 
     def finish(
         self,
@@ -240,55 +259,56 @@ class Repository:
         An older attempt's result is taken while the row is QUEUED: its executor was alive after
         all (e.g. it could not renew its lease while this service was down) and the run it
         reports is the same snapshot, so the next attempt need not run at all."""
-        with self.engine.begin() as conn:
-            changed = _update_where(
+        change = _conditional_update(
+            execution_id,
+            allowed,
+            (executions.c.attempt == attempt) | (executions.c.status == Status.QUEUED.value),
+            status=outcome.status.value,
+            finished_at=now,
+            executor_id=executor_id,
+            lease_expires_at=None,
+            reason=outcome.reason,
+            stdout=outcome.stdout,
+            stderr=outcome.stderr,
+            stdout_truncated=outcome.stdout_truncated,
+            stderr_truncated=outcome.stderr_truncated,
+            exit_code=outcome.exit_code,
+            execution_time_ms=outcome.execution_time_ms,
+            memory_kb=outcome.memory_kb,
+            stages=[asdict(stage) for stage in outcome.stages],
+            sandbox=outcome.sandbox,
+        )
+        with writing(self.engine) as (conn, one_statement):
+            return _write_with_event(
                 conn,
+                one_statement,
+                change,
                 execution_id,
-                allowed,
-                (executions.c.attempt == attempt) | (executions.c.status == Status.QUEUED.value),
-                status=outcome.status.value,
-                finished_at=now,
+                outcome.status,
+                now,
+                attempt=attempt,
                 executor_id=executor_id,
-                lease_expires_at=None,
                 reason=outcome.reason,
-                stdout=outcome.stdout,
-                stderr=outcome.stderr,
-                stdout_truncated=outcome.stdout_truncated,
-                stderr_truncated=outcome.stderr_truncated,
-                exit_code=outcome.exit_code,
-                execution_time_ms=outcome.execution_time_ms,
-                memory_kb=outcome.memory_kb,
-                stages=[asdict(stage) for stage in outcome.stages],
-                sandbox=outcome.sandbox,
             )
-            if changed:
-                _add_event(
-                    conn,
-                    execution_id,
-                    outcome.status,
-                    now,
-                    attempt=attempt,
-                    executor_id=executor_id,
-                    reason=outcome.reason,
-                )
-            return changed
 
 
-def _update_where(
-    conn: Connection, execution_id: str, allowed: Iterable[Status], *conditions: ColumnElement[bool], **values: Any
-) -> bool:
-    result = conn.execute(
+def _conditional_update(
+    execution_id: str, allowed: Iterable[Status], *conditions: ColumnElement[bool], **values: Any
+) -> Update:
+    """The row's transition, made only from a status of `allowed` and under `conditions`."""
+    return (
         update(executions)
         .where(executions.c.id == execution_id)
         .where(executions.c.status.in_([status.value for status in allowed]))
         .where(*conditions)
         .values(**values)
     )
-    return result.rowcount == 1
 
 
-def _add_event(
+def _write_with_event(
     conn: Connection,
+    one_statement: bool,
+    change: Insert | Update,
     execution_id: str,
     event_type: str,
     at: datetime,
@@ -296,17 +316,29 @@ def _add_event(
     attempt: int | None = None,
     executor_id: str | None = None,
     reason: str | None = None,
-) -> None:
-    conn.execute(
-        insert(execution_events).values(
-            execution_id=execution_id,
-            type=event_type,
-            at=at,
-            attempt=attempt,
-            executor_id=executor_id,
-            reason=reason,
-        )
+) -> bool:
+    """Writes `change` (of one row) and, when it wrote the row, its event, atomically; True when it did.
+
+    With `one_statement` (PostgreSQL) both go in one statement, the event's INSERT reading the row
+    the change RETURNs: one round trip, one commit, all or nothing. Otherwise (SQLite) two
+    statements in the caller's transaction."""
+    event = {"type": event_type, "at": at, "attempt": attempt, "executor_id": executor_id, "reason": reason}
+    if not one_statement:
+        if conn.execute(change).rowcount != 1:
+            return False
+        conn.execute(insert(execution_events).values(execution_id=execution_id, **event))
+        return True
+    written = change.returning(executions.c.id).cte("written")
+    values = select(
+        written.c.id,
+        literal(event_type, String(16)),
+        literal(at, UtcDateTime),
+        literal(attempt, Integer),
+        literal(executor_id, Text),
+        literal(reason, Text),
     )
+    columns = ["execution_id", "type", "at", "attempt", "executor_id", "reason"]
+    return conn.execute(insert(execution_events).from_select(columns, values)).rowcount == 1
 
 
 def _to_execution(row: RowMapping) -> Execution:
