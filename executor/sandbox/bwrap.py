@@ -47,12 +47,14 @@ WAITING_SHELL = (
 )
 
 
-def sandbox_argv(mode: str, *, workdir: Path, uid: int, info_fd: int) -> list[str]:
+def sandbox_argv(mode: str, *, workdir: Path, uid: int, info_fd: int, seccomp_fd: int) -> list[str]:
     """The argv of a sandbox that waits for its command, from a root process that already joined the cgroup.
 
     Everything is set up before the command is known: namespaces, mounts, the slot uid. Inside,
     a shell changes into the work dir and waits for `command_script` on its stdin. bwrap writes
-    the host pid of the sandbox's init to info_fd as JSON ({"child-pid": N}).
+    the host pid of the sandbox's init to info_fd as JSON ({"child-pid": N}). It reads the seccomp
+    filter from seccomp_fd (executor/sandbox/seccomp.py) and loads it just before it execs the
+    command (in the root-capdrop mode: setpriv, which needs none of the syscalls it denies).
     """
     drop_to_uid = [
         SETPRIV,
@@ -68,12 +70,12 @@ def sandbox_argv(mode: str, *, workdir: Path, uid: int, info_fd: int) -> list[st
     if mode == USERNS:
         # --disable-userns: the program cannot nest a user namespace to regain (namespaced) capabilities.
         isolation = ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
-        return [*drop_to_uid, BWRAP, *isolation, *_common(workdir, info_fd), "--", *wait_for_command]
+        return [*drop_to_uid, BWRAP, *isolation, *_common(workdir, info_fd, seccomp_fd), "--", *wait_for_command]
     if mode == ROOT_CAPDROP:
         isolation = ["--cap-drop", "ALL"]
         for needed in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"):  # for setpriv's switch, then gone
             isolation += ["--cap-add", needed]
-        return [BWRAP, *isolation, *_common(workdir, info_fd), "--", *drop_to_uid, *wait_for_command]
+        return [BWRAP, *isolation, *_common(workdir, info_fd, seccomp_fd), "--", *drop_to_uid, *wait_for_command]
     raise ValueError(f"unknown sandbox mode {mode!r}")
 
 
@@ -94,10 +96,12 @@ def command_script(command: Sequence[str], env: Mapping[str, str], *, cpu_second
     return (" && ".join(steps) + "\n").encode()
 
 
-def _common(workdir: Path, info_fd: int) -> list[str]:
+def _common(workdir: Path, info_fd: int, seccomp_fd: int) -> list[str]:
     argv = [
         "--info-fd",
         str(info_fd),
+        "--seccomp",
+        str(seccomp_fd),
         "--unshare-ipc",
         "--unshare-pid",
         "--unshare-net",

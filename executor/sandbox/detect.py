@@ -1,8 +1,8 @@
 """Finding, at start, a confinement mode that works on this machine, proven by a probe run.
 
 A mode "works" only if a real run under it shows what the sandbox promises: the program is not
-root, holds no capability, has no-new-privs, sees only its own processes, no network device
-but loopback and no /etc/shadow. Anything less (bwrap missing, user namespaces disabled, no
+root, holds no capability, has no-new-privs and a seccomp filter, sees only its own processes,
+no network device but loopback and no /etc/shadow. Anything less (bwrap missing, user namespaces disabled, no
 writable cgroup tree, no mount capability) and the mode is rejected with the reason.
 """
 
@@ -22,7 +22,7 @@ class SandboxUnavailable(RuntimeError):
 
 
 _PROBE_SCRIPT = (
-    'grep -E "^(Uid|CapEff|CapBnd|NoNewPrivs):" /proc/self/status;'
+    'grep -E "^(Uid|CapEff|CapBnd|NoNewPrivs|Seccomp):" /proc/self/status;'
     ' echo "pid1: $(cat /proc/1/comm)";'
     ' echo "netdevs: $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | tr "\\n" " ")";'
     ' test -e /etc/shadow && echo "shadow: visible"; true'
@@ -70,6 +70,7 @@ def _probe(launcher: SandboxLauncher) -> str | None:
         "CapEff": lambda v: v == ["0000000000000000"],
         "CapBnd": lambda v: v == ["0000000000000000"],
         "NoNewPrivs": lambda v: v == ["1"],
+        "Seccomp": lambda v: v == ["2"],  # a filter (executor/sandbox/seccomp.py) is loaded
         "pid1": lambda v: v == ["bwrap"],  # its own pid namespace, bwrap as init
         "netdevs": lambda v: v in ([], ["lo"]),
     }

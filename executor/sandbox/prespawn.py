@@ -26,6 +26,7 @@ from executor.launcher import Limits
 from executor.process import Captured, capture, discard, start
 from executor.sandbox.bwrap import command_script, sandbox_argv
 from executor.sandbox.cgroups import CgroupTree, RunCgroup
+from executor.sandbox.seccomp import filter_fd
 
 CGROUP_PREFIX = "lce-"
 # bwrap's monitor and the pid-1 reaper of the run's pid namespace count against pids.max too.
@@ -55,15 +56,22 @@ class Sandbox:
         self._group = cgroups.create(f"{CGROUP_PREFIX}{uid}")
         self._used = False
         info_read, info_write = os.pipe()
+        seccomp_fd = None
         try:
-            argv = [*_join(self._group), *sandbox_argv(mode, workdir=workdir, uid=uid, info_fd=info_write)]
-            self._child = start(argv, cwd=workdir, env={}, pass_fds=(info_write,), command_pipe=True)
+            seccomp_fd = filter_fd()
+            argv = [
+                *_join(self._group),
+                *sandbox_argv(mode, workdir=workdir, uid=uid, info_fd=info_write, seccomp_fd=seccomp_fd),
+            ]
+            self._child = start(argv, cwd=workdir, env={}, pass_fds=(info_write, seccomp_fd), command_pipe=True)
         except BaseException:
             os.close(info_read)
             self._group.remove()
             raise
         finally:
             os.close(info_write)
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
         self._info_read = info_read
 
     def waiting(self) -> bool:

@@ -261,6 +261,81 @@ def test_c_fork_bomb_is_contained(box: Sandboxed) -> None:
     assert box.elapsed_s < 15
 
 
+# --- seccomp (executor/sandbox/seccomp.py) -------------------------------------------------------
+
+SYSCALL = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(number, *args):
+    result = libc.syscall(ctypes.c_long(number), *(ctypes.c_long(arg) for arg in args))
+    print(number, result, ctypes.get_errno() if result == -1 else 0, flush=True)
+"""
+# x86_64 syscall numbers
+ADD_KEY, KEYCTL, IO_URING_SETUP, UNSHARE, CLONE = 248, 250, 425, 272, 56
+CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+KEYCTL_JOIN_SESSION_KEYRING, KEY_SPEC_USER_KEYRING = 1, -4
+
+
+def test_kernel_keyring_is_denied(box: Sandboxed) -> None:
+    # The user keyring (@u) belongs to the slot uid, not the run: it would carry data to the next run.
+    outcome = box.python(
+        SYSCALL
+        + "key_type, description, payload = b'user\\0', b'lce-left\\0', b'secret'\n"
+        + f"call({ADD_KEY}, ctypes.cast(key_type, ctypes.c_void_p).value,"
+        " ctypes.cast(description, ctypes.c_void_p).value,"
+        f" ctypes.cast(payload, ctypes.c_void_p).value, len(payload), {KEY_SPEC_USER_KEYRING})\n"
+        + f"call({KEYCTL}, {KEYCTL_JOIN_SESSION_KEYRING}, 0)\n"
+    )
+    assert lines(outcome) == [f"{ADD_KEY} -1 {errno.EPERM}", f"{KEYCTL} -1 {errno.EPERM}"]
+
+
+def test_io_uring_is_denied(box: Sandboxed) -> None:
+    outcome = box.python(
+        SYSCALL + f"params = ctypes.create_string_buffer(120)\ncall({IO_URING_SETUP}, 1, ctypes.addressof(params))\n"
+    )
+    assert lines(outcome) == [f"{IO_URING_SETUP} -1 {errno.EPERM}"]
+
+
+def test_new_namespaces_are_denied(box: Sandboxed) -> None:
+    # clone with a namespace flag is refused before a child exists; clone3 hides its flags, so it is ENOSYS.
+    outcome = box.python(
+        SYSCALL
+        + f"call({UNSHARE}, {CLONE_NEWUSER})\ncall({UNSHARE}, {CLONE_NEWNET})\n"
+        + f"call({CLONE}, {CLONE_NEWUSER} | 17, 0, 0, 0, 0)\n"
+        + "call(435, 0, 0)\n"
+        + "print(open('/proc/self/status').read().count('Seccomp:\\t2'))\n"
+    )
+    assert lines(outcome) == [
+        f"{UNSHARE} -1 {errno.EPERM}",
+        f"{UNSHARE} -1 {errno.EPERM}",
+        f"{CLONE} -1 {errno.EPERM}",
+        f"435 -1 {errno.ENOSYS}",
+        "1",
+    ]
+
+
+def test_32_bit_syscall_abi_is_killed(box: Sandboxed) -> None:
+    # int 0x80 enters the i386 ABI, which the filter does not list: libseccomp's bad-arch action kills.
+    outcome = box.c(
+        "#include <stdio.h>\n"
+        "int main(void) {\n"
+        '    puts("before"); fflush(stdout);\n'
+        '    long pid; __asm__ volatile ("int $0x80" : "=a"(pid) : "a"(20L) : "memory");\n'
+        '    printf("after %ld\\n", pid);\n'
+        "}\n"
+    )
+    assert lines(outcome) == ["before"]
+    assert outcome.exit_code == 128 + signal.SIGSYS or outcome.signal == signal.SIGSYS
+
+
+def test_x32_syscall_abi_is_killed(box: Sandboxed) -> None:
+    # x32 numbers (bit 30 set) come in under the x86_64 architecture; libseccomp treats them as a bad arch too.
+    outcome = box.python(SYSCALL + "print('before', flush=True)\ncall(0x40000000 + 39)\n")
+    assert lines(outcome) == ["before"]
+    assert outcome.exit_code == 128 + signal.SIGSYS or outcome.signal == signal.SIGSYS
+
+
 # --- limits --------------------------------------------------------------------------------------
 
 
