@@ -28,7 +28,6 @@ class Target:
     url: str
     own: bool  # True: started here, rate limit lifted; False: someone else's deployment, rate limit applies
     log_dir: Path | None
-    executor_pids: tuple[int, ...] = ()
 
 
 @contextmanager
@@ -55,10 +54,11 @@ def own_stack() -> Iterator[Target]:
                 _print_logs(config.log_dir)
                 raise
             try:
-                pids = tuple(
-                    s.process.pid for s in stack.services if s.name.startswith("executor") and s.process is not None
+                yield Target(
+                    url=config.gateway_url,
+                    own=True,
+                    log_dir=config.log_dir,
                 )
-                yield Target(url=config.gateway_url, own=True, log_dir=config.log_dir, executor_pids=pids)
             finally:
                 stack.stop()
         finally:

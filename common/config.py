@@ -1,7 +1,8 @@
 """Configuration from `LCE_*` environment variables.
 
-Every variable any service reads is declared here, once, with its default; the README's
-configuration table is this module in prose. Each service builds only the settings it needs,
+Every variable any service reads is declared here, once, with its default (but LCE_LOG_LEVEL,
+which common/logs.py reads before any config exists); the README's configuration table is this
+module in prose. Each service builds only the settings it needs,
 so a service never sees (or requires) another's secrets: the executor, for one, has no
 database URL at all.
 """

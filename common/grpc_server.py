@@ -1,7 +1,8 @@
 """One way to build, serve and stop a gRPC server: health service, error translation, graceful stop.
 
-Every service process calls `start_server` and then `serve_until_signalled`. Contract
-tests call `start_server` with port 0 and talk to the result over a real channel.
+The gRPC services call `start_server` and then `serve_until_signalled`; the executor uses
+`start_server` for its health endpoint only. Contract tests call `start_server` with port 0
+and talk to the result over a real channel.
 """
 
 from __future__ import annotations

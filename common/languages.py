@@ -147,17 +147,12 @@ LANGUAGES: tuple[Language, ...] = (
 )
 
 _BY_NAME = {language.name: language for language in LANGUAGES}
-_BY_ID = {language.id: language for language in LANGUAGES}
 _VERSION = re.compile(r"(\d+\.\d+(?:\.\d+)?)")
 TOOLCHAIN_PATH = "/usr/bin:/bin"
 
 
 def by_name(name: str) -> Language | None:
     return _BY_NAME.get(name)
-
-
-def by_id(language_id: str) -> Language | None:
-    return _BY_ID.get(language_id)
 
 
 def detect_version(language: Language) -> str:

@@ -33,10 +33,6 @@ START_LOST = "start_not_reported"  # an executor took its RQ job but never repor
 class RetryPolicy:
     backoff_s: tuple[float, ...]  # one wait per retry: (2, 4, 8) is three retries, four attempts in all
 
-    @property
-    def max_attempts(self) -> int:
-        return 1 + len(self.backoff_s)
-
     def backoff_before(self, attempt: int) -> float | None:
         """Seconds to wait before starting `attempt` (2 or later) after the previous one failed;
         None when that would exceed the retries allowed, so the run must end instead."""

@@ -22,6 +22,7 @@ import redis.exceptions
 
 from common import logs
 from common.errors import InvalidArgument, NotFound, RateLimited, SessionClosed, Unavailable
+from common.ids import parse_uuid
 from common.job import ExecutionJob
 from execution_service import loop_advice
 from execution_service.attempts import INTERNAL_ERROR, RetryPolicy, is_infrastructure_failure
@@ -47,14 +48,6 @@ _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 class Limits:
     time_limit_ms: int
     memory_limit_mb: int
-
-
-def parse_id(value: str, field: str) -> str:
-    """The canonical form of a UUID, or InvalidArgument naming the field."""
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise InvalidArgument(f"{field} must be a UUID, got {value!r}") from None
 
 
 def _check_range(field: str, value: int, bounds: tuple[int, int]) -> None:
@@ -149,7 +142,7 @@ class Executions:
         With an idempotency key already used in this session within the window, returns that
         execution instead, whatever the session's state or limits are now: the request it answers
         was accepted then, so its repetition must be answered the same way."""
-        session_id = parse_id(session_id, "session_id")
+        session_id = parse_uuid(session_id, "session_id")
         check_limits(time_limit_ms, memory_limit_mb)
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
@@ -197,7 +190,7 @@ class Executions:
         return execution
 
     def get(self, execution_id: str) -> Execution:
-        execution_id = parse_id(execution_id, "execution_id")
+        execution_id = parse_uuid(execution_id, "execution_id")
         execution = self.repository.get(execution_id)
         if execution is None:
             raise NotFound(f"execution {execution_id} not found")
@@ -208,7 +201,7 @@ class Executions:
         return self.repository.events(execution.id)
 
     def list_for_session(self, session_id: str, limit: int | None, *, timeout: float) -> list[Execution]:
-        session_id = parse_id(session_id, "session_id")
+        session_id = parse_uuid(session_id, "session_id")
         count = resolve_list_limit(limit)
         # Asked so that an unknown session is told apart from one that has not run anything yet.
         self.sessions.get_session(session_id, timeout)
@@ -218,7 +211,7 @@ class Executions:
         """Hands the current attempt to the executor that reports it, under a lease; False when the run
         is over or the attempt is not the current one (a stale delivery), which must then not run.
         A repeated report of the holder of the lease is answered True again and changes nothing."""
-        execution_id = parse_id(execution_id, "execution_id")
+        execution_id = parse_uuid(execution_id, "execution_id")
         now = self.clock()
         if self.repository.start(execution_id, executor_id, attempt, now, now + self.lease):
             log.info("execution running", extra={"executor_id": executor_id, "attempt": attempt})
@@ -233,7 +226,7 @@ class Executions:
     def renew_lease(self, execution_id: str, executor_id: str, attempt: int) -> bool:
         """Extends the running executor's lease; False when it lost the run (its lease expired and
         the run went to a newer attempt) or the run is over."""
-        execution_id = parse_id(execution_id, "execution_id")
+        execution_id = parse_uuid(execution_id, "execution_id")
         if self.repository.renew_lease(execution_id, executor_id, attempt, self.clock() + self.lease):
             return True
         self.get(execution_id)  # NotFound for an unknown id
@@ -243,7 +236,7 @@ class Executions:
         """Records a terminal result once; later reports change nothing. Returns the status after the report.
         A result saying the machinery failed (internal_error) ends the attempt instead, retried while
         retries are left."""
-        execution_id = parse_id(execution_id, "execution_id")
+        execution_id = parse_uuid(execution_id, "execution_id")
         if outcome.status not in TERMINAL:
             raise InvalidArgument(f"a result's status must be COMPLETED, FAILED or TIMEOUT, got {outcome.status}")
         if is_infrastructure_failure(outcome):

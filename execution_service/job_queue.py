@@ -52,9 +52,6 @@ class JobQueue:
             return False
         return True
 
-    def exists(self, job_id: str) -> bool:
-        return Job.exists(job_id, connection=self.client)
-
     def states(self, job_ids: Sequence[str]) -> list[JobState | None]:
         """Each job's RQ status and start (None when there is no such job), in one round trip.
 

@@ -3,7 +3,7 @@
 RQ calls `run_execution` by its dotted path (common.job.JOB_FUNCTION) with the job's JSON
 payload and nothing else, so the process-wide objects a job needs (the launcher, the report
 client) are installed once per worker process with `install()`: by `python -m executor` at
-start, after any fork, since gRPC channels must not cross one; by tests likewise.
+start (the worker never forks, so its gRPC channel lives as long as the process); by tests likewise.
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ class LeaseKeeper:
         self.execution_id = execution_id
         self.attempt = attempt
         self.interval_s = max(0.5, lease_s / RENEWALS_PER_LEASE)
-        self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew_until_stopped, name="lease", daemon=True)
 
@@ -49,6 +48,6 @@ class LeaseKeeper:
                 log.warning("lease not renewed; trying again", extra={"grpc_code": err.code().name})  # type: ignore[attr-defined]
                 continue
             if not renewed:
+                # The program runs on to its end: its result is still taken unless a newer attempt is running.
                 log.warning("lease lost: the run was handed to another attempt", extra={"attempt": self.attempt})
-                self.lost = True
                 return

@@ -1,4 +1,5 @@
-"""The FastAPI app factory: routes, the lifespan owning the gRPC channels, and JSON error answers.
+"""The FastAPI app factory: routes, the lifespan owning the gRPC channels, JSON error answers, and
+the in-memory answers for finished executions (gateway/terminal_cache.py) in front of the routes.
 
 Every error leaves as {"error": "..."}: the gateway's own refusals (HttpError), backend
 failures (mapped by gateway/http_errors.py), Starlette's 404/405 and anything unexpected.

@@ -64,4 +64,5 @@ def _cached(cache: TerminalExecutions, scope: Scope) -> bytes | None:
     if scope["type"] != "http" or scope["method"] != "GET":
         return None
     path: str = scope["path"]
-    return cache.get(path[len(PREFIX) :]) if path.startswith(PREFIX) else None
+    # Ids are stored in canonical (lowercase) form; an upper-case spelling of one is the same execution.
+    return cache.get(path[len(PREFIX) :].lower()) if path.startswith(PREFIX) else None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from common import languages as reference
 from common.errors import InvalidArgument, NotFound, PayloadTooLarge, SessionClosed
+from common.ids import parse_uuid
 from session_service.models import SessionStatus
 
 if TYPE_CHECKING:
@@ -70,18 +71,6 @@ class Session:
     source_code: str
     created_at: datetime
     updated_at: datetime
-
-
-def parse_uuid(value: str, field: str) -> str:
-    """The id in canonical form; InvalidArgument unless it is a UUID written the usual 8-4-4-4-12 way."""
-    try:
-        parsed = uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(f"{field} must be a UUID") from None
-    # uuid.UUID also takes braces, "urn:uuid:" and stray hyphens; ids in URLs should have one spelling.
-    if str(parsed) != value.lower():
-        raise InvalidArgument(f"{field} must be a UUID")
-    return str(parsed)
 
 
 def check_source(source_code: str) -> None:

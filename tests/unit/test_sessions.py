@@ -13,7 +13,7 @@ from common.errors import InvalidArgument, NotFound, PayloadTooLarge, SessionClo
 from common.languages import LANGUAGES
 from session_service import build_sessions
 from session_service.models import SessionStatus
-from session_service.sessions import MAX_SOURCE_BYTES, Catalogue, Sessions, check_source, parse_uuid
+from session_service.sessions import MAX_SOURCE_BYTES, Catalogue, Sessions, check_source
 
 PYTHON = LANGUAGES[0]
 
@@ -57,28 +57,6 @@ def test_source_with_nul_is_an_invalid_argument_not_a_size_error() -> None:
     with pytest.raises(InvalidArgument) as caught:
         check_source("print(1)\x00")
     assert type(caught.value) is InvalidArgument
-
-
-def test_parse_uuid_returns_the_canonical_lowercase_form() -> None:
-    value = str(uuid.uuid4())
-    assert parse_uuid(value.upper(), "session_id") == value
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "",
-        "nope",
-        "123",
-        "{" + str(uuid.uuid4()) + "}",
-        uuid.uuid4().hex,
-        "urn:uuid:" + str(uuid.uuid4()),
-        "-" + str(uuid.uuid4()),
-    ],
-)
-def test_parse_uuid_refuses_anything_but_the_usual_spelling(value: str) -> None:
-    with pytest.raises(InvalidArgument, match=r"^session_id must be a UUID$"):
-        parse_uuid(value, "session_id")
 
 
 def test_catalogue_keeps_the_order_of_the_language_table() -> None:
