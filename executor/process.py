@@ -153,10 +153,12 @@ def capture(
         kill_all()
         status, usage = _reap(child)
     ended = exited_at if exited_at is not None else time.monotonic()
+    # Rounded up: a program that ran for 0.4 ms did run, and reporting 0 ms would say it did not.
+    wall_time_ms = math.ceil((ended - started) * 1000)
     return Captured(
         returncode=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
         signal=os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-        wall_time_ms=round((ended - started) * 1000),
+        wall_time_ms=wall_time_ms,
         cpu_time_ms=round((usage.ru_utime + usage.ru_stime) * 1000),
         maxrss_kb=usage.ru_maxrss,
         stdout=bytes(streams.data["stdout"]),
