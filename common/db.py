@@ -26,8 +26,10 @@ def make_engine(url: str) -> Engine:
         url,
         pool_size=10,
         max_overflow=20,
-        # A dead connection (PostgreSQL restarted) is noticed and replaced, not handed out.
-        pool_pre_ping=True,
+        # No pool_pre_ping: it costs a round trip (SELECT 1) before every statement. After a
+        # PostgreSQL restart the first statement on a dead connection fails instead; SQLAlchemy
+        # sees the disconnect and invalidates the whole pool, the call answers UNAVAILABLE
+        # (common/grpc_server.py), and the caller's retry gets a fresh connection.
         # During an outage fail fast so callers get UNAVAILABLE quickly instead of hanging.
         pool_timeout=3,
         connect_args={"connect_timeout": 3},

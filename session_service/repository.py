@@ -12,7 +12,7 @@ from sqlalchemy import Engine, Row, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError
 
-from common.db import reading
+from common.db import reading, writing
 from session_service.models import SessionStatus, languages, metadata, sessions
 from session_service.sessions import LanguageInfo, SessionRecord
 
@@ -48,7 +48,7 @@ class SessionRepository:
             connection.execute(statement)
 
     def insert(self, record: SessionRecord) -> None:
-        with self._engine.begin() as connection:
+        with writing(self._engine) as (connection, _):
             connection.execute(
                 sessions.insert().values(
                     id=uuid.UUID(record.id),
@@ -83,7 +83,7 @@ class SessionRepository:
             .values(**values)
             .returning(*sessions.c)
         )
-        with self._engine.begin() as connection:
+        with writing(self._engine) as (connection, _):
             row = connection.execute(statement).first()
         return None if row is None else _record(row)
 
