@@ -19,7 +19,8 @@ test: $(STUBS_STAMP) system-deps
 
 # The benchmark of issue 5 (not a test): own stack, two executors; writes bench/results/<UTC time>-<label>.json.
 # LCE_BENCH_LABEL names the step, LCE_BENCH_URL targets a running deployment, LCE_BENCH_ROUNDS repeats.
-bench: $(STUBS_STAMP) system-deps
+bench: $(STUBS_STAMP)
+	@bash scripts/install-system-deps.sh --bench
 	$(PY) -m bench
 
 # Python dependencies into a venv; reinstalled when pyproject.toml changes.

@@ -196,7 +196,7 @@ async def _get(client: httpx.AsyncClient, path: str, **kwargs: Any) -> httpx.Res
     for _ in range(2):
         try:
             return await client.get(path, **kwargs)
-        except (httpx.RemoteProtocolError, httpx.ConnectError):
+        except (httpx.RemoteProtocolError, httpx.ConnectError, httpx.ReadError):
             continue
     return await client.get(path, **kwargs)
 

@@ -2,6 +2,7 @@
 # Installs the system packages LCE needs and does not find: the toolchains of the eight languages
 # (as the sandbox sees them, under /usr/bin), bubblewrap, libseccomp, prlimit and redis-server.
 # As root on Debian it installs them with apt-get; anywhere else it names what is missing and fails.
+# With --bench, also what `make bench` uses (wrk).
 set -euo pipefail
 
 # command under /usr/bin -> Debian package that provides it
@@ -18,6 +19,10 @@ declare -A PACKAGE_OF=(
   [prlimit]=util-linux
   [redis-server]=redis-server
 )
+# `make bench` also wants wrk: a C load generator leaves the 2-core machine to the system under test.
+if [ "${1:-}" = "--bench" ]; then
+  PACKAGE_OF[wrk]=wrk
+fi
 
 missing=()
 for command in "${!PACKAGE_OF[@]}"; do
