@@ -108,6 +108,7 @@ def _compile_and_run(job: ExecutionJob, language: Language, workdir: Path, runti
             workdir=workdir,
             env=env,
             limits=compile_limits(job, runtime.output_limit_bytes),
+            another_stage_follows=True,
         )
         if verdicts.compile_failed(compiled):
             return verdicts.compile_error(compiled)

@@ -53,8 +53,19 @@ class Launcher(Protocol):
         """A fresh private work dir for one execution (shared by its compile and run), removed afterwards."""
         ...
 
-    def run(self, argv: Sequence[str], *, workdir: Path, env: Mapping[str, str], limits: Limits) -> StageOutcome:
-        """Runs argv in workdir with stdin closed, enforcing limits; no process of it outlives the call."""
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        workdir: Path,
+        env: Mapping[str, str],
+        limits: Limits,
+        another_stage_follows: bool = False,
+    ) -> StageOutcome:
+        """Runs argv in workdir with stdin closed, enforcing limits; no process of it outlives the call.
+
+        another_stage_follows (a compile, when its run comes next) lets the launcher set up the
+        next stage while this one runs."""
         ...
 
     def close(self) -> None:

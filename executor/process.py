@@ -276,7 +276,15 @@ class UnconfinedLauncher:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def run(self, argv: Sequence[str], *, workdir: Path, env: Mapping[str, str], limits: Limits) -> StageOutcome:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        workdir: Path,
+        env: Mapping[str, str],
+        limits: Limits,
+        another_stage_follows: bool = False,  # nothing to set up ahead: a plain subprocess
+    ) -> StageOutcome:
         captured = run_captured(
             [*_prlimit_prefix(limits), *argv],
             cwd=workdir,

@@ -24,7 +24,7 @@ from executor.process import Captured
 from executor.sandbox import workspace
 from executor.sandbox.cgroups import CgroupTree
 from executor.sandbox.prepared import Prepared, Preparer
-from executor.sandbox.prespawn import CGROUP_PREFIX, Ran, Sandbox
+from executor.sandbox.prespawn import Ran, Sandbox, slot_of_cgroup
 from executor.sandbox.slots import Slot, SlotPool
 
 WORKSPACE_BYTES = 128 * 1024 * 1024
@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Execution:
     slot: Slot
-    sandbox: Sandbox | None  # prepared for its first stage, until that stage takes it
+    sandbox: Sandbox | None  # prepared for its next stage, until that stage takes it
+    stages: int  # sandboxes spawned for it so far (numbers their cgroups)
 
 
 class SandboxLauncher:
@@ -82,7 +83,7 @@ class SandboxLauncher:
         A leftover is also replaced when its slot is next used; this sweep keeps them from
         lingering until then.
         """
-        leftovers = {name: _uid_in(name, CGROUP_PREFIX) for name in self.cgroups.names()}
+        leftovers = {name: slot_of_cgroup(name) for name in self.cgroups.names()}
         dirs = {path.name: _uid_in(path.name, workspace.DIRECTORY_PREFIX) for path in _entries(self.work_root)}
         for uid in {uid for uid in [*leftovers.values(), *dirs.values()] if uid and self.slots.owns(uid)}:
             slot = self.slots.try_acquire(uid)
@@ -101,7 +102,8 @@ class SandboxLauncher:
         prepared = self._preparer.take() if self._preparer is not None else None
         if prepared is None:
             prepared = self._prepare(with_sandbox=False)
-        self._executions[prepared.workdir] = _Execution(prepared.slot, prepared.sandbox)
+        spawned = 0 if prepared.sandbox is None else 1
+        self._executions[prepared.workdir] = _Execution(prepared.slot, prepared.sandbox, spawned)
         try:
             yield prepared.workdir
         finally:
@@ -110,7 +112,15 @@ class SandboxLauncher:
             if self._preparer is not None:
                 self._preparer.request()
 
-    def run(self, argv: Sequence[str], *, workdir: Path, env: Mapping[str, str], limits: Limits) -> StageOutcome:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        workdir: Path,
+        env: Mapping[str, str],
+        limits: Limits,
+        another_stage_follows: bool = False,
+    ) -> StageOutcome:
         execution = self._executions.get(workdir)
         if execution is None:
             raise ValueError(f"{workdir} is not an open workspace of this launcher")
@@ -120,8 +130,21 @@ class SandboxLauncher:
             sandbox.discard()
             sandbox = None
         if sandbox is None:
-            sandbox = Sandbox(self.mode, self.cgroups, uid=execution.slot.uid, workdir=workdir)
+            sandbox = self._spawn(execution, workdir)
+        if another_stage_follows:
+            # Spawned now, it builds its namespaces and mounts while this stage runs (a compile
+            # takes tens of ms): the next stage then finds it waiting, as the first stage did.
+            # Unused (the compile failed), it is discarded with the workspace.
+            try:
+                execution.sandbox = self._spawn(execution, workdir)
+            except BaseException:
+                sandbox.discard()
+                raise
         return _outcome(sandbox.run(argv, env, limits), limits)
+
+    def _spawn(self, execution: _Execution, workdir: Path) -> Sandbox:
+        execution.stages += 1
+        return Sandbox(self.mode, self.cgroups, uid=execution.slot.uid, workdir=workdir, stage=execution.stages - 1)
 
     def _prepare(self, with_sandbox: bool = True) -> Prepared:
         """A slot and its fresh work dir, with the first stage's sandbox waiting in it."""

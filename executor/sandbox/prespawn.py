@@ -51,9 +51,9 @@ class Ran:
 class Sandbox:
     """A sandbox waiting for its command, in the work dir of the slot uid it runs as."""
 
-    def __init__(self, mode: str, cgroups: CgroupTree, *, uid: int, workdir: Path) -> None:
+    def __init__(self, mode: str, cgroups: CgroupTree, *, uid: int, workdir: Path, stage: int = 0) -> None:
         self.workdir = workdir
-        self._group = cgroups.create(f"{CGROUP_PREFIX}{uid}")
+        self._group = cgroups.create(cgroup_name(uid, stage))
         self._used = False
         info_read, info_write = os.pipe()
         seccomp_fd = None
@@ -142,6 +142,19 @@ class Sandbox:
             return  # bwrap failed before it started the sandbox
         with suppress(ChildProcessError):  # someone else's orphan after all (no subreaper)
             os.waitpid(json.loads(report)["child-pid"], 0)
+
+
+def cgroup_name(uid: int, stage: int) -> str:
+    """The cgroup of one stage of the slot's execution: a stage running and the next one waiting
+    beside it (a compile and its run) never share a cgroup."""
+    return f"{CGROUP_PREFIX}{uid}-{stage}"
+
+
+def slot_of_cgroup(name: str) -> int | None:
+    """The slot uid a cgroup named by cgroup_name belongs to; None for any other name."""
+    uid, dash, stage = name.removeprefix(CGROUP_PREFIX).partition("-")
+    named_by_us = name.startswith(CGROUP_PREFIX) and dash and uid.isdigit() and stage.isdigit()
+    return int(uid) if named_by_us else None
 
 
 def _join(group: RunCgroup) -> list[str]:

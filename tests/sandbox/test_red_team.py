@@ -29,6 +29,7 @@ from executor.process import UnconfinedLauncher
 from executor.sandbox import SandboxUnavailable, select_launcher, workspace
 from executor.sandbox.confined import WORKSPACE_BYTES, SandboxLauncher
 from executor.sandbox.detect import detect
+from executor.sandbox.prespawn import cgroup_name, slot_of_cgroup
 
 ENV = {"PATH": TOOLCHAIN_PATH}
 LIMITS = Limits(wall_time_ms=5000, cpu_time_ms=3000, memory_mb=256)
@@ -416,7 +417,7 @@ def test_busy_loop_in_4_threads_hits_the_cpu_limit(box: Sandboxed) -> None:
 def test_leftovers_of_a_killed_executor_are_swept(launcher: SandboxLauncher) -> None:
     slot = launcher.slots.acquire()
     workdir = workspace.create(launcher.work_root, slot.uid, 1024 * 1024)
-    group = launcher.cgroups.create(f"lce-{slot.uid}")
+    group = launcher.cgroups.create(cgroup_name(slot.uid, 0))
     group.limit(memory_bytes=64 << 20, max_processes=8)
     joins = " && ".join(f"echo 0 > {path}" for path in group.join_files)
     survivor = subprocess.Popen(["sh", "-c", f"{joins} && echo in && exec setsid sleep 60"], stdout=subprocess.PIPE)
@@ -429,7 +430,46 @@ def test_leftovers_of_a_killed_executor_are_swept(launcher: SandboxLauncher) -> 
         survivor.kill()
         survivor.wait()
         survivor.stdout.close()
-    assert f"lce-{slot.uid}" not in launcher.cgroups.names()
+    assert cgroup_name(slot.uid, 0) not in launcher.cgroups.names()
+    assert not workdir.exists()
+
+
+def cgroups_of(launcher: SandboxLauncher, uid: int) -> list[str]:
+    return [name for name in launcher.cgroups.names() if slot_of_cgroup(name) == uid]
+
+
+def test_a_compile_sets_up_the_sandbox_of_the_run_that_follows(launcher: SandboxLauncher, box: Sandboxed) -> None:
+    box.write("main.c", '#include <stdio.h>\nint main(void) { puts("Hello World"); return 0; }\n')
+    built = launcher.run(
+        ["gcc", "-O1", "-o", "main", "main.c"],
+        workdir=box.workdir,
+        env=ENV,
+        limits=COMPILE_LIMITS,
+        another_stage_follows=True,
+    )
+    assert built.exit_code == 0, built.stderr
+    # The compile's cgroup is gone; the run's, spawned while the compile ran, waits.
+    assert cgroups_of(launcher, box.uid) == [cgroup_name(box.uid, 1)]
+    ran = box.run(["./main"])
+    assert (ran.exit_code, ran.stdout) == (0, b"Hello World\n")
+    assert cgroups_of(launcher, box.uid) == []
+
+
+def test_the_waiting_sandbox_of_a_failed_compile_goes_with_the_workspace(launcher: SandboxLauncher) -> None:
+    with launcher.workspace() as workdir:
+        box = Sandboxed(launcher, workdir)
+        box.write("main.c", "int main( {\n")
+        built = launcher.run(
+            ["gcc", "-o", "main", "main.c"],
+            workdir=workdir,
+            env=ENV,
+            limits=COMPILE_LIMITS,
+            another_stage_follows=True,
+        )
+        assert built.exit_code != 0
+        assert cgroups_of(launcher, box.uid) == [cgroup_name(box.uid, 1)]
+    assert cgroups_of(launcher, box.uid) == []
+    assert processes_of(box.uid) == []
     assert not workdir.exists()
 
 
