@@ -338,7 +338,9 @@ def _write_with_event(
         literal(reason, Text),
     )
     columns = ["execution_id", "type", "at", "attempt", "executor_id", "reason"]
-    return conn.execute(insert(execution_events).from_select(columns, values)).rowcount == 1
+    # Told by RETURNING, not rowcount: SQLAlchemy reports -1 for this statement on PostgreSQL.
+    written_event = insert(execution_events).from_select(columns, values).returning(execution_events.c.id)
+    return conn.execute(written_event).first() is not None
 
 
 def _to_execution(row: RowMapping) -> Execution:

@@ -217,6 +217,28 @@ def event_types(executions: Executions, execution_id: str) -> list[tuple[str, in
     return [(event.type, event.attempt) for event in executions.events(execution_id)]
 
 
+class TestRepositoryTransitions:
+    """The repository says whether it made a transition: the callers' logs and fallbacks rely on it."""
+
+    def test_start_is_made_once(self, executions: Executions, clock: Clock) -> None:
+        execution_id = queued(executions)
+        lease = clock() + timedelta(seconds=10)
+        assert executions.repository.start(execution_id, "ex-1", 1, clock(), lease) is True
+        assert executions.repository.start(execution_id, "ex-1", 1, clock(), lease) is False
+
+    def test_finish_is_made_once(self, executions: Executions, clock: Clock) -> None:
+        execution_id = queued(executions)
+        done = outcome(Status.COMPLETED)
+        assert executions.repository.finish(execution_id, "ex-1", 1, done, clock()) is True
+        assert executions.repository.finish(execution_id, "ex-1", 1, done, clock()) is False
+
+    def test_a_retry_ends_its_attempt_once(self, executions: Executions, clock: Clock) -> None:
+        execution_id = queued(executions)
+        retry_at = clock() + timedelta(seconds=2)
+        assert executions.repository.retry(execution_id, 1, "ex-1", "lost", clock(), retry_at) is True
+        assert executions.repository.retry(execution_id, 1, "ex-1", "lost", clock(), retry_at) is False
+
+
 class TestTransitions:
     def test_started_moves_queued_to_running(self, executions: Executions) -> None:
         execution_id = queued(executions)
