@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     Update,
+    bindparam,
     insert,
     literal,
     select,
@@ -63,6 +64,24 @@ def create_schema(engine: Engine) -> None:
             log.info("schema created concurrently by another replica; checking again")
 
 
+# The reads on every request path, built once: SQLAlchemy then skips building the statement and
+# its cache key on each call (measured: a third of the time of get() with a warm compile cache).
+_BY_ID = select(executions).where(executions.c.id == bindparam("execution_id"))
+_NEWEST_OF_SESSION = (
+    select(executions)
+    .where(executions.c.session_id == bindparam("session_id"))
+    .order_by(executions.c.created_at.desc(), executions.c.id.desc())
+    .limit(bindparam("count"))
+)
+_LAST_FINISHED = (
+    select(executions.c.status, executions.c.finished_at)
+    .where(executions.c.session_id == bindparam("session_id"))
+    .where(executions.c.status.in_([status.value for status in TERMINAL]))
+    .order_by(executions.c.finished_at.desc())
+    .limit(bindparam("count"))
+)
+
+
 class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -95,7 +114,7 @@ class Repository:
 
     def get(self, execution_id: str) -> Execution | None:
         with reading(self.engine) as conn:
-            row = conn.execute(select(executions).where(executions.c.id == execution_id)).mappings().first()
+            row = conn.execute(_BY_ID, {"execution_id": execution_id}).mappings().first()
         return None if row is None else _to_execution(row)
 
     def find_by_key(self, session_id: str, idempotency_key: str) -> Execution | None:
@@ -116,14 +135,9 @@ class Repository:
             )
 
     def list_for_session(self, session_id: str, limit: int) -> list[Execution]:
-        query = (
-            select(executions)
-            .where(executions.c.session_id == session_id)
-            .order_by(executions.c.created_at.desc(), executions.c.id.desc())
-            .limit(limit)
-        )
         with reading(self.engine) as conn:
-            return [_to_execution(row) for row in conn.execute(query).mappings()]
+            rows = conn.execute(_NEWEST_OF_SESSION, {"session_id": session_id, "count": limit}).mappings()
+            return [_to_execution(row) for row in rows]
 
     def events(self, execution_id: str) -> list[Event]:
         query = (
@@ -139,15 +153,9 @@ class Repository:
 
     def last_finished(self, session_id: str, count: int) -> list[FinishedRun]:
         """The session's `count` most recently finished runs, newest first."""
-        query = (
-            select(executions.c.status, executions.c.finished_at)
-            .where(executions.c.session_id == session_id)
-            .where(executions.c.status.in_([status.value for status in TERMINAL]))
-            .order_by(executions.c.finished_at.desc())
-            .limit(count)
-        )
         with reading(self.engine) as conn:
-            return [FinishedRun(Status(row.status), row.finished_at) for row in conn.execute(query)]
+            rows = conn.execute(_LAST_FINISHED, {"session_id": session_id, "count": count})
+            return [FinishedRun(Status(row.status), row.finished_at) for row in rows]
 
     def due_queued(self, now: datetime, after: AttemptRef | None, limit: int) -> list[AttemptRef]:
         """QUEUED rows whose `not_before` has passed, in (not_before, id) order, from just after `after`."""

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, select, update
+from sqlalchemy import Engine, Row, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError
 
@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 
 # Both dialects spell "insert, or update on conflict" the same way, each with its own insert().
 _UPSERT_INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+# Read on every request that names a session (and on every run): built once, so SQLAlchemy skips
+# building the statement and its cache key on each call.
+_BY_ID = select(sessions).where(sessions.c.id == bindparam("session_id"))
 
 
 class SessionRepository:
@@ -62,7 +67,7 @@ class SessionRepository:
 
     def get(self, session_id: str) -> SessionRecord | None:
         with reading(self._engine) as connection:
-            row = connection.execute(select(sessions).where(sessions.c.id == uuid.UUID(session_id))).first()
+            row = connection.execute(_BY_ID, {"session_id": uuid.UUID(session_id)}).first()
         return None if row is None else _record(row)
 
     def update_source_if_active(self, session_id: str, source_code: str, now: datetime) -> SessionRecord | None:
