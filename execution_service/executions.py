@@ -149,11 +149,18 @@ class Executions:
             earlier = self._earlier_execution(session_id, idempotency_key)
             if earlier is not None:
                 return earlier
-        session = self.sessions.get_session(session_id, timeout)
+        # The session is asked for, and its last finished runs are read while the answer travels.
+        pending = self.sessions.request_session(session_id, timeout)
+        try:
+            recent = self.repository.last_finished(session_id, self.failure_streak_limit)
+        except BaseException:
+            pending.cancel()
+            raise
+        session = pending.result()
         if not session.active:
             raise SessionClosed(f"session {session_id} is closed")
         limits = resolve_limits(time_limit_ms, memory_limit_mb, session)
-        self._refuse_during_failure_cooldown(session_id)
+        self._refuse_during_failure_cooldown(recent)
 
         execution_id = str(uuid.uuid4())
         logs.execution_id.set(execution_id)
@@ -282,8 +289,7 @@ class Executions:
             return None
         return earlier
 
-    def _refuse_during_failure_cooldown(self, session_id: str) -> None:
-        recent = self.repository.last_finished(session_id, self.failure_streak_limit)
+    def _refuse_during_failure_cooldown(self, recent: Sequence[FinishedRun]) -> None:
         wait_s = failure_cooldown_remaining_s(recent, self.failure_streak_limit, self.failure_cooldown_s, self.clock())
         if wait_s > 0:
             raise RateLimited(

@@ -25,30 +25,51 @@ class SessionSnapshot:
     default_memory_mb: int
 
 
+class PendingSession:
+    """A GetSession on its way: the caller does other work meanwhile, then takes the answer."""
+
+    def __init__(self, session_id: str, call: grpc.Future) -> None:
+        self._session_id = session_id
+        self._call = call
+
+    def result(self) -> SessionSnapshot:
+        try:
+            response = self._call.result()
+        except grpc.RpcError as err:
+            code = err.code()  # type: ignore[attr-defined]
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"session {self._session_id} not found") from err
+            if code in _PEER_DOWN:
+                raise Unavailable("the session service is unavailable") from err
+            raise
+        return _snapshot(response.session)
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
 class SessionClient:
     def __init__(self, addr: str) -> None:
         self._channel = grpc_client.channel(addr)
         self._stub = session_pb2_grpc.SessionServiceStub(self._channel)
 
+    def request_session(self, session_id: str, timeout: float) -> PendingSession:
+        request = session_pb2.GetSessionRequest(session_id=session_id)
+        return PendingSession(session_id, self._stub.GetSession.future(request, timeout=timeout))
+
     def get_session(self, session_id: str, timeout: float) -> SessionSnapshot:
-        try:
-            response = self._stub.GetSession(session_pb2.GetSessionRequest(session_id=session_id), timeout=timeout)
-        except grpc.RpcError as err:
-            code = err.code()  # type: ignore[attr-defined]
-            if code == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(f"session {session_id} not found") from err
-            if code in _PEER_DOWN:
-                raise Unavailable("the session service is unavailable") from err
-            raise
-        session = response.session
-        return SessionSnapshot(
-            id=session.id,
-            active=session.status == session_pb2.SESSION_STATUS_ACTIVE,
-            language=session.language.name,
-            source_code=session.source_code,
-            default_time_limit_ms=session.language.default_time_limit_ms,
-            default_memory_mb=session.language.default_memory_mb,
-        )
+        return self.request_session(session_id, timeout).result()
 
     def close(self) -> None:
         self._channel.close()
+
+
+def _snapshot(session: session_pb2.Session) -> SessionSnapshot:
+    return SessionSnapshot(
+        id=session.id,
+        active=session.status == session_pb2.SESSION_STATUS_ACTIVE,
+        language=session.language.name,
+        source_code=session.source_code,
+        default_time_limit_ms=session.language.default_time_limit_ms,
+        default_memory_mb=session.language.default_memory_mb,
+    )
