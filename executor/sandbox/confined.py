@@ -132,15 +132,21 @@ class SandboxLauncher:
         if sandbox is None:
             sandbox = self._spawn(execution, workdir)
         if another_stage_follows:
-            # Spawned now, it builds its namespaces and mounts while this stage runs (a compile
-            # takes tens of ms): the next stage then finds it waiting, as the first stage did.
-            # Unused (the compile failed), it is discarded with the workspace.
-            try:
-                execution.sandbox = self._spawn(execution, workdir)
-            except BaseException:
-                sandbox.discard()
-                raise
+            self._spawn_ahead(execution, workdir, sandbox)
         return _outcome(sandbox.run(argv, env, limits), limits)
+
+    def _spawn_ahead(self, execution: _Execution, workdir: Path, current: Sandbox) -> None:
+        """Spawned now, the next stage's sandbox builds its namespaces and mounts while the current
+        stage runs (a compile takes tens of ms), and the next stage finds it waiting, as the first
+        stage did. Unused (the compile failed), it is discarded with the workspace. Only a head
+        start: when it cannot be spawned, the next stage spawns its own."""
+        try:
+            execution.sandbox = self._spawn(execution, workdir)
+        except Exception:
+            log.warning("could not set up the next stage's sandbox ahead; it will on its turn", exc_info=True)
+        except BaseException:
+            current.discard()  # interrupted (a job timeout): the current stage will not run
+            raise
 
     def _spawn(self, execution: _Execution, workdir: Path) -> Sandbox:
         execution.stages += 1

@@ -151,9 +151,12 @@ def cgroup_name(uid: int, stage: int) -> str:
 
 
 def slot_of_cgroup(name: str) -> int | None:
-    """The slot uid a cgroup named by cgroup_name belongs to; None for any other name."""
+    """The slot uid a cgroup named by cgroup_name belongs to (or by earlier releases: lce-<uid>);
+    None for any other name."""
+    if not name.startswith(CGROUP_PREFIX):
+        return None
     uid, dash, stage = name.removeprefix(CGROUP_PREFIX).partition("-")
-    named_by_us = name.startswith(CGROUP_PREFIX) and dash and uid.isdigit() and stage.isdigit()
+    named_by_us = uid.isdigit() and (stage.isdigit() if dash else True)
     return int(uid) if named_by_us else None
 
 

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -453,6 +454,33 @@ def test_a_compile_sets_up_the_sandbox_of_the_run_that_follows(launcher: Sandbox
     ran = box.run(["./main"])
     assert (ran.exit_code, ran.stdout) == (0, b"Hello World\n")
     assert cgroups_of(launcher, box.uid) == []
+
+
+def test_a_compile_runs_when_the_next_sandbox_cannot_be_set_up_ahead(
+    launcher: SandboxLauncher, box: Sandboxed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawn = launcher._spawn
+    failed: list[int] = []
+
+    def no_second_sandbox_once(execution: Any, workdir: Path) -> Any:
+        # The execution's second sandbox is the one spawned ahead during the compile.
+        if execution.stages == 1 and not failed:
+            failed.append(1)
+            raise OSError(errno.EAGAIN, "fork: no more processes")
+        return spawn(execution, workdir)
+
+    monkeypatch.setattr(launcher, "_spawn", no_second_sandbox_once)
+    box.write("main.c", '#include <stdio.h>\nint main(void) { puts("Hello World"); return 0; }\n')
+    built = launcher.run(
+        ["gcc", "-O1", "-o", "main", "main.c"],
+        workdir=box.workdir,
+        env=ENV,
+        limits=COMPILE_LIMITS,
+        another_stage_follows=True,
+    )
+    assert built.exit_code == 0, built.stderr
+    ran = box.run(["./main"])  # spawns its own sandbox
+    assert (ran.exit_code, ran.stdout, failed) == (0, b"Hello World\n", [1])
 
 
 def test_the_waiting_sandbox_of_a_failed_compile_goes_with_the_workspace(launcher: SandboxLauncher) -> None:

@@ -16,6 +16,11 @@ def test_a_cgroup_names_its_slot(stage: int) -> None:
     assert slot_of_cgroup(cgroup_name(60001, stage)) == 60001
 
 
-@pytest.mark.parametrize("name", ["lce-60001", "lce--1", "lce-60001-", "lce-x-0", "other-60001-0", "system.slice"])
-def test_names_not_made_by_cgroup_name_belong_to_no_slot(name: str) -> None:
+def test_a_cgroup_of_an_earlier_release_names_its_slot_too() -> None:
+    # Executors before per-stage cgroups named them lce-<uid>: a crashed one's are swept as well.
+    assert slot_of_cgroup("lce-60001") == 60001
+
+
+@pytest.mark.parametrize("name", ["lce--1", "lce-60001-", "lce-x-0", "lce-", "other-60001-0", "system.slice"])
+def test_other_names_belong_to_no_slot(name: str) -> None:
     assert slot_of_cgroup(name) is None
