@@ -183,7 +183,13 @@ class Executions:
             warnings=tuple(loop_advice.advise(session.language, session.source_code)),
             idempotency_key=idempotency_key,
         )
-        if not self.repository.insert_queued(execution, not_before=now + self.enqueue_grace):
+        try:
+            inserted = self.repository.insert_queued(execution, not_before=now + self.enqueue_grace)
+        except BaseException:
+            # Not accepted (the database is unavailable): the run must not count against the window.
+            self._release_admission(session_id, execution_id)
+            raise
+        if not inserted:
             # A concurrent request with the same key won the unique index: answer its execution,
             # and give back the window slot this one took, so one key counts once.
             self._release_admission(session_id, execution_id)
