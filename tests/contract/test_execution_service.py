@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 import redis
+import sqlalchemy.exc
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.utils import utcformat
@@ -295,6 +296,23 @@ class TestCreateExecution:
         assert 55 <= int(trailing(err)[RETRY_AFTER_METADATA_KEY]) <= 60
         # Another session is not affected.
         create(harness, harness.sessions.add())
+
+    def test_a_run_the_database_refused_takes_no_slot_of_the_window(
+        self, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        session_id = harness.sessions.add()
+        repository = harness.service.executions.repository
+
+        def database_down(*args: Any, **kwargs: Any) -> bool:
+            raise sqlalchemy.exc.OperationalError("INSERT INTO executions", {}, ConnectionError("server closed"))
+
+        with monkeypatch.context() as patch:
+            patch.setattr(repository, "insert_queued", database_down)
+            for _ in range(10):
+                assert rpc_error(lambda: create(harness, session_id)).code() == grpc.StatusCode.UNAVAILABLE
+        for _ in range(10):  # none of the refused ones counted
+            create(harness, session_id)
+        assert_error(rpc_error(lambda: create(harness, session_id)), grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")
 
     def test_five_failures_in_a_row_block_the_session(self, harness: Harness) -> None:
         session_id = harness.sessions.add()
