@@ -102,12 +102,14 @@ def database_url(service: str) -> str:
 class SessionServiceConfig:
     listen_addr: str
     database_url: str
+    metrics_listen_addr: str = ""  # host:port of /metrics (common/metrics.py); empty: not served
 
     @classmethod
     def from_env(cls) -> SessionServiceConfig:
         return cls(
             listen_addr=env_str("LCE_SESSION_LISTEN", "127.0.0.1:50051"),
             database_url=database_url("session"),
+            metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
         )
 
 
@@ -128,6 +130,7 @@ class ExecutionServiceConfig:
     retry_backoff_s: tuple[float, ...]
     reconcile_interval_s: float
     idempotency_window_s: int
+    metrics_listen_addr: str = ""
 
     @classmethod
     def from_env(cls) -> ExecutionServiceConfig:
@@ -144,6 +147,7 @@ class ExecutionServiceConfig:
             retry_backoff_s=env_floats("LCE_RETRY_BACKOFF_S", (2.0, 4.0, 8.0)),
             reconcile_interval_s=env_float("LCE_RECONCILE_INTERVAL_S", 1.0, minimum=0.05, maximum=60),
             idempotency_window_s=env_int("LCE_IDEMPOTENCY_WINDOW_S", 24 * 3600, minimum=1),
+            metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
         )
 
 
@@ -175,6 +179,7 @@ class ExecutorConfig:
     # a budget of 0 turns the cache off.
     compile_cache_dir: Path = DEFAULT_COMPILE_CACHE_DIR
     compile_cache_mb: int = 512
+    metrics_listen_addr: str = ""
 
     @classmethod
     def from_env(cls) -> ExecutorConfig:
@@ -192,6 +197,7 @@ class ExecutorConfig:
             report_retry_s=env_float("LCE_REPORT_RETRY_S", 120.0, minimum=0, maximum=REPORT_RETRY_MAX_S),
             compile_cache_dir=compile_cache_dir(work_root),
             compile_cache_mb=env_int("LCE_COMPILE_CACHE_MB", 512, minimum=0),
+            metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
         )
 
 

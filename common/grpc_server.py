@@ -21,7 +21,7 @@ import redis.exceptions
 import sqlalchemy.exc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from common import logs
+from common import logs, metrics
 from common.errors import LceError
 from common.grpc_client import MAX_MESSAGE_BYTES
 
@@ -39,7 +39,7 @@ _PEER_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 class _ErrorTranslation(grpc.ServerInterceptor):
-    """Turns domain and infrastructure errors into precise status codes, logs each call."""
+    """Turns domain and infrastructure errors into precise status codes, logs and counts each call."""
 
     def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
@@ -51,8 +51,11 @@ class _ErrorTranslation(grpc.ServerInterceptor):
         def translated(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             token = logs.execution_id.set(getattr(request, "execution_id", "") or None)
+            answered = False
             try:
-                return inner(request, context)
+                response = inner(request, context)
+                answered = True
+                return response
             except LceError as err:
                 context.set_trailing_metadata(err.trailing_metadata())
                 context.abort(err.code, err.message)
@@ -64,9 +67,15 @@ class _ErrorTranslation(grpc.ServerInterceptor):
                     context.abort(grpc.StatusCode.UNAVAILABLE, "a peer service is unavailable")
                 raise
             finally:
+                elapsed_s = time.perf_counter() - started
+                # The code an abort set (ours above, or the handler's own); none set: OK, or UNKNOWN
+                # for an exception nobody translated, as gRPC answers it.
+                code = context.code() or (grpc.StatusCode.OK if answered else grpc.StatusCode.UNKNOWN)
+                metrics.GRPC_HANDLED.labels(method, code.name).inc()
+                metrics.GRPC_HANDLING_SECONDS.labels(method).observe(elapsed_s)
                 # Guarded: the extra dict would be built for every call even with debug logging off.
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("rpc", extra={"method": method, "ms": round((time.perf_counter() - started) * 1000, 2)})
+                    log.debug("rpc", extra={"method": method, "ms": round(elapsed_s * 1000, 2)})
                 logs.execution_id.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from common import logs
+from common import logs, metrics
 from common.config import ExecutionServiceConfig
 from common.grpc_server import serve_until_signalled, start_server
 from execution_service import SERVICE_NAMES, build_service
@@ -18,6 +18,7 @@ def main() -> None:
     config = ExecutionServiceConfig.from_env()
     service = build_service(config)
     try:
+        metrics.serve(config.metrics_listen_addr)
         running = start_server(config.listen_addr, service.register, SERVICE_NAMES)
         service.reconciler.start()
         log.info("runs of a lost executor are queued again within %.0f s", lease_recovery_bound(config))

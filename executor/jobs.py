@@ -16,7 +16,7 @@ from typing import Any
 from common import logs
 from common.job import ExecutionJob
 from common.languages import TOOLCHAIN_PATH, Language, by_name
-from executor import verdicts
+from executor import metrics, verdicts
 from executor.compile_cache import CompileCache
 from executor.launcher import Launcher, Limits
 from executor.lease import LeaseKeeper
@@ -72,6 +72,7 @@ def run_execution(payload: dict[str, Any]) -> dict[str, str]:
         # Outside the lease: while the result waits out an outage of execution_service, nothing else
         # is renewed, and if the lease ran out meanwhile the service still takes this result (repository.finish).
         runtime.reports.result(job.execution_id, job.attempt, verdict, sandbox=runtime.launcher.mode)
+        metrics.record(job.language, verdict)
         log.info("execution finished", extra={"status": verdict.status, "reason": verdict.reason})
         return {"status": verdict.status.value, "reason": verdict.reason}
     finally:

@@ -18,10 +18,12 @@ import uuid
 import redis
 from rq import Queue, SimpleWorker
 
+from common import metrics as common_metrics
 from common.config import ExecutorConfig
 from common.grpc_server import start_server
 from common.job import SERIALIZER
 from executor import jobs
+from executor import metrics as executor_metrics
 from executor.compile_cache import CompileCache
 from executor.launcher import Launcher
 from executor.report_client import ReportClient
@@ -63,6 +65,8 @@ def serve(config: ExecutorConfig, launcher: Launcher) -> None:
             compile_cache=CompileCache.from_config(config),
         )
     )
+    executor_metrics.SANDBOX.labels(launcher.mode).set(1)
+    common_metrics.serve(config.metrics_listen_addr)  # before health says SERVING: then it is all up
     health = start_server(
         config.health_listen_addr, lambda server: None, [HEALTH_SERVICE_NAME, sandbox_health_name(launcher.mode)]
     )

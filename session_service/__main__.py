@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from common import logs
+from common import logs, metrics
 from common.config import SessionServiceConfig
 from common.grpc_server import serve_until_signalled, start_server
 from session_service import SERVICE_NAME, build_servicer
@@ -17,6 +17,7 @@ def main() -> None:
     config = SessionServiceConfig.from_env()
     servicer = build_servicer(config.database_url)
     try:
+        metrics.serve(config.metrics_listen_addr)
         running = start_server(config.listen_addr, servicer.register, [SERVICE_NAME])
         log.info("started", extra={"port": running.port, "listen_addr": config.listen_addr})
         serve_until_signalled(running, name="session_service")

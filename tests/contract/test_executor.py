@@ -20,6 +20,7 @@ import grpc
 import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 from rq import Queue
 from rq.job import Job, JobStatus
 
@@ -202,6 +203,21 @@ def test_runtime_error(executor: Executor, reports: tuple[StandInReports, Runnin
     assert (result.status, result.reason, result.exit_code) == (pb.EXECUTION_STATUS_FAILED, "runtime_error", 1)
     assert result.stdout == "before\n"
     assert "ZeroDivisionError" in result.stderr
+
+
+def test_verdicts_and_stage_times_are_counted(
+    executor: Executor, reports: tuple[StandInReports, RunningServer]
+) -> None:
+    def sample(name: str, labels: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    failed = {"language": "c", "status": "FAILED", "reason": "runtime_error"}
+    compiles = {"language": "c", "stage": "compile"}
+    before = sample("lce_executor_runs_total", failed), sample("lce_executor_stage_seconds_count", compiles)
+    result = run_one(executor, reports[0], "c", f"int main(void) {{ return 3; }} /* {uuid.uuid4()} */\n")
+    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_FAILED, "runtime_error")
+    after = sample("lce_executor_runs_total", failed), sample("lce_executor_stage_seconds_count", compiles)
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
 
 
 def test_timeout(executor: Executor, reports: tuple[StandInReports, RunningServer]) -> None:

@@ -11,13 +11,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from common import healthcheck
 from tests.conftest import REPO_ROOT, free_port
 
 
-def start_executor(redis_url: str, health_port: int, work_root: Path) -> subprocess.Popen[bytes]:
+def start_executor(
+    redis_url: str, health_port: int, work_root: Path, *, metrics_port: int | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         "PATH": os.environ["PATH"],
         "LCE_REDIS_URL": redis_url,
@@ -27,6 +30,7 @@ def start_executor(redis_url: str, health_port: int, work_root: Path) -> subproc
         "LCE_WORK_ROOT": str(work_root),
         "LCE_SANDBOX": "none",
         "LCE_SANDBOX_ALLOW_UNCONFINED": "1",
+        "LCE_METRICS_LISTEN": f"127.0.0.1:{metrics_port}" if metrics_port else "",
     }
     return subprocess.Popen(
         [sys.executable, "-m", "executor"],
@@ -62,6 +66,14 @@ def test_health_names_the_sandbox_mode(redis_url: str, tmp_path: Path, processes
     processes.append(start_executor(redis_url, port, tmp_path))
     wait_serving(f"127.0.0.1:{port}", processes[0], "lce.executor.sandbox.none")
     assert not healthcheck.check(f"127.0.0.1:{port}", "lce.executor.sandbox.bwrap-userns")
+
+
+def test_metrics_name_the_sandbox_mode(redis_url: str, tmp_path: Path, processes: list) -> None:
+    port, metrics_port = free_port(), free_port()
+    processes.append(start_executor(redis_url, port, tmp_path, metrics_port=metrics_port))
+    wait_serving(f"127.0.0.1:{port}", processes[0])
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    assert 'lce_executor_sandbox_info{mode="none"} 1.0' in text.splitlines()
 
 
 def test_a_crashed_executor_is_replaced_under_the_same_id(redis_url: str, tmp_path: Path, processes: list) -> None:
