@@ -9,8 +9,8 @@ Two modes, both ending with the program as the slot's uid, no capability, no-new
   without a user namespace, keeps only what setpriv needs to switch to the slot uid, and setpriv
   then drops the rest. Without that switch the program would be real root (SANDBOX.md).
 
-The file system is built from nothing: read-only binds of /usr and the few /etc entries the
-eight runtimes need (measured: linker cache, Debian alternatives, the JDK's and PHP's config),
+The file system is built from nothing: read-only binds of /usr (its /usr/local hidden) and the
+few /etc entries the eight runtimes need (measured: linker cache, Debian alternatives, the JDK's and PHP's config),
 a fresh /proc and minimal /dev, small private tmpfs /tmp and /dev/shm, and the work dir bound
 read-write at the same absolute path as on the host (the language table's {workdir} relies on
 it). Everything else, /etc/passwd and /etc/shadow included, does not exist inside.
@@ -34,6 +34,7 @@ MODES = (USERNS, ROOT_CAPDROP)
 
 TMP_BYTES = 16 * 1024 * 1024
 _MERGED_USR_LINKS = ("/bin", "/lib", "/lib64", "/sbin")
+_HOST_LOCAL = "/usr/local"
 _ETC_ENTRIES = ("/etc/ld.so.cache", "/etc/alternatives", "/etc/java-17-openjdk", "/etc/php")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The waiting shell ($0: the work dir). Root without CAP_DAC_OVERRIDE (root-capdrop mode) could not
@@ -115,6 +116,10 @@ def _common(workdir: Path, info_fd: int, seccomp_fd: int) -> list[str]:
         "/usr",
         "/usr",
     ]
+    if os.path.isdir(_HOST_LOCAL):
+        # The host's own installs (in the container image: the services' Python and their packages)
+        # are no toolchain's: an empty, read-only directory stands in for them.
+        argv += ["--size", "4096", "--perms", "0755", "--tmpfs", _HOST_LOCAL, "--remount-ro", _HOST_LOCAL]
     for link in _MERGED_USR_LINKS:
         if os.path.islink(link):
             argv += ["--symlink", os.readlink(link), link]

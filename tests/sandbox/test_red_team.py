@@ -172,7 +172,14 @@ def test_proc_1_environ_holds_no_service_secret(box: Sandboxed, monkeypatch: pyt
     assert b"LCE_" not in outcome.stdout
 
 
-@pytest.mark.parametrize("directory", ["/", "/usr", "/etc"])
+def test_the_hosts_own_installs_under_usr_local_are_hidden(box: Sandboxed) -> None:
+    # The host's /usr/local holds its own tools (here CUDA and docker; in the image, the services' Python).
+    probe = "ls -A /usr/local 2>/dev/null | wc -l; touch /usr/local/x 2>/dev/null || echo refused"
+    outcome = box.run(["sh", "-c", probe])
+    assert lines(outcome) == ["0", "refused"]
+
+
+@pytest.mark.parametrize("directory", ["/", "/usr", "/usr/local", "/etc"])
 def test_system_is_read_only(box: Sandboxed, directory: str) -> None:
     name = f"lce-probe-{uuid.uuid4().hex}"
     outcome = box.python(
