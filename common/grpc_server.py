@@ -67,6 +67,7 @@ class _ErrorTranslation(grpc.ServerInterceptor):
                     context.abort(grpc.StatusCode.UNAVAILABLE, "a peer service is unavailable")
                 raise
             finally:
+                logs.execution_id.reset(token)
                 elapsed_s = time.perf_counter() - started
                 # The code an abort set (ours above, or the handler's own); none set: OK, or UNKNOWN
                 # for an exception nobody translated, as gRPC answers it.
@@ -76,7 +77,6 @@ class _ErrorTranslation(grpc.ServerInterceptor):
                 # Guarded: the extra dict would be built for every call even with debug logging off.
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("rpc", extra={"method": method, "ms": round(elapsed_s * 1000, 2)})
-                logs.execution_id.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(
             translated,

@@ -27,7 +27,8 @@ def serve(listen_addr: str) -> int | None:
     if not listen_addr:
         return None
     host, _, port = listen_addr.rpartition(":")
-    server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
+    # "[::]:9464", as gRPC's listen addresses are written, binds the IPv6 host "::".
+    server, _thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1")
     bound: int = server.server_port
     log.info("serving metrics", extra={"metrics_port": bound})
     return bound

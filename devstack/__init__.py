@@ -70,7 +70,19 @@ class Stack:
     def _base_env(self) -> dict[str, str]:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("LCE_")}
         inherited["PYTHONUNBUFFERED"] = "1"
-        return {**inherited, "LCE_DATA_DIR": str(self.config.data_dir), **self.config.extra_env}
+        # LCE_METRICS_LISTEN is handed on per process (_metrics_env): one address cannot serve them all.
+        extra = {k: v for k, v in self.config.extra_env.items() if k != "LCE_METRICS_LISTEN"}
+        return {**inherited, "LCE_DATA_DIR": str(self.config.data_dir), **extra}
+
+    def _metrics_env(self, offset: int) -> dict[str, str]:
+        """The processes share one host, so LCE_METRICS_LISTEN=host:port is the first of consecutive
+        ports: session_service, execution_service, then each executor (port 0: each picks one)."""
+        listen = self.config.extra_env.get("LCE_METRICS_LISTEN", "")
+        if not listen:
+            return {}
+        host, _, port = listen.rpartition(":")
+        first = int(port)
+        return {"LCE_METRICS_LISTEN": f"{host}:{first + offset if first else 0}"}
 
     def _plan(self) -> list[Service]:
         c = self.config
@@ -82,7 +94,7 @@ class Stack:
             Service(
                 "session_service",
                 "session_service",
-                {**base, **store, "LCE_SESSION_LISTEN": session_addr},
+                {**base, **store, "LCE_SESSION_LISTEN": session_addr, **self._metrics_env(0)},
                 (c.host, c.session_port),
             ),
             Service(
@@ -94,6 +106,7 @@ class Stack:
                     "LCE_EXECUTION_LISTEN": execution_addr,
                     "LCE_SESSION_SERVICE_ADDR": session_addr,
                     "LCE_REDIS_URL": c.redis_url,
+                    **self._metrics_env(1),
                 },
                 (c.host, c.execution_port),
             ),
@@ -110,6 +123,7 @@ class Stack:
                         "LCE_REDIS_URL": c.redis_url,
                         "LCE_EXECUTOR_HEALTH_LISTEN": f"{c.host}:{port}",
                         "LCE_EXECUTOR_ID": f"executor-{index + 1}",
+                        **self._metrics_env(2 + index),
                     },
                     (c.host, port),
                 )
