@@ -442,19 +442,24 @@ def test_leftovers_of_a_killed_executor_are_swept(launcher: SandboxLauncher) -> 
     assert not workdir.exists()
 
 
-def cgroups_of(launcher: SandboxLauncher, uid: int) -> list[str]:
-    return [name for name in launcher.cgroups.names() if slot_of_cgroup(name) == uid]
-
-
-def test_a_compile_sets_up_the_sandbox_of_the_run_that_follows(launcher: SandboxLauncher, box: Sandboxed) -> None:
-    box.write("main.c", '#include <stdio.h>\nint main(void) { puts("Hello World"); return 0; }\n')
-    built = launcher.run(
+def compile_before_a_run(box: Sandboxed, source: str) -> StageOutcome:
+    """Compiles main.c as an execution's first stage, telling the launcher its run follows."""
+    box.write("main.c", source)
+    return box.launcher.run(
         ["gcc", "-O1", "-o", "main", "main.c"],
         workdir=box.workdir,
         env=ENV,
         limits=COMPILE_LIMITS,
         another_stage_follows=True,
     )
+
+
+def cgroups_of(launcher: SandboxLauncher, uid: int) -> list[str]:
+    return [name for name in launcher.cgroups.names() if slot_of_cgroup(name) == uid]
+
+
+def test_a_compile_sets_up_the_sandbox_of_the_run_that_follows(launcher: SandboxLauncher, box: Sandboxed) -> None:
+    built = compile_before_a_run(box, '#include <stdio.h>\nint main(void) { puts("Hello World"); return 0; }\n')
     assert built.exit_code == 0, built.stderr
     # The compile's cgroup is gone; the run's, spawned while the compile ran, waits.
     assert cgroups_of(launcher, box.uid) == [cgroup_name(box.uid, 1)]
@@ -477,14 +482,7 @@ def test_a_compile_runs_when_the_next_sandbox_cannot_be_set_up_ahead(
         return spawn(execution, workdir)
 
     monkeypatch.setattr(launcher, "_spawn", no_second_sandbox_once)
-    box.write("main.c", '#include <stdio.h>\nint main(void) { puts("Hello World"); return 0; }\n')
-    built = launcher.run(
-        ["gcc", "-O1", "-o", "main", "main.c"],
-        workdir=box.workdir,
-        env=ENV,
-        limits=COMPILE_LIMITS,
-        another_stage_follows=True,
-    )
+    built = compile_before_a_run(box, '#include <stdio.h>\nint main(void) { puts("Hello World"); return 0; }\n')
     assert built.exit_code == 0, built.stderr
     ran = box.run(["./main"])  # spawns its own sandbox
     assert (ran.exit_code, ran.stdout, failed) == (0, b"Hello World\n", [1])
@@ -493,14 +491,7 @@ def test_a_compile_runs_when_the_next_sandbox_cannot_be_set_up_ahead(
 def test_the_waiting_sandbox_of_a_failed_compile_goes_with_the_workspace(launcher: SandboxLauncher) -> None:
     with launcher.workspace() as workdir:
         box = Sandboxed(launcher, workdir)
-        box.write("main.c", "int main( {\n")
-        built = launcher.run(
-            ["gcc", "-o", "main", "main.c"],
-            workdir=workdir,
-            env=ENV,
-            limits=COMPILE_LIMITS,
-            another_stage_follows=True,
-        )
+        built = compile_before_a_run(box, "int main( {\n")
         assert built.exit_code != 0
         assert cgroups_of(launcher, box.uid) == [cgroup_name(box.uid, 1)]
     assert cgroups_of(launcher, box.uid) == []
