@@ -3,9 +3,9 @@
 An execution holds a slot (its uid) and a tmpfs work dir; each of its stages runs in a sandbox
 of its own (prespawn.py) that serves that one command. The next execution's slot, work dir and
 first sandbox are prepared ahead on a thread (prepared.py), so the common one-stage execution
-(an interpreted language, a cached compile) finds its sandbox waiting; a later stage spawns its
-sandbox when it starts. After every stage the cgroup is swept until empty and removed, so
-nothing of the run survives it.
+(an interpreted language, a cached compile) finds its sandbox waiting; a compile spawns its run's
+sandbox as it starts, so that one waits too. After every stage the cgroup is swept until empty
+and removed, so nothing of the run survives it.
 """
 
 from __future__ import annotations
