@@ -131,6 +131,34 @@ def probe_outage(api: httpx.Client, requests: list[tuple[str, str, object]], dur
     return probes
 
 
+def judge_outage(
+    lce: Deployment,
+    ledger: Ledger,
+    chaos_table: Record,
+    fault: str,
+    probes: list[Probe],
+    *,
+    in_flight: int,
+    fault_at: float,
+    back_at: float,
+) -> None:
+    """After a dependency's outage: every run finishes correctly, the table gets its row, the
+    requests during the outage were answered quickly, and nothing crashed."""
+    tally = ledger.wait_all_terminal(OUTAGE_RECOVERY_BOUND_S)
+    record(
+        chaos_table,
+        fault,
+        tally,
+        in_flight=in_flight,
+        back_at=back_at,
+        outage_s=back_at - fault_at,
+        answers=describe(probes),
+    )
+    assert_quick_503s(probes)
+    assert_all_runs_correct(ledger, tally)
+    assert_no_crash(lce)
+
+
 def describe(probes: list[Probe]) -> str:
     quick = sum(1 for p in probes if p.quick_503)
     final = sum(1 for p in probes if p.quick_final_answer)
@@ -240,19 +268,16 @@ def test_postgres_restarted(deploy: Deploy, chaos_table: Record) -> None:
     # Accepted after the outage by the same processes: nothing was restarted but the database.
     for index in range(4):
         ledger.submit(sessions[index % 3], accept_within_s=10)
-    tally = ledger.wait_all_terminal(OUTAGE_RECOVERY_BOUND_S)
-    record(
+    judge_outage(
+        lce,
+        ledger,
         chaos_table,
         "PostgreSQL restarted",
-        tally,
+        probes,
         in_flight=in_flight,
+        fault_at=fault_at,
         back_at=back_at,
-        outage_s=back_at - fault_at,
-        answers=describe(probes),
     )
-    assert_quick_503s(probes)
-    assert_all_runs_correct(ledger, tally)
-    assert_no_crash(lce)
 
 
 def test_execution_service_restarted(deploy: Deploy, chaos_table: Record) -> None:
@@ -281,19 +306,16 @@ def test_execution_service_restarted(deploy: Deploy, chaos_table: Record) -> Non
 
     for index in range(3):
         ledger.submit(sessions[index], accept_within_s=10)
-    tally = ledger.wait_all_terminal(OUTAGE_RECOVERY_BOUND_S)
-    record(
+    judge_outage(
+        lce,
+        ledger,
         chaos_table,
         "execution_service restarted",
-        tally,
+        probes,
         in_flight=in_flight,
+        fault_at=fault_at,
         back_at=back_at,
-        outage_s=back_at - fault_at,
-        answers=describe(probes),
     )
-    assert_quick_503s(probes)
-    assert_all_runs_correct(ledger, tally)
-    assert_no_crash(lce)
 
 
 def test_burst_500_runs_100_sessions(deploy: Deploy, chaos_table: Record) -> None:

@@ -35,6 +35,7 @@ from executor.report_client import ReportClient
 from executor.worker import build_worker
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
+from tests.c_programs import SELF_REWRITING_C, c_printing
 from tests.conftest import REPO_ROOT, free_port
 
 QUEUE = "test-executions"
@@ -459,10 +460,6 @@ def stage_names(result: pb.RunResult) -> list[str]:
     return [stage.name for stage in result.stages]
 
 
-def c_printing(text: str) -> str:
-    return f'#include <stdio.h>\nint main(void) {{ puts("{text}"); return 0; }}\n'
-
-
 @pytest.mark.parametrize("language", [language.name for language in LANGUAGES if language.compile])
 def test_the_second_run_of_the_same_source_skips_the_compile(
     executor: Executor, reports: tuple[StandInReports, RunningServer], cached: CompileCache, language: str
@@ -496,25 +493,6 @@ def test_a_different_source_is_never_served_another_ones_binary(
             assert result.stdout == text + "\n"
             assert stage_names(result) == (["compile", "run"] if round_ == 0 else ["run"])
     assert len(cache_entries(cached)) == 2
-
-
-# Replaces its own binary with a script, then says who it is: a run of the cached build must
-# never meet what an earlier run of the same source left behind.
-SELF_REWRITING_C = r"""
-#include <stdio.h>
-#include <sys/stat.h>
-#include <unistd.h>
-int main(void) {
-    unlink("main");
-    FILE *f = fopen("main", "w");
-    if (f == NULL) return 3;
-    fputs("#!/bin/sh\necho poisoned\n", f);
-    fclose(f);
-    chmod("main", 0755);
-    puts("original TAG");
-    return 0;
-}
-"""
 
 
 def test_a_program_that_rewrites_its_binary_does_not_change_the_next_runs(

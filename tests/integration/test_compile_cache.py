@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from devstack import Stack
+from tests.c_programs import SELF_REWRITING_C, c_printing
 from tests.integration.conftest import new_session, run
 
 pytestmark = pytest.mark.integration
@@ -34,10 +35,6 @@ def send(api: httpx.Client, languages: dict[str, dict[str, Any]]) -> Send:
 
 def stage_names(result: dict[str, Any]) -> list[str]:
     return [stage["name"] for stage in result["stages"]]
-
-
-def c_printing(text: str) -> str:
-    return f'#include <stdio.h>\nint main(void) {{ puts("{text}"); return 0; }}\n'
 
 
 def test_the_second_run_of_the_same_c_source_has_no_compile_stage(send: Send) -> None:
@@ -69,23 +66,6 @@ def test_a_different_source_is_never_served_another_ones_binary(send: Send) -> N
             result = send("c", c_printing(text))
             assert result["stdout"] == text + "\n"
             assert stage_names(result) == (["compile", "run"] if round_ == 0 else ["run"])
-
-
-SELF_REWRITING_C = r"""
-#include <stdio.h>
-#include <sys/stat.h>
-#include <unistd.h>
-int main(void) {
-    unlink("main");
-    FILE *f = fopen("main", "w");
-    if (f == NULL) return 3;
-    fputs("#!/bin/sh\necho poisoned\n", f);
-    fclose(f);
-    chmod("main", 0755);
-    puts("original TAG");
-    return 0;
-}
-"""
 
 
 def test_a_program_that_rewrites_its_binary_does_not_poison_the_cache(send: Send) -> None:
