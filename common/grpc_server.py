@@ -132,10 +132,15 @@ def wait_for_stop_signal() -> None:
     stop.wait()
 
 
-def serve_until_signalled(running: RunningServer, *, name: str, grace_s: float = 10.0) -> None:
-    """Serves until SIGTERM/SIGINT, then reports NOT_SERVING and drains in-flight calls for up to grace_s."""
+def serve_until_signalled(
+    running: RunningServer, *, name: str, grace_s: float = 10.0, on_drain: Callable[[], None] | None = None
+) -> None:
+    """Serves until SIGTERM/SIGINT, then reports NOT_SERVING and drains in-flight calls for up to grace_s
+    (`on_drain` first: it ends the calls that would otherwise never finish, such as streams)."""
     log.info("serving", extra={"service": name, "port": running.port})
     wait_for_stop_signal()
     log.info("draining", extra={"grace_s": grace_s})
+    if on_drain is not None:
+        on_drain()
     running.stop(grace_s)
     log.info("stopped")

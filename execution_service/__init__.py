@@ -15,6 +15,7 @@ from common.config import ExecutionServiceConfig
 from common.db import make_engine
 from execution_service import servicer
 from execution_service.attempts import RetryPolicy
+from execution_service.change_feed import ChangeFeed
 from execution_service.executions import Executions
 from execution_service.job_queue import JobQueue
 from execution_service.rate_limit import SlidingWindowLimiter
@@ -27,6 +28,9 @@ SERVICE_NAMES = ("lce.execution.v1.ExecutionService", "lce.execution.v1.Executor
 # Short Redis timeouts: a request must fail over to the reconciler path quickly, never hang.
 _REDIS_CONNECT_TIMEOUT_S = 1.0
 _REDIS_SOCKET_TIMEOUT_S = 2.0
+# The change feed's listener waits on its connection for as long as nothing changes: a ping that
+# often tells a vanished Redis from a quiet one.
+_LISTENER_HEALTH_CHECK_S = 5
 
 
 @dataclass
@@ -36,11 +40,13 @@ class ExecutionService:
     engine: Engine
     redis: redis.Redis
     sessions: SessionClient
+    changes: ChangeFeed
 
     def register(self, server: grpc.Server) -> None:
-        servicer.register(server, self.executions)
+        servicer.register(server, self.executions, self.changes)
 
     def close(self) -> None:
+        self.changes.close()
         self.reconciler.stop()
         self.sessions.close()
         self.redis.close()
@@ -48,7 +54,7 @@ class ExecutionService:
 
 
 def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.0) -> ExecutionService:
-    """Creates the tables if missing and wires the parts; the reconciler is built but not started."""
+    """Creates the tables if missing and wires the parts; the reconciler and change feed are built but not started."""
     engine = make_engine(config.database_url)
     create_schema(engine)
     repository = Repository(engine)
@@ -58,6 +64,13 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
         socket_timeout=_REDIS_SOCKET_TIMEOUT_S,
     )
     queue = JobQueue(client, config.queue_name)
+    listener = redis.Redis.from_url(
+        config.redis_url,
+        socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=_REDIS_SOCKET_TIMEOUT_S,
+        health_check_interval=_LISTENER_HEALTH_CHECK_S,
+    )
+    changes = ChangeFeed(client, listener, f"{config.queue_name}:execution-changes")
     sessions = SessionClient(config.session_service_addr)
     executions = Executions(
         repository,
@@ -70,6 +83,7 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
         lease_s=config.lease_s,
         idempotency_window_s=config.idempotency_window_s,
         enqueue_grace_s=enqueue_grace_s,
+        on_change=changes.publish,
     )
     reconciler = Reconciler(executions, queue, interval_s=config.reconcile_interval_s)
-    return ExecutionService(executions, reconciler, engine, client, sessions)
+    return ExecutionService(executions, reconciler, engine, client, sessions, changes)

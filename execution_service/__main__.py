@@ -21,8 +21,10 @@ def main() -> None:
         metrics.serve(config.metrics_listen_addr)
         running = start_server(config.listen_addr, service.register, SERVICE_NAMES)
         service.reconciler.start()
+        service.changes.start()
         log.info("runs of a lost executor are queued again within %.0f s", lease_recovery_bound(config))
-        serve_until_signalled(running, name="execution_service")
+        # The change streams never end by themselves: ended first, they leave the drain only real calls.
+        serve_until_signalled(running, name="execution_service", on_drain=service.changes.close)
     finally:
         service.close()
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from common.errors import InvalidArgument
+from common.errors import InvalidArgument, Unavailable
 from common.grpc_client import deadline
+from execution_service.change_feed import ChangeFeed
 from execution_service.executions import Executions
 from execution_service.models import Event, Execution, RunOutcome, Stage, Status
 from lce.execution.v1 import execution_pb2 as pb
@@ -25,8 +27,9 @@ _STATUS_FROM_PROTO: dict[int, Status] = {value: status for status, value in _STA
 
 
 class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
-    def __init__(self, executions: Executions) -> None:
+    def __init__(self, executions: Executions, changes: ChangeFeed) -> None:
         self.executions = executions
+        self.changes = changes
 
     def CreateExecution(
         self, request: pb.CreateExecutionRequest, context: grpc.ServicerContext
@@ -59,6 +62,20 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
         events = self.executions.events(request.execution_id)
         return pb.ListExecutionEventsResponse(events=[_event_to_proto(event) for event in events])
 
+    def WatchExecutions(
+        self, request: pb.WatchExecutionsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ExecutionChange]:
+        # A stream is not translated by common.grpc_server's interceptor: its one error is mapped here.
+        try:
+            watcher = self.changes.watch()
+        except Unavailable as err:
+            context.abort(grpc.StatusCode.UNAVAILABLE, err.message)
+        context.add_callback(lambda: self.changes.forget(watcher))  # the caller left or the server stops
+        yield pb.ExecutionChange()
+        for execution_id in watcher:
+            yield pb.ExecutionChange(execution_id=execution_id)
+        context.abort(grpc.StatusCode.UNAVAILABLE, "the change feed was interrupted: changes may have been missed")
+
 
 class ExecutorReportServicer(pb_grpc.ExecutorReportServiceServicer):
     def __init__(self, executions: Executions) -> None:
@@ -81,8 +98,8 @@ class ExecutorReportServicer(pb_grpc.ExecutorReportServiceServicer):
         return pb.ReportResultResponse(status=_STATUS_TO_PROTO[status])
 
 
-def register(server: grpc.Server, executions: Executions) -> None:
-    pb_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(executions), server)
+def register(server: grpc.Server, executions: Executions, changes: ChangeFeed) -> None:
+    pb_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(executions, changes), server)
     pb_grpc.add_ExecutorReportServiceServicer_to_server(ExecutorReportServicer(executions), server)
 
 

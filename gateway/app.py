@@ -1,5 +1,6 @@
 """The FastAPI app factory: routes, the lifespan owning the gRPC channels, JSON error answers, and
-the in-memory answers for finished executions (gateway/terminal_cache.py) in front of the routes.
+the in-memory answers about executions (gateway/execution_cache.py) in front of the routes, and the
+change feed that keeps those about unfinished executions honest (gateway/change_feed.py).
 
 Every error leaves as {"error": "..."}: the gateway's own refusals (HttpError), backend
 failures (mapped by gateway/http_errors.py), Starlette's 404/405 and anything unexpected.
@@ -21,9 +22,10 @@ from starlette.routing import Match
 
 from common.config import GatewayConfig
 from gateway import http_errors
+from gateway.change_feed import ChangeFollower
 from gateway.clients import Backends
+from gateway.execution_cache import LiveExecutions, ServeKnownExecutions, TerminalExecutions
 from gateway.routes import router
-from gateway.terminal_cache import ServeTerminalExecutions, TerminalExecutions
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +42,19 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backends = Backends.open(config)
+        feed = ChangeFollower(app.state.backends.executions, app.state.live_executions)
+        feed.start()
         try:
             yield
         finally:
+            await feed.stop()
             await app.state.backends.close()
 
     # routes= rather than include_router: FastAPI wraps an included router in one more routing layer per request.
     app = FastAPI(title="LCE", version="1.0.0", description=DESCRIPTION, lifespan=lifespan, routes=router.routes)
     app.state.terminal_executions = TerminalExecutions()
-    app.add_middleware(ServeTerminalExecutions, cache=app.state.terminal_executions)
+    app.state.live_executions = LiveExecutions()
+    app.add_middleware(ServeKnownExecutions, terminal=app.state.terminal_executions, live=app.state.live_executions)
     app.add_exception_handler(http_errors.HttpError, gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(grpc.aio.AioRpcError, backend_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, starlette_error)  # type: ignore[arg-type]

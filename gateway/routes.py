@@ -72,13 +72,17 @@ def ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
 )
 async def get_execution(execution_id: str, request: Request) -> JSONResponse:
     services = backends(request)
+    live = request.app.state.live_executions
+    ticket = live.ticket()  # before the read: a change announced while it is in flight voids it
     response = await services.executions.GetExecution(
         execution_pb2.GetExecutionRequest(execution_id=execution_id), timeout=services.deadline_s
     )
     answer = ok(translate.execution_detail(response.execution))
+    # Later reads of it are answered by gateway/execution_cache.py: for good once it is final.
     if translate.is_terminal(response.execution):
-        # Final from now on: later reads of it are answered by gateway/terminal_cache.py.
         request.app.state.terminal_executions.put(response.execution.id, bytes(answer.body))
+    else:
+        live.put(response.execution.id, bytes(answer.body), ticket)
     return answer
 
 

@@ -25,11 +25,12 @@ from rq.utils import utcformat
 from sqlalchemy import select
 
 from common.config import ExecutionServiceConfig
-from common.errors import KIND_METADATA_KEY, RETRY_AFTER_METADATA_KEY
+from common.errors import KIND_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Unavailable
 from common.grpc_client import channel
 from common.grpc_server import RunningServer, start_server
 from common.job import JOB_FUNCTION, SERIALIZER
 from execution_service import SERVICE_NAMES, ExecutionService, build_service
+from execution_service.change_feed import MAX_WATCHERS
 from execution_service.models import execution_events
 from execution_service.reconciler import SWEEP_BATCH
 from lce.execution.v1 import execution_pb2 as pb
@@ -739,3 +740,76 @@ class TestRecovery:
         time.sleep(0.6)
         harness.service.reconciler.sweep()
         assert all(job_exists(redis_url, execution_id) for execution_id in ids)
+
+
+def watch(harness: Harness) -> Iterator[pb.ExecutionChange]:
+    return harness.executions.WatchExecutions(pb.WatchExecutionsRequest(), timeout=TIMEOUT_S)
+
+
+def listening(harness: Harness) -> Harness:
+    """Starts the harness's change feed and waits until it listens (a stream is then accepted)."""
+    harness.service.changes.start()
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            harness.service.changes.forget(harness.service.changes.watch())
+            return harness
+        except Unavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+class TestChangeFeed:
+    def test_every_transition_reaches_a_stream_served_by_another_replica(self, make_harness: Factory) -> None:
+        writer, watched = make_harness(), listening(make_harness())
+        stream = watch(watched)
+        assert next(stream).execution_id == ""  # live from here on
+        execution_id = create(writer, writer.sessions.add()).id
+        started(writer, execution_id)
+        assert next(stream).execution_id == execution_id
+        result(writer, execution_id, run_result())
+        assert next(stream).execution_id == execution_id
+        stream.cancel()
+
+    def test_a_report_that_changes_nothing_is_not_announced(self, make_harness: Factory) -> None:
+        harness = listening(make_harness())
+        first, second = create(harness, harness.sessions.add()).id, create(harness, harness.sessions.add()).id
+        stream = watch(harness)
+        next(stream)
+        started(harness, first)
+        started(harness, first)  # a repeated start
+        started(harness, second)
+        assert [next(stream).execution_id, next(stream).execution_id] == [first, second]
+        stream.cancel()
+
+    def test_a_replica_not_listening_refuses_streams(self, harness: Harness) -> None:
+        err = rpc_error(lambda: next(watch(harness)))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+
+    def test_closing_the_feed_ends_its_streams_unavailable(self, make_harness: Factory) -> None:
+        harness = listening(make_harness())
+        stream = watch(harness)
+        next(stream)
+        harness.service.changes.close()
+        err = rpc_error(lambda: next(stream))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+
+    def test_streams_beyond_the_bound_are_refused(self, make_harness: Factory) -> None:
+        harness = listening(make_harness())
+        streams = [watch(harness) for _ in range(MAX_WATCHERS)]
+        for stream in streams:
+            next(stream)
+        err = rpc_error(lambda: next(watch(harness)))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        streams[0].cancel()
+        deadline = time.monotonic() + TIMEOUT_S  # the cancelled stream's slot is freed by its callback
+        while True:
+            try:
+                assert next(watch(harness)).execution_id == ""
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        for stream in streams[1:]:
+            stream.cancel()

@@ -7,11 +7,13 @@ the gateway exactly as it would from the real services.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import queue
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +84,7 @@ class Store:
     idempotency_keys: list[str | None] = field(default_factory=list)
     calls: int = 0  # every RPC of either stand-in, to prove a request never reached a backend
     lock: threading.Lock = field(default_factory=threading.Lock)
+    watchers: list[queue.SimpleQueue[str]] = field(default_factory=list)  # WatchExecutions streams
 
     def count(self) -> None:
         with self.lock:
@@ -99,6 +102,12 @@ class Store:
         execution.started_at.CopyFrom(execution.created_at)
         execution.finished_at.CopyFrom(now())
         execution.result.CopyFrom(result)
+        self.announce(execution_id)
+
+    def announce(self, execution_id: str) -> None:
+        with self.lock:
+            for watcher in self.watchers:
+                watcher.put(execution_id)
 
 
 class StandInSessions(session_pb2_grpc.SessionServiceServicer):
@@ -216,6 +225,19 @@ class StandInExecutions(execution_pb2_grpc.ExecutionServiceServicer):
             ]
         )
 
+    def WatchExecutions(self, request: Any, context: Any) -> Iterator[execution_pb2.ExecutionChange]:
+        changes: queue.SimpleQueue[str] = queue.SimpleQueue()
+        with self.store.lock:
+            self.store.watchers.append(changes)
+        context.add_callback(lambda: changes.put(""))
+        try:
+            yield execution_pb2.ExecutionChange()
+            while execution_id := changes.get():
+                yield execution_pb2.ExecutionChange(execution_id=execution_id)
+        finally:
+            with self.store.lock:
+                self.store.watchers.remove(changes)
+
     def ListExecutions(self, request: Any, context: Any) -> execution_pb2.ListExecutionsResponse:
         self.store.count()
         session = self.store.session(request.session_id)
@@ -261,9 +283,17 @@ def start_backends() -> Backends:
     return Backends(store, session_server, execution_server)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def one_event_loop_for_the_module() -> AsyncIterator[None]:
+    """Keeps anyio's event loop open across the module, as a gateway process keeps its loop: grpc.aio
+    finishes a cancelled stream (the change feed's, at every app's shutdown) a moment after
+    the call returns, and on a loop closed meanwhile that completion fails the next test."""
+    yield
 
 
 @pytest.fixture(scope="module")
@@ -497,13 +527,21 @@ async def test_terminal_execution_shape(client: httpx.AsyncClient, backends: Bac
     assert body["finished_at"].endswith("Z")
 
 
+async def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, f"not {what} within 5 s"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_terminal_execution_is_answered_again_without_a_backend_call(
-    client: httpx.AsyncClient, backends: Backends
+    gateway: tuple[FastAPI, httpx.AsyncClient], backends: Backends
 ) -> None:
+    app, client = gateway
     _, execution_id = await new_execution(client)
     queued = await client.get(f"/executions/{execution_id}")
     backends.store.finish(execution_id, execution_pb2.RunResult(status=execution_pb2.EXECUTION_STATUS_COMPLETED))
-    # A QUEUED answer was not kept: the change is seen.
+    await until(lambda: app.state.live_executions.get(execution_id) is None, "told of the change")
     first = await client.get(f"/executions/{execution_id}")
     assert (queued.json()["status"], first.json()["status"]) == ("QUEUED", "COMPLETED")
     calls = backends.store.calls
@@ -514,6 +552,41 @@ async def test_a_terminal_execution_is_answered_again_without_a_backend_call(
         "application/json",
         first.content,
     )
+
+
+@pytest.fixture
+async def live_gateway(gateway: tuple[FastAPI, httpx.AsyncClient]) -> tuple[FastAPI, httpx.AsyncClient]:
+    """The gateway once its change feed is live."""
+    await until(lambda: gateway[0].state.live_executions.live, "live")
+    return gateway
+
+
+async def test_an_unfinished_execution_is_answered_from_memory_until_the_feed_announces_a_change(
+    live_gateway: tuple[FastAPI, httpx.AsyncClient], backends: Backends
+) -> None:
+    app, client = live_gateway
+    _, execution_id = await new_execution(client)
+    queued = await client.get(f"/executions/{execution_id}")
+    calls = backends.store.calls
+    polls = [await client.get(f"/executions/{execution_id.upper()}") for _ in range(3)]
+    assert backends.store.calls == calls
+    assert {(poll.status_code, poll.content) for poll in polls} == {(200, queued.content)}
+    backends.store.finish(execution_id, execution_pb2.RunResult(status=execution_pb2.EXECUTION_STATUS_COMPLETED))
+    await until(lambda: app.state.live_executions.get(execution_id) is None, "told of the change")
+    assert (await client.get(f"/executions/{execution_id}")).json()["status"] == "COMPLETED"
+    assert backends.store.calls == calls + 1
+
+
+async def test_without_a_live_feed_every_poll_of_an_unfinished_execution_reaches_the_backend(
+    live_gateway: tuple[FastAPI, httpx.AsyncClient], backends: Backends
+) -> None:
+    app, client = live_gateway
+    _, execution_id = await new_execution(client)
+    app.state.live_executions.feed_down()  # as when the stream breaks
+    calls = backends.store.calls
+    for _ in range(3):
+        assert (await client.get(f"/executions/{execution_id}")).json()["status"] == "QUEUED"
+    assert backends.store.calls == calls + 3
 
 
 async def test_list_executions_newest_first_with_nulls_until_terminal(

@@ -1,0 +1,140 @@
+"""Which executions changed state, told as it happens to every replica's watchers (the gateways).
+
+The replica that commits a transition publishes the execution id on one Redis channel (named
+after the deployment's queue: pub/sub channels ignore Redis database numbers); every
+replica listens on it and hands each id to the WatchExecutions streams it serves. A gateway
+keeps answers about unfinished executions in memory only while its stream vouches that no
+change was missed, so that a client polling a running execution costs neither this service
+nor the database a call per poll.
+
+Redis pub/sub keeps nothing: a listener that lost its connection cannot know what it missed.
+So it ends every stream it serves, their callers drop what they kept, and new streams are
+refused until it listens again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+
+import redis
+import redis.exceptions
+
+from common.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+# A stream holds one of the server's worker threads for its whole life: a bound keeps calls served.
+MAX_WATCHERS = 8
+# How long the listener blocks for a message before it looks whether it was told to stop.
+_STOP_CHECK_S = 1.0
+_FIRST_BACKOFF_S = 0.5
+_MAX_BACKOFF_S = 10.0
+
+
+class Watcher:
+    """The changes one stream forwards, in order, until the feed ends it."""
+
+    _END = ""
+
+    def __init__(self) -> None:
+        self._changes: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def __iter__(self) -> Iterator[str]:
+        while (execution_id := self._changes.get()) != self._END:
+            yield execution_id
+
+    def tell(self, execution_id: str) -> None:
+        self._changes.put(execution_id)
+
+    def end(self) -> None:
+        self._changes.put(self._END)
+
+
+class ChangeFeed:
+    def __init__(
+        self, publisher: redis.Redis, listener: redis.Redis, channel: str, *, max_watchers: int = MAX_WATCHERS
+    ) -> None:
+        self._publisher = publisher
+        self._channel = channel
+        self._listener = listener
+        self._max_watchers = max_watchers
+        self._lock = threading.Lock()
+        self._watchers: set[Watcher] = set()
+        self._listening = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="lce-change-feed", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Ends every stream (a draining server then has none left to wait for) and stops listening."""
+        self._stop.set()
+        self._set_listening(False)
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def publish(self, execution_id: str) -> None:
+        """Tells every replica's watchers; the transition is committed already, so a failure only costs
+        the watchers' callers their shortcut: what they keep expires on its own (gateway/execution_cache.py)."""
+        try:
+            self._publisher.publish(self._channel, execution_id)
+        except redis.exceptions.RedisError as err:
+            log.warning("could not publish a change", extra={"execution_id": execution_id, "error": repr(err)})
+
+    def watch(self) -> Watcher:
+        """A new stream's watcher; Unavailable while this replica is not listening, or serves enough streams."""
+        watcher = Watcher()
+        with self._lock:
+            if not self._listening:
+                raise Unavailable("the change feed is not listening to Redis")
+            if len(self._watchers) >= self._max_watchers:
+                raise Unavailable(f"this replica serves {self._max_watchers} change streams already")
+            self._watchers.add(watcher)
+        return watcher
+
+    def forget(self, watcher: Watcher) -> None:
+        with self._lock:
+            self._watchers.discard(watcher)
+        watcher.end()
+
+    def _listen(self) -> None:
+        backoff = _FIRST_BACKOFF_S
+        while not self._stop.is_set():
+            try:
+                with self._listener.pubsub() as pubsub:
+                    pubsub.subscribe(self._channel)
+                    while not self._stop.is_set():
+                        message = pubsub.get_message(timeout=_STOP_CHECK_S)
+                        if message is None:
+                            continue
+                        if message["type"] == "subscribe":
+                            self._set_listening(True)
+                            backoff = _FIRST_BACKOFF_S
+                        elif message["type"] == "message":
+                            self._tell(message["data"].decode())
+            except redis.exceptions.RedisError as err:
+                log.warning("change feed lost Redis; its streams are ended", extra={"error": repr(err)})
+            finally:
+                self._set_listening(False)
+            self._stop.wait(backoff)
+            backoff = min(_MAX_BACKOFF_S, backoff * 2)
+
+    def _tell(self, execution_id: str) -> None:
+        with self._lock:
+            watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher.tell(execution_id)
+
+    def _set_listening(self, listening: bool) -> None:
+        """Going deaf ends every stream: changes may be missed from now on."""
+        with self._lock:
+            self._listening = listening and not self._stop.is_set()
+            ended = [] if self._listening else list(self._watchers)
+            if ended:
+                self._watchers.clear()
+        for watcher in ended:
+            watcher.end()
