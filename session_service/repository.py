@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, select, update
+from sqlalchemy import Engine, Row, Update, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError
 
@@ -25,6 +25,26 @@ _UPSERT_INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.inser
 # Read on every request that names a session (and on every run): built once, so SQLAlchemy skips
 # building the statement and its cache key on each call.
 _BY_ID = select(sessions).where(sessions.c.id == bindparam("session_id"))
+# The writes, built once too (a bound name may not be a column's, hence set_*).
+_INSERT = sessions.insert().values(
+    {
+        name: bindparam(f"set_{name}", type_=sessions.c[name].type)
+        for name in ("id", "language_id", "status", "source_code", "created_at", "updated_at")
+    }
+)
+
+
+def _update_if_active(*names: str) -> Update:
+    return (
+        update(sessions)
+        .where(sessions.c.id == bindparam("session_id"), sessions.c.status == SessionStatus.ACTIVE.value)
+        .values({name: bindparam(f"set_{name}", type_=sessions.c[name].type) for name in names})
+        .returning(*sessions.c)
+    )
+
+
+_UPDATE_SOURCE = _update_if_active("source_code", "updated_at")
+_CLOSE = _update_if_active("status", "updated_at")
 
 
 class SessionRepository:
@@ -55,14 +75,15 @@ class SessionRepository:
     def insert(self, record: SessionRecord) -> None:
         with writing(self._engine) as (connection, _):
             connection.execute(
-                sessions.insert().values(
-                    id=uuid.UUID(record.id),
-                    language_id=uuid.UUID(record.language_id),
-                    status=record.status.value,
-                    source_code=record.source_code,
-                    created_at=record.created_at,
-                    updated_at=record.updated_at,
-                )
+                _INSERT,
+                {
+                    "set_id": uuid.UUID(record.id),
+                    "set_language_id": uuid.UUID(record.language_id),
+                    "set_status": record.status.value,
+                    "set_source_code": record.source_code,
+                    "set_created_at": record.created_at,
+                    "set_updated_at": record.updated_at,
+                },
             )
 
     def get(self, session_id: str) -> SessionRecord | None:
@@ -72,24 +93,18 @@ class SessionRepository:
 
     def update_source_if_active(self, session_id: str, source_code: str, now: datetime) -> SessionRecord | None:
         """The updated session, or None when it is unknown or closed (the WHERE makes this race-free)."""
-        return self._update_if_active(session_id, source_code=source_code, updated_at=now)
+        return self._update_if_active(_UPDATE_SOURCE, session_id, set_source_code=source_code, set_updated_at=now)
 
     def close_if_active(self, session_id: str, now: datetime) -> SessionRecord | None:
         """The closed session, or None when it is unknown or was already closed."""
-        return self._update_if_active(session_id, status=SessionStatus.INACTIVE.value, updated_at=now)
+        return self._update_if_active(_CLOSE, session_id, set_status=SessionStatus.INACTIVE.value, set_updated_at=now)
 
     def dispose(self) -> None:
         self._engine.dispose()
 
-    def _update_if_active(self, session_id: str, **values: object) -> SessionRecord | None:
-        statement = (
-            update(sessions)
-            .where(sessions.c.id == uuid.UUID(session_id), sessions.c.status == SessionStatus.ACTIVE.value)
-            .values(**values)
-            .returning(*sessions.c)
-        )
+    def _update_if_active(self, statement: Update, session_id: str, **values: object) -> SessionRecord | None:
         with writing(self._engine) as (connection, _):
-            row = connection.execute(statement).first()
+            row = connection.execute(statement, {"session_id": uuid.UUID(session_id), **values}).first()
         return None if row is None else _record(row)
 
 
