@@ -9,6 +9,7 @@ start (the worker never forks, so its gRPC channel lives as long as the process)
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,15 @@ def run_execution(payload: dict[str, Any]) -> dict[str, str]:
         if not start.should_run:
             log.info("not running it: the run is over or this attempt is stale", extra={"attempt": job.attempt})
             return {"status": "skipped", "reason": "not the current attempt"}
-        with LeaseKeeper(runtime.reports, job.execution_id, job.attempt, start.lease_s):
-            verdict = _execute(job, runtime)
-        # Outside the lease: while the result waits out an outage of execution_service, nothing else
-        # is renewed, and if the lease ran out meanwhile the service still takes this result (repository.finish).
-        runtime.reports.result(job.execution_id, job.attempt, verdict, sandbox=runtime.launcher.mode)
+        # The work dir is torn down (and the next execution's prepared) once the result is reported:
+        # after it, not on its way.
+        with ExitStack() as teardown:
+            with LeaseKeeper(runtime.reports, job.execution_id, job.attempt, start.lease_s):
+                verdict = _execute(job, runtime, teardown)
+            # Outside the lease: while the result waits out an outage of execution_service, nothing else
+            # is renewed, and if the lease ran out meanwhile the service still takes this result
+            # (repository.finish).
+            runtime.reports.result(job.execution_id, job.attempt, verdict, sandbox=runtime.launcher.mode)
         metrics.record(job.language, verdict)
         log.info("execution finished", extra={"status": verdict.status, "reason": verdict.reason})
         return {"status": verdict.status.value, "reason": verdict.reason}
@@ -79,14 +84,15 @@ def run_execution(payload: dict[str, Any]) -> dict[str, str]:
         logs.execution_id.reset(token)
 
 
-def _execute(job: ExecutionJob, runtime: Runtime) -> Verdict:
+def _execute(job: ExecutionJob, runtime: Runtime, teardown: ExitStack) -> Verdict:
+    """The verdict; the work dir stays until `teardown` closes."""
     language = by_name(job.language)
     if language is None:
         log.error("unknown language", extra={"language": job.language})
         return verdicts.internal_error(f"language {job.language!r} is not available on this executor")
     try:
-        with runtime.launcher.workspace() as workdir:
-            return _compile_and_run(job, language, workdir, runtime)
+        workdir = teardown.enter_context(runtime.launcher.workspace())
+        return _compile_and_run(job, language, workdir, runtime)
     except Exception:
         # A failure of the machinery (workspace, sandbox set-up), not of the program: the
         # internal_error verdict makes execution_service retry the run (execution_service/attempts.py).
