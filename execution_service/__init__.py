@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -28,9 +29,10 @@ SERVICE_NAMES = ("lce.execution.v1.ExecutionService", "lce.execution.v1.Executor
 # Short Redis timeouts: a request must fail over to the reconciler path quickly, never hang.
 _REDIS_CONNECT_TIMEOUT_S = 1.0
 _REDIS_SOCKET_TIMEOUT_S = 2.0
-# The change feed's listener waits on its connection for as long as nothing changes: a ping that
-# often tells a vanished Redis from a quiet one.
-_LISTENER_HEALTH_CHECK_S = 5
+# The change feed's listener waits on its connection for as long as nothing changes: TCP keepalives
+# tell a vanished Redis host from a quiet one within about 10 s (redis-py's own health check pings
+# but never waits for the answer).
+_LISTENER_KEEPALIVE = {socket.TCP_KEEPIDLE: 4, socket.TCP_KEEPINTVL: 2, socket.TCP_KEEPCNT: 3}
 
 
 @dataclass
@@ -68,7 +70,8 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
         config.redis_url,
         socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_S,
         socket_timeout=_REDIS_SOCKET_TIMEOUT_S,
-        health_check_interval=_LISTENER_HEALTH_CHECK_S,
+        socket_keepalive=True,
+        socket_keepalive_options=_LISTENER_KEEPALIVE,
     )
     changes = ChangeFeed(client, listener, f"{config.queue_name}:execution-changes")
     sessions = SessionClient(config.session_service_addr)

@@ -9,7 +9,9 @@ nor the database a call per poll.
 
 Redis pub/sub keeps nothing: a listener that lost its connection cannot know what it missed.
 So it ends every stream it serves, their callers drop what they kept, and new streams are
-refused until it listens again.
+refused until it listens again. Publishing happens on a thread of its own: a transition never
+waits for Redis, and while Redis is away its announcements are dropped (the listeners are
+deaf then too, and what the gateways kept expires within a second).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # A stream holds one of the server's worker threads for its whole life: a bound keeps calls served.
 MAX_WATCHERS = 8
+# Announcements waiting for the publisher thread; beyond this they are dropped (see above).
+MAX_PENDING = 10_000
 # How long the listener blocks for a message before it looks whether it was told to stop.
 _STOP_CHECK_S = 1.0
 _FIRST_BACKOFF_S = 0.5
@@ -65,25 +69,47 @@ class ChangeFeed:
         self._watchers: set[Watcher] = set()
         self._listening = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._listen, name="lce-change-feed", daemon=True)
+        self._pending: queue.Queue[str] = queue.Queue(maxsize=MAX_PENDING)
+        self._threads = [
+            threading.Thread(target=self._listen, name="lce-change-listener", daemon=True),
+            threading.Thread(target=self._publish_pending, name="lce-change-publisher", daemon=True),
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def close(self) -> None:
         """Ends every stream (a draining server then has none left to wait for) and stops listening."""
         self._stop.set()
         self._set_listening(False)
-        if self._thread.is_alive():
-            self._thread.join()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
 
     def publish(self, execution_id: str) -> None:
-        """Tells every replica's watchers; the transition is committed already, so a failure only costs
-        the watchers' callers their shortcut: what they keep expires on its own (gateway/execution_cache.py)."""
+        """Tells every replica's watchers, soon: the transition is committed already and must not wait."""
         try:
-            self._publisher.publish(self._channel, execution_id)
-        except redis.exceptions.RedisError as err:
-            log.warning("could not publish a change", extra={"execution_id": execution_id, "error": repr(err)})
+            self._pending.put_nowait(execution_id)
+        except queue.Full:
+            log.warning("change announcements are backed up; dropping one", extra={"execution_id": execution_id})
+
+    def _publish_pending(self) -> None:
+        """Sends what is pending, all of it in one round trip, until told to stop."""
+        while not self._stop.is_set():
+            try:
+                first = self._pending.get(timeout=_STOP_CHECK_S)
+            except queue.Empty:
+                continue
+            pipeline = self._publisher.pipeline(transaction=False)
+            pipeline.publish(self._channel, first)
+            while not self._pending.empty():
+                pipeline.publish(self._channel, self._pending.get_nowait())
+            try:
+                pipeline.execute()
+            except redis.exceptions.RedisError as err:
+                # Dropped: what the gateways keep expires on its own (gateway/execution_cache.py).
+                log.warning("could not publish changes", extra={"error": repr(err)})
 
     def watch(self) -> Watcher:
         """A new stream's watcher; Unavailable while this replica is not listening, or serves enough streams."""
@@ -112,6 +138,8 @@ class ChangeFeed:
                         if message is None:
                             continue
                         if message["type"] == "subscribe":
+                            # A second confirmation would mean a silent resubscription: a gap all the same.
+                            self._set_listening(False)
                             self._set_listening(True)
                             backoff = _FIRST_BACKOFF_S
                         elif message["type"] == "message":

@@ -70,10 +70,15 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             watcher = self.changes.watch()
         except Unavailable as err:
             context.abort(grpc.StatusCode.UNAVAILABLE, err.message)
-        context.add_callback(lambda: self.changes.forget(watcher))  # the caller left or the server stops
-        yield pb.ExecutionChange()
-        for execution_id in watcher:
-            yield pb.ExecutionChange(execution_id=execution_id)
+        try:
+            # Ends the iteration below when the caller leaves or the server stops; False: already over.
+            if not context.add_callback(lambda: self.changes.forget(watcher)):
+                return
+            yield pb.ExecutionChange()
+            for execution_id in watcher:
+                yield pb.ExecutionChange(execution_id=execution_id)
+        finally:
+            self.changes.forget(watcher)
         context.abort(grpc.StatusCode.UNAVAILABLE, "the change feed was interrupted: changes may have been missed")
 
 

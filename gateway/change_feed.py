@@ -61,6 +61,9 @@ class ChangeFollower:
             except asyncio.CancelledError:
                 if not self._stopping.is_set():
                     raise  # the task itself was cancelled, not the call by stop()
+            except Exception:
+                # Whatever broke the stream, the follower lives on: polls go to execution_service meanwhile.
+                log.exception("change feed failed; following it again")
             finally:
                 self._live.feed_down()
             with suppress(TimeoutError):

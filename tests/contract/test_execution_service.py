@@ -747,8 +747,13 @@ def watch(harness: Harness) -> Iterator[pb.ExecutionChange]:
 
 
 def listening(harness: Harness) -> Harness:
-    """Starts the harness's change feed and waits until it listens (a stream is then accepted)."""
+    """Starts the harness's change feed and waits until it listens."""
     harness.service.changes.start()
+    return until_listening(harness)
+
+
+def until_listening(harness: Harness) -> Harness:
+    """Waits until the change feed listens: a stream is then accepted."""
     deadline = time.monotonic() + TIMEOUT_S
     while True:
         try:
@@ -762,7 +767,7 @@ def listening(harness: Harness) -> Harness:
 
 class TestChangeFeed:
     def test_every_transition_reaches_a_stream_served_by_another_replica(self, make_harness: Factory) -> None:
-        writer, watched = make_harness(), listening(make_harness())
+        writer, watched = listening(make_harness()), listening(make_harness())
         stream = watch(watched)
         assert next(stream).execution_id == ""  # live from here on
         execution_id = create(writer, writer.sessions.add()).id
@@ -782,6 +787,30 @@ class TestChangeFeed:
         started(harness, second)
         assert [next(stream).execution_id, next(stream).execution_id] == [first, second]
         stream.cancel()
+
+    def test_a_retried_attempt_is_announced(self, make_harness: Factory) -> None:
+        harness = listening(make_harness())
+        execution_id = create(harness, harness.sessions.add()).id
+        started(harness, execution_id)
+        stream = watch(harness)
+        next(stream)
+        failed = pb.RunResult(status=pb.EXECUTION_STATUS_FAILED, reason="internal_error", stderr="no sandbox")
+        result(harness, execution_id, failed)
+        assert next(stream).execution_id == execution_id
+        assert get(harness, execution_id).status == pb.EXECUTION_STATUS_QUEUED  # the next attempt waits
+        stream.cancel()
+
+    def test_losing_the_redis_subscription_ends_the_streams_until_it_listens_again(
+        self, make_harness: Factory, redis_url: str
+    ) -> None:
+        harness = listening(make_harness())
+        stream = watch(harness)
+        next(stream)
+        redis.Redis.from_url(redis_url).client_kill_filter(_type="pubsub")
+        err = rpc_error(lambda: next(stream))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        until_listening(harness)  # subscribed again after a backoff
+        assert next(watch(harness)).execution_id == ""
 
     def test_a_replica_not_listening_refuses_streams(self, harness: Harness) -> None:
         err = rpc_error(lambda: next(watch(harness)))

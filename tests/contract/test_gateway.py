@@ -109,6 +109,9 @@ class Store:
             for watcher in self.watchers:
                 watcher.put(execution_id)
 
+    def end_streams(self) -> None:
+        self.announce("")
+
 
 class StandInSessions(session_pb2_grpc.SessionServiceServicer):
     def __init__(self, store: Store) -> None:
@@ -306,6 +309,8 @@ def backends() -> Iterator[Backends]:
 @asynccontextmanager
 async def serving(config: GatewayConfig) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     app = create_app(config)
+    # Far longer than any test: an answer dropped within one was dropped by the feed, not by age.
+    app.state.live_executions.ttl_s = 600
     # ASGITransport does not send lifespan events; entering the app's lifespan opens the gRPC channels.
     async with (
         app.router.lifespan_context(app),
@@ -575,6 +580,18 @@ async def test_an_unfinished_execution_is_answered_from_memory_until_the_feed_an
     await until(lambda: app.state.live_executions.get(execution_id) is None, "told of the change")
     assert (await client.get(f"/executions/{execution_id}")).json()["status"] == "COMPLETED"
     assert backends.store.calls == calls + 1
+
+
+async def test_a_feed_that_ends_drops_what_it_vouched_for_and_is_followed_again(
+    live_gateway: tuple[FastAPI, httpx.AsyncClient], backends: Backends
+) -> None:
+    app, client = live_gateway
+    _, execution_id = await new_execution(client)
+    await client.get(f"/executions/{execution_id}")
+    assert app.state.live_executions.get(execution_id) is not None
+    backends.store.end_streams()
+    await until(lambda: app.state.live_executions.get(execution_id) is None, "dropped")
+    await until(lambda: app.state.live_executions.live, "live again")
 
 
 async def test_without_a_live_feed_every_poll_of_an_unfinished_execution_reaches_the_backend(
