@@ -173,6 +173,9 @@ executions = Table(
     Column("idempotency_key", String(255)),
     # A session's history, newest first.
     Index("ix_executions_session_created", "session_id", "created_at"),
+    # A session's last finished runs (the failure streak, read on every run): without it, every
+    # run read and sorted all of its session's earlier runs.
+    Index("ix_executions_session_finished", "session_id", "finished_at"),
     # The reconciler's two sweeps: QUEUED rows that are due, RUNNING rows whose lease ran out.
     Index("ix_executions_status_not_before", "status", "not_before"),
     Index("ix_executions_status_lease", "status", "lease_expires_at"),

@@ -54,11 +54,15 @@ _SCHEMA_ATTEMPTS = 3
 
 
 def create_schema(engine: Engine) -> None:
-    """Creates the tables if missing. Two replicas starting together may race on CREATE TABLE:
-    the loser sees a duplicate-object error, and its retry finds the tables in place."""
+    """Creates the tables and indexes if missing (an index added in a later release too: create_all
+    skips the indexes of a table that exists). Two replicas starting together may race on CREATE:
+    the loser sees a duplicate-object error, and its retry finds everything in place."""
     for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
         try:
             metadata.create_all(engine, checkfirst=True)
+            for table in metadata.sorted_tables:
+                for index in table.indexes:
+                    index.create(engine, checkfirst=True)
             return
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == _SCHEMA_ATTEMPTS:

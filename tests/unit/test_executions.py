@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from common.db import make_engine
 from common.errors import InvalidArgument, NotFound
@@ -496,3 +496,11 @@ def test_replicas_starting_together_create_the_schema_once() -> None:
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_an_index_added_later_is_created_on_an_existing_database(executions: Executions) -> None:
+    engine = executions.repository.engine
+    with engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_executions_session_finished"))
+    create_schema(engine)
+    assert "ix_executions_session_finished" in {index["name"] for index in inspect(engine).get_indexes("executions")}
