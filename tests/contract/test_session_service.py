@@ -20,6 +20,7 @@ from common.languages import LANGUAGES
 from lce.session.v1 import session_pb2, session_pb2_grpc
 from session_service import SERVICE_NAME, SessionServicer, build_servicer
 from session_service.sessions import MAX_SOURCE_BYTES
+from tests.conftest import fresh_database
 
 DEADLINE_S = 10.0
 PYTHON = LANGUAGES[0]
@@ -52,18 +53,10 @@ def served(postgres_url: str) -> Iterator[Served]:
 
 
 @pytest.fixture
-def scratch_database(postgres_url: str) -> Iterator[str]:
+def scratch_database() -> Iterator[str]:
     """A database of this test's own on the test PostgreSQL server, dropped (forcibly) afterwards."""
-    url = make_url(postgres_url)
-    admin_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"lce_scratch_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("lce_scratch") as url:
+        yield url
 
 
 def create(served: Served, source_code: str | None = None) -> session_pb2.Session:

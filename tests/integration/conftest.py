@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from devstack import Stack, StackConfig
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer, free_port, fresh_database
 
 TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT"}
 
@@ -41,9 +41,17 @@ def stack_config(tmp: Path, *, database_url: str | None, redis_url: str, **env: 
 
 
 @pytest.fixture(scope="session")
-def stack(postgres_url: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack_database() -> Iterator[str]:
+    """The stack's own database: it lives on for the whole session, and its reconciler would
+    otherwise take up the rows that unit and contract tests leave QUEUED in theirs."""
+    with fresh_database("lce_stack") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def stack(stack_database: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
-    running = Stack(stack_config(tmp, database_url=postgres_url, redis_url=redis_server.url))
+    running = Stack(stack_config(tmp, database_url=stack_database, redis_url=redis_server.url))
     try:
         running.start()
     except BaseException:
