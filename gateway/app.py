@@ -25,6 +25,7 @@ from gateway import http_errors
 from gateway.change_feed import ChangeFollower
 from gateway.clients import Backends
 from gateway.execution_cache import LiveExecutions, ServeKnownExecutions, TerminalExecutions
+from gateway.execution_reads import ExecutionReads
 from gateway.routes import router
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,15 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backends = Backends.open(config)
-        feed = ChangeFollower(app.state.backends.executions, app.state.live_executions)
+        reads = ExecutionReads(app.state.backends, app.state.terminal_executions, app.state.live_executions)
+        app.state.execution_reads = reads
+        feed = ChangeFollower(app.state.backends.executions, app.state.live_executions, reads.changed)
         feed.start()
         try:
             yield
         finally:
             await feed.stop()
+            await reads.close()
             await app.state.backends.close()
 
     # routes= rather than include_router: FastAPI wraps an included router in one more routing layer per request.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import suppress
 
 import grpc
@@ -25,9 +26,15 @@ MAX_BACKOFF_S = 10.0
 
 
 class ChangeFollower:
-    def __init__(self, executions: execution_pb2_grpc.ExecutionServiceStub, live: LiveExecutions) -> None:
+    def __init__(
+        self,
+        executions: execution_pb2_grpc.ExecutionServiceStub,
+        live: LiveExecutions,
+        changed: Callable[[str], None],
+    ) -> None:
         self._executions = executions
         self._live = live
+        self._changed = changed  # told each changed execution id (gateway/execution_reads.py)
         self._stopping = asyncio.Event()
         self._stream: grpc.aio.UnaryStreamCall | None = None
         self._task: asyncio.Task[None] | None = None
@@ -51,7 +58,7 @@ class ChangeFollower:
             try:
                 async for change in self._stream:
                     if change.execution_id:
-                        self._live.changed(change.execution_id)
+                        self._changed(change.execution_id)
                     else:
                         self._live.feed_up()
                         backoff = FIRST_BACKOFF_S

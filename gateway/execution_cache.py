@@ -118,13 +118,15 @@ class LiveExecutions:
             return None
         return answer
 
-    def changed(self, execution_id: str) -> None:
-        self._answers.pop(execution_id, None)
+    def changed(self, execution_id: str) -> bool:
+        """Forgets the execution's answer; True when one was kept (someone polls it)."""
+        kept = self._answers.pop(execution_id, None) is not None
         self._changes += 1
         self._changed[execution_id] = self._changes
         self._changed.move_to_end(execution_id)
         if len(self._changed) > self.max_remembered:
             _, self._forgotten_up_to = self._changed.popitem(last=False)
+        return kept
 
     def feed_up(self) -> None:
         """The feed is live: every change from now on will be announced."""

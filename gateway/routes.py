@@ -1,8 +1,9 @@
 """The documented HTTP API, one handler per endpoint: parse, call one backend, translate.
 
-Handlers return JSONResponse objects directly, which skips FastAPI's response validation
-and jsonable_encoder: the dicts from translate.py are already JSON-ready. Backend failures
-propagate as grpc.aio.AioRpcError and are answered by the exception handlers in app.py.
+Handlers return JSONResponse objects (or a Response of a body already rendered) directly, which
+skips FastAPI's response validation and jsonable_encoder: the dicts from translate.py are already
+JSON-ready. Backend failures propagate as grpc.aio.AioRpcError and are answered by the exception
+handlers in app.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from gateway import schemas, translate
 from gateway.clients import Backends
@@ -70,20 +71,10 @@ def ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
     "/executions/{execution_id}",
     responses={200: {"model": schemas.Execution}, **schemas.errors(400, 404, 503)},
 )
-async def get_execution(execution_id: str, request: Request) -> JSONResponse:
-    services = backends(request)
-    live = request.app.state.live_executions
-    ticket = live.ticket()  # before the read: a change announced while it is in flight voids it
-    response = await services.executions.GetExecution(
-        execution_pb2.GetExecutionRequest(execution_id=execution_id), timeout=services.deadline_s
-    )
-    answer = ok(translate.execution_detail(response.execution))
-    # Later reads of it are answered by gateway/execution_cache.py: for good once it is final.
-    if translate.is_terminal(response.execution):
-        request.app.state.terminal_executions.put(response.execution.id, bytes(answer.body))
-    else:
-        live.put(response.execution.id, bytes(answer.body), ticket)
-    return answer
+async def get_execution(execution_id: str, request: Request) -> Response:
+    # Answers kept in memory left before routing (gateway/execution_cache.py); this reads one.
+    answer = await request.app.state.execution_reads.read(execution_id)
+    return Response(answer, media_type="application/json")
 
 
 @router.get(

@@ -582,6 +582,28 @@ async def test_an_unfinished_execution_is_answered_from_memory_until_the_feed_an
     assert backends.store.calls == calls + 1
 
 
+async def test_a_polled_execution_that_changed_is_read_again_before_the_next_poll(
+    live_gateway: tuple[FastAPI, httpx.AsyncClient], backends: Backends
+) -> None:
+    app, client = live_gateway
+    _, execution_id = await new_execution(client)
+    await client.get(f"/executions/{execution_id}")
+    calls = backends.store.calls
+    backends.store.finish(execution_id, execution_pb2.RunResult(status=execution_pb2.EXECUTION_STATUS_COMPLETED))
+    await until(lambda: app.state.terminal_executions.get(execution_id) is not None, "read again")
+    assert (await client.get(f"/executions/{execution_id}")).json()["status"] == "COMPLETED"
+    assert backends.store.calls == calls + 1
+
+
+async def test_concurrent_polls_of_one_execution_share_one_backend_read(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    calls = backends.store.calls
+    answers = await asyncio.gather(*(client.get(f"/executions/{SLOW_EXECUTION_ID}") for _ in range(3)))
+    assert [answer.status_code for answer in answers] == [404, 404, 404]
+    assert backends.store.calls == calls + 1
+
+
 async def test_a_feed_that_ends_drops_what_it_vouched_for_and_is_followed_again(
     live_gateway: tuple[FastAPI, httpx.AsyncClient], backends: Backends
 ) -> None:

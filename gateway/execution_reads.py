@@ -1,0 +1,86 @@
+"""Reads of one execution for GET /executions/{id}, kept in memory as far as they may be.
+
+At most one read of an execution is in flight per gateway process: a poll arriving while one is
+on its way waits for it instead of calling execution_service again. When the change feed
+announces a change of an execution that is being polled, its new state is read at once, so the
+poll that follows finds it in memory (gateway/execution_cache.py) instead of waiting for a read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+
+import grpc
+from fastapi.responses import JSONResponse
+
+from gateway import translate
+from gateway.clients import Backends
+from gateway.execution_cache import LiveExecutions, TerminalExecutions
+from lce.execution.v1 import execution_pb2
+
+log = logging.getLogger(__name__)
+
+
+class ExecutionReads:
+    def __init__(self, backends: Backends, terminal: TerminalExecutions, live: LiveExecutions) -> None:
+        self._backends = backends
+        self._terminal = terminal
+        self._live = live
+        self._in_flight: dict[str, asyncio.Task[bytes]] = {}
+        self._refreshes: set[asyncio.Task[None]] = set()
+
+    async def read(self, execution_id: str) -> bytes:
+        """The answer's JSON body; a failed call raises grpc.aio.AioRpcError."""
+        key = execution_id.lower()
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._read_and_keep(execution_id))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda done: self._forget(key, done))
+        # Shielded: a client that goes away must not cancel the read others wait for.
+        return await asyncio.shield(task)
+
+    def changed(self, execution_id: str) -> None:
+        """Told by the change feed. A read already in flight may predate the change: later polls
+        do not join it. An execution someone polls is read again at once."""
+        task = self._in_flight.pop(execution_id, None)
+        polled = self._live.changed(execution_id) or task is not None
+        if polled:
+            refresh = asyncio.ensure_future(self._refresh(execution_id))
+            self._refreshes.add(refresh)
+            refresh.add_done_callback(self._refreshes.discard)
+
+    async def close(self) -> None:
+        """Ends what is in flight (at shutdown): nothing is left to finish on a closed event loop."""
+        tasks = [*self._refreshes, *self._in_flight.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await task
+
+    async def _read_and_keep(self, execution_id: str) -> bytes:
+        ticket = self._live.ticket()  # before the read: a change announced while it is in flight voids it
+        response = await self._backends.executions.GetExecution(
+            execution_pb2.GetExecutionRequest(execution_id=execution_id), timeout=self._backends.deadline_s
+        )
+        answer = bytes(JSONResponse(translate.execution_detail(response.execution)).body)
+        # Final from now on once terminal; otherwise for as long as the change feed vouches for it.
+        if translate.is_terminal(response.execution):
+            self._terminal.put(response.execution.id, answer)
+        else:
+            self._live.put(response.execution.id, answer, ticket)
+        return answer
+
+    async def _refresh(self, execution_id: str) -> None:
+        try:
+            await self.read(execution_id)
+        except grpc.aio.AioRpcError as err:
+            # The poll that follows reads it itself and answers the error if it persists.
+            log.debug("refresh of a changed execution failed", extra={"code": err.code().name})
+
+    def _forget(self, key: str, done: asyncio.Task[bytes]) -> None:
+        if self._in_flight.get(key) is done:
+            del self._in_flight[key]
