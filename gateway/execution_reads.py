@@ -58,7 +58,7 @@ class ExecutionReads:
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            with suppress(asyncio.CancelledError, Exception):  # each was answered, or logged, already
                 await task
 
     async def _read_and_keep(self, execution_id: str) -> bytes:
@@ -80,7 +80,11 @@ class ExecutionReads:
         except grpc.aio.AioRpcError as err:
             # The poll that follows reads it itself and answers the error if it persists.
             log.debug("refresh of a changed execution failed", extra={"code": err.code().name})
+        except Exception:
+            log.exception("refresh of a changed execution failed")
 
     def _forget(self, key: str, done: asyncio.Task[bytes]) -> None:
         if self._in_flight.get(key) is done:
             del self._in_flight[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: its waiters, if any are left, raise it; nobody else must log it
