@@ -77,8 +77,8 @@ def run_execution(payload: dict[str, Any]) -> dict[str, str]:
             # is renewed, and if the lease ran out meanwhile the service still takes this result
             # (repository.finish).
             runtime.reports.result(job.execution_id, job.attempt, verdict, sandbox=runtime.launcher.mode)
-        metrics.record(job.language, verdict)
-        log.info("execution finished", extra={"status": verdict.status, "reason": verdict.reason})
+            metrics.record(job.language, verdict)
+            log.info("execution finished", extra={"status": verdict.status, "reason": verdict.reason})
         return {"status": verdict.status.value, "reason": verdict.reason}
     finally:
         logs.execution_id.reset(token)

@@ -119,8 +119,9 @@ class LiveExecutions:
         return answer
 
     def changed(self, execution_id: str) -> bool:
-        """Forgets the execution's answer; True when one was kept (someone polls it)."""
-        kept = self._answers.pop(execution_id, None) is not None
+        """Forgets the execution's answer; True when one was kept and fresh (someone polls it)."""
+        entry = self._answers.pop(execution_id, None)
+        kept = entry is not None and self._clock() < entry[0]
         self._changes += 1
         self._changed[execution_id] = self._changes
         self._changed.move_to_end(execution_id)

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from contextlib import suppress
+from typing import Any, TypeVar
 
 import grpc
 from fastapi.responses import JSONResponse
 
 from gateway import translate
 from gateway.clients import Backends
-from gateway.execution_cache import LiveExecutions, TerminalExecutions
+from gateway.execution_cache import LiveExecutions, TerminalExecutions, Ticket
 from lce.execution.v1 import execution_pb2
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class ExecutionReads:
@@ -28,16 +32,21 @@ class ExecutionReads:
         self._backends = backends
         self._terminal = terminal
         self._live = live
-        self._in_flight: dict[str, asyncio.Task[bytes]] = {}
-        self._refreshes: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[str, tuple[asyncio.Task[bytes], Ticket]] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()  # every read and refresh not yet done
 
     async def read(self, execution_id: str) -> bytes:
         """The answer's JSON body; a failed call raises grpc.aio.AioRpcError."""
         key = execution_id.lower()
-        task = self._in_flight.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._read_and_keep(execution_id))
-            self._in_flight[key] = task
+        ticket = self._live.ticket()  # before the read: a change announced while it is in flight voids it
+        joined = self._in_flight.get(key)
+        # Joined only while the feed vouches that nothing changed since that read began: it has stayed
+        # up since (same epoch), and a change of this execution takes its read out of _in_flight.
+        if joined is not None and self._live.live and joined[1].epoch == ticket.epoch:
+            task = joined[0]
+        else:
+            task = self._start(self._read_and_keep(execution_id, ticket))
+            self._in_flight[key] = (task, ticket)
             task.add_done_callback(lambda done: self._forget(key, done))
         # Shielded: a client that goes away must not cancel the read others wait for.
         return await asyncio.shield(task)
@@ -45,24 +54,26 @@ class ExecutionReads:
     def changed(self, execution_id: str) -> None:
         """Told by the change feed. A read already in flight may predate the change: later polls
         do not join it. An execution someone polls is read again at once."""
-        task = self._in_flight.pop(execution_id, None)
-        polled = self._live.changed(execution_id) or task is not None
-        if polled:
-            refresh = asyncio.ensure_future(self._refresh(execution_id))
-            self._refreshes.add(refresh)
-            refresh.add_done_callback(self._refreshes.discard)
+        in_flight = self._in_flight.pop(execution_id, None)
+        if self._live.changed(execution_id) or in_flight is not None:
+            self._start(self._refresh(execution_id))
 
     async def close(self) -> None:
         """Ends what is in flight (at shutdown): nothing is left to finish on a closed event loop."""
-        tasks = [*self._refreshes, *self._in_flight.values()]
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with suppress(asyncio.CancelledError, Exception):  # each was answered, or logged, already
                 await task
 
-    async def _read_and_keep(self, execution_id: str) -> bytes:
-        ticket = self._live.ticket()  # before the read: a change announced while it is in flight voids it
+    def _start(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _read_and_keep(self, execution_id: str, ticket: Ticket) -> bytes:
         response = await self._backends.executions.GetExecution(
             execution_pb2.GetExecutionRequest(execution_id=execution_id), timeout=self._backends.deadline_s
         )
@@ -84,7 +95,7 @@ class ExecutionReads:
             log.exception("refresh of a changed execution failed")
 
     def _forget(self, key: str, done: asyncio.Task[bytes]) -> None:
-        if self._in_flight.get(key) is done:
+        if key in self._in_flight and self._in_flight[key][0] is done:
             del self._in_flight[key]
         if not done.cancelled():
             done.exception()  # retrieved: its waiters, if any are left, raise it; nobody else must log it

@@ -596,8 +596,9 @@ async def test_a_polled_execution_that_changed_is_read_again_before_the_next_pol
 
 
 async def test_concurrent_polls_of_one_execution_share_one_backend_read(
-    client: httpx.AsyncClient, backends: Backends
+    live_gateway: tuple[FastAPI, httpx.AsyncClient], backends: Backends
 ) -> None:
+    _, client = live_gateway
     calls = backends.store.calls
     answers = await asyncio.gather(*(client.get(f"/executions/{SLOW_EXECUTION_ID}") for _ in range(3)))
     assert [answer.status_code for answer in answers] == [404, 404, 404]
@@ -614,6 +615,16 @@ async def test_a_feed_that_ends_drops_what_it_vouched_for_and_is_followed_again(
     backends.store.end_streams()
     await until(lambda: app.state.live_executions.get(execution_id) is None, "dropped")
     await until(lambda: app.state.live_executions.live, "live again")
+
+
+async def test_without_a_live_feed_concurrent_polls_do_not_share_a_read(
+    live_gateway: tuple[FastAPI, httpx.AsyncClient], backends: Backends
+) -> None:
+    app, client = live_gateway
+    app.state.live_executions.feed_down()  # a read begun now could miss changes: nobody may join it
+    calls = backends.store.calls
+    await asyncio.gather(*(client.get(f"/executions/{SLOW_EXECUTION_ID}") for _ in range(2)))
+    assert backends.store.calls == calls + 2
 
 
 async def test_without_a_live_feed_every_poll_of_an_unfinished_execution_reaches_the_backend(

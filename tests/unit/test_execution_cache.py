@@ -112,3 +112,12 @@ def test_the_oldest_answers_leave_beyond_the_entry_bound() -> None:
     for name in ("a", "b", "c"):
         cache.put(name, RUNNING, cache.ticket())
     assert [cache.get(name) is not None for name in ("a", "b", "c")] == [False, True, True]
+
+
+def test_a_change_tells_whether_a_fresh_answer_was_kept() -> None:
+    cache, clock = live_cache(ttl_s=1.0)
+    cache.put("a", RUNNING, cache.ticket())
+    cache.put("b", RUNNING, cache.ticket())
+    clock.now += 2.0  # "b" expired: nobody has polled it for a while
+    cache.put("a", RUNNING, cache.ticket())
+    assert (cache.changed("a"), cache.changed("b"), cache.changed("c")) == (True, False, False)
