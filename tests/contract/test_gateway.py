@@ -109,6 +109,9 @@ class Store:
             for watcher in self.watchers:
                 watcher.put(execution_id)
 
+    def complete(self, execution_id: str) -> None:
+        self.finish(execution_id, execution_pb2.RunResult(status=execution_pb2.EXECUTION_STATUS_COMPLETED))
+
     def end_streams(self) -> None:
         self.announce("")
 
@@ -545,7 +548,7 @@ async def test_a_terminal_execution_is_answered_again_without_a_backend_call(
     app, client = gateway
     _, execution_id = await new_execution(client)
     queued = await client.get(f"/executions/{execution_id}")
-    backends.store.finish(execution_id, execution_pb2.RunResult(status=execution_pb2.EXECUTION_STATUS_COMPLETED))
+    backends.store.complete(execution_id)
     await until(lambda: app.state.live_executions.get(execution_id) is None, "told of the change")
     first = await client.get(f"/executions/{execution_id}")
     assert (queued.json()["status"], first.json()["status"]) == ("QUEUED", "COMPLETED")
@@ -576,7 +579,7 @@ async def test_an_unfinished_execution_is_answered_from_memory_until_the_feed_an
     polls = [await client.get(f"/executions/{execution_id.upper()}") for _ in range(3)]
     assert backends.store.calls == calls
     assert {(poll.status_code, poll.content) for poll in polls} == {(200, queued.content)}
-    backends.store.finish(execution_id, execution_pb2.RunResult(status=execution_pb2.EXECUTION_STATUS_COMPLETED))
+    backends.store.complete(execution_id)
     await until(lambda: app.state.live_executions.get(execution_id) is None, "told of the change")
     assert (await client.get(f"/executions/{execution_id}")).json()["status"] == "COMPLETED"
     assert backends.store.calls == calls + 1
@@ -589,7 +592,7 @@ async def test_a_polled_execution_that_changed_is_read_again_before_the_next_pol
     _, execution_id = await new_execution(client)
     await client.get(f"/executions/{execution_id}")
     calls = backends.store.calls
-    backends.store.finish(execution_id, execution_pb2.RunResult(status=execution_pb2.EXECUTION_STATUS_COMPLETED))
+    backends.store.complete(execution_id)
     await until(lambda: app.state.terminal_executions.get(execution_id) is not None, "read again")
     assert (await client.get(f"/executions/{execution_id}")).json()["status"] == "COMPLETED"
     assert backends.store.calls == calls + 1
