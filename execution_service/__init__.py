@@ -86,7 +86,7 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
         lease_s=config.lease_s,
         idempotency_window_s=config.idempotency_window_s,
         enqueue_grace_s=enqueue_grace_s,
-        on_change=changes.publish,
+        on_change=lambda execution_id, finished: changes.publish(servicer.change_to_proto(execution_id, finished)),
     )
     reconciler = Reconciler(executions, queue, interval_s=config.reconcile_interval_s)
     return ExecutionService(executions, reconciler, engine, client, sessions, changes)

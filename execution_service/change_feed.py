@@ -1,11 +1,12 @@
 """Which executions changed state, told as it happens to every replica's watchers (the gateways).
 
-The replica that commits a transition publishes the execution id on one Redis channel (named
-after the deployment's queue: pub/sub channels ignore Redis database numbers); every
-replica listens on it and hands each id to the WatchExecutions streams it serves. A gateway
-keeps answers about unfinished executions in memory only while its stream vouches that no
-change was missed, so that a client polling a running execution costs neither this service
-nor the database a call per poll.
+The replica that commits a transition publishes the change (an ExecutionChange: the execution
+id, and the final state when the run ended) on one Redis channel (named after the deployment's
+queue: pub/sub channels ignore Redis database numbers); every replica listens on it and hands
+each change to the WatchExecutions streams it serves. A gateway keeps answers about unfinished
+executions in memory only while its stream vouches that no change was missed, so that a client
+polling a running execution costs neither this service nor the database a call per poll; a
+result carried by its change is answered without reading it back.
 
 Redis pub/sub keeps nothing: a listener that lost its connection cannot know what it missed.
 So it ends every stream it serves, their callers drop what they kept, and new streams are
@@ -23,15 +24,18 @@ from collections.abc import Iterator
 
 import redis
 import redis.exceptions
+from google.protobuf.message import DecodeError
 
 from common.errors import Unavailable
+from lce.execution.v1.execution_pb2 import ExecutionChange
 
 log = logging.getLogger(__name__)
 
 # A stream holds one of the server's worker threads for its whole life: a bound keeps calls served.
 MAX_WATCHERS = 8
 # Announcements waiting for the publisher thread; beyond this they are dropped (see above).
-MAX_PENDING = 10_000
+# A carried result is at most servicer.MAX_CARRIED_BYTES (16 KiB): this bounds the backlog's memory too.
+MAX_PENDING = 4_096
 # How long the listener blocks for a message before it looks whether it was told to stop.
 _STOP_CHECK_S = 1.0
 _FIRST_BACKOFF_S = 0.5
@@ -41,20 +45,18 @@ _MAX_BACKOFF_S = 10.0
 class Watcher:
     """The changes one stream forwards, in order, until the feed ends it."""
 
-    _END = ""
-
     def __init__(self) -> None:
-        self._changes: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._changes: queue.SimpleQueue[ExecutionChange | None] = queue.SimpleQueue()  # None: the end
 
-    def __iter__(self) -> Iterator[str]:
-        while (execution_id := self._changes.get()) != self._END:
-            yield execution_id
+    def __iter__(self) -> Iterator[ExecutionChange]:
+        while (change := self._changes.get()) is not None:
+            yield change
 
-    def tell(self, execution_id: str) -> None:
-        self._changes.put(execution_id)
+    def tell(self, change: ExecutionChange) -> None:
+        self._changes.put(change)
 
     def end(self) -> None:
-        self._changes.put(self._END)
+        self._changes.put(None)
 
 
 class ChangeFeed:
@@ -69,7 +71,7 @@ class ChangeFeed:
         self._watchers: set[Watcher] = set()
         self._listening = False
         self._stop = threading.Event()
-        self._pending: queue.Queue[str] = queue.Queue(maxsize=MAX_PENDING)
+        self._pending: queue.Queue[bytes] = queue.Queue(maxsize=MAX_PENDING)
         self._threads = [
             threading.Thread(target=self._listen, name="lce-change-listener", daemon=True),
             threading.Thread(target=self._publish_pending, name="lce-change-publisher", daemon=True),
@@ -87,12 +89,12 @@ class ChangeFeed:
             if thread.is_alive():
                 thread.join()
 
-    def publish(self, execution_id: str) -> None:
+    def publish(self, change: ExecutionChange) -> None:
         """Tells every replica's watchers, soon: the transition is committed already and must not wait."""
         try:
-            self._pending.put_nowait(execution_id)
+            self._pending.put_nowait(change.SerializeToString())
         except queue.Full:
-            log.warning("change announcements are backed up; dropping one", extra={"execution_id": execution_id})
+            log.warning("change announcements are backed up; dropping one", extra={"execution_id": change.execution_id})
 
     def _publish_pending(self) -> None:
         """Sends what is pending, all of it in one round trip, until told to stop."""
@@ -143,7 +145,7 @@ class ChangeFeed:
                             self._set_listening(True)
                             backoff = _FIRST_BACKOFF_S
                         elif message["type"] == "message":
-                            self._tell(message["data"].decode())
+                            self._heard(message["data"])
             except redis.exceptions.RedisError as err:
                 log.warning("change feed lost Redis; its streams are ended", extra={"error": repr(err)})
             finally:
@@ -151,11 +153,21 @@ class ChangeFeed:
             self._stop.wait(backoff)
             backoff = min(_MAX_BACKOFF_S, backoff * 2)
 
-    def _tell(self, execution_id: str) -> None:
+    def _heard(self, data: bytes) -> None:
+        try:
+            change = ExecutionChange.FromString(data)
+        except DecodeError:
+            change = ExecutionChange()
+        if not change.execution_id:
+            # Not an announcement of ours: whatever it stood for cannot be passed on, a gap all the same.
+            log.warning("undecodable message on the change channel; its streams are ended")
+            self._set_listening(False)
+            self._set_listening(True)
+            return
         with self._lock:
             watchers = list(self._watchers)
         for watcher in watchers:
-            watcher.tell(execution_id)
+            watcher.tell(change)
 
     def _set_listening(self, listening: bool) -> None:
         """Going deaf ends every stream: changes may be missed from now on."""

@@ -113,7 +113,7 @@ class Executions:
         idempotency_window_s: int,
         enqueue_grace_s: float = 5.0,
         clock: Callable[[], datetime] = utc_now,
-        on_change: Callable[[str], None] = lambda execution_id: None,
+        on_change: Callable[[str, Execution | None], None] = lambda execution_id, finished: None,
     ) -> None:
         self.repository = repository
         self.sessions = sessions
@@ -127,7 +127,8 @@ class Executions:
         # The reconciler leaves a new row to its creator this long before enqueueing it itself.
         self.enqueue_grace = timedelta(seconds=enqueue_grace_s)
         self.clock = clock
-        # Told the id of every execution whose state changed once the change is committed (change_feed.py).
+        # Told the id of every execution whose state changed once the change is committed, and, when the
+        # change ended the run, the finished execution (change_feed.py).
         self.on_change = on_change
 
     def create(
@@ -230,7 +231,7 @@ class Executions:
         execution_id = parse_uuid(execution_id, "execution_id")
         now = self.clock()
         if self.repository.start(execution_id, executor_id, attempt, now, now + self.lease):
-            self.on_change(execution_id)
+            self.on_change(execution_id, None)
             log.info("execution running", extra={"executor_id": executor_id, "attempt": attempt})
             return True
         execution = self.get(execution_id)
@@ -260,8 +261,8 @@ class Executions:
             detail = outcome.stderr.strip()
             reason = f"{INTERNAL_ERROR}: {detail}" if detail else INTERNAL_ERROR
             self.end_attempt(execution_id, attempt, executor_id, reason)
-        elif self.repository.finish(execution_id, executor_id, attempt, outcome, self.clock()):
-            self.on_change(execution_id)
+        elif finished := self.repository.finish(execution_id, executor_id, attempt, outcome, self.clock()):
+            self.on_change(execution_id, finished)
             log.info(
                 "execution finished",
                 extra={"status": outcome.status.value, "reason": outcome.reason, "executor_id": executor_id},
@@ -282,12 +283,12 @@ class Executions:
             if backoff is not None:
                 retry_at = now + timedelta(seconds=backoff)
                 if self.repository.retry(execution_id, attempt, executor_id, reason, now, retry_at, allowed=allowed):
-                    self.on_change(execution_id)
+                    self.on_change(execution_id, None)
                     log.warning("attempt failed; retrying", extra={"attempt": attempt, "reason": reason})
-            elif self.repository.finish(
+            elif finished := self.repository.finish(
                 execution_id, executor_id, attempt, gave_up(attempt, reason), now, allowed=allowed
             ):
-                self.on_change(execution_id)
+                self.on_change(execution_id, finished)
                 log.error("attempt failed; no retry left", extra={"attempt": attempt, "reason": reason})
         finally:
             logs.execution_id.reset(token)

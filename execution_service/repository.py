@@ -114,19 +114,26 @@ _EVENT = insert(execution_events).values(
 @dataclass(frozen=True)
 class _Write:
     """A write of one row, and the same write with its lifecycle event in one statement: the event's
-    INSERT reads the row the write RETURNs (one round trip, one commit, all or nothing)."""
+    INSERT reads the row the write RETURNs (one round trip, one commit, all or nothing). Either
+    answers the written row's `returned` columns, no row when nothing was written."""
 
-    alone: Insert | Update
+    write: Insert | Update
+    returned: tuple[ColumnElement[Any], ...] = (executions.c.id,)
 
     @cached_property
-    def with_event(self) -> Insert:
-        written = self.alone.returning(executions.c.id).cte("written")
+    def alone(self) -> Insert | Update:
+        return self.write.returning(*self.returned)
+
+    @cached_property
+    def with_event(self) -> Select[Any]:
+        written = self.alone.cte("written")
         event = select(
             written.c.id, *(bindparam(f"event_{name}", type_=type_) for name, type_ in _EVENT_COLUMNS.items())
         )
         columns = ["execution_id", *_EVENT_COLUMNS]
-        # Told by RETURNING, not rowcount: SQLAlchemy reports -1 for this statement on PostgreSQL.
-        return insert(execution_events).from_select(columns, event).returning(execution_events.c.id)
+        # PostgreSQL runs a data-modifying WITH to completion whether or not the query reads it.
+        # Told by the row, not rowcount: SQLAlchemy reports -1 for this statement on PostgreSQL.
+        return select(written).add_cte(insert(execution_events).from_select(columns, event).cte("event"))
 
 
 # The writes, built once like the reads (measured: building a transition, its CTE and its cache key
@@ -184,7 +191,9 @@ _FINISH = _Write(
             "stages",
             "sandbox",
         ),
-    )
+    ),
+    # The whole row: the finished execution is announced with its result (execution_service/change_feed.py).
+    returned=tuple(executions.c),
 )
 
 
@@ -300,7 +309,7 @@ class Repository:
             status=Status.RUNNING.value, started_at=now, executor_id=executor_id, lease_expires_at=lease_until
         )
         with writing(self.engine) as (conn, one_statement):
-            return _write_with_event(
+            written = _write_with_event(
                 conn,
                 one_statement,
                 _START,
@@ -311,6 +320,7 @@ class Repository:
                 attempt=attempt,
                 executor_id=executor_id,
             )
+        return written is not None
 
     def renew_lease(self, execution_id: str, executor_id: str, attempt: int, lease_until: datetime) -> bool:
         """Extends the lease of the executor running the current attempt; False when it is not that executor."""
@@ -340,7 +350,7 @@ class Repository:
             not_before=not_before,
         )
         with writing(self.engine) as (conn, one_statement):
-            return _write_with_event(
+            written = _write_with_event(
                 conn,
                 one_statement,
                 _RETRY,
@@ -352,6 +362,7 @@ class Repository:
                 executor_id=executor_id,
                 reason=reason,
             )
+        return written is not None
 
     def finish(
         self,
@@ -362,9 +373,10 @@ class Repository:
         now: datetime,
         *,
         allowed: frozenset[Status] = UNFINISHED,
-    ) -> bool:
-        """QUEUED or RUNNING (those of `allowed`) -> the outcome's terminal status. False when already terminal,
-        or when the report is of an older attempt while a newer one is RUNNING (that one's result is awaited).
+    ) -> Execution | None:
+        """QUEUED or RUNNING (those of `allowed`) -> the outcome's terminal status; the finished execution.
+        None when already terminal, or when the report is of an older attempt while a newer one is
+        RUNNING (that one's result is awaited).
 
         An older attempt's result is taken while the row is QUEUED: its executor was alive after
         all (e.g. it could not renew its lease while this service was down) and the run it
@@ -386,7 +398,7 @@ class Repository:
             sandbox=outcome.sandbox,
         )
         with writing(self.engine) as (conn, one_statement):
-            return _write_with_event(
+            written = _write_with_event(
                 conn,
                 one_statement,
                 _FINISH,
@@ -398,6 +410,7 @@ class Repository:
                 executor_id=executor_id,
                 reason=outcome.reason,
             )
+        return _to_execution(written) if written is not None else None
 
 
 def _when(execution_id: str, allowed: Iterable[Status], attempt: int) -> dict[str, Any]:
@@ -422,19 +435,20 @@ def _write_with_event(
     attempt: int | None = None,
     executor_id: str | None = None,
     reason: str | None = None,
-) -> bool:
-    """Writes one row and, when it did, its event, atomically; True when it wrote the row.
+) -> RowMapping | None:
+    """Writes one row and, when it did, its event, atomically; the written row's `write.returned`
+    columns, None when it wrote nothing.
 
     With `one_statement` (PostgreSQL) both go in one statement (_Write.with_event). Otherwise
     (SQLite) two statements in the caller's transaction."""
     event = {"event_type": event_type, "event_at": at, "event_attempt": attempt}
     event |= {"event_executor_id": executor_id, "event_reason": reason}
-    if not one_statement:
-        if conn.execute(write.alone, params).rowcount != 1:
-            return False
+    if one_statement:
+        return conn.execute(write.with_event, params | event).mappings().first()
+    written = conn.execute(write.alone, params).mappings().first()
+    if written is not None:
         conn.execute(_EVENT, {"event_execution_id": execution_id, **event})
-        return True
-    return conn.execute(write.with_event, params | event).first() is not None
+    return written
 
 
 def _to_execution(row: RowMapping) -> Execution:

@@ -75,8 +75,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             if not context.add_callback(lambda: self.changes.forget(watcher)):
                 return
             yield pb.ExecutionChange()
-            for execution_id in watcher:
-                yield pb.ExecutionChange(execution_id=execution_id)
+            yield from watcher
         finally:
             self.changes.forget(watcher)
         context.abort(grpc.StatusCode.UNAVAILABLE, "the change feed was interrupted: changes may have been missed")
@@ -135,6 +134,20 @@ def outcome_from_proto(result: pb.RunResult) -> RunOutcome:
         ),
         sandbox=result.sandbox,
     )
+
+
+# Every gateway gets every change: a result rides along only while it is small, as most are.
+MAX_CARRIED_BYTES = 16 * 1024
+
+
+def change_to_proto(execution_id: str, finished: Execution | None) -> pb.ExecutionChange:
+    """The announcement of a change (change_feed.py); a finished run's carries its final state unless large."""
+    change = pb.ExecutionChange(execution_id=execution_id)
+    if finished is not None:
+        final = execution_to_proto(finished)
+        if final.ByteSize() <= MAX_CARRIED_BYTES:
+            change.finished.CopyFrom(final)
+    return change
 
 
 def execution_to_proto(execution: Execution) -> pb.Execution:

@@ -30,11 +30,11 @@ class ChangeFollower:
         self,
         executions: execution_pb2_grpc.ExecutionServiceStub,
         live: LiveExecutions,
-        changed: Callable[[str], None],
+        changed: Callable[[execution_pb2.ExecutionChange], None],
     ) -> None:
         self._executions = executions
         self._live = live
-        self._changed = changed  # told each changed execution id (gateway/execution_reads.py)
+        self._changed = changed  # told each change (gateway/execution_reads.py)
         self._stopping = asyncio.Event()
         self._stream: grpc.aio.UnaryStreamCall | None = None
         self._task: asyncio.Task[None] | None = None
@@ -58,7 +58,7 @@ class ChangeFollower:
             try:
                 async for change in self._stream:
                     if change.execution_id:
-                        self._changed(change.execution_id)
+                        self._changed(change)
                     else:
                         self._live.feed_up()
                         backoff = FIRST_BACKOFF_S

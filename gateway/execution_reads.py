@@ -2,8 +2,9 @@
 
 At most one read of an execution is in flight per gateway process: a poll arriving while one is
 on its way waits for it instead of calling execution_service again. When the change feed
-announces a change of an execution that is being polled, its new state is read at once, so the
-poll that follows finds it in memory (gateway/execution_cache.py) instead of waiting for a read.
+announces a change of an execution that is being polled, the poll that follows finds its new
+state in memory (gateway/execution_cache.py) instead of waiting for a read: the final state
+that a finished run's change carries, or else the state read at once on the announcement.
 """
 
 from __future__ import annotations
@@ -51,11 +52,18 @@ class ExecutionReads:
         # Shielded: a client that goes away must not cancel the read others wait for.
         return await asyncio.shield(task)
 
-    def changed(self, execution_id: str) -> None:
+    def changed(self, change: execution_pb2.ExecutionChange) -> None:
         """Told by the change feed. A read already in flight may predate the change: later polls
-        do not join it. An execution someone polls is read again at once."""
+        do not join it. An execution someone polls is kept in its final state when the change
+        carries it, or else read again at once."""
+        execution_id = change.execution_id
         in_flight = self._in_flight.pop(execution_id, None)
-        if self._live.changed(execution_id) or in_flight is not None:
+        polled = self._live.changed(execution_id) or in_flight is not None
+        if not polled:
+            return  # nobody here asks: not worth a read, nor the memory
+        if change.HasField("finished") and translate.is_terminal(change.finished):
+            self._terminal.put(change.finished.id, _answer(change.finished))
+        else:
             self._start(self._refresh(execution_id))
 
     async def close(self) -> None:
@@ -77,7 +85,7 @@ class ExecutionReads:
         response = await self._backends.executions.GetExecution(
             execution_pb2.GetExecutionRequest(execution_id=execution_id), timeout=self._backends.deadline_s
         )
-        answer = bytes(JSONResponse(translate.execution_detail(response.execution)).body)
+        answer = _answer(response.execution)
         # Final from now on once terminal; otherwise for as long as the change feed vouches for it.
         if translate.is_terminal(response.execution):
             self._terminal.put(response.execution.id, answer)
@@ -99,3 +107,8 @@ class ExecutionReads:
             del self._in_flight[key]
         if not done.cancelled():
             done.exception()  # retrieved: its waiters, if any are left, raise it; nobody else must log it
+
+
+def _answer(execution: execution_pb2.Execution) -> bytes:
+    """The JSON body of GET /executions/{id}."""
+    return bytes(JSONResponse(translate.execution_detail(execution)).body)

@@ -33,6 +33,7 @@ from execution_service import SERVICE_NAMES, ExecutionService, build_service
 from execution_service.change_feed import MAX_WATCHERS
 from execution_service.models import execution_events
 from execution_service.reconciler import SWEEP_BATCH
+from execution_service.servicer import MAX_CARRIED_BYTES
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
 from lce.session.v1 import session_pb2, session_pb2_grpc
@@ -777,6 +778,41 @@ class TestChangeFeed:
         assert next(stream).execution_id == execution_id
         stream.cancel()
 
+    def test_a_finished_run_is_announced_with_its_final_state(self, make_harness: Factory) -> None:
+        harness = listening(make_harness())
+        execution_id = create(harness, harness.sessions.add()).id
+        stream = watch(harness)
+        next(stream)
+        started(harness, execution_id)
+        assert not next(stream).HasField("finished")  # an unfinished state is read by whoever needs it
+        result(harness, execution_id, run_result(stdout="42\n"))
+        change = next(stream)
+        assert change.finished == get(harness, execution_id)
+        assert change.finished.result.stdout == "42\n"
+        stream.cancel()
+
+    def test_a_large_result_is_announced_without_it(self, make_harness: Factory) -> None:
+        harness = listening(make_harness())
+        execution_id = create(harness, harness.sessions.add()).id
+        started(harness, execution_id)
+        stream = watch(harness)
+        next(stream)
+        result(harness, execution_id, run_result(stdout="x" * (MAX_CARRIED_BYTES + 1)))
+        change = next(stream)
+        assert change.execution_id == execution_id and not change.HasField("finished")
+        stream.cancel()
+
+    def test_an_undecodable_message_on_the_channel_ends_the_streams(
+        self, make_harness: Factory, redis_url: str
+    ) -> None:
+        harness = listening(make_harness())
+        stream = watch(harness)
+        next(stream)
+        redis.Redis.from_url(redis_url).publish(f"{QUEUE}:execution-changes", b"\xff not a change")
+        err = rpc_error(lambda: next(stream))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        assert next(watch(until_listening(harness))).execution_id == ""
+
     def test_a_report_that_changes_nothing_is_not_announced(self, make_harness: Factory) -> None:
         harness = listening(make_harness())
         first, second = create(harness, harness.sessions.add()).id, create(harness, harness.sessions.add()).id
@@ -796,7 +832,8 @@ class TestChangeFeed:
         next(stream)
         failed = pb.RunResult(status=pb.EXECUTION_STATUS_FAILED, reason="internal_error", stderr="no sandbox")
         result(harness, execution_id, failed)
-        assert next(stream).execution_id == execution_id
+        change = next(stream)
+        assert change.execution_id == execution_id and not change.HasField("finished")
         assert get(harness, execution_id).status == pb.EXECUTION_STATUS_QUEUED  # the next attempt waits
         stream.cancel()
 

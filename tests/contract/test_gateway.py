@@ -84,7 +84,8 @@ class Store:
     idempotency_keys: list[str | None] = field(default_factory=list)
     calls: int = 0  # every RPC of either stand-in, to prove a request never reached a backend
     lock: threading.Lock = field(default_factory=threading.Lock)
-    watchers: list[queue.SimpleQueue[str]] = field(default_factory=list)  # WatchExecutions streams
+    # WatchExecutions streams; None ends one
+    watchers: list[queue.SimpleQueue[execution_pb2.ExecutionChange | None]] = field(default_factory=list)
 
     def count(self) -> None:
         with self.lock:
@@ -96,24 +97,35 @@ class Store:
             raise NotFound(f"session {session_id} not found")
         return self.sessions[session_id]
 
-    def finish(self, execution_id: str, result: execution_pb2.RunResult) -> None:
+    def start(self, execution_id: str) -> None:
+        execution = self.executions[execution_id]
+        execution.status = execution_pb2.EXECUTION_STATUS_RUNNING
+        execution.started_at.CopyFrom(now())
+        self.announce(execution_pb2.ExecutionChange(execution_id=execution_id))
+
+    def finish(self, execution_id: str, result: execution_pb2.RunResult, *, carried: bool = True) -> None:
+        """Ends the run; its change carries the final state, as execution_service's does unless it is large."""
         execution = self.executions[execution_id]
         execution.status = result.status
         execution.started_at.CopyFrom(execution.created_at)
         execution.finished_at.CopyFrom(now())
         execution.result.CopyFrom(result)
-        self.announce(execution_id)
+        change = execution_pb2.ExecutionChange(execution_id=execution_id)
+        if carried:
+            change.finished.CopyFrom(execution)
+        self.announce(change)
 
-    def announce(self, execution_id: str) -> None:
+    def announce(self, change: execution_pb2.ExecutionChange | None) -> None:
         with self.lock:
             for watcher in self.watchers:
-                watcher.put(execution_id)
+                watcher.put(change)
 
-    def complete(self, execution_id: str) -> None:
-        self.finish(execution_id, execution_pb2.RunResult(status=execution_pb2.EXECUTION_STATUS_COMPLETED))
+    def complete(self, execution_id: str, *, carried: bool = True) -> None:
+        result = execution_pb2.RunResult(status=execution_pb2.EXECUTION_STATUS_COMPLETED, stdout="42\n")
+        self.finish(execution_id, result, carried=carried)
 
     def end_streams(self) -> None:
-        self.announce("")
+        self.announce(None)
 
 
 class StandInSessions(session_pb2_grpc.SessionServiceServicer):
@@ -232,14 +244,14 @@ class StandInExecutions(execution_pb2_grpc.ExecutionServiceServicer):
         )
 
     def WatchExecutions(self, request: Any, context: Any) -> Iterator[execution_pb2.ExecutionChange]:
-        changes: queue.SimpleQueue[str] = queue.SimpleQueue()
+        changes: queue.SimpleQueue[execution_pb2.ExecutionChange | None] = queue.SimpleQueue()
         with self.store.lock:
             self.store.watchers.append(changes)
-        context.add_callback(lambda: changes.put(""))
+        context.add_callback(lambda: changes.put(None))
         try:
             yield execution_pb2.ExecutionChange()
-            while execution_id := changes.get():
-                yield execution_pb2.ExecutionChange(execution_id=execution_id)
+            while (change := changes.get()) is not None:
+                yield change
         finally:
             with self.store.lock:
                 self.store.watchers.remove(changes)
@@ -579,23 +591,39 @@ async def test_an_unfinished_execution_is_answered_from_memory_until_the_feed_an
     polls = [await client.get(f"/executions/{execution_id.upper()}") for _ in range(3)]
     assert backends.store.calls == calls
     assert {(poll.status_code, poll.content) for poll in polls} == {(200, queued.content)}
-    backends.store.complete(execution_id)
-    await until(lambda: app.state.live_executions.get(execution_id) is None, "told of the change")
-    assert (await client.get(f"/executions/{execution_id}")).json()["status"] == "COMPLETED"
-    assert backends.store.calls == calls + 1
+    backends.store.start(execution_id)
+    # Dropped on the change, then (it is polled) replaced by the state read again at once.
+    await until(lambda: app.state.live_executions.get(execution_id) != queued.content, "told of the change")
+    assert (await client.get(f"/executions/{execution_id}")).json()["status"] == "RUNNING"
 
 
-async def test_a_polled_execution_that_changed_is_read_again_before_the_next_poll(
-    live_gateway: tuple[FastAPI, httpx.AsyncClient], backends: Backends
+@pytest.mark.parametrize(("carried", "reads"), [(True, 0), (False, 1)], ids=["state carried", "large result"])
+async def test_a_polled_execution_that_finished_is_in_memory_before_the_next_poll(
+    live_gateway: tuple[FastAPI, httpx.AsyncClient], backends: Backends, carried: bool, reads: int
 ) -> None:
+    """Kept from its change when that carries the final state, else read again at once."""
     app, client = live_gateway
     _, execution_id = await new_execution(client)
     await client.get(f"/executions/{execution_id}")
     calls = backends.store.calls
-    backends.store.complete(execution_id)
-    await until(lambda: app.state.terminal_executions.get(execution_id) is not None, "read again")
-    assert (await client.get(f"/executions/{execution_id}")).json()["status"] == "COMPLETED"
-    assert backends.store.calls == calls + 1
+    backends.store.complete(execution_id, carried=carried)
+    await until(lambda: app.state.terminal_executions.get(execution_id) is not None, "in memory")
+    body = (await client.get(f"/executions/{execution_id}")).json()
+    assert (body["status"], body["stdout"]) == ("COMPLETED", "42\n")
+    assert backends.store.calls == calls + reads
+
+
+async def test_a_finished_execution_nobody_polls_here_is_not_kept(
+    live_gateway: tuple[FastAPI, httpx.AsyncClient], backends: Backends
+) -> None:
+    app, client = live_gateway
+    _, unpolled = await new_execution(client)
+    _, polled = await new_execution(client)
+    await client.get(f"/executions/{polled}")
+    backends.store.complete(unpolled)
+    backends.store.complete(polled)
+    await until(lambda: app.state.terminal_executions.get(polled) is not None, "the later change applied")
+    assert app.state.terminal_executions.get(unpolled) is None
 
 
 async def test_concurrent_polls_of_one_execution_share_one_backend_read(

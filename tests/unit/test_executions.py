@@ -226,11 +226,14 @@ class TestRepositoryTransitions:
         assert executions.repository.start(execution_id, "ex-1", 1, clock(), lease) is True
         assert executions.repository.start(execution_id, "ex-1", 1, clock(), lease) is False
 
-    def test_finish_is_made_once(self, executions: Executions, clock: Clock) -> None:
+    def test_finish_is_made_once_and_answers_the_finished_execution(self, executions: Executions, clock: Clock) -> None:
         execution_id = queued(executions)
         done = outcome(Status.COMPLETED)
-        assert executions.repository.finish(execution_id, "ex-1", 1, done, clock()) is True
-        assert executions.repository.finish(execution_id, "ex-1", 1, done, clock()) is False
+        finished = executions.repository.finish(execution_id, "ex-1", 1, done, clock())
+        # The row as written, announced with the change: the same as a read of it afterwards.
+        assert finished is not None and finished.outcome == done
+        assert finished == executions.get(execution_id)
+        assert executions.repository.finish(execution_id, "ex-1", 1, done, clock()) is None
 
     def test_a_retry_ends_its_attempt_once(self, executions: Executions, clock: Clock) -> None:
         execution_id = queued(executions)
