@@ -145,8 +145,11 @@ async def burst(base_url: str, python_id: str, runs: int, per_session: int) -> d
         started = time.perf_counter()
         answers = await asyncio.gather(*(client.post(f"/code-sessions/{s}/run", json={}) for s in targets))
         submitted = time.perf_counter()
-        execution_ids = {expect(answer, 202)["execution_id"] for answer in answers}
-        await _watch(client, session_ids, execution_ids, per_session)
+        execution_ids = [expect(answer, 202)["execution_id"] for answer in answers]
+        pending: dict[str, set[str]] = {session_id: set() for session_id in session_ids}
+        for session_id, execution_id in zip(targets, execution_ids, strict=True):
+            pending[session_id].add(execution_id)
+        await _watch(client, pending, per_session)
         finished = time.perf_counter()
         bodies = await asyncio.gather(*(_get(client, f"/executions/{e}") for e in execution_ids))
     details = [expect(answer, 200) for answer in bodies]
@@ -173,19 +176,21 @@ async def _burst_sessions(client: httpx.AsyncClient, python_id: str, count: int)
     return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
-async def _watch(client: httpx.AsyncClient, session_ids: list[str], execution_ids: set[str], per_session: int) -> None:
-    pending = set(execution_ids)
+async def _watch(client: httpx.AsyncClient, pending: dict[str, set[str]], per_session: int) -> None:
+    """Until every run is terminal: each sweep reads the list of each session that still has runs pending."""
     deadline = time.perf_counter() + 120
     while pending:
         if time.perf_counter() > deadline:
-            raise RuntimeError(f"{len(pending)} runs of the burst not terminal after 120 s")
+            left = sum(len(runs) for runs in pending.values())
+            raise RuntimeError(f"{left} runs of the burst not terminal after 120 s")
+        sessions = list(pending)
         pages = await asyncio.gather(
-            *(_get(client, f"/code-sessions/{s}/executions", params={"limit": per_session}) for s in session_ids)
+            *(_get(client, f"/code-sessions/{s}/executions", params={"limit": per_session}) for s in sessions)
         )
-        for page in pages:
-            for row in expect(page, 200)["executions"]:
-                if row["status"] in TERMINAL:
-                    pending.discard(row["execution_id"])
+        for session_id, page in zip(sessions, pages, strict=True):
+            ended = {row["execution_id"] for row in expect(page, 200)["executions"] if row["status"] in TERMINAL}
+            if not pending[session_id] - ended:
+                del pending[session_id]
         if pending:
             await asyncio.sleep(BURST_SWEEP_S)
 
