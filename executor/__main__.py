@@ -17,6 +17,12 @@ log = logging.getLogger("executor")
 
 def main() -> int:
     logs.configure("executor")
+    if not log.isEnabledFor(logging.DEBUG):
+        # rq logs four lines of its own per job, repeating what executor.jobs logs with the
+        # execution id; they cost the worker a share of its CPU and show with LCE_LOG_LEVEL=DEBUG.
+        # rq.worker sets its own level (INFO) when imported: it is named, not just its parent.
+        for name in ("rq", "rq.worker"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     config = ExecutorConfig.from_env()
     try:
         launcher = select_launcher(config)

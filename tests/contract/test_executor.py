@@ -6,6 +6,7 @@ programs run on the real toolchains through the UnconfinedLauncher.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -432,6 +433,11 @@ def test_executor_process_serves_and_shuts_down_warmly_on_sigterm(
             process.wait()
         stderr = process.stderr.read().decode() if process.stderr else ""
     assert "UNCONFINED EXECUTION" in stderr or result.sandbox != "none"
+    logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    finished = [entry for entry in logged if entry["msg"] == "execution finished"]
+    assert [entry.get("execution_id") for entry in finished] == [job.execution_id]
+    # rq's own per-job lines repeat that one without the id: at INFO they are not written.
+    assert not [entry for entry in logged if entry["logger"].startswith("rq") and entry["level"] == "info"]
 
 
 # --- the compile cache (executor/compile_cache.py) ---
