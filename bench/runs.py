@@ -134,7 +134,7 @@ def end_to_end(sessions: Sessions, workload: Workload, count: int) -> tuple[dict
 async def burst(base_url: str, python_id: str, runs: int, per_session: int) -> dict[str, float]:
     """`runs` Python hello worlds submitted at once; completions/s until the last is seen terminal.
 
-    Progress is watched through each session's execution list (one GET per session per sweep)
+    Progress is watched through the execution lists of the sessions that still have runs pending
     rather than by polling every execution, so that the watching does not load the gateway
     200 times harder than the work it watches.
     """
@@ -189,7 +189,8 @@ async def _watch(client: httpx.AsyncClient, pending: dict[str, set[str]], per_se
         )
         for session_id, page in zip(sessions, pages, strict=True):
             ended = {row["execution_id"] for row in expect(page, 200)["executions"] if row["status"] in TERMINAL}
-            if not pending[session_id] - ended:
+            pending[session_id] -= ended
+            if not pending[session_id]:
                 del pending[session_id]
         if pending:
             await asyncio.sleep(BURST_SWEEP_S)

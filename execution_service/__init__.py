@@ -73,7 +73,8 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
         socket_keepalive=True,
         socket_keepalive_options=_LISTENER_KEEPALIVE,
     )
-    changes = ChangeFeed(client, listener, f"{config.queue_name}:execution-changes")
+    # The version names the messages' format: replicas of another release never hear each other's.
+    changes = ChangeFeed(client, listener, f"{config.queue_name}:execution-changes:v2")
     sessions = SessionClient(config.session_service_addr)
     executions = Executions(
         repository,

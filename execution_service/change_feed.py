@@ -21,6 +21,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
+from contextlib import suppress
 
 import redis
 import redis.exceptions
@@ -36,6 +37,10 @@ MAX_WATCHERS = 8
 # Announcements waiting for the publisher thread; beyond this they are dropped (see above).
 # A carried result is at most servicer.MAX_CARRIED_BYTES (16 KiB): this bounds the backlog's memory too.
 MAX_PENDING = 4_096
+# Changes waiting for one stream's caller; a caller this far behind gets its stream ended (a gap).
+MAX_UNSENT = 4_096
+# One round trip publishes at most this much: Redis cuts off a subscriber that falls 32 MB behind.
+MAX_BATCH_BYTES = 1024 * 1024
 # How long the listener blocks for a message before it looks whether it was told to stop.
 _STOP_CHECK_S = 1.0
 _FIRST_BACKOFF_S = 0.5
@@ -43,20 +48,30 @@ _MAX_BACKOFF_S = 10.0
 
 
 class Watcher:
-    """The changes one stream forwards, in order, until the feed ends it."""
+    """The changes one stream forwards, in order, until the feed ends it or its caller falls too far behind."""
 
-    def __init__(self) -> None:
-        self._changes: queue.SimpleQueue[ExecutionChange | None] = queue.SimpleQueue()  # None: the end
+    def __init__(self, max_unsent: int = MAX_UNSENT) -> None:
+        self._changes: queue.Queue[ExecutionChange | None] = queue.Queue(maxsize=max_unsent)  # None: the end
 
     def __iter__(self) -> Iterator[ExecutionChange]:
         while (change := self._changes.get()) is not None:
             yield change
 
     def tell(self, change: ExecutionChange) -> None:
-        self._changes.put(change)
+        try:
+            self._changes.put_nowait(change)
+        except queue.Full:
+            self.end()  # its caller then misses changes: ending the stream tells it so
 
     def end(self) -> None:
-        self._changes.put(None)
+        """Never blocks: what was not sent yet is dropped to make room for the end."""
+        while True:
+            try:
+                self._changes.put_nowait(None)
+                return
+            except queue.Full:
+                with suppress(queue.Empty):
+                    self._changes.get_nowait()
 
 
 class ChangeFeed:
@@ -97,7 +112,7 @@ class ChangeFeed:
             log.warning("change announcements are backed up; dropping one", extra={"execution_id": change.execution_id})
 
     def _publish_pending(self) -> None:
-        """Sends what is pending, all of it in one round trip, until told to stop."""
+        """Sends what is pending, up to MAX_BATCH_BYTES a round trip, until told to stop."""
         while not self._stop.is_set():
             try:
                 first = self._pending.get(timeout=_STOP_CHECK_S)
@@ -105,8 +120,11 @@ class ChangeFeed:
                 continue
             pipeline = self._publisher.pipeline(transaction=False)
             pipeline.publish(self._channel, first)
-            while not self._pending.empty():
-                pipeline.publish(self._channel, self._pending.get_nowait())
+            batch_bytes = len(first)
+            while batch_bytes < MAX_BATCH_BYTES and not self._pending.empty():
+                change = self._pending.get_nowait()
+                pipeline.publish(self._channel, change)
+                batch_bytes += len(change)
             try:
                 pipeline.execute()
             except redis.exceptions.RedisError as err:

@@ -132,7 +132,7 @@ class _Write:
         )
         columns = ["execution_id", *_EVENT_COLUMNS]
         # PostgreSQL runs a data-modifying WITH to completion whether or not the query reads it.
-        # Told by the row, not rowcount: SQLAlchemy reports -1 for this statement on PostgreSQL.
+        # Whether it wrote is told by the row, as for every write here (not by rowcount).
         return select(written).add_cte(insert(execution_events).from_select(columns, event).cte("event"))
 
 

@@ -143,11 +143,17 @@ MAX_CARRIED_BYTES = 16 * 1024
 def change_to_proto(execution_id: str, finished: Execution | None) -> pb.ExecutionChange:
     """The announcement of a change (change_feed.py); a finished run's carries its final state unless large."""
     change = pb.ExecutionChange(execution_id=execution_id)
-    if finished is not None:
+    if finished is not None and _output_chars(finished) <= MAX_CARRIED_BYTES:
         final = execution_to_proto(finished)
         if final.ByteSize() <= MAX_CARRIED_BYTES:
             change.finished.CopyFrom(final)
     return change
+
+
+def _output_chars(execution: Execution) -> int:
+    """At most the outputs' size in bytes: a long output is not copied into a message only to be dropped."""
+    outcome = execution.outcome
+    return len(outcome.stdout) + len(outcome.stderr) if outcome is not None else 0
 
 
 def execution_to_proto(execution: Execution) -> pb.Execution:

@@ -62,7 +62,7 @@ class ExecutionReads:
         if not polled:
             return  # nobody here asks: not worth a read, nor the memory
         if change.HasField("finished") and translate.is_terminal(change.finished):
-            self._terminal.put(change.finished.id, _answer(change.finished))
+            self._terminal.put(execution_id, _answer(change.finished))
         else:
             self._start(self._refresh(execution_id))
 

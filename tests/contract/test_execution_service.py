@@ -808,7 +808,7 @@ class TestChangeFeed:
         harness = listening(make_harness())
         stream = watch(harness)
         next(stream)
-        redis.Redis.from_url(redis_url).publish(f"{QUEUE}:execution-changes", b"\xff not a change")
+        redis.Redis.from_url(redis_url).publish(f"{QUEUE}:execution-changes:v2", b"\xff not a change")
         err = rpc_error(lambda: next(stream))
         assert err.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
         assert next(watch(until_listening(harness))).execution_id == ""
