@@ -30,7 +30,7 @@ from common.grpc_client import channel
 from common.grpc_server import RunningServer, start_server
 from common.job import JOB_FUNCTION, SERIALIZER
 from execution_service import SERVICE_NAMES, ExecutionService, build_service
-from execution_service.change_feed import MAX_WATCHERS
+from execution_service.change_feed import MAX_WATCHERS, ChangeFeed
 from execution_service.models import execution_events
 from execution_service.reconciler import SWEEP_BATCH
 from execution_service.servicer import MAX_CARRIED_BYTES
@@ -812,6 +812,26 @@ class TestChangeFeed:
         err = rpc_error(lambda: next(stream))
         assert err.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
         assert next(watch(until_listening(harness))).execution_id == ""
+
+    def test_a_replicas_own_streams_hear_its_changes_without_redis_in_between(self, redis_url: str) -> None:
+        unreachable = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
+        feed = ChangeFeed(unreachable, redis.Redis.from_url(redis_url), f"{QUEUE}:own-changes")
+        feed.start()
+        pool = ThreadPoolExecutor(1)
+        try:
+            deadline = time.monotonic() + TIMEOUT_S
+            while True:  # once it listens (its listener reaches Redis; its publisher never does)
+                try:
+                    watcher = feed.watch()
+                    break
+                except Unavailable:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+            feed.publish(pb.ExecutionChange(execution_id="e1"))
+            assert pool.submit(next, iter(watcher)).result(TIMEOUT_S).execution_id == "e1"
+        finally:
+            feed.close()  # ends the watcher: a next() still waiting for a change returns
+            pool.shutdown()
 
     def test_a_report_that_changes_nothing_is_not_announced(self, make_harness: Factory) -> None:
         harness = listening(make_harness())
