@@ -74,7 +74,7 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
         socket_keepalive_options=_LISTENER_KEEPALIVE,
     )
     # The version names the messages' format: replicas of another release never hear each other's.
-    changes = ChangeFeed(client, listener, f"{config.queue_name}:execution-changes:v2")
+    changes = ChangeFeed(client, listener, f"{config.queue_name}:execution-changes:v3")
     sessions = SessionClient(config.session_service_addr)
     executions = Executions(
         repository,

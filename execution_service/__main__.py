@@ -24,7 +24,7 @@ def main() -> None:
         service.changes.start()
         log.info("runs of a lost executor are queued again within %.0f s", lease_recovery_bound(config))
         # The change streams never end by themselves: ended first, they leave the drain only real calls.
-        serve_until_signalled(running, name="execution_service", on_drain=service.changes.close)
+        serve_until_signalled(running, name="execution_service", on_drain=service.changes.end_streams)
     finally:
         service.close()
 

@@ -12,8 +12,9 @@ database a call per poll; a result carried by its change is answered without rea
 Redis pub/sub keeps nothing: a listener that lost its connection cannot know what it missed.
 So it ends every stream it serves, their callers drop what they kept, and new streams are
 refused until it listens again. Publishing happens on a thread of its own: a transition never
-waits for Redis, and while Redis is away its announcements are dropped (the listeners are
-deaf then too, and what the gateways kept expires within a second).
+waits for Redis. Announcements it could not send are dropped, and the next round trip that
+goes through first announces a gap (the origin alone): every other replica then ends its
+streams the same way. Whatever slips through all that expires within a second at the gateways.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ MAX_WATCHERS = 8
 MAX_PENDING = 4_096
 # Changes waiting for one stream's caller; a caller this far behind gets its stream ended (a gap).
 MAX_UNSENT = 4_096
-# One round trip publishes at most this much: Redis cuts off a subscriber that falls 32 MB behind.
+# A publishing round trip carries about this much at most, whatever the backlog (up to 64 MiB).
 MAX_BATCH_BYTES = 1024 * 1024
 # A message on the channel: the publishing feed's random origin, then the serialized change.
 _ORIGIN_BYTES = 8
@@ -56,19 +57,35 @@ class Watcher:
 
     def __init__(self, max_unsent: int = MAX_UNSENT) -> None:
         self._changes: queue.Queue[ExecutionChange | None] = queue.Queue(maxsize=max_unsent)  # None: the end
+        self._lock = threading.Lock()
+        self._ended = False
 
     def __iter__(self) -> Iterator[ExecutionChange]:
         while (change := self._changes.get()) is not None:
             yield change
 
-    def tell(self, change: ExecutionChange) -> None:
-        try:
-            self._changes.put_nowait(change)
-        except queue.Full:
-            self.end()  # its caller then misses changes: ending the stream tells it so
+    def tell(self, change: ExecutionChange) -> bool:
+        """False once the stream is over, or when this change ends it: its caller fell too far behind."""
+        with self._lock:
+            if self._ended:
+                return False
+            try:
+                self._changes.put_nowait(change)
+                return True
+            except queue.Full:
+                self._end()  # its caller misses changes from here on: ending the stream tells it so
+                return False
 
     def end(self) -> None:
-        """Never blocks: what was not sent yet is dropped to make room for the end."""
+        """Never blocks; nothing is forwarded after it."""
+        with self._lock:
+            self._end()
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        # The end goes last: what was not sent yet makes room for it (the caller drops everything anyway).
         while True:
             try:
                 self._changes.put_nowait(None)
@@ -80,7 +97,13 @@ class Watcher:
 
 class ChangeFeed:
     def __init__(
-        self, publisher: redis.Redis, listener: redis.Redis, channel: str, *, max_watchers: int = MAX_WATCHERS
+        self,
+        publisher: redis.Redis,
+        listener: redis.Redis,
+        channel: str,
+        *,
+        max_watchers: int = MAX_WATCHERS,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self._publisher = publisher
         self._channel = channel
@@ -89,8 +112,10 @@ class ChangeFeed:
         self._lock = threading.Lock()
         self._watchers: set[Watcher] = set()
         self._listening = False
+        self._serving = True  # False once the streams were ended for good (end_streams)
         self._stop = threading.Event()
-        self._pending: queue.Queue[bytes] = queue.Queue(maxsize=MAX_PENDING)
+        self._dropped = threading.Event()  # an announcement never reached Redis
+        self._pending: queue.Queue[bytes] = queue.Queue(maxsize=max_pending)
         self._origin = os.urandom(_ORIGIN_BYTES)
         self._threads = [
             threading.Thread(target=self._listen, name="lce-change-listener", daemon=True),
@@ -101,10 +126,17 @@ class ChangeFeed:
         for thread in self._threads:
             thread.start()
 
-    def close(self) -> None:
-        """Ends every stream (a draining server then has none left to wait for) and stops listening."""
-        self._stop.set()
+    def end_streams(self) -> None:
+        """Ends every stream and refuses new ones (a draining server then has none left to wait for);
+        the changes that the calls still draining commit are published all the same."""
+        with self._lock:
+            self._serving = False
         self._set_listening(False)
+
+    def close(self) -> None:
+        """Ends the streams, sends what is pending, stops listening and publishing."""
+        self.end_streams()
+        self._stop.set()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join()
@@ -116,27 +148,42 @@ class ChangeFeed:
         try:
             self._pending.put_nowait(self._origin + change.SerializeToString())
         except queue.Full:
+            self._dropped.set()
             log.warning("change announcements are backed up; dropping one", extra={"execution_id": change.execution_id})
 
     def _publish_pending(self) -> None:
-        """Sends what is pending, up to MAX_BATCH_BYTES a round trip, until told to stop."""
-        while not self._stop.is_set():
-            try:
-                first = self._pending.get(timeout=_STOP_CHECK_S)
-            except queue.Empty:
+        """Sends what is pending, about MAX_BATCH_BYTES a round trip, until told to stop and all is sent."""
+        owe_gap = False
+        while not (self._stop.is_set() and self._pending.empty()):
+            batch = self._next_batch()
+            if self._dropped.is_set():
+                self._dropped.clear()
+                owe_gap = True
+            if not batch and not owe_gap:
                 continue
             pipeline = self._publisher.pipeline(transaction=False)
-            pipeline.publish(self._channel, first)
-            batch_bytes = len(first)
-            while batch_bytes < MAX_BATCH_BYTES and not self._pending.empty():
-                change = self._pending.get_nowait()
-                pipeline.publish(self._channel, change)
-                batch_bytes += len(change)
+            if owe_gap:
+                pipeline.publish(self._channel, self._origin)  # the origin alone: a gap
+            for message in batch:
+                pipeline.publish(self._channel, message)
             try:
                 pipeline.execute()
+                owe_gap = False
             except redis.exceptions.RedisError as err:
-                # Dropped: what the gateways keep expires on its own (gateway/execution_cache.py).
+                owe_gap = True  # told to the other replicas once Redis takes a round trip again
                 log.warning("could not publish changes", extra={"error": repr(err)})
+
+    def _next_batch(self) -> list[bytes]:
+        """What is pending, up to about MAX_BATCH_BYTES, after waiting a while for the first; [] if none came."""
+        try:
+            batch = [self._pending.get(timeout=_STOP_CHECK_S)]
+        except queue.Empty:
+            return []
+        size = len(batch[0])
+        while size < MAX_BATCH_BYTES and not self._pending.empty():
+            batch.append(self._pending.get_nowait())
+            size += len(batch[-1])
+        return batch
 
     def watch(self) -> Watcher:
         """A new stream's watcher; Unavailable while this replica is not listening, or serves enough streams."""
@@ -187,8 +234,8 @@ class ChangeFeed:
         except DecodeError:
             change = ExecutionChange()
         if not change.execution_id:
-            # Not an announcement of ours: whatever it stood for cannot be passed on, a gap all the same.
-            log.warning("undecodable message on the change channel; its streams are ended")
+            # A replica's gap, or a message that is none of ours: whatever it stood for was missed.
+            log.warning("changes were missed on the change channel; its streams are ended", extra={"gap": not body})
             self._set_listening(False)
             self._set_listening(True)
             return
@@ -198,12 +245,14 @@ class ChangeFeed:
         with self._lock:
             watchers = list(self._watchers)
         for watcher in watchers:
-            watcher.tell(change)
+            if not watcher.tell(change):
+                with self._lock:
+                    self._watchers.discard(watcher)  # its stream is over: its slot is free
 
     def _set_listening(self, listening: bool) -> None:
         """Going deaf ends every stream: changes may be missed from now on."""
         with self._lock:
-            self._listening = listening and not self._stop.is_set()
+            self._listening = listening and self._serving
             ended = [] if self._listening else list(self._watchers)
             if ended:
                 self._watchers.clear()

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +31,7 @@ from common.grpc_client import channel
 from common.grpc_server import RunningServer, start_server
 from common.job import JOB_FUNCTION, SERIALIZER
 from execution_service import SERVICE_NAMES, ExecutionService, build_service
-from execution_service.change_feed import MAX_WATCHERS, ChangeFeed
+from execution_service.change_feed import MAX_WATCHERS, ChangeFeed, Watcher
 from execution_service.models import execution_events
 from execution_service.reconciler import SWEEP_BATCH
 from execution_service.servicer import MAX_CARRIED_BYTES
@@ -747,6 +748,53 @@ def watch(harness: Harness) -> Iterator[pb.ExecutionChange]:
     return harness.executions.WatchExecutions(pb.WatchExecutionsRequest(), timeout=TIMEOUT_S)
 
 
+@contextmanager
+def bare_feed(
+    redis_url: str, *, publisher: redis.Redis | None = None, max_pending: int = 100, start: bool = True
+) -> Iterator[ChangeFeed]:
+    """A replica's change feed alone, on the test Redis (or another publisher), closed afterwards."""
+    client = redis.Redis.from_url(redis_url)
+    feed = ChangeFeed(publisher or client, client, f"{QUEUE}:bare-changes", max_pending=max_pending)
+    if start:
+        feed.start()
+    try:
+        yield feed
+    finally:
+        feed.close()
+
+
+def watching(feed: ChangeFeed) -> Watcher:
+    """A watcher of the feed once it listens."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            return feed.watch()
+        except Unavailable:
+            assert time.monotonic() < deadline, "the feed never listened"
+            time.sleep(0.05)
+
+
+def change(execution_id: str) -> pb.ExecutionChange:
+    return pb.ExecutionChange(execution_id=execution_id)
+
+
+def forwarded(watcher: Watcher, count: int) -> list[str]:
+    """The ids of the next `count` changes the watcher forwards, fewer if it ends first."""
+    changes = iter(watcher)
+    pool = ThreadPoolExecutor(1)
+    try:
+        ids = []
+        for _ in range(count):
+            told = pool.submit(next, changes, None).result(TIMEOUT_S)
+            if told is None:
+                break
+            ids.append(told.execution_id)
+        return ids
+    finally:
+        watcher.end()  # a next() still waiting returns
+        pool.shutdown()
+
+
 def listening(harness: Harness) -> Harness:
     """Starts the harness's change feed and waits until it listens."""
     harness.service.changes.start()
@@ -775,7 +823,9 @@ class TestChangeFeed:
         started(writer, execution_id)
         assert next(stream).execution_id == execution_id
         result(writer, execution_id, run_result())
-        assert next(stream).execution_id == execution_id
+        change = next(stream)
+        assert change.execution_id == execution_id
+        assert change.finished == get(writer, execution_id)  # the final state crosses Redis too
         stream.cancel()
 
     def test_a_finished_run_is_announced_with_its_final_state(self, make_harness: Factory) -> None:
@@ -808,30 +858,43 @@ class TestChangeFeed:
         harness = listening(make_harness())
         stream = watch(harness)
         next(stream)
-        redis.Redis.from_url(redis_url).publish(f"{QUEUE}:execution-changes:v2", b"\xff not a change")
+        redis.Redis.from_url(redis_url).publish(f"{QUEUE}:execution-changes:v3", b"\xff not a change")
         err = rpc_error(lambda: next(stream))
         assert err.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
         assert next(watch(until_listening(harness))).execution_id == ""
 
     def test_a_replicas_own_streams_hear_its_changes_without_redis_in_between(self, redis_url: str) -> None:
         unreachable = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
-        feed = ChangeFeed(unreachable, redis.Redis.from_url(redis_url), f"{QUEUE}:own-changes")
-        feed.start()
-        pool = ThreadPoolExecutor(1)
-        try:
-            deadline = time.monotonic() + TIMEOUT_S
-            while True:  # once it listens (its listener reaches Redis; its publisher never does)
-                try:
-                    watcher = feed.watch()
-                    break
-                except Unavailable:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.05)
-            feed.publish(pb.ExecutionChange(execution_id="e1"))
-            assert pool.submit(next, iter(watcher)).result(TIMEOUT_S).execution_id == "e1"
-        finally:
-            feed.close()  # ends the watcher: a next() still waiting for a change returns
-            pool.shutdown()
+        with bare_feed(redis_url, publisher=unreachable) as feed:  # its listener reaches Redis, its publisher never
+            watcher = watching(feed)
+            feed.publish(change("e1"))
+            assert forwarded(watcher, 1) == ["e1"]
+
+    def test_a_replica_forwards_its_own_change_once(self, redis_url: str) -> None:
+        with bare_feed(redis_url) as feed:
+            watcher = watching(feed)
+            feed.publish(change("e1"))
+            time.sleep(0.3)  # its echo from Redis is back by now
+            feed.publish(change("e2"))
+            assert forwarded(watcher, 2) == ["e1", "e2"]
+
+    def test_announcements_a_replica_dropped_end_the_other_replicas_streams(self, redis_url: str) -> None:
+        with bare_feed(redis_url) as other, bare_feed(redis_url, max_pending=2, start=False) as backed_up:
+            watcher = watching(other)
+            for n in range(3):
+                backed_up.publish(change(f"e{n}"))  # its publisher is not running: the third is dropped
+            backed_up.start()
+            assert forwarded(watcher, 3) == []  # the gap came first: the stream ended
+
+    def test_a_draining_replica_still_publishes_what_its_calls_commit(self, redis_url: str) -> None:
+        with bare_feed(redis_url) as other, bare_feed(redis_url) as draining:
+            watcher = watching(other)
+            watching(draining)
+            draining.end_streams()
+            with pytest.raises(Unavailable):
+                draining.watch()
+            draining.publish(change("e1"))
+            assert forwarded(watcher, 1) == ["e1"]
 
     def test_a_report_that_changes_nothing_is_not_announced(self, make_harness: Factory) -> None:
         harness = listening(make_harness())
