@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common.config import ExecutorConfig
+from common.job import ExecutionJob
 from common.languages import Language, by_name
 from executor import jobs
 from executor.launcher import Launcher, Limits
@@ -94,13 +95,15 @@ def _subprocess(argv: list[str], workdir: Path, env: dict[str, str]) -> tuple[fl
 def sandboxed_once(launcher: Launcher, prog: Program) -> tuple[float, float]:
     """(compile ms, run ms) through the launcher; the workspace's set-up and removal count in the run part,
     since an execution pays them too."""
-    run_limits = Limits(wall_time_ms=RUN_TIME_MS, cpu_time_ms=RUN_TIME_MS, memory_mb=prog.language.default_memory_mb)
-    compile_limits = Limits(
-        wall_time_ms=jobs.COMPILE_TIME_MS,
-        cpu_time_ms=jobs.COMPILE_TIME_MS,
-        memory_mb=max(jobs.COMPILE_MIN_MEMORY_MB, prog.language.default_memory_mb),
-        max_processes=jobs.COMPILE_MAX_PROCESSES,
+    job = ExecutionJob(
+        execution_id="bench",
+        language=prog.language.name,
+        source_code=prog.source,
+        time_limit_ms=RUN_TIME_MS,
+        memory_limit_mb=prog.language.default_memory_mb,
     )
+    run_limits = jobs.run_limits(job, Limits.output_limit_bytes)
+    compile_limits = jobs.compile_limits(job, Limits.output_limit_bytes)
     started = time.perf_counter()
     compile_ms = 0.0
     with launcher.workspace() as workdir:

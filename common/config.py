@@ -15,6 +15,11 @@ from pathlib import Path
 
 # The longest an executor may keep retrying a report; RQ's job timeout leaves room for it (common.job).
 REPORT_RETRY_MAX_S = 600
+# The compile stage's limits: the deployment's defaults, which a run may only lower. Measured here: a C++
+# program including <bits/stdc++.h> and <regex> compiles in ~4.3 s of CPU and ~330 MB, a Go program
+# importing net/http builds in ~6 s of CPU (its cache is cold in every run); hello worlds take far less.
+DEFAULT_COMPILE_TIME_LIMIT_MS = 10_000
+DEFAULT_COMPILE_MEMORY_LIMIT_MB = 512
 DEFAULT_COMPILE_CACHE_DIR = Path("/var/cache/lce/compile")
 
 
@@ -131,6 +136,8 @@ class ExecutionServiceConfig:
     reconcile_interval_s: float
     idempotency_window_s: int
     metrics_listen_addr: str = ""
+    compile_time_limit_ms: int = DEFAULT_COMPILE_TIME_LIMIT_MS
+    compile_memory_limit_mb: int = DEFAULT_COMPILE_MEMORY_LIMIT_MB
 
     @classmethod
     def from_env(cls) -> ExecutionServiceConfig:
@@ -148,6 +155,12 @@ class ExecutionServiceConfig:
             reconcile_interval_s=env_float("LCE_RECONCILE_INTERVAL_S", 1.0, minimum=0.05, maximum=60),
             idempotency_window_s=env_int("LCE_IDEMPOTENCY_WINDOW_S", 24 * 3600, minimum=1),
             metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
+            compile_time_limit_ms=env_int(
+                "LCE_COMPILE_TIME_LIMIT_MS", DEFAULT_COMPILE_TIME_LIMIT_MS, minimum=1000, maximum=120_000
+            ),
+            compile_memory_limit_mb=env_int(
+                "LCE_COMPILE_MEMORY_LIMIT_MB", DEFAULT_COMPILE_MEMORY_LIMIT_MB, minimum=128, maximum=8192
+            ),
         )
 
 

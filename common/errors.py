@@ -6,6 +6,7 @@
     │   └── PayloadTooLarge       INVALID_ARGUMENT      source code over 1 MiB (kind tells it apart)
     ├── SessionClosed             FAILED_PRECONDITION   autosave or run on a closed session
     ├── RateLimited               RESOURCE_EXHAUSTED    abuse rules; carries retry_after_s
+    ├── DeadlinePassed            DEADLINE_EXCEEDED     the caller's deadline passed before the write: nothing was done
     └── Unavailable               UNAVAILABLE           a dependency (database, Redis, peer) is down
 
 A servicer raises these; `common.grpc_server` turns them into `context.abort` with the
@@ -65,6 +66,11 @@ class RateLimited(LceError):
         return (*super().trailing_metadata(), (RETRY_AFTER_METADATA_KEY, str(self.retry_after_s)))
 
 
+class DeadlinePassed(LceError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    kind = "deadline_passed"
+
+
 class Unavailable(LceError):
     code = grpc.StatusCode.UNAVAILABLE
     kind = "unavailable"
@@ -76,5 +82,6 @@ ALL_ERRORS: tuple[type[LceError], ...] = (
     PayloadTooLarge,
     SessionClosed,
     RateLimited,
+    DeadlinePassed,
     Unavailable,
 )

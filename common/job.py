@@ -12,18 +12,34 @@ RQ's registries.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 from rq.serializers import JSONSerializer
 
-from common.config import REPORT_RETRY_MAX_S
+from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS, REPORT_RETRY_MAX_S
 
 JOB_FUNCTION = "executor.jobs.run_execution"
 SERIALIZER = JSONSerializer
 
-# Compile (30 s), then run, then reporting: the start and the result may each wait out an outage.
-_JOB_BASE_TIMEOUT_S = 120
+# Set-up and teardown, beside the stages' own limits and the reports, which may each wait out an outage.
+_JOB_BASE_TIMEOUT_S = 60
+
+
+class Encoding(StrEnum):
+    """How the result carries the program's output (lce.execution.v1.Encoding)."""
+
+    UTF8 = "utf8"  # text; bytes that are not UTF-8 become U+FFFD
+    BASE64 = "base64"  # the exact bytes
+
+
+def encode_output(data: bytes, encoding: Encoding) -> str:
+    """A program's output (or a message in its place) as the result carries it."""
+    if encoding == Encoding.BASE64:
+        return base64.b64encode(data).decode("ascii")
+    return data.decode("utf-8", errors="replace")
 
 
 def job_id(execution_id: str, attempt: int) -> str:
@@ -38,6 +54,9 @@ class ExecutionJob:
     time_limit_ms: int
     memory_limit_mb: int
     attempt: int = 1
+    compile_time_limit_ms: int = DEFAULT_COMPILE_TIME_LIMIT_MS
+    compile_memory_limit_mb: int = DEFAULT_COMPILE_MEMORY_LIMIT_MB
+    encoding: Encoding = Encoding.UTF8
 
     def to_payload(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,7 +64,8 @@ class ExecutionJob:
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> ExecutionJob:
         # A field the payload lacks (a job queued before the field existed) takes its default.
-        return cls(**{name: payload[name] for name in cls.__dataclass_fields__ if name in payload})
+        fields = {name: payload[name] for name in cls.__dataclass_fields__ if name in payload}
+        return cls(**fields | {"encoding": Encoding(fields.get("encoding", Encoding.UTF8))})
 
     @property
     def job_id(self) -> str:
@@ -54,4 +74,5 @@ class ExecutionJob:
     @property
     def job_timeout_s(self) -> int:
         """How long RQ lets the job run: a backstop only, since the lease tells whether the executor lives."""
-        return _JOB_BASE_TIMEOUT_S + 2 * self.time_limit_ms // 1000 + 2 * REPORT_RETRY_MAX_S
+        stages_s = (2 * self.compile_time_limit_ms + 2 * self.time_limit_ms) // 1000
+        return _JOB_BASE_TIMEOUT_S + stages_s + 2 * REPORT_RETRY_MAX_S

@@ -17,7 +17,7 @@ from common.db import make_engine
 from execution_service import servicer
 from execution_service.attempts import RetryPolicy
 from execution_service.change_feed import ChangeFeed
-from execution_service.executions import Executions
+from execution_service.executions import CompileLimits, Executions
 from execution_service.job_queue import JobQueue
 from execution_service.rate_limit import SlidingWindowLimiter
 from execution_service.reconciler import Reconciler
@@ -86,6 +86,7 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
         retries=RetryPolicy(config.retry_backoff_s),
         lease_s=config.lease_s,
         idempotency_window_s=config.idempotency_window_s,
+        compile_limits=CompileLimits(config.compile_time_limit_ms, config.compile_memory_limit_mb),
         enqueue_grace_s=enqueue_grace_s,
         on_change=lambda execution_id, finished: changes.publish(servicer.change_to_proto(execution_id, finished)),
     )

@@ -21,10 +21,10 @@ from datetime import UTC, datetime, timedelta
 import redis.exceptions
 
 from common import logs
-from common.errors import InvalidArgument, NotFound, RateLimited, SessionClosed, Unavailable
+from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
+from common.errors import DeadlinePassed, InvalidArgument, NotFound, RateLimited, SessionClosed, Unavailable
 from common.ids import parse_uuid
-from common.job import ExecutionJob
-from execution_service import loop_advice
+from common.job import Encoding, ExecutionJob, encode_output
 from execution_service.attempts import INTERNAL_ERROR, RetryPolicy, is_infrastructure_failure
 from execution_service.job_queue import JobQueue
 from execution_service.models import TERMINAL, UNFINISHED, Event, Execution, FinishedRun, RunOutcome, Status
@@ -36,8 +36,17 @@ log = logging.getLogger(__name__)
 
 TIME_LIMIT_MS = (100, 60_000)
 MEMORY_LIMIT_MB = (32, 2048)
+# A compile's limits: from these up to the deployment's own (CompileLimits).
+MIN_COMPILE_TIME_LIMIT_MS = 100
+MIN_COMPILE_MEMORY_LIMIT_MB = 32
 LIST_LIMIT = (1, 100)
 DEFAULT_LIST_LIMIT = 10
+# What is kept of an executor's advice: it comes from a peer, and is stored and shown as it is.
+MAX_WARNINGS = 10
+MAX_WARNING_CHARS = 500
+# A run is not created with less of its caller's deadline left than this: the write and the answer
+# would come after the caller gave up, and a caller that retries would run it twice.
+MIN_TIME_TO_CREATE_S = 0.25
 
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 
@@ -48,6 +57,27 @@ _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 class Limits:
     time_limit_ms: int
     memory_limit_mb: int
+
+
+@dataclass(frozen=True)
+class CompileLimits:
+    """The compile stage's limits: the deployment's defaults, which a run may only lower."""
+
+    time_limit_ms: int = DEFAULT_COMPILE_TIME_LIMIT_MS
+    memory_limit_mb: int = DEFAULT_COMPILE_MEMORY_LIMIT_MB
+
+    def lowered(self, time_limit_ms: int | None, memory_limit_mb: int | None) -> CompileLimits:
+        """The limits of one run: those requested, checked against this deployment's, else its own."""
+        if time_limit_ms is not None:
+            _check_range("compile_time_limit_ms", time_limit_ms, (MIN_COMPILE_TIME_LIMIT_MS, self.time_limit_ms))
+        if memory_limit_mb is not None:
+            _check_range(
+                "compile_memory_limit_mb", memory_limit_mb, (MIN_COMPILE_MEMORY_LIMIT_MB, self.memory_limit_mb)
+            )
+        return CompileLimits(
+            time_limit_ms=self.time_limit_ms if time_limit_ms is None else time_limit_ms,
+            memory_limit_mb=self.memory_limit_mb if memory_limit_mb is None else memory_limit_mb,
+        )
 
 
 def _check_range(field: str, value: int, bounds: tuple[int, int]) -> None:
@@ -111,6 +141,7 @@ class Executions:
         retries: RetryPolicy,
         lease_s: int,
         idempotency_window_s: int,
+        compile_limits: CompileLimits = CompileLimits(),
         enqueue_grace_s: float = 5.0,
         clock: Callable[[], datetime] = utc_now,
         on_change: Callable[[str, Execution | None], None] = lambda execution_id, finished: None,
@@ -124,6 +155,7 @@ class Executions:
         self.retries = retries
         self.lease = timedelta(seconds=lease_s)
         self.idempotency_window = timedelta(seconds=idempotency_window_s)
+        self.compile_limits = compile_limits
         # The reconciler leaves a new row to its creator this long before enqueueing it itself.
         self.enqueue_grace = timedelta(seconds=enqueue_grace_s)
         self.clock = clock
@@ -139,15 +171,22 @@ class Executions:
         *,
         timeout: float,
         idempotency_key: str | None = None,
+        compile_time_limit_ms: int | None = None,
+        compile_memory_limit_mb: int | None = None,
+        encoding: Encoding = Encoding.UTF8,
+        time_left: Callable[[], float | None] = lambda: None,
     ) -> Execution:
         """Snapshots the session's code and queues a run of it. Once this returns, the run is never lost:
         the row is written before the job, and a job that could not be written is left to the reconciler.
+        Nothing is written once `time_left()` (seconds of the caller's deadline; None: no deadline) is
+        too short for the answer to reach the caller: DeadlinePassed says the run was not created.
 
         With an idempotency key already used in this session within the window, returns that
         execution instead, whatever the session's state or limits are now: the request it answers
         was accepted then, so its repetition must be answered the same way."""
         session_id = parse_uuid(session_id, "session_id")
         check_limits(time_limit_ms, memory_limit_mb)
+        compile_limits = self.compile_limits.lowered(compile_time_limit_ms, compile_memory_limit_mb)
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
             earlier = self._earlier_execution(session_id, idempotency_key)
@@ -166,6 +205,7 @@ class Executions:
         limits = resolve_limits(time_limit_ms, memory_limit_mb, session)
         self._refuse_during_failure_cooldown(recent)
 
+        _refuse_when_too_late(time_left())
         execution_id = str(uuid.uuid4())
         logs.execution_id.set(execution_id)
         self._admit(session_id, execution_id)
@@ -184,8 +224,10 @@ class Executions:
             attempt=1,
             executor_id="",
             outcome=None,
-            warnings=tuple(loop_advice.advise(session.language, session.source_code)),
             idempotency_key=idempotency_key,
+            compile_time_limit_ms=compile_limits.time_limit_ms,
+            compile_memory_limit_mb=compile_limits.memory_limit_mb,
+            encoding=encoding,
         )
         try:
             inserted = self.repository.insert_queued(execution, not_before=now + self.enqueue_grace)
@@ -250,10 +292,12 @@ class Executions:
         self.get(execution_id)  # NotFound for an unknown id
         return False
 
-    def report_result(self, execution_id: str, executor_id: str, attempt: int, outcome: RunOutcome) -> Status:
-        """Records a terminal result once; later reports change nothing. Returns the status after the report.
-        A result saying the machinery failed (internal_error) ends the attempt instead, retried while
-        retries are left."""
+    def report_result(
+        self, execution_id: str, executor_id: str, attempt: int, outcome: RunOutcome, warnings: Sequence[str] = ()
+    ) -> Status:
+        """Records a terminal result once, with the executor's advice about the source; later reports
+        change nothing. Returns the status after the report. A result saying the machinery failed
+        (internal_error) ends the attempt instead, retried while retries are left."""
         execution_id = parse_uuid(execution_id, "execution_id")
         if outcome.status not in TERMINAL:
             raise InvalidArgument(f"a result's status must be COMPLETED, FAILED or TIMEOUT, got {outcome.status}")
@@ -261,7 +305,9 @@ class Executions:
             detail = outcome.stderr.strip()
             reason = f"{INTERNAL_ERROR}: {detail}" if detail else INTERNAL_ERROR
             self.end_attempt(execution_id, attempt, executor_id, reason)
-        elif finished := self.repository.finish(execution_id, executor_id, attempt, outcome, self.clock()):
+        elif finished := self.repository.finish(
+            execution_id, executor_id, attempt, outcome, self.clock(), warnings=bounded_warnings(warnings)
+        ):
             self.on_change(execution_id, finished)
             log.info(
                 "execution finished",
@@ -286,7 +332,7 @@ class Executions:
                     self.on_change(execution_id, None)
                     log.warning("attempt failed; retrying", extra={"attempt": attempt, "reason": reason})
             elif finished := self.repository.finish(
-                execution_id, executor_id, attempt, gave_up(attempt, reason), now, allowed=allowed
+                execution_id, executor_id, attempt, self._gave_up(execution_id, attempt, reason), now, allowed=allowed
             ):
                 self.on_change(execution_id, finished)
                 log.error("attempt failed; no retry left", extra={"attempt": attempt, "reason": reason})
@@ -331,6 +377,19 @@ class Executions:
         except _REDIS_DOWN as err:
             log.warning("job not enqueued: redis unavailable; the reconciler will", extra={"error": repr(err)})
 
+    def _gave_up(self, execution_id: str, attempt: int, reason: str) -> RunOutcome:
+        execution = self.repository.get(execution_id)
+        return gave_up(attempt, reason, execution.encoding if execution is not None else Encoding.UTF8)
+
+
+def _refuse_when_too_late(seconds_left: float | None) -> None:
+    if seconds_left is not None and seconds_left < MIN_TIME_TO_CREATE_S:
+        raise DeadlinePassed("the request's deadline passed before the run could be created; it was not created")
+
+
+def bounded_warnings(warnings: Sequence[str]) -> list[str]:
+    return [warning[:MAX_WARNING_CHARS] for warning in warnings[:MAX_WARNINGS]]
+
 
 def check_idempotency_key(key: str) -> None:
     """1..255 visible ASCII characters: what an HTTP header carries safely and an index holds."""
@@ -342,13 +401,14 @@ def idempotency_key_expired(created_at: datetime, now: datetime, window: timedel
     return now - created_at >= window
 
 
-def gave_up(attempt: int, reason: str) -> RunOutcome:
+def gave_up(attempt: int, reason: str, encoding: Encoding = Encoding.UTF8) -> RunOutcome:
     """The result of a run whose last attempt failed in the machinery."""
+    message = f"LCE could not run the program: attempt {attempt} failed ({reason}) and no retry is left\n"
     return RunOutcome(
         status=Status.FAILED,
         reason=INTERNAL_ERROR,
         stdout="",
-        stderr=f"LCE could not run the program: attempt {attempt} failed ({reason}) and no retry is left\n",
+        stderr=encode_output(message.encode(), encoding),
         stdout_truncated=False,
         stderr_truncated=False,
         exit_code=None,
@@ -367,4 +427,7 @@ def job_for(execution: Execution) -> ExecutionJob:
         time_limit_ms=execution.time_limit_ms,
         memory_limit_mb=execution.memory_limit_mb,
         attempt=execution.attempt,
+        compile_time_limit_ms=execution.compile_time_limit_ms,
+        compile_memory_limit_mb=execution.compile_memory_limit_mb,
+        encoding=execution.encoding,
     )

@@ -24,6 +24,9 @@ from sqlalchemy import (
     Uuid,
 )
 
+from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
+from common.job import Encoding
+
 RETRIED = "RETRIED"  # the event type of an attempt that failed and was queued again
 
 
@@ -81,8 +84,11 @@ class Execution:
     attempt: int  # the current attempt: 1 at creation, one more per infrastructure retry
     executor_id: str
     outcome: RunOutcome | None  # set once terminal
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # the executor's advice about the source, set with the result
     idempotency_key: str | None = None
+    compile_time_limit_ms: int = DEFAULT_COMPILE_TIME_LIMIT_MS
+    compile_memory_limit_mb: int = DEFAULT_COMPILE_MEMORY_LIMIT_MB
+    encoding: Encoding = Encoding.UTF8  # of the outcome's stdout and stderr
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,10 @@ executions = Table(
     # RUNNING: the executor's claim on the run ends here unless renewed.
     Column("lease_expires_at", UtcDateTime),
     Column("idempotency_key", String(255)),
+    # Added after the first release, so NULL in older rows: the defaults of their time.
+    Column("compile_time_limit_ms", Integer),
+    Column("compile_memory_limit_mb", Integer),
+    Column("encoding", String(8)),
     # A session's history, newest first.
     Index("ix_executions_session_created", "session_id", "created_at"),
     # A session's last finished runs (the failure streak, read on every run): without it, every

@@ -30,7 +30,9 @@ from sqlalchemy import (
     update,
 )
 
+from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
 from common.db import reading, writing
+from common.job import Encoding
 from execution_service.models import (
     RETRIED,
     TERMINAL,
@@ -54,13 +56,14 @@ _SCHEMA_ATTEMPTS = 3
 
 
 def create_schema(engine: Engine) -> None:
-    """Creates the tables and indexes if missing (an index added in a later release too: create_all
-    skips the indexes of a table that exists). Two replicas starting together may race on CREATE:
-    the loser sees a duplicate-object error, and its retry finds everything in place."""
+    """Creates the tables, columns and indexes if missing (a column or index added in a later release
+    too: create_all skips whatever belongs to a table that exists). Two replicas starting together may
+    race on CREATE: the loser sees a duplicate-object error, and its retry finds everything in place."""
     for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
         try:
             metadata.create_all(engine, checkfirst=True)
             for table in metadata.sorted_tables:
+                _add_missing_columns(engine, table)
                 for index in table.indexes:
                     index.create(engine, checkfirst=True)
             return
@@ -68,6 +71,19 @@ def create_schema(engine: Engine) -> None:
             if attempt == _SCHEMA_ATTEMPTS:
                 raise
             log.info("schema created concurrently by another replica; checking again")
+
+
+def _add_missing_columns(engine: Engine, table: sqlalchemy.Table) -> None:
+    """Adds the nullable columns a later release brought (rows written before read them as NULL)."""
+    existing = {column["name"] for column in sqlalchemy.inspect(engine).get_columns(table.name)}
+    missing = [column for column in table.columns if column.name not in existing]
+    with engine.begin() as conn:
+        for column in missing:
+            if not column.nullable:
+                raise RuntimeError(f"{table.name}.{column.name} is missing and cannot be added to existing rows")
+            kind = column.type.compile(dialect=engine.dialect)
+            conn.execute(sqlalchemy.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            log.info("column added", extra={"table": table.name, "column": column.name})
 
 
 # The reads on every request path, built once: SQLAlchemy then skips building the statement and
@@ -152,9 +168,11 @@ _INSERT_QUEUED = _Write(
                 "memory_limit_mb",
                 "created_at",
                 "attempt",
-                "warnings",
                 "idempotency_key",
                 "not_before",
+                "compile_time_limit_ms",
+                "compile_memory_limit_mb",
+                "encoding",
             )
         )
     )
@@ -190,6 +208,7 @@ _FINISH = _Write(
             "memory_kb",
             "stages",
             "sandbox",
+            "warnings",
         ),
     ),
     # The whole row: the finished execution is announced with its result (execution_service/change_feed.py).
@@ -214,9 +233,11 @@ class Repository:
             memory_limit_mb=execution.memory_limit_mb,
             created_at=execution.created_at,
             attempt=execution.attempt,
-            warnings=list(execution.warnings),
             idempotency_key=execution.idempotency_key,
             not_before=not_before,
+            compile_time_limit_ms=execution.compile_time_limit_ms,
+            compile_memory_limit_mb=execution.compile_memory_limit_mb,
+            encoding=execution.encoding.value,
         )
         try:
             with writing(self.engine) as (conn, one_statement):
@@ -372,6 +393,7 @@ class Repository:
         outcome: RunOutcome,
         now: datetime,
         *,
+        warnings: Iterable[str] = (),
         allowed: frozenset[Status] = UNFINISHED,
     ) -> Execution | None:
         """QUEUED or RUNNING (those of `allowed`) -> the outcome's terminal status; the finished execution.
@@ -396,6 +418,7 @@ class Repository:
             memory_kb=outcome.memory_kb,
             stages=[asdict(stage) for stage in outcome.stages],
             sandbox=outcome.sandbox,
+            warnings=list(warnings),
         )
         with writing(self.engine) as (conn, one_statement):
             written = _write_with_event(
@@ -469,6 +492,9 @@ def _to_execution(row: RowMapping) -> Execution:
         outcome=_to_outcome(row) if status in TERMINAL else None,
         warnings=tuple(row["warnings"] or ()),
         idempotency_key=row["idempotency_key"],
+        compile_time_limit_ms=row["compile_time_limit_ms"] or DEFAULT_COMPILE_TIME_LIMIT_MS,
+        compile_memory_limit_mb=row["compile_memory_limit_mb"] or DEFAULT_COMPILE_MEMORY_LIMIT_MB,
+        encoding=Encoding(row["encoding"] or Encoding.UTF8),
     )
 
 

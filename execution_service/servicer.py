@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.errors import InvalidArgument, Unavailable
 from common.grpc_client import deadline
+from common.job import Encoding
 from execution_service.change_feed import ChangeFeed
 from execution_service.executions import Executions
 from execution_service.models import Event, Execution, RunOutcome, Stage, Status
@@ -24,6 +26,11 @@ _STATUS_TO_PROTO: dict[Status, int] = {
     Status.TIMEOUT: pb.EXECUTION_STATUS_TIMEOUT,
 }
 _STATUS_FROM_PROTO: dict[int, Status] = {value: status for status, value in _STATUS_TO_PROTO.items()}
+_ENCODING_TO_PROTO: dict[Encoding, int] = {Encoding.UTF8: pb.ENCODING_UTF8, Encoding.BASE64: pb.ENCODING_BASE64}
+_ENCODING_FROM_PROTO: dict[int, Encoding] = {
+    pb.ENCODING_UNSPECIFIED: Encoding.UTF8,
+    **{value: encoding for encoding, value in _ENCODING_TO_PROTO.items()},
+}
 
 
 class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
@@ -34,12 +41,19 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
     def CreateExecution(
         self, request: pb.CreateExecutionRequest, context: grpc.ServicerContext
     ) -> pb.CreateExecutionResponse:
+        encoding = _ENCODING_FROM_PROTO.get(request.encoding)
+        if encoding is None:
+            raise InvalidArgument(f"unknown encoding {request.encoding}")
         execution = self.executions.create(
             request.session_id,
-            request.time_limit_ms if request.HasField("time_limit_ms") else None,
-            request.memory_limit_mb if request.HasField("memory_limit_mb") else None,
+            _optional(request, "time_limit_ms"),
+            _optional(request, "memory_limit_mb"),
             timeout=deadline(context),
-            idempotency_key=request.idempotency_key if request.HasField("idempotency_key") else None,
+            idempotency_key=_optional(request, "idempotency_key"),
+            compile_time_limit_ms=_optional(request, "compile_time_limit_ms"),
+            compile_memory_limit_mb=_optional(request, "compile_memory_limit_mb"),
+            encoding=encoding,
+            time_left=context.time_remaining,
         )
         return pb.CreateExecutionResponse(execution=execution_to_proto(execution))
 
@@ -97,7 +111,11 @@ class ExecutorReportServicer(pb_grpc.ExecutorReportServiceServicer):
 
     def ReportResult(self, request: pb.ReportResultRequest, context: grpc.ServicerContext) -> pb.ReportResultResponse:
         status = self.executions.report_result(
-            request.execution_id, request.executor_id, request.attempt, outcome_from_proto(request.result)
+            request.execution_id,
+            request.executor_id,
+            request.attempt,
+            outcome_from_proto(request.result),
+            list(request.warnings),
         )
         return pb.ReportResultResponse(status=_STATUS_TO_PROTO[status])
 
@@ -105,6 +123,10 @@ class ExecutorReportServicer(pb_grpc.ExecutorReportServiceServicer):
 def register(server: grpc.Server, executions: Executions, changes: ChangeFeed) -> None:
     pb_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(executions, changes), server)
     pb_grpc.add_ExecutorReportServiceServicer_to_server(ExecutorReportServicer(executions), server)
+
+
+def _optional(message: Any, field: str) -> Any:
+    return getattr(message, field) if message.HasField(field) else None
 
 
 def outcome_from_proto(result: pb.RunResult) -> RunOutcome:
@@ -168,6 +190,9 @@ def execution_to_proto(execution: Execution) -> pb.Execution:
         attempt=execution.attempt,
         executor_id=execution.executor_id,
         warnings=execution.warnings,
+        compile_time_limit_ms=execution.compile_time_limit_ms,
+        compile_memory_limit_mb=execution.compile_memory_limit_mb,
+        encoding=_ENCODING_TO_PROTO[execution.encoding],
     )
     if execution.started_at is not None:
         message.started_at.CopyFrom(_timestamp(execution.started_at))

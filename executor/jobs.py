@@ -17,7 +17,7 @@ from typing import Any
 from common import logs
 from common.job import ExecutionJob
 from common.languages import TOOLCHAIN_PATH, Language, by_name
-from executor import metrics, verdicts
+from executor import loop_advice, metrics, verdicts
 from executor.compile_cache import CompileCache
 from executor.launcher import Launcher, Limits
 from executor.lease import LeaseKeeper
@@ -26,9 +26,8 @@ from executor.verdicts import Verdict
 
 log = logging.getLogger(__name__)
 
-# The compiler is our code, not the user's: it gets its own, looser limits.
-COMPILE_TIME_MS = 30_000
-COMPILE_MIN_MEMORY_MB = 1024
+# A compile gets its own limits (the job's, set by execution_service); its wall clock allows for I/O.
+COMPILE_WALL_TIME_FACTOR = 2
 COMPILE_MAX_PROCESSES = 128
 # The JVM needs room beside its heap (metaspace, code cache, thread stacks) under the memory limit.
 HEAP_SHARE = 0.75
@@ -73,10 +72,14 @@ def run_execution(payload: dict[str, Any]) -> dict[str, str]:
         with ExitStack() as teardown:
             with LeaseKeeper(runtime.reports, job.execution_id, job.attempt, start.lease_s):
                 verdict = _execute(job, runtime, teardown)
+                # Here, not in execution_service: a costly source costs its own run, within the advice's budget.
+                warnings = loop_advice.advise(job.language, job.source_code)
             # Outside the lease: while the result waits out an outage of execution_service, nothing else
             # is renewed, and if the lease ran out meanwhile the service still takes this result
             # (repository.finish).
-            runtime.reports.result(job.execution_id, job.attempt, verdict, sandbox=runtime.launcher.mode)
+            runtime.reports.result(
+                job.execution_id, job.attempt, verdict, sandbox=runtime.launcher.mode, warnings=warnings
+            )
             metrics.record(job.language, verdict)
             log.info("execution finished", extra={"status": verdict.status, "reason": verdict.reason})
         return {"status": verdict.status.value, "reason": verdict.reason}
@@ -118,7 +121,7 @@ def _compile_and_run(job: ExecutionJob, language: Language, workdir: Path, runti
             another_stage_follows=True,
         )
         if verdicts.compile_failed(compiled):
-            return verdicts.compile_error(compiled)
+            return verdicts.compile_error(compiled, job.encoding)
         if cache and key:
             # Now, between the stages: the compile's processes are gone, and the program, which
             # may rewrite anything in its work dir, has not started.
@@ -129,7 +132,7 @@ def _compile_and_run(job: ExecutionJob, language: Language, workdir: Path, runti
         env=env,
         limits=run_limits(job, runtime.output_limit_bytes),
     )
-    return verdicts.judge_run(ran, compiled)
+    return verdicts.judge_run(ran, compiled, job.encoding)
 
 
 def run_limits(job: ExecutionJob, output_limit_bytes: int) -> Limits:
@@ -143,9 +146,9 @@ def run_limits(job: ExecutionJob, output_limit_bytes: int) -> Limits:
 
 def compile_limits(job: ExecutionJob, output_limit_bytes: int) -> Limits:
     return Limits(
-        wall_time_ms=COMPILE_TIME_MS,
-        cpu_time_ms=COMPILE_TIME_MS,
-        memory_mb=max(COMPILE_MIN_MEMORY_MB, job.memory_limit_mb),
+        wall_time_ms=COMPILE_WALL_TIME_FACTOR * job.compile_time_limit_ms,
+        cpu_time_ms=job.compile_time_limit_ms,
+        memory_mb=job.compile_memory_limit_mb,
         max_processes=COMPILE_MAX_PROCESSES,
         output_limit_bytes=output_limit_bytes,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -72,12 +72,15 @@ class ReportClient:
         request = pb.RenewLeaseRequest(execution_id=execution_id, executor_id=self.executor_id, attempt=attempt)
         return bool(self._stub.RenewLease(request, timeout=self.deadline_s).renewed)
 
-    def result(self, execution_id: str, attempt: int, verdict: Verdict, *, sandbox: str) -> None:
+    def result(
+        self, execution_id: str, attempt: int, verdict: Verdict, *, sandbox: str, warnings: Sequence[str] = ()
+    ) -> None:
         request = pb.ReportResultRequest(
             execution_id=execution_id,
             executor_id=self.executor_id,
             attempt=attempt,
             result=run_result(verdict, sandbox=sandbox),
+            warnings=warnings,
         )
         self._deliver(lambda: self._stub.ReportResult(request, timeout=self.deadline_s))
 

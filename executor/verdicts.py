@@ -10,6 +10,7 @@ import signal
 from dataclasses import dataclass
 from enum import StrEnum
 
+from common.job import Encoding, encode_output
 from executor.launcher import LimitExceeded, StageOutcome
 
 # Runtimes that catch their own allocation failure and exit instead of being killed.
@@ -25,6 +26,8 @@ class Status(StrEnum):
 class Reason(StrEnum):
     NONE = ""
     COMPILE_ERROR = "compile_error"
+    COMPILE_TIME = "compile_time_limit_exceeded"
+    COMPILE_MEMORY = "compile_memory_limit_exceeded"
     RUNTIME_ERROR = "runtime_error"
     WALL_TIME = LimitExceeded.WALL_TIME.value
     CPU_TIME = LimitExceeded.CPU_TIME.value
@@ -75,39 +78,46 @@ def stage_metrics(name: str, outcome: StageOutcome) -> StageMetrics:
     )
 
 
-def _decode(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
-
-
 def compile_failed(outcome: StageOutcome) -> bool:
     return outcome.exit_code != 0 or outcome.limit_exceeded is not None
 
 
-def compile_error(outcome: StageOutcome) -> Verdict:
-    """The compiler rejected the program: its whole output (it may write errors to either stream) in stderr."""
-    message = _decode(outcome.stdout + outcome.stderr)
+_COMPILE_ERROR = (Status.FAILED, Reason.COMPILE_ERROR)
+# A compile stopped at one of its limits has that limit as its verdict; any other failure is the program's.
+_COMPILE_LIMITS: dict[LimitExceeded, tuple[Status, Reason]] = {
+    LimitExceeded.CPU_TIME: (Status.TIMEOUT, Reason.COMPILE_TIME),
+    LimitExceeded.WALL_TIME: (Status.TIMEOUT, Reason.COMPILE_TIME),
+    LimitExceeded.MEMORY: (Status.FAILED, Reason.COMPILE_MEMORY),
+}
+
+
+def compile_error(outcome: StageOutcome, encoding: Encoding = Encoding.UTF8) -> Verdict:
+    """The compile failed: the compiler's whole output (it may write errors to either stream) in stderr."""
+    message = outcome.stdout + outcome.stderr
     if outcome.limit_exceeded is not None:
-        message += f"\ncompilation stopped: {outcome.limit_exceeded.value}\n"
+        message += f"\ncompilation stopped: {outcome.limit_exceeded.value}\n".encode()
     elif outcome.signal is not None:
-        message += f"\ncompilation stopped: {signal_name(outcome.signal)}\n"
+        message += f"\ncompilation stopped: {signal_name(outcome.signal)}\n".encode()
+    limit = outcome.limit_exceeded
+    status, reason = _COMPILE_LIMITS.get(limit, _COMPILE_ERROR) if limit else _COMPILE_ERROR
     return Verdict(
-        status=Status.FAILED,
-        reason=Reason.COMPILE_ERROR,
-        stderr=message,
+        status=status,
+        reason=reason,
+        stderr=encode_output(message, encoding),
         stderr_truncated=outcome.stdout_truncated or outcome.stderr_truncated,
         stages=(stage_metrics("compile", outcome),),
     )
 
 
-def judge_run(run: StageOutcome, compiled: StageOutcome | None = None) -> Verdict:
+def judge_run(run: StageOutcome, compiled: StageOutcome | None = None, encoding: Encoding = Encoding.UTF8) -> Verdict:
     """The verdict on a program that ran (after a successful compile stage, when there was one)."""
     stages = (*((stage_metrics("compile", compiled),) if compiled else ()), stage_metrics("run", run))
     status, reason = _classify(run)
     return Verdict(
         status=status,
         reason=reason,
-        stdout=_decode(run.stdout),
-        stderr=_decode(run.stderr),
+        stdout=encode_output(run.stdout, encoding),
+        stderr=encode_output(run.stderr, encoding),
         stdout_truncated=run.stdout_truncated,
         stderr_truncated=run.stderr_truncated,
         exit_code=run.exit_code,
@@ -132,5 +142,6 @@ def _classify(run: StageOutcome) -> tuple[Status, str]:
 
 
 def internal_error(message: str) -> Verdict:
-    """LCE itself failed to run the program: say so without blaming the program."""
+    """LCE itself failed to run the program: say so without blaming the program. Never a run's final
+    result (execution_service retries it, then writes its own), so its text is plain whatever the encoding."""
     return Verdict(status=Status.FAILED, reason=Reason.INTERNAL_ERROR, stderr=message)

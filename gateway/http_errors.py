@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 RATE_LIMITED_MESSAGE = "Rate limit exceeded"
 UNAVAILABLE_MESSAGE = "a backend service is unavailable, retry shortly"
+# A create that failed on the way, after the service may have written it: a blind retry could run it twice.
+OUTCOME_UNKNOWN_MESSAGE = (
+    "a backend service failed while taking the run, which may or may not have been created: look at the "
+    "session's executions before running it again, or send an Idempotency-Key, which makes retries safe"
+)
 INTERNAL_MESSAGE = "internal error"
 # Backend-down answers tell clients when to come back; a restarting peer is usually back within a second.
 UNAVAILABLE_RETRY_AFTER_S = 1
@@ -58,6 +63,8 @@ STATUS_TABLE: Mapping[grpc.StatusCode, HttpMapping] = {
 # Kinds (common.errors) that share a gRPC code with others but mean a different HTTP status.
 KIND_TABLE: Mapping[str, HttpMapping] = {
     "payload_too_large": HttpMapping(413),
+    # The service saw the deadline pass before it wrote anything: nothing happened, a retry is safe.
+    "deadline_passed": HttpMapping(503, "a backend service is overloaded and did not take the request, retry shortly"),
 }
 
 
@@ -119,5 +126,11 @@ def error_response(code: grpc.StatusCode, details: str | None, metadata: Metadat
     return ErrorResponse(mapping.status, body, headers)
 
 
-def rpc_error_response(err: grpc.aio.AioRpcError) -> ErrorResponse:
-    return error_response(err.code(), err.details(), err.trailing_metadata())
+def rpc_error_response(err: grpc.aio.AioRpcError, *, replay_safe: bool = True) -> ErrorResponse:
+    """replay_safe=False for a call that creates something without an idempotency key: a server-side
+    failure the service did not explain (a timeout, a dropped connection) may come after the write."""
+    metadata = err.trailing_metadata()
+    response = error_response(err.code(), err.details(), metadata)
+    if replay_safe or response.status < 500 or metadata_value(metadata, KIND_METADATA_KEY) is not None:
+        return response
+    return ErrorResponse(response.status, {"error": OUTCOME_UNKNOWN_MESSAGE}, {})

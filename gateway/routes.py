@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import grpc
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway import schemas, translate
 from gateway.clients import Backends
-from gateway.http_errors import HttpError
+from gateway.http_errors import HttpError, rpc_error_response
 from lce.execution.v1 import execution_pb2
 from lce.session.v1 import session_pb2
 
@@ -164,11 +165,14 @@ async def update_source(session_id: str, request: Request) -> JSONResponse:
     },
 )
 async def run(session_id: str, request: Request) -> JSONResponse:
-    message = translate.create_execution_request(
-        session_id, await json_object(request, optional=True), request.headers.get(IDEMPOTENCY_KEY_HEADER)
-    )
+    idempotency_key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    message = translate.create_execution_request(session_id, await json_object(request, optional=True), idempotency_key)
     services = backends(request)
-    response = await services.executions.CreateExecution(message, timeout=services.deadline_s)
+    try:
+        response = await services.executions.CreateExecution(message, timeout=services.deadline_s)
+    except grpc.aio.AioRpcError as err:
+        failed = rpc_error_response(err, replay_safe=idempotency_key is not None)
+        return JSONResponse(failed.body, status_code=failed.status, headers=failed.headers)
     return ok(translate.execution_created(response.execution), 202)
 
 

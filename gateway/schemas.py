@@ -59,9 +59,23 @@ class UpdateSourceBody(BaseModel):
     source_code: str = Field(description="at most 1 MiB of UTF-8")
 
 
+Encoding = Literal["utf8", "base64"]
+_ENCODING = (
+    "how the result carries stdout and stderr: utf8 (bytes that are not UTF-8 become U+FFFD) or base64 "
+    "(RFC 4648, of the exact bytes)"
+)
+
+
 class RunBody(BaseModel):
     time_limit_ms: int | None = Field(None, ge=100, le=60000, description="the language's default when absent")
     memory_limit_mb: int | None = Field(None, ge=32, le=2048, description="the language's default when absent")
+    compile_time_limit_ms: int | None = Field(
+        None, ge=100, description="CPU time of the compile stage; at most, and by default, LCE_COMPILE_TIME_LIMIT_MS"
+    )
+    compile_memory_limit_mb: int | None = Field(
+        None, ge=32, description="memory of the compile stage; at most, and by default, LCE_COMPILE_MEMORY_LIMIT_MB"
+    )
+    encoding: Encoding = Field("utf8", description=_ENCODING)
 
 
 class SessionState(BaseModel):
@@ -82,7 +96,10 @@ class Session(BaseModel):
     updated_at: str | None
 
 
-_WARNINGS = "advice about the source, e.g. a loop that may never end; never a reason to refuse the run"
+_WARNINGS = (
+    "advice about the source, e.g. a loop that may never end; never a reason to refuse the run. The executor "
+    "works it out as part of the run: empty until the run ends"
+)
 
 
 class ExecutionCreated(BaseModel):
@@ -127,7 +144,9 @@ class Execution(BaseModel):
     execution_time_ms: int | None = None
     exit_code: int | None = None
     reason: str | None = Field(
-        None, description="compile_error, runtime_error, signal:SIGSEGV, time_limit_exceeded:cpu, ..."
+        None,
+        description="compile_error, compile_time_limit_exceeded, compile_memory_limit_exceeded, runtime_error, "
+        "signal:SIGSEGV, time_limit_exceeded:cpu, ...",
     )
     stdout_truncated: bool | None = None
     stderr_truncated: bool | None = None
@@ -137,6 +156,9 @@ class Execution(BaseModel):
     finished_at: str | None = None
     time_limit_ms: int | None = None
     memory_limit_mb: int | None = None
+    compile_time_limit_ms: int | None = None
+    compile_memory_limit_mb: int | None = None
+    encoding: Encoding | None = Field(None, description=_ENCODING)
     warnings: list[str] = Field(description=_WARNINGS)
 
 

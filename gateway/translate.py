@@ -29,6 +29,13 @@ _EXECUTION_STATUS = {
 _SESSION_STATUS = {
     value.number: value.name.removeprefix("SESSION_STATUS_") for value in session_pb2.SessionStatus.DESCRIPTOR.values
 }
+# "utf8", "base64": the encodings a run may ask for, by their proto names.
+ENCODINGS: dict[str, int] = {
+    value.name.removeprefix("ENCODING_").lower(): value.number
+    for value in execution_pb2.Encoding.DESCRIPTOR.values
+    if value.number != execution_pb2.ENCODING_UNSPECIFIED
+}
+_ENCODING_NAMES = {number: name for name, number in ENCODINGS.items()}
 _TERMINAL = {
     execution_pb2.EXECUTION_STATUS_COMPLETED,
     execution_pb2.EXECUTION_STATUS_FAILED,
@@ -159,6 +166,9 @@ def execution_detail(execution: execution_pb2.Execution) -> Json:
             finished_at=optional_timestamp(execution, "finished_at"),
             time_limit_ms=execution.time_limit_ms,
             memory_limit_mb=execution.memory_limit_mb,
+            compile_time_limit_ms=execution.compile_time_limit_ms or None,
+            compile_memory_limit_mb=execution.compile_memory_limit_mb or None,
+            encoding=_ENCODING_NAMES.get(execution.encoding, "utf8"),
         )
     body.update(
         session_id=execution.session_id,
@@ -228,7 +238,19 @@ def create_execution_request(
         time_limit_ms=_int32_field(body, "time_limit_ms"),
         memory_limit_mb=_int32_field(body, "memory_limit_mb"),
         idempotency_key=idempotency_key,
+        compile_time_limit_ms=_int32_field(body, "compile_time_limit_ms"),
+        compile_memory_limit_mb=_int32_field(body, "compile_memory_limit_mb"),
+        encoding=_encoding_field(body),
     )
+
+
+def _encoding_field(body: Json) -> int:
+    name = _field(body, "encoding", str, "a string", required=False)
+    if name is None:
+        return execution_pb2.ENCODING_UNSPECIFIED
+    if name not in ENCODINGS:
+        raise HttpError(400, f"encoding must be one of {', '.join(sorted(ENCODINGS))}")
+    return ENCODINGS[name]
 
 
 def parse_limit(raw: str | None) -> int | None:

@@ -25,7 +25,7 @@ from rq.job import Job, JobStatus
 from rq.utils import utcformat
 from sqlalchemy import select
 
-from common.config import ExecutionServiceConfig
+from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS, ExecutionServiceConfig
 from common.errors import KIND_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Unavailable
 from common.grpc_client import channel
 from common.grpc_server import RunningServer, start_server
@@ -166,10 +166,15 @@ def started(harness: Harness, execution_id: str, executor_id: str = "ex-1", atte
 
 
 def result(
-    harness: Harness, execution_id: str, run_result: pb.RunResult, executor_id: str = "ex-1", attempt: int = 1
+    harness: Harness,
+    execution_id: str,
+    run_result: pb.RunResult,
+    executor_id: str = "ex-1",
+    attempt: int = 1,
+    warnings: list[str] | None = None,
 ) -> int:
     request = pb.ReportResultRequest(
-        execution_id=execution_id, executor_id=executor_id, result=run_result, attempt=attempt
+        execution_id=execution_id, executor_id=executor_id, result=run_result, attempt=attempt, warnings=warnings
     )
     return harness.reports.ReportResult(request, timeout=TIMEOUT_S).status
 
@@ -236,9 +241,12 @@ class TestCreateExecution:
                 "time_limit_ms": 2000,
                 "memory_limit_mb": 64,
                 "attempt": 1,
+                "compile_time_limit_ms": DEFAULT_COMPILE_TIME_LIMIT_MS,
+                "compile_memory_limit_mb": DEFAULT_COMPILE_MEMORY_LIMIT_MB,
+                "encoding": "utf8",
             }
         }
-        assert job.timeout == 120 + 4 + 2 * 600
+        assert job.timeout == 60 + (2 * DEFAULT_COMPILE_TIME_LIMIT_MS + 2 * 2000) // 1000 + 2 * 600
         assert execution.id in Queue(QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids()
 
     def test_a_later_autosave_does_not_change_the_queued_run(self, harness: Harness, redis_url: str) -> None:
@@ -596,17 +604,73 @@ class TestIdempotency:
 
 
 class TestWarnings:
-    def test_an_endless_loop_is_advised_and_still_queued(self, harness: Harness, redis_url: str) -> None:
+    def test_a_run_is_queued_without_advice_and_gets_the_executors(self, harness: Harness, redis_url: str) -> None:
         execution = create(harness, harness.sessions.add(source_code="while True:\n    pass\n"))
         assert execution.status == pb.EXECUTION_STATUS_QUEUED and job_exists(redis_url, execution.id)
-        assert len(execution.warnings) == 1 and "may never end" in execution.warnings[0]
+        assert list(execution.warnings) == []  # worked out by the executor, never on this request path
         started(harness, execution.id)
-        result(harness, execution.id, run_result(pb.EXECUTION_STATUS_TIMEOUT))
-        assert list(get(harness, execution.id).warnings) == list(execution.warnings)
+        advice = ["line 1: `while True` has no break, return or exit in its body and may never end"]
+        result(harness, execution.id, run_result(pb.EXECUTION_STATUS_TIMEOUT), warnings=advice)
+        assert list(get(harness, execution.id).warnings) == advice
 
-    def test_a_loop_that_exits_is_not_advised(self, harness: Harness) -> None:
-        execution = create(harness, harness.sessions.add(source_code="while True:\n    break\n"))
-        assert list(execution.warnings) == []
+    def test_what_a_peer_reports_is_kept_within_bounds(self, harness: Harness) -> None:
+        execution = create(harness, harness.sessions.add())
+        started(harness, execution.id)
+        result(harness, execution.id, run_result(), warnings=[f"{n}" * 10_000 for n in range(20)])
+        kept = list(get(harness, execution.id).warnings)
+        assert [warning[0] for warning in kept] == [str(n) for n in range(10)]
+        assert {len(warning) for warning in kept} == {500}
+
+
+class TestCompileLimitsAndEncoding:
+    def test_the_deployments_limits_when_none_is_asked(self, harness: Harness, redis_url: str) -> None:
+        execution = create(harness, harness.sessions.add())
+        assert (execution.compile_time_limit_ms, execution.compile_memory_limit_mb) == (
+            DEFAULT_COMPILE_TIME_LIMIT_MS,
+            DEFAULT_COMPILE_MEMORY_LIMIT_MB,
+        )
+        assert execution.encoding == pb.ENCODING_UTF8
+
+    def test_a_run_may_lower_them_and_the_job_carries_them(self, harness: Harness, redis_url: str) -> None:
+        execution = create(
+            harness,
+            harness.sessions.add(),
+            compile_time_limit_ms=2000,
+            compile_memory_limit_mb=128,
+            encoding=pb.ENCODING_BASE64,
+        )
+        assert (execution.compile_time_limit_ms, execution.compile_memory_limit_mb) == (2000, 128)
+        assert execution.encoding == pb.ENCODING_BASE64
+        payload = rq_job(redis_url, execution.id).kwargs["payload"]
+        assert (payload["compile_time_limit_ms"], payload["compile_memory_limit_mb"]) == (2000, 128)
+        assert payload["encoding"] == "base64"
+        assert get(harness, execution.id).encoding == pb.ENCODING_BASE64
+
+    @pytest.mark.parametrize(
+        "asked",
+        [
+            {"compile_time_limit_ms": DEFAULT_COMPILE_TIME_LIMIT_MS + 1},
+            {"compile_time_limit_ms": 99},
+            {"compile_memory_limit_mb": DEFAULT_COMPILE_MEMORY_LIMIT_MB + 1},
+            {"compile_memory_limit_mb": 31},
+            {"encoding": 7},
+        ],
+    )
+    def test_a_run_may_not_raise_them(self, harness: Harness, asked: dict[str, int]) -> None:
+        session_id = harness.sessions.add()
+        failure = rpc_error(lambda: create(harness, session_id, **asked))
+        assert_error(failure, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+
+
+class TestDeadline:
+    def test_nothing_is_created_once_the_callers_deadline_is_too_close(self, harness: Harness, redis_url: str) -> None:
+        session_id = harness.sessions.add()
+        request = pb.CreateExecutionRequest(session_id=session_id)
+        failure = rpc_error(lambda: harness.executions.CreateExecution(request, timeout=0.2))
+        assert_error(failure, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline_passed")
+        listed = harness.executions.ListExecutions(pb.ListExecutionsRequest(session_id=session_id), timeout=TIMEOUT_S)
+        assert list(listed.executions) == []
+        assert Queue(QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids() == []
 
 
 class TestEvents:

@@ -6,6 +6,7 @@ programs run on the real toolchains through the UnconfinedLauncher.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -27,7 +29,7 @@ from rq.job import Job, JobStatus
 
 from common.config import ExecutorConfig
 from common.grpc_server import RunningServer, start_server
-from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob
+from common.job import JOB_FUNCTION, SERIALIZER, Encoding, ExecutionJob
 from common.languages import LANGUAGES, by_name
 from executor import jobs
 from executor.compile_cache import CompileCache, is_key
@@ -118,7 +120,14 @@ class Executor:
         )
 
     def enqueue(
-        self, language: str, source: str, *, time_limit_ms: int = 5000, memory_limit_mb: int = 256, attempt: int = 1
+        self,
+        language: str,
+        source: str,
+        *,
+        time_limit_ms: int = 5000,
+        memory_limit_mb: int = 256,
+        attempt: int = 1,
+        **options: Any,
     ) -> Job:
         job = ExecutionJob(
             execution_id=str(uuid.uuid4()),
@@ -127,6 +136,7 @@ class Executor:
             time_limit_ms=time_limit_ms,
             memory_limit_mb=memory_limit_mb,
             attempt=attempt,
+            **options,
         )
         return self.queue.enqueue(JOB_FUNCTION, job.to_payload(), job_id=job.job_id, job_timeout=job.job_timeout_s)
 
@@ -150,11 +160,17 @@ def executor(redis_url: str, reports: tuple[StandInReports, RunningServer], tmp_
     executor.close()
 
 
-def run_one(executor: Executor, reports: StandInReports, language: str, source: str, **limits: int) -> pb.RunResult:
-    job = executor.enqueue(language, source, **limits)
+def run_one(executor: Executor, reports: StandInReports, language: str, source: str, **options: Any) -> pb.RunResult:
+    return report_of_one(executor, reports, language, source, **options).result
+
+
+def report_of_one(
+    executor: Executor, reports: StandInReports, language: str, source: str, **options: Any
+) -> pb.ReportResultRequest:
+    job = executor.enqueue(language, source, **options)
     executor.work()
     assert job.get_status(refresh=True) == JobStatus.FINISHED
-    return reports.results[job.id].result
+    return reports.results[job.id]
 
 
 @pytest.mark.parametrize("language", [language.name for language in LANGUAGES])
@@ -243,6 +259,21 @@ def test_output_limit(executor: Executor, reports: tuple[StandInReports, Running
     assert (result.status, result.reason) == (pb.EXECUTION_STATUS_FAILED, "output_limit_exceeded")
     assert result.stdout_truncated and len(result.stdout) == OUTPUT_LIMIT
     assert result.stdout.startswith("spam\nspam\n")
+
+
+def test_base64_carries_the_exact_bytes(executor: Executor, reports: tuple[StandInReports, RunningServer]) -> None:
+    source = "import sys\nsys.stdout.buffer.write(bytes(range(256)))\nsys.stderr.buffer.write(b'\\xff')\n"
+    result = run_one(executor, reports[0], "python", source, encoding=Encoding.BASE64)
+    assert result.status == pb.EXECUTION_STATUS_COMPLETED
+    assert base64.b64decode(result.stdout, validate=True) == bytes(range(256))
+    assert base64.b64decode(result.stderr, validate=True) == b"\xff"
+
+
+def test_advice_is_reported_with_the_result(executor: Executor, reports: tuple[StandInReports, RunningServer]) -> None:
+    report = report_of_one(executor, reports[0], "python", "while True:\n    pass\n", time_limit_ms=300)
+    assert report.result.status == pb.EXECUTION_STATUS_TIMEOUT
+    [warning] = report.warnings
+    assert warning.startswith("line 1: `while True`") and "may never end" in warning
 
 
 def test_program_sees_only_its_own_environment(

@@ -102,7 +102,7 @@ def wait_terminal(api: httpx.Client, execution_id: str, timeout_s: float = 90) -
     raise AssertionError(f"execution {execution_id} not terminal after {timeout_s} s: {body}")
 
 
-def run(api: httpx.Client, session_id: str, **limits: int) -> dict[str, Any]:
+def run(api: httpx.Client, session_id: str, **limits: Any) -> dict[str, Any]:
     accepted = api.post(f"/code-sessions/{session_id}/run", json=limits or None)
     assert accepted.status_code == 202, accepted.text
     return wait_terminal(api, accepted.json()["execution_id"])

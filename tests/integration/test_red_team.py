@@ -8,6 +8,7 @@ documentation address that must fail as unreachable before any packet is sent.
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from pathlib import Path
@@ -72,7 +73,7 @@ def is_waiting_sandbox(pids: list[int]) -> bool:
 def hostile(api: httpx.Client, languages: dict[str, dict[str, Any]], stack: Stack):
     """Runs one hostile program in a fresh session and checks the system is unharmed afterwards."""
 
-    def send(source: str, language: str = "python", **limits: int) -> dict[str, Any]:
+    def send(source: str, language: str = "python", **limits: Any) -> dict[str, Any]:
         started = time.monotonic()
         result = run(api, new_session(api, languages[language]["id"], source), **limits)
         assert time.monotonic() - started < BOUND_S, f"took over {BOUND_S} s"
@@ -226,3 +227,48 @@ def test_runs_do_not_see_each_other(hostile) -> None:
         f"print([hit for place in places for hit in glob.glob(place + '/**/left-{token}', recursive=True)])\n"
     )
     assert hostile(source)["stdout"] == "[]\n"
+
+
+# --- compiles (issue 18, finding 1) ------------------------------------------------------------
+
+# A type that doubles at every level: unbounded, g++ works on it for minutes.
+TEMPLATE_BOMB = """#include <tuple>
+template <int N> struct Bomb { using T = std::tuple<typename Bomb<N - 1>::T, typename Bomb<N - 1>::T>; };
+template <> struct Bomb<0> { using T = int; };
+int main() { Bomb<24>::T value{}; return sizeof(value) > 0 ? 0 : 1; }
+"""
+
+
+def test_a_template_bomb_stops_at_the_compile_time_limit(hostile) -> None:
+    result = hostile(TEMPLATE_BOMB, "cpp", time_limit_ms=100, memory_limit_mb=32, compile_time_limit_ms=2000)
+    assert (result["status"], result["reason"]) == ("TIMEOUT", "compile_time_limit_exceeded"), result
+    [compiled] = result["stages"]
+    assert compiled["name"] == "compile" and compiled["cpu_time_ms"] < 4000
+    assert result["compile_time_limit_ms"] == 2000
+
+
+def test_an_endless_include_stops_at_the_compile_memory_limit(hostile) -> None:
+    result = hostile('#include "/dev/zero"\nint main(void) { return 0; }\n', "c", compile_memory_limit_mb=64)
+    assert (result["status"], result["reason"]) == ("FAILED", "compile_memory_limit_exceeded"), result
+    assert result["stages"][0]["memory_kb"] <= 64 * 1024
+
+
+def test_a_compile_limit_above_the_deployments_is_refused(
+    api: httpx.Client, languages: dict[str, dict[str, Any]]
+) -> None:
+    session_id = new_session(api, languages["cpp"]["id"], TEMPLATE_BOMB)
+    for body in ({"compile_time_limit_ms": 10**6}, {"compile_memory_limit_mb": 10**5}, {"encoding": "hex"}):
+        refused = api.post(f"/code-sessions/{session_id}/run", json=body)
+        assert refused.status_code == 400, refused.text
+        assert next(iter(body)) in refused.json()["error"]
+
+
+# --- output (issue 18, finding 6) --------------------------------------------------------------
+
+
+def test_base64_gives_the_exact_bytes(hostile) -> None:
+    source = "import sys\nsys.stdout.buffer.write(bytes(range(256)))\nsys.stderr.buffer.write(b'\\xff\\xfe')\n"
+    result = hostile(source, encoding="base64")
+    assert (result["status"], result["encoding"]) == ("COMPLETED", "base64")
+    assert base64.b64decode(result["stdout"], validate=True) == bytes(range(256))
+    assert base64.b64decode(result["stderr"], validate=True) == b"\xff\xfe"

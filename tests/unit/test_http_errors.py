@@ -9,10 +9,12 @@ from common import errors
 from gateway.http_errors import (
     INTERNAL_MESSAGE,
     KIND_TABLE,
+    OUTCOME_UNKNOWN_MESSAGE,
     STATUS_TABLE,
     UNAVAILABLE_MESSAGE,
     error_response,
     map_status,
+    rpc_error_response,
 )
 
 
@@ -39,6 +41,7 @@ def test_server_side_failures_never_leak_details() -> None:
         (errors.PayloadTooLarge("x"), 413),
         (errors.SessionClosed("x"), 409),
         (errors.RateLimited("x", 7), 429),
+        (errors.DeadlinePassed("x"), 503),
         (errors.Unavailable("x"), 503),
     ],
 )
@@ -49,7 +52,8 @@ def test_each_domain_error_maps_to_its_http_status(error: errors.LceError, statu
 def test_domain_error_table_is_covered() -> None:
     """A new domain error must be added to the parametrized test above (and so, thought about here)."""
     assert {cls.__name__ for cls in errors.ALL_ERRORS} == {
-        "NotFound", "InvalidArgument", "PayloadTooLarge", "SessionClosed", "RateLimited", "Unavailable",
+        "NotFound", "InvalidArgument", "PayloadTooLarge", "SessionClosed", "RateLimited", "DeadlinePassed",
+        "Unavailable",
     }  # fmt: skip
 
 
@@ -104,3 +108,31 @@ def test_backend_down_is_503_with_retry_after(code: grpc.StatusCode) -> None:
 def test_server_bugs_are_opaque_500(code: grpc.StatusCode) -> None:
     response = error_response(code, "Traceback: KeyError in repository.py", None)
     assert (response.status, response.body) == (500, {"error": INTERNAL_MESSAGE})
+
+
+class _FailedCall(grpc.aio.AioRpcError):
+    def __init__(self, code: grpc.StatusCode, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(*metadata), details="backend detail")
+
+
+def test_a_create_that_may_have_happened_does_not_invite_a_blind_retry() -> None:
+    for code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        answer = rpc_error_response(_FailedCall(code), replay_safe=False)
+        assert answer.status == 503
+        assert answer.body == {"error": OUTCOME_UNKNOWN_MESSAGE}
+        assert "Retry-After" not in answer.headers
+
+
+def test_a_create_with_an_idempotency_key_may_be_retried() -> None:
+    answer = rpc_error_response(_FailedCall(grpc.StatusCode.DEADLINE_EXCEEDED), replay_safe=True)
+    assert answer.status == 503
+    assert answer.body == {"error": UNAVAILABLE_MESSAGE}
+    assert answer.headers["Retry-After"] == "1"
+
+
+def test_a_create_the_service_refused_in_time_may_be_retried() -> None:
+    refused = errors.DeadlinePassed("not created")
+    answer = rpc_error_response(_FailedCall(refused.code, refused.trailing_metadata()), replay_safe=False)
+    assert answer.status == 503
+    assert answer.body["error"] != OUTCOME_UNKNOWN_MESSAGE
+    assert answer.headers["Retry-After"] == "1"

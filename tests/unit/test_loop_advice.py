@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from execution_service.loop_advice import MAX_WARNINGS, advise
+from executor.loop_advice import MAX_WARNINGS, advise
 
 # (language, source, lines flagged)
 FLAGGED: list[tuple[str, str, list[int]]] = [

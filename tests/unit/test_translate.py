@@ -296,6 +296,46 @@ def test_create_execution_request_is_strict(value: object) -> None:
     assert raised.value.status == 400 and "time_limit_ms" in raised.value.message
 
 
+def test_compile_limits_and_encoding_are_read() -> None:
+    message = translate.create_execution_request(
+        "s", {"compile_time_limit_ms": 2000, "compile_memory_limit_mb": 128, "encoding": "base64"}
+    )
+    assert (message.compile_time_limit_ms, message.compile_memory_limit_mb) == (2000, 128)
+    assert message.encoding == execution_pb2.ENCODING_BASE64
+    message = translate.create_execution_request("s", {})
+    assert not message.HasField("compile_time_limit_ms") and not message.HasField("compile_memory_limit_mb")
+    assert message.encoding == execution_pb2.ENCODING_UNSPECIFIED
+    assert translate.create_execution_request("s", {"encoding": "utf8"}).encoding == execution_pb2.ENCODING_UTF8
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"encoding": "BASE64"},
+        {"encoding": "hex"},
+        {"encoding": ""},
+        {"encoding": 1},
+        {"compile_time_limit_ms": "2000"},
+        {"compile_memory_limit_mb": 1.5},
+    ],
+)
+def test_compile_limits_and_encoding_are_strict(body: dict[str, object]) -> None:
+    with pytest.raises(HttpError) as raised:
+        translate.create_execution_request("s", body)
+    assert raised.value.status == 400 and next(iter(body)) in raised.value.message
+
+
+def test_a_finished_execution_names_its_encoding_and_compile_limits() -> None:
+    execution = finished(execution_pb2.EXECUTION_STATUS_COMPLETED, stdout="aGk=")
+    execution.encoding = execution_pb2.ENCODING_BASE64
+    execution.compile_time_limit_ms, execution.compile_memory_limit_mb = 2000, 128
+    body = translate.execution_detail(execution)
+    assert (body["encoding"], body["stdout"]) == ("base64", "aGk=")
+    assert (body["compile_time_limit_ms"], body["compile_memory_limit_mb"]) == (2000, 128)
+    execution.encoding = execution_pb2.ENCODING_UNSPECIFIED
+    assert translate.execution_detail(execution)["encoding"] == "utf8"
+
+
 @pytest.mark.parametrize(("raw", "value"), [(None, None), ("10", 10), ("+5", 5), ("-1", -1), ("0100", 100)])
 def test_parse_limit(raw: str | None, value: int | None) -> None:
     assert translate.parse_limit(raw) == value

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import signal
 from dataclasses import replace
 
 import pytest
 
+from common.job import Encoding
 from executor import verdicts
 from executor.launcher import LimitExceeded, StageOutcome
 from executor.verdicts import Reason, StageMetrics, Status
@@ -101,13 +103,38 @@ def test_compile_error_puts_all_compiler_output_in_stderr() -> None:
     assert verdict.stages[0].exit_code == 1
 
 
-def test_compiler_stopped_by_a_limit_is_a_compile_error_that_says_so() -> None:
-    compiled = replace(KILLED, stdout=b"", limit_exceeded=LimitExceeded.WALL_TIME)
+@pytest.mark.parametrize(
+    ("limit", "status", "reason"),
+    [
+        (LimitExceeded.WALL_TIME, Status.TIMEOUT, "compile_time_limit_exceeded"),
+        (LimitExceeded.CPU_TIME, Status.TIMEOUT, "compile_time_limit_exceeded"),
+        (LimitExceeded.MEMORY, Status.FAILED, "compile_memory_limit_exceeded"),
+        (LimitExceeded.OUTPUT, Status.FAILED, "compile_error"),
+    ],
+)
+def test_compiler_stopped_by_a_limit_has_that_limit_as_its_verdict(
+    limit: LimitExceeded, status: Status, reason: str
+) -> None:
+    compiled = replace(KILLED, stdout=b"", limit_exceeded=limit)
     assert verdicts.compile_failed(compiled)
     verdict = verdicts.compile_error(compiled)
-    assert verdict.reason == "compile_error"
-    assert "compilation stopped: time_limit_exceeded:wall" in verdict.stderr
+    assert (verdict.status, verdict.reason) == (status, reason)
+    assert f"compilation stopped: {limit.value}" in verdict.stderr
     assert verdict.stages[0].signal == "SIGKILL"
+
+
+def test_base64_encoding_carries_the_exact_bytes() -> None:
+    raw = b"\xff\xfe not utf-8 \x00\n"
+    verdict = verdicts.judge_run(replace(OK, stdout=raw, stderr=b"\x80"), encoding=Encoding.BASE64)
+    assert base64.b64decode(verdict.stdout, validate=True) == raw
+    assert base64.b64decode(verdict.stderr, validate=True) == b"\x80"
+    assert verdicts.judge_run(replace(OK, stdout=raw)).stdout == raw.decode("utf-8", errors="replace")
+
+
+def test_base64_encoding_of_a_compile_error() -> None:
+    failed = replace(OK, exit_code=1, stdout=b"\xff", stderr=b"error\n")
+    verdict = verdicts.compile_error(failed, Encoding.BASE64)
+    assert base64.b64decode(verdict.stderr, validate=True) == b"\xfferror\n"
 
 
 def test_successful_compile_is_not_a_failure_and_both_stages_are_reported() -> None:
@@ -135,5 +162,6 @@ def test_every_reason_is_reachable() -> None:
         verdicts.compile_error(replace(OK, exit_code=1)).reason,
         verdicts.internal_error("x").reason,
         *(verdicts.judge_run(replace(KILLED, limit_exceeded=limit)).reason for limit in LimitExceeded),
+        *(verdicts.compile_error(replace(KILLED, limit_exceeded=limit)).reason for limit in LimitExceeded),
     }
     assert reached | {Reason.NONE} == set(Reason)
