@@ -16,8 +16,10 @@ import pytest
 import redis
 from sqlalchemy import Engine, inspect, text
 
+from common.config import DEFAULT_COMPILE_TIME_LIMIT_MS
 from common.db import make_engine
 from common.errors import InvalidArgument, NotFound
+from common.job import Encoding
 from execution_service.attempts import RetryPolicy, is_infrastructure_failure
 from execution_service.executions import (
     Executions,
@@ -507,3 +509,18 @@ def test_an_index_added_later_is_created_on_an_existing_database(executions: Exe
         conn.execute(text("DROP INDEX ix_executions_session_finished"))
     create_schema(engine)
     assert "ix_executions_session_finished" in {index["name"] for index in inspect(engine).get_indexes("executions")}
+
+
+def test_a_column_added_later_is_added_on_an_existing_database(executions: Executions) -> None:
+    engine = executions.repository.engine
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE executions DROP COLUMN encoding"))
+        conn.execute(text("ALTER TABLE executions DROP COLUMN compile_time_limit_ms"))
+    create_schema(engine)
+    columns = {column["name"] for column in inspect(engine).get_columns("executions")}
+    assert {"encoding", "compile_time_limit_ms"} <= columns
+    older = executions.get(queued(executions))
+    with engine.begin() as conn:  # a row as a release before these columns wrote it
+        conn.execute(text("UPDATE executions SET encoding = NULL, compile_time_limit_ms = NULL"))
+    assert executions.get(older.id).encoding == Encoding.UTF8
+    assert executions.get(older.id).compile_time_limit_ms == DEFAULT_COMPILE_TIME_LIMIT_MS
