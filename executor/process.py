@@ -60,7 +60,7 @@ class _Streams:
         self.limit = limit
         self.names = {stdout.fileno(): "stdout", stderr.fileno(): "stderr"}
         self.data = {"stdout": bytearray(), "stderr": bytearray()}
-        self.truncated = {"stdout": False, "stderr": False}
+        self.passed = {"stdout": False, "stderr": False}  # more was read than kept
 
     def read(self, fd: int) -> bool:
         """Reads what is there; False at end of stream."""
@@ -72,12 +72,20 @@ class _Streams:
         room = self.limit - len(kept)
         kept += chunk[:room]
         if len(chunk) > room:
-            self.truncated[name] = True
+            self.passed[name] = True
         return True
 
     @property
     def exceeded(self) -> bool:
-        return any(self.truncated.values())
+        return any(self.passed.values())
+
+    def truncated(self, name: str) -> bool:
+        """Whether the stream was cut: it passed the cap, or it was full when the other one stopped the run.
+
+        Reading stops at that stop, so what else was pending in a full stream is never seen (both
+        flooded at once): a full stream counts as cut.
+        """
+        return self.passed[name] or (self.exceeded and len(self.data[name]) >= self.limit)
 
 
 def run_captured(
@@ -163,8 +171,8 @@ def capture(
         maxrss_kb=usage.ru_maxrss,
         stdout=bytes(streams.data["stdout"]),
         stderr=bytes(streams.data["stderr"]),
-        stdout_truncated=streams.truncated["stdout"],
-        stderr_truncated=streams.truncated["stderr"],
+        stdout_truncated=streams.truncated("stdout"),
+        stderr_truncated=streams.truncated("stderr"),
         timed_out=timed_out,
         output_exceeded=streams.exceeded,
     )

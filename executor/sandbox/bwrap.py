@@ -37,6 +37,47 @@ _MERGED_USR_LINKS = ("/bin", "/lib", "/lib64", "/sbin")
 _HOST_LOCAL = "/usr/local"
 _ETC_ENTRIES = ("/etc/ld.so.cache", "/etc/alternatives", "/etc/java-17-openjdk", "/etc/php")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# /proc entries no program needs, masked as container runtimes do (Docker's and podman's lists and
+# more): they describe the host (boot line, kernel build, symbols and modules, memory, devices,
+# interrupts, timers), show other uids' keys, or control the machine. Files become /dev/null, as runc
+# masks them: reads are empty, writes discarded (bound with --dev-bind: a read-only bind is also nodev,
+# and opening the device would fail). Directories become empty and read-only. Entries this kernel
+# lacks are left out: bwrap cannot create them in /proc.
+_MASKED_PROC_FILES = (
+    "cmdline",
+    "config.gz",
+    "kallsyms",
+    "modules",
+    "kcore",
+    "kmsg",
+    "keys",
+    "key-users",
+    "meminfo",
+    "buddyinfo",
+    "pagetypeinfo",
+    "zoneinfo",
+    "slabinfo",
+    "vmallocinfo",
+    "kpagecount",
+    "kpageflags",
+    "kpagecgroup",
+    "iomem",
+    "ioports",
+    "interrupts",
+    "softirqs",
+    "devices",
+    "partitions",
+    "diskstats",
+    "swaps",
+    "dma",
+    "mtrr",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "latency_stats",
+    "sysrq-trigger",
+)
+_MASKED_PROC_DIRS = ("acpi", "asound", "bus", "driver", "fs", "irq", "scsi")
 # The waiting shell ($0: the work dir). Root without CAP_DAC_OVERRIDE (root-capdrop mode) could not
 # enter the slot's 0700 work dir, so the shell changes into it as the slot uid; dash then exports PWD
 # (kept: the program sees its work dir, as bwrap --chdir would show it) and OLDPWD (dropped). It reads
@@ -119,7 +160,7 @@ def _common(workdir: Path, info_fd: int, seccomp_fd: int) -> list[str]:
     if os.path.isdir(_HOST_LOCAL):
         # The host's own installs (in the container image: the services' Python and their packages)
         # are no toolchain's: an empty, read-only directory stands in for them.
-        argv += ["--size", "4096", "--perms", "0755", "--tmpfs", _HOST_LOCAL, "--remount-ro", _HOST_LOCAL]
+        argv += _empty_read_only_dir(_HOST_LOCAL)
     for link in _MERGED_USR_LINKS:
         if os.path.islink(link):
             argv += ["--symlink", os.readlink(link), link]
@@ -129,7 +170,7 @@ def _common(workdir: Path, info_fd: int, seccomp_fd: int) -> list[str]:
     argv += ["--perms", "0755", "--dir", "/etc"]
     for entry in _ETC_ENTRIES:
         argv += ["--ro-bind-try", entry, entry]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
+    argv += ["--proc", "/proc", *_proc_masks(), "--dev", "/dev"]
     for tmp in ("/tmp", "/dev/shm"):
         argv += ["--size", str(TMP_BYTES), "--perms", "1777", "--tmpfs", tmp]
     # bwrap would create the work dir's missing parents 0700 as root in the root-capdrop mode.
@@ -139,3 +180,19 @@ def _common(workdir: Path, info_fd: int, seccomp_fd: int) -> list[str]:
     # The shell gets no environment: the command's is exactly what command_script exports.
     argv += ["--bind", str(workdir), str(workdir), "--remount-ro", "/", "--clearenv"]
     return argv
+
+
+def _proc_masks() -> list[str]:
+    """Empty stand-ins over the _MASKED_PROC_ entries this kernel has (the host's /proc shows the same ones)."""
+    argv = []
+    for name in _MASKED_PROC_FILES:
+        if os.path.exists(f"/proc/{name}"):
+            argv += ["--dev-bind", "/dev/null", f"/proc/{name}"]
+    for name in _MASKED_PROC_DIRS:
+        if os.path.isdir(f"/proc/{name}"):
+            argv += _empty_read_only_dir(f"/proc/{name}")
+    return argv
+
+
+def _empty_read_only_dir(path: str) -> list[str]:
+    return ["--size", "4096", "--perms", "0755", "--tmpfs", path, "--remount-ro", path]

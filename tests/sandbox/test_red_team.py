@@ -564,3 +564,148 @@ def test_unconfined_only_under_the_override(work_root: Path) -> None:
     launcher = select_launcher(_config(work_root, "no-such-mode", allow_unconfined=True))
     assert isinstance(launcher, UnconfinedLauncher)
     assert launcher.mode == "none"
+
+
+# --- issue 18: socket families, /proc, personality, output flags -------------------------------------
+
+SOCKET_FAMILIES = """
+import errno, socket
+ALLOWED = {socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK}
+KINDS = (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_RAW, socket.SOCK_SEQPACKET)
+opened, refusals = [], set()
+def attempt(what, make, *args):
+    try:
+        made = make(*args)
+    except OSError as exc:
+        refusals.add(exc.errno)
+        return
+    opened.append(what)
+    for sock in made if isinstance(made, tuple) else (made,):
+        sock.close()
+# AF_MAX is 46 on Linux 6.x: the numbers above it stand for families a later kernel may add.
+for family in sorted(set(range(64)) - ALLOWED):
+    for kind in KINDS:
+        attempt(f"socket {family} {kind}", socket.socket, family, kind, 0)
+        attempt(f"socketpair {family} {kind}", socket.socketpair, family, kind, 0)
+for protocol in range(1, 32):  # every netlink protocol but NETLINK_ROUTE (0)
+    attempt(f"netlink {protocol}", socket.socket, socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+print(opened)
+print(sorted(refusals))
+"""
+SOCKET, PERSONALITY = 41, 135  # x86_64 syscall numbers
+AF_VSOCK, SOCK_STREAM = 40, 1
+UPPER_HALF = 1 << 32  # set in a 64-bit register, cut off by the kernel from an int argument
+
+
+def test_only_unix_ip_and_netlink_route_sockets_open(box: Sandboxed) -> None:
+    # AF_VSOCK would reach past the network namespace: its port space is the VM's, shared by every run.
+    outcome = box.python(SOCKET_FAMILIES)
+    assert lines(outcome) == ["[]", f"[{errno.EAFNOSUPPORT}]"], outcome.stderr
+
+
+def test_a_family_with_bits_above_an_int_is_refused(box: Sandboxed) -> None:
+    # The filter compares all 64 bits; the kernel reads only the low 32 (here: AF_VSOCK).
+    outcome = box.python(SYSCALL + f"call({SOCKET}, {UPPER_HALF | AF_VSOCK}, {SOCK_STREAM}, 0)\n")
+    assert lines(outcome) == [f"{SOCKET} -1 {errno.EAFNOSUPPORT}"]
+
+
+def test_the_allowed_socket_families_still_work(box: Sandboxed) -> None:
+    outcome = box.python(
+        "import socket\n"
+        "for family, host in ((socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')):\n"
+        "    with socket.socket(family) as server:\n"
+        "        server.bind((host, 0))\n"
+        "        server.listen()\n"
+        "        with socket.create_connection(server.getsockname()[:2], timeout=2) as client:\n"
+        "            peer, _ = server.accept()\n"
+        "            client.sendall(b'tcp ' + host.encode())\n"
+        "            print(peer.recv(64).decode())\n"
+        "            peer.close()\n"
+        "left, right = socket.socketpair()\n"
+        "left.sendall(b'unix pair')\n"
+        "print(right.recv(64).decode())\n"
+        "socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close()\n"
+        "print(socket.if_nameindex())  # glibc asks NETLINK_ROUTE\n"
+    )
+    assert lines(outcome) == ["tcp 127.0.0.1", "tcp ::1", "unix pair", "[(1, 'lo')]"], outcome.stderr
+
+
+# What describes the host (boot line, kernel build and symbols, memory, devices, timers), other uids'
+# keys and the machine's controls; those this kernel has must read as empty, files and directories alike.
+HOST_PROC_ENTRIES = (
+    "cmdline",
+    "config.gz",
+    "meminfo",
+    "interrupts",
+    "kallsyms",
+    "modules",
+    "keys",
+    "key-users",
+    "timer_list",
+    "sched_debug",
+    "kcore",
+    "sysrq-trigger",
+    "latency_stats",
+    "iomem",
+    "ioports",
+    "acpi",
+    "scsi",
+    "bus",
+)
+
+
+def test_proc_entries_describing_the_host_are_empty(box: Sandboxed) -> None:
+    present = [f"/proc/{name}" for name in HOST_PROC_ENTRIES if Path("/proc", name).exists()]
+    assert "/proc/cmdline" in present and "/proc/meminfo" in present  # the probe has something to look at
+    box.write(
+        "main.py",
+        "import os, sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        size = len(os.listdir(path)) if os.path.isdir(path) else len(open(path, 'rb').read())\n"
+        "    except OSError as exc:\n"
+        "        size = exc.strerror\n"
+        "    print(path, size)\n"
+        "print('/sys', os.path.exists('/sys'))\n"
+        "print('self', open('/proc/self/stat').read().split()[0] == str(os.getpid()))\n",
+    )
+    outcome = box.run(["python3", "-B", "main.py", *present])
+    assert lines(outcome) == [f"{path} 0" for path in present] + ["/sys False", "self True"], outcome.stderr
+
+
+ADDR_NO_RANDOMIZE, MMAP_PAGE_ZERO, ADDR_COMPAT_LAYOUT, READ_IMPLIES_EXEC = 0x40000, 0x100000, 0x200000, 0x400000
+PER_LINUX, PER_LINUX32, QUERY_PERSONALITY = 0, 0x8, 0xFFFFFFFF
+
+
+def test_personality_keeps_its_defaults(box: Sandboxed) -> None:
+    # The flags would take effect at the program's next exec: no ASLR, executable data, page zero mapped.
+    calls = [
+        QUERY_PERSONALITY,
+        ADDR_NO_RANDOMIZE,
+        MMAP_PAGE_ZERO,
+        ADDR_COMPAT_LAYOUT,
+        READ_IMPLIES_EXEC,
+        UPPER_HALF | ADDR_NO_RANDOMIZE,
+        PER_LINUX32,
+        PER_LINUX,
+        QUERY_PERSONALITY,
+    ]
+    outcome = box.python(SYSCALL + "".join(f"call({PERSONALITY}, {value})\n" for value in calls))
+    results = [line.split(" ", 1)[1] for line in lines(outcome)]
+    # personality() returns the previous value; a refused call changes nothing.
+    denied = f"-1 {errno.EPERM}"
+    assert results == ["0 0", denied, denied, denied, denied, denied, "0 0", f"{PER_LINUX32} 0", "0 0"]
+
+
+def test_both_streams_flooded_at_once_are_both_cut(box: Sandboxed) -> None:
+    # The issue's case: one stream came back exactly full, flagged as whole. Whether its next chunk was
+    # read before the other stream stopped the run is a race (lost about one flood in four): repeated.
+    limits = Limits(wall_time_ms=20_000, cpu_time_ms=20_000, memory_mb=256, output_limit_bytes=1 << 20)
+    box.write(
+        "main.py", "import os\nchunk = b'z' * (1 << 16)\nwhile True:\n    os.write(1, chunk)\n    os.write(2, chunk)\n"
+    )
+    for _ in range(10):
+        outcome = box.run(["python3", "-B", "main.py"], limits)
+        assert outcome.limit_exceeded == LimitExceeded.OUTPUT
+        assert (len(outcome.stdout), len(outcome.stderr)) == (limits.output_limit_bytes, limits.output_limit_bytes)
+        assert outcome.stdout_truncated and outcome.stderr_truncated

@@ -92,6 +92,39 @@ def test_output_exactly_at_the_cap_is_not_truncated(tmp_path: Path) -> None:
     assert captured.returncode == 0
 
 
+def python_flood(steps: str) -> list[str]:
+    return ["python3", "-c", f"import os\nchunk = b'x' * {CAP}\n{steps}"]
+
+
+def test_both_streams_flooded_at_once_are_both_cut(tmp_path: Path) -> None:
+    # Whether the second stream's next chunk was read before the first one stopped the run is a race
+    # (the read that left it exactly full lost it about one time in five): hence the repetitions.
+    for _ in range(20):
+        captured = run_captured(
+            python_flood("while True:\n    os.write(1, chunk)\n    os.write(2, chunk)\n"),
+            cwd=tmp_path,
+            env=ENV,
+            wall_timeout_s=10,
+            output_limit_bytes=CAP,
+        )
+        assert captured.output_exceeded
+        assert (len(captured.stdout), len(captured.stderr)) == (CAP, CAP)
+        assert captured.stdout_truncated and captured.stderr_truncated
+
+
+def test_a_full_stream_counts_as_cut_when_the_other_one_stops_the_run(tmp_path: Path) -> None:
+    captured = run_captured(
+        python_flood("os.write(2, chunk)\nwhile True:\n    os.write(1, chunk)\n"),
+        cwd=tmp_path,
+        env=ENV,
+        wall_timeout_s=10,
+        output_limit_bytes=CAP,
+    )
+    assert captured.output_exceeded
+    assert captured.stderr == b"x" * CAP
+    assert captured.stderr_truncated  # what the program had yet to write there is lost with it
+
+
 def test_wall_timeout_kills_the_program(tmp_path: Path) -> None:
     started = time.monotonic()
     captured = sh("sleep 30", tmp_path, timeout_s=0.3)
