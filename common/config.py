@@ -203,7 +203,8 @@ class ExecutorConfig:
             execution_service_addr=env_str("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:50052"),
             health_listen_addr=env_str("LCE_EXECUTOR_HEALTH_LISTEN", "127.0.0.1:50053"),
             executor_id=env_str("LCE_EXECUTOR_ID", f"{os.uname().nodename}-{os.getpid()}"),
-            output_limit_bytes=env_int("LCE_OUTPUT_LIMIT_BYTES", 1024 * 1024, minimum=1024),
+            # At most 1 MiB: a result (two streams, invalid bytes tripled as U+FFFD) must fit one gRPC message.
+            output_limit_bytes=env_int("LCE_OUTPUT_LIMIT_BYTES", 1024 * 1024, minimum=1024, maximum=1024 * 1024),
             work_root=work_root,
             sandbox_mode=env_str("LCE_SANDBOX", "auto"),
             allow_unconfined=env_bool("LCE_SANDBOX_ALLOW_UNCONFINED"),

@@ -41,6 +41,8 @@ def make_engine(url: str) -> Engine:
             "keepalives_interval": 2,
             "keepalives_count": 3,
             "tcp_user_timeout": 10_000,
+            # No statement holds a request (or the reconciler) for long, whatever it waits on.
+            "options": "-c statement_timeout=10000 -c lock_timeout=5000",
         },
     )
 

@@ -11,7 +11,17 @@ import json
 
 import grpc
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# The largest request the API admits, with room to spare. A result (ReportResult) is the largest:
+# stdout and stderr of at most 1 MiB each as captured (LCE_OUTPUT_LIMIT_BYTES' default) make at
+# most 6 MiB of UTF-8 together (an invalid byte decodes to U+FFFD, 3 bytes; a compile error's
+# stderr holds both streams), 2.7 MiB in base64. A source is at most 1 MiB, but the gateway passes
+# on whatever a body under its cap held (gateway/request_limits.py: 6 MiB), for session_service to
+# refuse it with its own 413. Servers receive and channels send no more: a larger request is
+# refused (RESOURCE_EXHAUSTED) before any handler reads it.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+# The largest answer. One execution fits in MAX_REQUEST_BYTES, but ListExecutions answers up to 100
+# with their outputs: a list whose outputs add up to more is refused (RESOURCE_EXHAUSTED), not sent.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 DEFAULT_DEADLINE_S = 5.0
 
 # (service, method) pairs that may be sent twice without changing the outcome.
@@ -49,8 +59,8 @@ _SERVICE_CONFIG = json.dumps(
 CHANNEL_OPTIONS: tuple[tuple[str, object], ...] = (
     ("grpc.service_config", _SERVICE_CONFIG),
     ("grpc.enable_retries", 1),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
+    ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
     # Reconnect quickly after a peer restarts instead of backing off for up to two minutes.
     ("grpc.initial_reconnect_backoff_ms", 100),

@@ -1,12 +1,23 @@
-"""One way to build, serve and stop a gRPC server: health service, error translation, graceful stop.
+"""One way to build, serve and stop a gRPC server: health service, error translation, bounded
+capacity, graceful stop.
 
 The gRPC services call `start_server` and then `serve_until_signalled`; the executor uses
 `start_server` for its health endpoint only. Contract tests call `start_server` with port 0
 and talk to the result over a real channel.
+
+Capacity: each service's calls run on threads of their own (THREADS_PER_SERVICE), so a flood of
+one service's calls (the gateways') never delays another's (the executors' reports); health
+checks have threads of their own too, and are answered while every other thread is busy. A call
+waits for a thread in its service's queue; one whose caller left meanwhile (its deadline passed)
+is dropped unrun. No more than MAX_CALLS_IN_FLIGHT calls are in the server at once, running or
+waiting: gRPC refuses the next ones at once with RESOURCE_EXHAUSTED. Threads do not isolate work
+that holds the GIL (a backtracking regex, a huge parse): such work stalls every thread of the
+process, health included, so work on a request path must be bounded by itself.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -23,7 +34,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from common import logs, metrics
 from common.errors import LceError
-from common.grpc_client import MAX_MESSAGE_BYTES
+from common.grpc_client import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -37,52 +48,120 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
 )
 _PEER_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
+HEALTH_SERVICE = "grpc.health.v1.Health"
+# A service's calls running at once; its streams (at most change_feed.MAX_WATCHERS) hold theirs for their whole life.
+THREADS_PER_SERVICE = 32
+# Health checks, and anything not run on a service's own threads.
+HEALTH_THREADS = 4
+# Calls in the server at once, running or waiting for a thread: a burst of a few hundred runs waits
+# its turn, a flood beyond is refused. (grpcio reads a waiting call's request only when its turn
+# comes, and drops it unrun if its caller left by then.)
+MAX_CALLS_IN_FLIGHT = 512
+
+
+def service_of(method: str) -> str:
+    """The service in a method's full name: "/pkg.Service/Method" -> "pkg.Service"."""
+    return method.lstrip("/").rpartition("/")[0]
+
+
+class ServicePools:
+    """One thread pool per service, made on the service's first call.
+
+    gRPC runs a method on the pool named by its behaviour's `experimental_thread_pool` attribute
+    (the mechanism grpcio's own health service uses for Watch), else on the server's pool.
+    """
+
+    def __init__(self, threads_per_service: int) -> None:
+        self.threads_per_service = threads_per_service
+        self._pools: dict[str, futures.ThreadPoolExecutor] = {}
+        self._lock = threading.Lock()
+
+    def assign(self, behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
+        """`behaviour`, set to run on the pool of `method`'s service (the server's own for health checks)."""
+        service = service_of(method)
+        if service != HEALTH_SERVICE:
+            behaviour.experimental_thread_pool = self._pool(service)  # type: ignore[attr-defined]
+        return behaviour
+
+    def _pool(self, service: str) -> futures.ThreadPoolExecutor:
+        pool = self._pools.get(service)
+        if pool is not None:
+            return pool
+        with self._lock:
+            pool = self._pools.get(service)
+            if pool is None:
+                pool = futures.ThreadPoolExecutor(self.threads_per_service, thread_name_prefix=service)
+                self._pools[service] = pool
+            return pool
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for pool in self._pools.values():
+                pool.shutdown(wait=False, cancel_futures=True)
+
 
 class _ErrorTranslation(grpc.ServerInterceptor):
-    """Turns domain and infrastructure errors into precise status codes, logs and counts each call."""
+    """Turns domain and infrastructure errors into precise status codes, logs and counts each call,
+    and hands each call to its service's threads."""
+
+    def __init__(self, pools: ServicePools) -> None:
+        self.pools = pools
 
     def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        inner = handler.unary_unary
         method = details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self.pools.assign(_translated(handler.unary_unary, method), method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # A stream maps its own errors (see WatchExecutions); health's Watch is left as it is: it
+        # holds no thread (grpcio's non-blocking stream).
+        if handler.unary_stream is not None and service_of(method) != HEALTH_SERVICE:
+            return grpc.unary_stream_rpc_method_handler(
+                # A partial, because a bound method takes no attribute.
+                self.pools.assign(functools.partial(handler.unary_stream), method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
-        def translated(request: Any, context: grpc.ServicerContext) -> Any:
-            started = time.perf_counter()
-            token = logs.execution_id.set(getattr(request, "execution_id", "") or None)
-            answered = False
-            try:
-                response = inner(request, context)
-                answered = True
-                return response
-            except LceError as err:
-                context.set_trailing_metadata(err.trailing_metadata())
-                context.abort(err.code, err.message)
-            except INFRASTRUCTURE_ERRORS as err:
-                log.warning("dependency unavailable", extra={"method": method, "error": repr(err)})
-                context.abort(grpc.StatusCode.UNAVAILABLE, "a dependency of the service is unavailable")
-            except grpc.RpcError as err:
-                if err.code() in _PEER_DOWN:  # type: ignore[attr-defined]
-                    context.abort(grpc.StatusCode.UNAVAILABLE, "a peer service is unavailable")
-                raise
-            finally:
-                logs.execution_id.reset(token)
-                elapsed_s = time.perf_counter() - started
-                # The code an abort set (ours above, or the handler's own); none set: OK, or UNKNOWN
-                # for an exception nobody translated, as gRPC answers it.
-                code = context.code() or (grpc.StatusCode.OK if answered else grpc.StatusCode.UNKNOWN)
-                metrics.GRPC_HANDLED.labels(method, code.name).inc()
-                metrics.GRPC_HANDLING_SECONDS.labels(method).observe(elapsed_s)
-                # Guarded: the extra dict would be built for every call even with debug logging off.
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("rpc", extra={"method": method, "ms": round(elapsed_s * 1000, 2)})
 
-        return grpc.unary_unary_rpc_method_handler(
-            translated,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+def _translated(inner: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[..., Any]:
+    def translated(request: Any, context: grpc.ServicerContext) -> Any:
+        started = time.perf_counter()
+        token = logs.execution_id.set(getattr(request, "execution_id", "") or None)
+        answered = False
+        try:
+            response = inner(request, context)
+            answered = True
+            return response
+        except LceError as err:
+            context.set_trailing_metadata(err.trailing_metadata())
+            context.abort(err.code, err.message)
+        except INFRASTRUCTURE_ERRORS as err:
+            log.warning("dependency unavailable", extra={"method": method, "error": repr(err)})
+            context.abort(grpc.StatusCode.UNAVAILABLE, "a dependency of the service is unavailable")
+        except grpc.RpcError as err:
+            if err.code() in _PEER_DOWN:  # type: ignore[attr-defined]
+                context.abort(grpc.StatusCode.UNAVAILABLE, "a peer service is unavailable")
+            raise
+        finally:
+            logs.execution_id.reset(token)
+            elapsed_s = time.perf_counter() - started
+            # The code an abort set (ours above, or the handler's own); none set: OK, or UNKNOWN
+            # for an exception nobody translated, as gRPC answers it.
+            code = context.code() or (grpc.StatusCode.OK if answered else grpc.StatusCode.UNKNOWN)
+            metrics.GRPC_HANDLED.labels(method, code.name).inc()
+            metrics.GRPC_HANDLING_SECONDS.labels(method).observe(elapsed_s)
+            # Guarded: the extra dict would be built for every call even with debug logging off.
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("rpc", extra={"method": method, "ms": round(elapsed_s * 1000, 2)})
+
+    return translated
 
 
 @dataclass
@@ -90,10 +169,12 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    pools: ServicePools
 
     def stop(self, grace_s: float) -> None:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
+        self.pools.shutdown()
 
 
 def start_server(
@@ -101,16 +182,19 @@ def start_server(
     register: Callable[[grpc.Server], None],
     service_names: Iterable[str],
     *,
-    max_workers: int = 32,
+    threads_per_service: int = THREADS_PER_SERVICE,
+    max_calls_in_flight: int = MAX_CALLS_IN_FLIGHT,
 ) -> RunningServer:
     """Starts a server with our servicers (added by `register`) and a health service marking them SERVING."""
+    pools = ServicePools(threads_per_service)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers),
-        interceptors=[_ErrorTranslation()],
+        futures.ThreadPoolExecutor(HEALTH_THREADS, thread_name_prefix="health"),
+        interceptors=[_ErrorTranslation(pools)],
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
         ],
+        maximum_concurrent_rpcs=max_calls_in_flight,
     )
     register(server)
     health_servicer = health.HealthServicer()
@@ -121,7 +205,7 @@ def start_server(
     server.start()
     for name in ("", *service_names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server=server, port=port, health=health_servicer)
+    return RunningServer(server=server, port=port, health=health_servicer, pools=pools)
 
 
 def wait_for_stop_signal() -> None:

@@ -31,7 +31,7 @@ _STATUS = {
     Status.TIMEOUT: pb.EXECUTION_STATUS_TIMEOUT,
 }
 # The service is down or overloaded rather than refusing the report: worth another try.
-_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 FIRST_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 2.0
 

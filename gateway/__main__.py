@@ -50,7 +50,7 @@ def main() -> None:
         workers=config.workers,
         # Named rather than "auto": the C event loop and HTTP parser are what a CPU-bound gateway needs.
         loop="uvloop",
-        http="httptools",
+        http="gateway.request_limits:BoundedHttpToolsProtocol",
         log_config=logging_config(),
         # Access logs cost throughput; errors are logged by the app itself.
         access_log=False,

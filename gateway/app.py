@@ -1,6 +1,7 @@
 """The FastAPI app factory: routes, the lifespan owning the gRPC channels, JSON error answers, and
-the in-memory answers about executions (gateway/execution_cache.py) in front of the routes, and the
-change feed that keeps those about unfinished executions honest (gateway/change_feed.py).
+the in-memory answers about executions (gateway/execution_cache.py) in front of the routes, the
+change feed that keeps those about unfinished executions honest (gateway/change_feed.py), and the
+bounds on request bodies in front of the routes (gateway/request_limits.py).
 
 Every error leaves as {"error": "..."}: the gateway's own refusals (HttpError), backend
 failures (mapped by gateway/http_errors.py), Starlette's 404/405 and anything unexpected.
@@ -26,6 +27,7 @@ from gateway.change_feed import ChangeFollower
 from gateway.clients import Backends
 from gateway.execution_cache import LiveExecutions, ServeKnownExecutions, TerminalExecutions
 from gateway.execution_reads import ExecutionReads
+from gateway.request_limits import BodyLimits
 from gateway.routes import router
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
     app = FastAPI(title="LCE", version="1.0.0", description=DESCRIPTION, lifespan=lifespan, routes=router.routes)
     app.state.terminal_executions = TerminalExecutions()
     app.state.live_executions = LiveExecutions()
+    # Middleware added later runs earlier: answers from memory (read no body) before the body's bounds.
+    app.add_middleware(BodyLimits)
     app.add_middleware(ServeKnownExecutions, terminal=app.state.terminal_executions, live=app.state.live_executions)
     app.add_exception_handler(http_errors.HttpError, gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(grpc.aio.AioRpcError, backend_error)  # type: ignore[arg-type]

@@ -49,7 +49,8 @@ STATUS_TABLE: Mapping[grpc.StatusCode, HttpMapping] = {
     grpc.StatusCode.NOT_FOUND: HttpMapping(404),
     grpc.StatusCode.ALREADY_EXISTS: HttpMapping(409),
     grpc.StatusCode.PERMISSION_DENIED: HttpMapping(403),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: HttpMapping(429, RATE_LIMITED_MESSAGE),
+    # Without the rate_limited kind: gRPC's own refusal (a server at its bound of calls, a message too large).
+    grpc.StatusCode.RESOURCE_EXHAUSTED: HttpMapping(503, UNAVAILABLE_MESSAGE),
     grpc.StatusCode.FAILED_PRECONDITION: HttpMapping(409),
     grpc.StatusCode.ABORTED: HttpMapping(409),
     grpc.StatusCode.OUT_OF_RANGE: HttpMapping(400),
@@ -63,6 +64,7 @@ STATUS_TABLE: Mapping[grpc.StatusCode, HttpMapping] = {
 # Kinds (common.errors) that share a gRPC code with others but mean a different HTTP status.
 KIND_TABLE: Mapping[str, HttpMapping] = {
     "payload_too_large": HttpMapping(413),
+    "rate_limited": HttpMapping(429, RATE_LIMITED_MESSAGE),
     # The service saw the deadline pass before it wrote anything: nothing happened, a retry is safe.
     "deadline_passed": HttpMapping(503, "a backend service is overloaded and did not take the request, retry shortly"),
 }
@@ -122,15 +124,27 @@ def error_response(code: grpc.StatusCode, details: str | None, metadata: Metadat
     elif mapping.status == 503:
         headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
     if mapping.status >= 500:
-        log.warning("backend call failed", extra={"grpc_code": code.name, "details": details})
+        log.warning("backend call failed", extra={"grpc_code": code.name, "details": (details or "")[:500]})
     return ErrorResponse(mapping.status, body, headers)
 
 
+# Failures that may come after the service did the work: the call timed out or was cut off while
+# it ran, or it broke in a way nobody explained. (UNAVAILABLE is a call that never reached a
+# service, or one the service refused because a dependency was down, before any write.)
+_OUTCOME_UNKNOWN = {
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+}
+
+
 def rpc_error_response(err: grpc.aio.AioRpcError, *, replay_safe: bool = True) -> ErrorResponse:
-    """replay_safe=False for a call that creates something without an idempotency key: a server-side
-    failure the service did not explain (a timeout, a dropped connection) may come after the write."""
+    """replay_safe=False for a call that creates something without an idempotency key: then a failure
+    that may have come after the write does not invite a retry."""
     metadata = err.trailing_metadata()
     response = error_response(err.code(), err.details(), metadata)
-    if replay_safe or response.status < 500 or metadata_value(metadata, KIND_METADATA_KEY) is not None:
+    explained = metadata_value(metadata, KIND_METADATA_KEY) is not None
+    if replay_safe or explained or err.code() not in _OUTCOME_UNKNOWN:
         return response
     return ErrorResponse(response.status, {"error": OUTCOME_UNKNOWN_MESSAGE}, {})

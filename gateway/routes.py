@@ -8,7 +8,6 @@ handlers in app.py.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import grpc
@@ -17,13 +16,10 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway import schemas, translate
 from gateway.clients import Backends
-from gateway.http_errors import HttpError, rpc_error_response
+from gateway.http_errors import rpc_error_response
+from gateway.request_limits import bounded_json_object
 from lce.execution.v1 import execution_pb2
 from lce.session.v1 import session_pb2
-
-# Source code is capped at 1 MiB by the session service (413 from there, with its own message);
-# this cap only keeps a client from making the gateway buffer an unbounded body.
-MAX_BODY_BYTES = 2 * 1024 * 1024
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 
@@ -34,33 +30,13 @@ def backends(request: Request) -> Backends:
     return request.app.state.backends  # type: ignore[no-any-return]
 
 
-async def read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    # A chunked body has no declared length, so the cap is enforced while reading, too.
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def json_object(request: Request, *, optional: bool = False) -> dict[str, Any]:
-    """The request body as a JSON object; an empty body counts as {} where the body is optional."""
-    raw = await read_body(request)
+    """The request body as a bounded JSON object (gateway/request_limits.py bounds its size and time);
+    an empty body counts as {} where the body is optional."""
+    raw = await request.body()
     if optional and not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise HttpError(400, "request body is not valid JSON") from exc
-    if not isinstance(body, dict):
-        raise HttpError(400, "request body must be a JSON object")
-    return body
+    return bounded_json_object(raw)
 
 
 def ok(body: dict[str, Any], status: int = 200) -> JSONResponse:

@@ -29,7 +29,7 @@ from common.errors import InvalidArgument, NotFound, PayloadTooLarge, RateLimite
 from common.grpc_server import RunningServer, start_server
 from gateway import schemas
 from gateway.app import create_app
-from gateway.routes import MAX_BODY_BYTES
+from gateway.request_limits import MAX_BODY_BYTES
 from lce.execution.v1 import execution_pb2, execution_pb2_grpc
 from lce.session.v1 import session_pb2, session_pb2_grpc
 
@@ -865,7 +865,7 @@ async def test_body_over_cap_is_413_before_parsing(client: httpx.AsyncClient, ba
 
     async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: the cap must hold while reading
         yield b'{"source_code": "'
-        for _ in range(3):
+        for _ in range(MAX_BODY_BYTES // (1024 * 1024) + 1):
             yield b"a" * (1024 * 1024)
         yield b'"}'
 

@@ -84,9 +84,16 @@ def test_rate_limit_body_and_header_from_trailing_metadata() -> None:
 
 @pytest.mark.parametrize("raw", [None, "soon", "-5", "0"])
 def test_rate_limit_retry_after_falls_back_to_a_positive_default(raw: str | None) -> None:
-    metadata = () if raw is None else (("retry-after", raw),)
+    metadata = (("lce-error-kind", "rate_limited"),) + (() if raw is None else (("retry-after", raw),))
     response = error_response(grpc.StatusCode.RESOURCE_EXHAUSTED, None, metadata)
     assert response.body["retryAfter"] == int(response.headers["Retry-After"]) >= 1
+
+
+def test_grpcs_own_resource_exhausted_is_not_a_rate_limit() -> None:
+    """A server at its bound of calls, or a message over the size limit: the backend is overloaded."""
+    response = error_response(grpc.StatusCode.RESOURCE_EXHAUSTED, "Sent message larger than max", ())
+    assert (response.status, response.body) == (503, {"error": UNAVAILABLE_MESSAGE})
+    assert response.headers == {"Retry-After": "1"}
 
 
 def test_binary_metadata_values_are_decoded() -> None:
@@ -116,11 +123,20 @@ class _FailedCall(grpc.aio.AioRpcError):
 
 
 def test_a_create_that_may_have_happened_does_not_invite_a_blind_retry() -> None:
-    for code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+    for code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
         answer = rpc_error_response(_FailedCall(code), replay_safe=False)
         assert answer.status == 503
         assert answer.body == {"error": OUTCOME_UNKNOWN_MESSAGE}
         assert "Retry-After" not in answer.headers
+    assert rpc_error_response(_FailedCall(grpc.StatusCode.INTERNAL), replay_safe=False).body == {
+        "error": OUTCOME_UNKNOWN_MESSAGE
+    }
+
+
+def test_a_create_that_never_reached_the_service_may_be_retried() -> None:
+    answer = rpc_error_response(_FailedCall(grpc.StatusCode.UNAVAILABLE), replay_safe=False)
+    assert (answer.status, answer.body) == (503, {"error": UNAVAILABLE_MESSAGE})
+    assert answer.headers["Retry-After"] == "1"
 
 
 def test_a_create_with_an_idempotency_key_may_be_retried() -> None:
