@@ -13,7 +13,7 @@ RQ's registries.
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -57,15 +57,24 @@ class ExecutionJob:
     compile_time_limit_ms: int = DEFAULT_COMPILE_TIME_LIMIT_MS
     compile_memory_limit_mb: int = DEFAULT_COMPILE_MEMORY_LIMIT_MB
     encoding: Encoding = Encoding.UTF8
+    stdin: bytes = b""  # the program's standard input (base64 in the payload, which is JSON)
+    args: tuple[str, ...] = field(default=())
 
     def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"stdin": base64.b64encode(self.stdin).decode("ascii"), "args": list(self.args)}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> ExecutionJob:
         # A field the payload lacks (a job queued before the field existed) takes its default.
         fields = {name: payload[name] for name in cls.__dataclass_fields__ if name in payload}
-        return cls(**fields | {"encoding": Encoding(fields.get("encoding", Encoding.UTF8))})
+        return cls(
+            **fields
+            | {
+                "encoding": Encoding(fields.get("encoding", Encoding.UTF8)),
+                "stdin": base64.b64decode(fields.get("stdin", "")),
+                "args": tuple(fields.get("args", ())),
+            }
+        )
 
     @property
     def job_id(self) -> str:

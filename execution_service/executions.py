@@ -22,7 +22,15 @@ import redis.exceptions
 
 from common import logs
 from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
-from common.errors import DeadlinePassed, InvalidArgument, NotFound, RateLimited, SessionClosed, Unavailable
+from common.errors import (
+    DeadlinePassed,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    SessionClosed,
+    Unavailable,
+)
 from common.ids import parse_uuid
 from common.job import Encoding, ExecutionJob, encode_output
 from execution_service.attempts import INTERNAL_ERROR, RetryPolicy, is_infrastructure_failure
@@ -39,8 +47,13 @@ MEMORY_LIMIT_MB = (32, 2048)
 # A compile's limits: from these up to the deployment's own (CompileLimits).
 MIN_COMPILE_TIME_LIMIT_MS = 100
 MIN_COMPILE_MEMORY_LIMIT_MB = 32
+MAX_STDIN_BYTES = 1024 * 1024
+MAX_ARGS = 64
+MAX_ARG_BYTES = 4096
 LIST_LIMIT = (1, 100)
 DEFAULT_LIST_LIMIT = 10
+# What of an executor's internal_error message goes into the attempt's reason (logged, and shown in events).
+MAX_INTERNAL_DETAIL_CHARS = 200
 # What is kept of an executor's advice: it comes from a peer, and is stored and shown as it is.
 MAX_WARNINGS = 10
 MAX_WARNING_CHARS = 500
@@ -100,6 +113,19 @@ def resolve_limits(time_limit_ms: int | None, memory_limit_mb: int | None, sessi
         time_limit_ms=session.default_time_limit_ms if time_limit_ms is None else time_limit_ms,
         memory_limit_mb=session.default_memory_mb if memory_limit_mb is None else memory_limit_mb,
     )
+
+
+def check_input(stdin: bytes, args: Sequence[str]) -> None:
+    """What the program is given: bounded, and arguments an argv can hold."""
+    if len(stdin) > MAX_STDIN_BYTES:
+        raise PayloadTooLarge(f"stdin is {len(stdin)} bytes, over the {MAX_STDIN_BYTES} bytes allowed")
+    if len(args) > MAX_ARGS:
+        raise InvalidArgument(f"at most {MAX_ARGS} args, got {len(args)}")
+    for index, arg in enumerate(args):
+        if len(arg.encode()) > MAX_ARG_BYTES:
+            raise InvalidArgument(f"args[{index}] is over {MAX_ARG_BYTES} bytes")
+        if "\0" in arg:
+            raise InvalidArgument(f"args[{index}] contains a NUL character")
 
 
 def resolve_list_limit(limit: int | None) -> int:
@@ -174,6 +200,8 @@ class Executions:
         compile_time_limit_ms: int | None = None,
         compile_memory_limit_mb: int | None = None,
         encoding: Encoding = Encoding.UTF8,
+        stdin: bytes = b"",
+        args: Sequence[str] = (),
         time_left: Callable[[], float | None] = lambda: None,
     ) -> Execution:
         """Snapshots the session's code and queues a run of it. Once this returns, the run is never lost:
@@ -187,6 +215,7 @@ class Executions:
         session_id = parse_uuid(session_id, "session_id")
         check_limits(time_limit_ms, memory_limit_mb)
         compile_limits = self.compile_limits.lowered(compile_time_limit_ms, compile_memory_limit_mb)
+        check_input(stdin, args)
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
             earlier = self._earlier_execution(session_id, idempotency_key)
@@ -228,6 +257,8 @@ class Executions:
             compile_time_limit_ms=compile_limits.time_limit_ms,
             compile_memory_limit_mb=compile_limits.memory_limit_mb,
             encoding=encoding,
+            stdin=stdin,
+            args=tuple(args),
         )
         try:
             inserted = self.repository.insert_queued(execution, not_before=now + self.enqueue_grace)
@@ -302,7 +333,7 @@ class Executions:
         if outcome.status not in TERMINAL:
             raise InvalidArgument(f"a result's status must be COMPLETED, FAILED or TIMEOUT, got {outcome.status}")
         if is_infrastructure_failure(outcome):
-            detail = outcome.stderr.strip()
+            detail = outcome.stderr.strip()[:MAX_INTERNAL_DETAIL_CHARS]
             reason = f"{INTERNAL_ERROR}: {detail}" if detail else INTERNAL_ERROR
             self.end_attempt(execution_id, attempt, executor_id, reason)
         elif finished := self.repository.finish(
@@ -430,4 +461,6 @@ def job_for(execution: Execution) -> ExecutionJob:
         compile_time_limit_ms=execution.compile_time_limit_ms,
         compile_memory_limit_mb=execution.compile_memory_limit_mb,
         encoding=execution.encoding,
+        stdin=execution.stdin,
+        args=execution.args,
     )

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Dialect,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -89,6 +90,8 @@ class Execution:
     compile_time_limit_ms: int = DEFAULT_COMPILE_TIME_LIMIT_MS
     compile_memory_limit_mb: int = DEFAULT_COMPILE_MEMORY_LIMIT_MB
     encoding: Encoding = Encoding.UTF8  # of the outcome's stdout and stderr
+    stdin: bytes = b""
+    args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,8 @@ executions = Table(
     Column("compile_time_limit_ms", Integer),
     Column("compile_memory_limit_mb", Integer),
     Column("encoding", String(8)),
+    Column("stdin", LargeBinary),
+    Column("args", JSON),
     # A session's history, newest first.
     Index("ix_executions_session_created", "session_id", "created_at"),
     # A session's last finished runs (the failure streak, read on every run): without it, every

@@ -89,8 +89,11 @@ def _add_missing_columns(engine: Engine, table: sqlalchemy.Table) -> None:
 # The reads on every request path, built once: SQLAlchemy then skips building the statement and
 # its cache key on each call (measured: a third of the time of get() with a warm compile cache).
 _BY_ID = select(executions).where(executions.c.id == bindparam("execution_id"))
+# A listing leaves out what only one execution's own read needs: up to 100 rows of sources, stdin
+# and outputs of a MiB each would make one request read and send hundreds of MiB.
+_LISTED_COLUMNS = [c for c in executions.c if c.name not in ("source_code", "stdin", "stdout", "stderr")]
 _NEWEST_OF_SESSION = (
-    select(executions)
+    select(*_LISTED_COLUMNS)
     .where(executions.c.session_id == bindparam("session_id"))
     .order_by(executions.c.created_at.desc(), executions.c.id.desc())
     .limit(bindparam("count"))
@@ -173,6 +176,8 @@ _INSERT_QUEUED = _Write(
                 "compile_time_limit_ms",
                 "compile_memory_limit_mb",
                 "encoding",
+                "stdin",
+                "args",
             )
         )
     )
@@ -238,6 +243,8 @@ class Repository:
             compile_time_limit_ms=execution.compile_time_limit_ms,
             compile_memory_limit_mb=execution.compile_memory_limit_mb,
             encoding=execution.encoding.value,
+            stdin=execution.stdin or None,
+            args=list(execution.args) or None,
         )
         try:
             with writing(self.engine) as (conn, one_statement):
@@ -481,7 +488,7 @@ def _to_execution(row: RowMapping) -> Execution:
         session_id=str(row["session_id"]),
         status=status,
         language=row["language"],
-        source_code=row["source_code"],
+        source_code=row.get("source_code", ""),
         time_limit_ms=row["time_limit_ms"],
         memory_limit_mb=row["memory_limit_mb"],
         created_at=row["created_at"],
@@ -495,6 +502,8 @@ def _to_execution(row: RowMapping) -> Execution:
         compile_time_limit_ms=row["compile_time_limit_ms"] or DEFAULT_COMPILE_TIME_LIMIT_MS,
         compile_memory_limit_mb=row["compile_memory_limit_mb"] or DEFAULT_COMPILE_MEMORY_LIMIT_MB,
         encoding=Encoding(row["encoding"] or Encoding.UTF8),
+        stdin=row.get("stdin") or b"",
+        args=tuple(row["args"] or ()),
     )
 
 
@@ -502,8 +511,8 @@ def _to_outcome(row: RowMapping) -> RunOutcome:
     return RunOutcome(
         status=Status(row["status"]),
         reason=row["reason"],
-        stdout=row["stdout"],
-        stderr=row["stderr"],
+        stdout=row.get("stdout", ""),
+        stderr=row.get("stderr", ""),
         stdout_truncated=row["stdout_truncated"],
         stderr_truncated=row["stderr_truncated"],
         exit_code=row["exit_code"],

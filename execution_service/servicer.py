@@ -53,6 +53,8 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             compile_time_limit_ms=_optional(request, "compile_time_limit_ms"),
             compile_memory_limit_mb=_optional(request, "compile_memory_limit_mb"),
             encoding=encoding,
+            stdin=request.stdin,
+            args=list(request.args),
             time_left=context.time_remaining,
         )
         return pb.CreateExecutionResponse(execution=execution_to_proto(execution))

@@ -127,10 +127,11 @@ def _compile_and_run(job: ExecutionJob, language: Language, workdir: Path, runti
             # may rewrite anything in its work dir, has not started.
             cache.store(key, workdir, language.artifacts)
     ran = runtime.launcher.run(
-        _expand_all(language.run, placeholders),
+        [*_expand_all(language.run, placeholders), *job.args],
         workdir=workdir,
         env=env,
         limits=run_limits(job, runtime.output_limit_bytes),
+        stdin=job.stdin,
     )
     return verdicts.judge_run(ran, compiled, job.encoding)
 

@@ -60,9 +60,10 @@ class Launcher(Protocol):
         workdir: Path,
         env: Mapping[str, str],
         limits: Limits,
+        stdin: bytes = b"",
         another_stage_follows: bool = False,
     ) -> StageOutcome:
-        """Runs argv in workdir with stdin closed, enforcing limits; no process of it outlives the call.
+        """Runs argv in workdir fed `stdin` (then end of file), enforcing limits; no process of it outlives the call.
 
         another_stage_follows (a compile, when its run comes next) lets the launcher set up the
         next stage while this one runs."""

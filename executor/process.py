@@ -97,10 +97,11 @@ def run_captured(
     output_limit_bytes: int,
     kill: Callable[[], None] | None = None,
     pass_fds: Collection[int] = (),
+    stdin: bytes = b"",
 ) -> Captured:
-    """Runs argv with stdin closed, capturing at most output_limit_bytes per stream (see capture)."""
-    child = start(argv, cwd=cwd, env=env, pass_fds=pass_fds)
-    return capture(child, wall_timeout_s=wall_timeout_s, output_limit_bytes=output_limit_bytes, kill=kill)
+    """Runs argv with `stdin` fed to it, capturing at most output_limit_bytes per stream (see capture)."""
+    child = start(argv, cwd=cwd, env=env, pass_fds=pass_fds, command_pipe=True)
+    return capture(child, wall_timeout_s=wall_timeout_s, output_limit_bytes=output_limit_bytes, kill=kill, stdin=stdin)
 
 
 def start(
@@ -113,8 +114,8 @@ def start(
 ) -> subprocess.Popen[bytes]:
     """Starts argv in a new session with its output piped, for `capture`.
 
-    Its stdin is closed, or with command_pipe a pipe that `capture` writes the command into: a
-    sandbox started ahead of its job waits on it (executor/sandbox/prespawn.py).
+    Its stdin is closed, or with command_pipe a pipe that `capture` writes into: the command a sandbox
+    started ahead of its job waits for (executor/sandbox/prespawn.py), then the program's stdin.
     """
     return subprocess.Popen(
         list(argv),
@@ -136,16 +137,17 @@ def capture(
     output_limit_bytes: int,
     kill: Callable[[], None] | None = None,
     command: bytes = b"",
+    stdin: bytes = b"",
 ) -> Captured:
     """Releases a started child, captures at most output_limit_bytes per stream and reaps it.
 
-    A child started with a command pipe gets `command` there, then end of file; the wall clock
-    starts at this call. The program is killed when a stream passes the cap or the wall timeout
-    expires. `kill` must kill everything the child started; by default it SIGKILLs the child's
-    process group (the child leads a new session). It is called again once the child has exited,
-    before the child is reaped, so background processes left in the group die with it. Processes
-    that left the group (setsid) are beyond killpg: only a launcher with a better `kill` (a
-    cgroup) catches those.
+    A child started with a command pipe gets `command` there, then `stdin` as fast as it reads it,
+    then end of file; the wall clock starts at this call. The program is killed when a stream passes
+    the cap or the wall timeout expires. `kill` must kill everything the child started; by default
+    it SIGKILLs the child's process group (the child leads a new session). It is called again once
+    the child has exited, before the child is reaped, so background processes left in the group die
+    with it. Processes that left the group (setsid) are beyond killpg: only a launcher with a better
+    `kill` (a cgroup) catches those.
     """
     started = time.monotonic()
     kill_all = kill or _process_group_killer(child.pid)
@@ -155,7 +157,8 @@ def capture(
     exited_at: float | None = None
     try:
         _release(child, command)
-        timed_out, exited_at = _pump(child, streams, started + wall_timeout_s, kill_all)
+        feed = _Feed(child.stdin, stdin)
+        timed_out, exited_at = _pump(child, streams, feed, started + wall_timeout_s, kill_all)
     finally:
         # Also on an exception (an RQ job timeout arrives as one): nothing may outlive the call.
         kill_all()
@@ -191,8 +194,40 @@ def _release(child: subprocess.Popen[bytes], command: bytes) -> None:
     with suppress(BrokenPipeError):
         child.stdin.write(command)
         child.stdin.flush()
-    with suppress(BrokenPipeError):
-        child.stdin.close()
+
+
+class _Feed:
+    """The program's stdin, written as the program reads it (never blocking the pump), then closed."""
+
+    def __init__(self, pipe: IO[bytes] | None, data: bytes) -> None:
+        self.pipe = pipe
+        self.left = memoryview(data)
+        if pipe is not None:
+            os.set_blocking(pipe.fileno(), False)
+            if not data:
+                self.close()
+
+    @property
+    def pending(self) -> bool:
+        return self.pipe is not None and not self.pipe.closed
+
+    def write(self) -> None:
+        assert self.pipe is not None
+        try:
+            written = os.write(self.pipe.fileno(), self.left[:_READ_CHUNK])
+        except BlockingIOError:
+            return
+        except BrokenPipeError:  # the program closed its stdin, or ended
+            self.close()
+            return
+        self.left = self.left[written:]
+        if not self.left:
+            self.close()
+
+    def close(self) -> None:
+        if self.pipe is not None:
+            with suppress(BrokenPipeError):
+                self.pipe.close()
 
 
 def _reap(child: subprocess.Popen[bytes]) -> tuple[int, resource.struct_rusage]:
@@ -208,9 +243,10 @@ def _reap(child: subprocess.Popen[bytes]) -> tuple[int, resource.struct_rusage]:
 
 
 def _pump(
-    child: subprocess.Popen[bytes], streams: _Streams, deadline: float, kill_all: Callable[[], None]
+    child: subprocess.Popen[bytes], streams: _Streams, feed: _Feed, deadline: float, kill_all: Callable[[], None]
 ) -> tuple[bool, float | None]:
-    """Reads output until the child has exited and both pipes are closed, the cap is passed or time is up.
+    """Reads output (and feeds stdin) until the child has exited and both pipes are closed, the cap
+    is passed or time is up.
 
     Returns (timed_out, when the child exited). A pidfd tells when the child exits even while
     a descendant keeps the pipes open.
@@ -223,14 +259,25 @@ def _pump(
             for pipe in (child.stdout, child.stderr):
                 assert pipe is not None
                 selector.register(pipe.fileno(), selectors.EVENT_READ)
+            if feed.pending:
+                assert feed.pipe is not None
+                stdin_fd = feed.pipe.fileno()
+                selector.register(stdin_fd, selectors.EVENT_WRITE)
             while len(selector.get_map()) > 0:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return exited_at is None, exited_at
                 for key, _ in selector.select(remaining):
-                    if key.fd == pidfd:
+                    if key.events == selectors.EVENT_WRITE:
+                        feed.write()
+                        if not feed.pending:
+                            selector.unregister(stdin_fd)
+                    elif key.fd == pidfd:
                         exited_at = time.monotonic()
                         selector.unregister(pidfd)
+                        if feed.pending:  # nobody left to read it
+                            selector.unregister(stdin_fd)
+                            feed.close()
                         # What the child left running would hold the pipes open until the deadline.
                         kill_all()
                     elif not streams.read(key.fd):
@@ -255,7 +302,7 @@ def _process_group_killer(pgid: int) -> Callable[[], None]:
 class UnconfinedLauncher:
     """Runs programs as plain children of the worker: the development override, NOT a sandbox.
 
-    What it enforces: a fresh private work dir, a clean environment, stdin closed, the wall
+    What it enforces: a fresh private work dir, a clean environment, the given stdin, the wall
     time and output caps (run_captured), and through `prlimit` the CPU time (RLIMIT_CPU, per
     process), the size of written files (RLIMIT_FSIZE) and no core dumps.
 
@@ -291,6 +338,7 @@ class UnconfinedLauncher:
         workdir: Path,
         env: Mapping[str, str],
         limits: Limits,
+        stdin: bytes = b"",
         another_stage_follows: bool = False,  # nothing to set up ahead: a plain subprocess
     ) -> StageOutcome:
         captured = run_captured(
@@ -299,6 +347,7 @@ class UnconfinedLauncher:
             env=env,
             wall_timeout_s=limits.wall_time_ms / 1000,
             output_limit_bytes=limits.output_limit_bytes,
+            stdin=stdin,
         )
         return StageOutcome(
             exit_code=captured.returncode,

@@ -75,7 +75,16 @@ class RunBody(BaseModel):
     compile_memory_limit_mb: int | None = Field(
         None, ge=32, description="memory of the compile stage; at most, and by default, LCE_COMPILE_MEMORY_LIMIT_MB"
     )
-    encoding: Encoding = Field("utf8", description=_ENCODING)
+    encoding: Encoding = Field("utf8", description=_ENCODING + "; with base64, stdin is base64 too")
+    stdin: str | None = Field(
+        None, description="fed to the program's standard input (never to a compiler); at most 1 MiB (413 above)"
+    )
+    args: list[str] | None = Field(
+        None,
+        max_length=64,
+        description="the program's arguments after its name, exactly as given (never through a shell): "
+        "at most 64, each at most 4 KiB of UTF-8, no NUL",
+    )
 
 
 class SessionState(BaseModel):
@@ -191,7 +200,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "malformed JSON, a wrong type, a malformed id or an out-of-range value",
         404: "unknown id",
         409: "the session is closed",
-        413: "source code over 1 MiB, or a request body over 2 MiB",
+        413: "source code or stdin over 1 MiB, or a request body over 6 MiB",
         429: "rate limited",
         503: "a backend service is unavailable (Retry-After: 1)",
     }

@@ -8,6 +8,8 @@ even hold.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from typing import Any
 
@@ -208,6 +210,8 @@ def _field(body: Json, name: str, expected: type, type_name: str, *, required: b
     # `type(...) is`, not isinstance: a JSON boolean is a Python bool, which isinstance counts as an int.
     if type(value) is not expected:
         raise HttpError(400, f"{name} must be {type_name}")
+    if expected is str and not _is_unicode(value):
+        raise HttpError(400, f"{name} must be text without lone surrogates")
     return value
 
 
@@ -233,6 +237,7 @@ def create_execution_request(
     session_id: str, body: Json, idempotency_key: str | None = None
 ) -> execution_pb2.CreateExecutionRequest:
     """The key's syntax is the execution service's rule; an empty header is passed on to be refused there."""
+    encoding = _encoding_field(body)
     return execution_pb2.CreateExecutionRequest(
         session_id=session_id,
         time_limit_ms=_int32_field(body, "time_limit_ms"),
@@ -240,7 +245,9 @@ def create_execution_request(
         idempotency_key=idempotency_key,
         compile_time_limit_ms=_int32_field(body, "compile_time_limit_ms"),
         compile_memory_limit_mb=_int32_field(body, "compile_memory_limit_mb"),
-        encoding=_encoding_field(body),
+        encoding=encoding,
+        stdin=_stdin_field(body, encoding),
+        args=_args_field(body),
     )
 
 
@@ -251,6 +258,37 @@ def _encoding_field(body: Json) -> int:
     if name not in ENCODINGS:
         raise HttpError(400, f"encoding must be one of {', '.join(sorted(ENCODINGS))}")
     return ENCODINGS[name]
+
+
+def _stdin_field(body: Json, encoding: int) -> bytes:
+    """The program's input: text in UTF-8, or with the base64 encoding the exact bytes."""
+    text = _field(body, "stdin", str, "a string", required=False)
+    if text is None:
+        return b""
+    if encoding != execution_pb2.ENCODING_BASE64:
+        return text.encode()
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise HttpError(400, "stdin is not valid base64") from exc
+
+
+def _args_field(body: Json) -> list[str]:
+    args = _field(body, "args", list, "a list of strings", required=False)
+    if args is None:
+        return []
+    if any(type(arg) is not str or not _is_unicode(arg) for arg in args):
+        raise HttpError(400, "args must be a list of strings")
+    return args
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a string holding a lone surrogate (JSON's \\ud800 escape), which no UTF-8 can carry."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_limit(raw: str | None) -> int | None:

@@ -9,6 +9,9 @@ Two modes, both ending with the program as the slot's uid, no capability, no-new
   without a user namespace, keeps only what setpriv needs to switch to the slot uid, and setpriv
   then drops the rest. Without that switch the program would be real root (SANDBOX.md).
 
+In both, pid 1 is our own init (init.c), as the slot uid and out of the program's reach: how the
+program ended is what it tells, never bwrap's exit code.
+
 The file system is built from nothing: read-only binds of /usr (its /usr/local hidden) and the
 few /etc entries the eight runtimes need (measured: linker cache, Debian alternatives, the JDK's and PHP's config),
 a fresh /proc and minimal /dev, small private tmpfs /tmp and /dev/shm, and the work dir bound
@@ -21,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import secrets
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +32,8 @@ from pathlib import Path
 BWRAP = "/usr/bin/bwrap"
 SETPRIV = "/usr/bin/setpriv"
 _SH = "/bin/sh"
+# Where the sandbox sees its init (init.c); its basename is pid 1's process name.
+INIT = "/lce-init"
 USERNS = "bwrap-userns"
 ROOT_CAPDROP = "bwrap-root-capdrop"
 MODES = (USERNS, ROOT_CAPDROP)
@@ -81,15 +87,18 @@ _MASKED_PROC_DIRS = ("acpi", "asound", "bus", "driver", "fs", "irq", "scsi")
 # The waiting shell ($0: the work dir). Root without CAP_DAC_OVERRIDE (root-capdrop mode) could not
 # enter the slot's 0700 work dir, so the shell changes into it as the slot uid; dash then exports PWD
 # (kept: the program sees its work dir, as bwrap --chdir would show it) and OLDPWD (dropped). It reads
-# its stdin to the end (the builtin read: opening /dev/stdin, a root-owned pipe, is refused to the
-# slot uid) and runs it.
+# the script from its stdin up to the token that ends it (command_script; with the builtin read:
+# opening /dev/stdin, a root-owned pipe, is refused to the slot uid) and runs it; the program execed
+# there reads the rest of that pipe as its own stdin.
 WAITING_SHELL = (
-    'cd -- "$0" && unset OLDPWD && script= && '
-    'while IFS= read -r line; do script="$script$line\n"; done && eval "$script"'
+    'cd -- "$0" && unset OLDPWD && script= && IFS= read -r end && '
+    'while IFS= read -r line && [ "$line" != "$end" ]; do script="$script$line\n"; done && eval "$script"'
 )
 
 
-def sandbox_argv(mode: str, *, workdir: Path, uid: int, info_fd: int, seccomp_fd: int) -> list[str]:
+def sandbox_argv(
+    mode: str, *, workdir: Path, uid: int, info_fd: int, seccomp_fd: int, init: Path, status_fd: int
+) -> list[str]:
     """The argv of a sandbox that waits for its command, from a root process that already joined the cgroup.
 
     Everything is set up before the command is known: namespaces, mounts, the slot uid. Inside,
@@ -97,6 +106,10 @@ def sandbox_argv(mode: str, *, workdir: Path, uid: int, info_fd: int, seccomp_fd
     the host pid of the sandbox's init to info_fd as JSON ({"child-pid": N}). It reads the seccomp
     filter from seccomp_fd (executor/sandbox/seccomp.py) and loads it just before it execs the
     command (in the root-capdrop mode: setpriv, which needs none of the syscalls it denies).
+
+    pid 1 is our own init (`init`, built from init.c, bound read-only), started as the slot uid
+    with the shell as its child; bwrap adds no init of its own (--as-pid-1). Only the init holds
+    status_fd: it writes there the shell's wait status, which is the program's (the shell execs it).
     """
     drop_to_uid = [
         SETPRIV,
@@ -108,24 +121,28 @@ def sandbox_argv(mode: str, *, workdir: Path, uid: int, info_fd: int, seccomp_fd
         "--bounding-set=-all",
         "--",
     ]
-    wait_for_command = [_SH, "-c", WAITING_SHELL, str(workdir)]
+    own_init = ["--ro-bind", str(init), INIT, "--as-pid-1"]
+    wait_for_command = [INIT, str(status_fd), _SH, "-c", WAITING_SHELL, str(workdir)]
+    sandbox = _common(workdir, info_fd, seccomp_fd)
     if mode == USERNS:
         # --disable-userns: the program cannot nest a user namespace to regain (namespaced) capabilities.
         isolation = ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
-        return [*drop_to_uid, BWRAP, *isolation, *_common(workdir, info_fd, seccomp_fd), "--", *wait_for_command]
+        return [*drop_to_uid, BWRAP, *isolation, *own_init, *sandbox, "--", *wait_for_command]
     if mode == ROOT_CAPDROP:
         isolation = ["--cap-drop", "ALL"]
         for needed in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"):  # for setpriv's switch, then gone
             isolation += ["--cap-add", needed]
-        return [BWRAP, *isolation, *_common(workdir, info_fd, seccomp_fd), "--", *drop_to_uid, *wait_for_command]
+        return [BWRAP, *isolation, *own_init, *sandbox, "--", *drop_to_uid, *wait_for_command]
     raise ValueError(f"unknown sandbox mode {mode!r}")
 
 
 def command_script(command: Sequence[str], env: Mapping[str, str], *, cpu_seconds: int, file_bytes: int) -> bytes:
-    """What the waiting sandbox's shell runs: the rlimits, exactly env, then exec of command with stdin closed.
+    """What the waiting sandbox's shell runs: the rlimits, exactly env, then exec of command.
 
     The rlimits are set here, inside, because they belong to the job and the sandbox was started
-    before it; lowering them needs no privilege.
+    before it; lowering them needs no privilege. The script sits between two lines of a random
+    token that nothing in it can hold; what follows the second is the program's stdin (the shell's
+    `read` takes one byte at a time from a pipe, so it leaves the rest to the program).
     """
     bad = [name for name in env if not _ENV_NAME.fullmatch(name)]
     if bad:
@@ -134,8 +151,9 @@ def command_script(command: Sequence[str], env: Mapping[str, str], *, cpu_second
     steps = ["ulimit -c 0", f"ulimit -t {cpu_seconds}", f"ulimit -f {math.ceil(file_bytes / 512)}"]
     if env:
         steps.append("export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items()))
-    steps.append("exec " + " ".join(shlex.quote(arg) for arg in command) + " </dev/null")
-    return (" && ".join(steps) + "\n").encode()
+    steps.append("exec " + " ".join(shlex.quote(arg) for arg in command))
+    end = secrets.token_hex(16)
+    return f"{end}\n{' && '.join(steps)}\n{end}\n".encode()
 
 
 def _common(workdir: Path, info_fd: int, seccomp_fd: int) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import logging
+import os
 import signal
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from executor.launcher import LimitExceeded, Limits, StageOutcome
-from executor.process import Captured
 from executor.sandbox import workspace
 from executor.sandbox.cgroups import CgroupTree
 from executor.sandbox.prepared import Prepared, Preparer
@@ -34,6 +34,10 @@ _RUNTIME_OOM_MARKERS = (b"java.lang.OutOfMemoryError",)
 _PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)
 log = logging.getLogger(__name__)
+
+
+class SandboxFailed(RuntimeError):
+    """The sandbox ended without telling how its program ended, and no limit had stopped it."""
 
 
 @dataclass
@@ -119,6 +123,7 @@ class SandboxLauncher:
         workdir: Path,
         env: Mapping[str, str],
         limits: Limits,
+        stdin: bytes = b"",
         another_stage_follows: bool = False,
     ) -> StageOutcome:
         execution = self._executions.get(workdir)
@@ -133,7 +138,7 @@ class SandboxLauncher:
             sandbox = self._spawn(execution, workdir)
         if another_stage_follows:
             self._spawn_ahead(execution, workdir, sandbox)
-        return _outcome(sandbox.run(argv, env, limits), limits)
+        return _outcome(sandbox.run(argv, env, limits, stdin), limits)
 
     def _spawn_ahead(self, execution: _Execution, workdir: Path, current: Sandbox) -> None:
         """Spawned now, the next stage's sandbox builds its namespaces and mounts while the current
@@ -180,7 +185,7 @@ class SandboxLauncher:
 
 def _outcome(ran: Ran, limits: Limits) -> StageOutcome:
     captured, usage = ran.captured, ran.usage
-    exit_code, signo = _exit_status(captured)
+    exit_code, signo = _ending(ran)
     return StageOutcome(
         exit_code=exit_code,
         signal=signo,
@@ -191,7 +196,7 @@ def _outcome(ran: Ran, limits: Limits) -> StageOutcome:
         stderr=captured.stderr,
         stdout_truncated=captured.stdout_truncated,
         stderr_truncated=captured.stderr_truncated,
-        limit_exceeded=_limit_exceeded(ran, limits, signo),
+        limit_exceeded=_limit_exceeded(ran, limits, exit_code, signo),
     )
 
 
@@ -210,31 +215,41 @@ def _entries(directory: Path) -> list[Path]:
 def _become_subreaper() -> None:
     """Makes the sandboxes' init processes this process's to reap.
 
-    bwrap's monitor exits as soon as the sandbox's init reports the program's exit status, often
-    before that init is reaped; the orphan goes to the nearest subreaper, else to the host's
-    pid 1, which in a container may never reap it, and zombies pile up against the slot uid.
+    bwrap's monitor reaps the init it started, but the kill of a run's cgroup can take the
+    monitor first; the orphan goes to the nearest subreaper, else to the host's pid 1, which in
+    a container may never reap it, and zombies pile up against the slot uid.
     """
     if _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
-def _exit_status(captured: Captured) -> tuple[int | None, int | None]:
-    """The program's exit code or signal.
+def _ending(ran: Ran) -> tuple[int | None, int | None]:
+    """The program's exit code, or the signal that ended it: its wait status, as the sandbox's init saw it.
 
-    bwrap passes on a program's death by signal N as exit code 128 + N, like a shell; the
-    signal itself is seen only when the cgroup kill hit bwrap too.
+    An exit(N) is exit code N whatever N is. bwrap's own exit never stands for the program's: like
+    a shell, it turns a death by signal N into exit code 128 + N.
     """
-    code = captured.returncode
-    if code is not None and code > 128 and code - 128 in signal.valid_signals():
-        return None, code - 128
-    return code, captured.signal
+    status = ran.program_status
+    if status is None:
+        if ran.killed_at_a_limit:
+            return None, signal.SIGKILL  # the limit's kill took the init before it could tell
+        captured = ran.captured
+        raise SandboxFailed(
+            f"the sandbox ended without the program's status (bwrap: exit {captured.returncode}, "
+            f"signal {captured.signal}): {captured.stderr[-1000:].decode(errors='replace')}"
+        )
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    return os.WEXITSTATUS(status), None
 
 
-def _limit_exceeded(ran: Ran, limits: Limits, signo: int | None) -> LimitExceeded | None:
+def _limit_exceeded(ran: Ran, limits: Limits, exit_code: int | None, signo: int | None) -> LimitExceeded | None:
+    """The limit that stopped the program, from what the executor and the kernel saw: its timers and
+    output cap, the cgroup's OOM kills and CPU time, RLIMIT_CPU's SIGXCPU."""
     captured, usage = ran.captured, ran.usage
     if captured.output_exceeded:
         return LimitExceeded.OUTPUT
-    failed = signo is not None or captured.returncode != 0
+    failed = signo is not None or exit_code != 0
     if usage.oom_kills > 0 or (failed and any(m in captured.stderr for m in _RUNTIME_OOM_MARKERS)):
         return LimitExceeded.MEMORY
     if ran.cpu_killed or signo == signal.SIGXCPU or usage.cpu_time_ms > limits.cpu_time_ms:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from executor.launcher import Limits
-from executor.sandbox.bwrap import MODES
+from executor.sandbox.bwrap import INIT, MODES
 from executor.sandbox.cgroups import CgroupTree
 from executor.sandbox.confined import SandboxLauncher
 from executor.sandbox.slots import SlotPool
@@ -71,7 +71,7 @@ def _probe(launcher: SandboxLauncher) -> str | None:
         "CapBnd": lambda v: v == ["0000000000000000"],
         "NoNewPrivs": lambda v: v == ["1"],
         "Seccomp": lambda v: v == ["2"],  # a filter (executor/sandbox/seccomp.py) is loaded
-        "pid1": lambda v: v == ["bwrap"],  # its own pid namespace, bwrap as init
+        "pid1": lambda v: v == [Path(INIT).name],  # its own pid namespace, with our init (init.c) as pid 1
         "netdevs": lambda v: v in ([], ["lo"]),
     }
     wrong = [key for key, holds in expected.items() if key not in facts or not holds(facts[key])]

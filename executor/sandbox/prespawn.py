@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shlex
+import struct
 import threading
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
@@ -26,12 +27,15 @@ from executor.launcher import Limits
 from executor.process import Captured, capture, discard, start
 from executor.sandbox.bwrap import command_script, sandbox_argv
 from executor.sandbox.cgroups import CgroupTree, RunCgroup
+from executor.sandbox.init_binary import init_binary
 from executor.sandbox.seccomp import filter_fd
 
 CGROUP_PREFIX = "lce-"
-# bwrap's monitor and the pid-1 reaper of the run's pid namespace count against pids.max too.
+# bwrap's monitor and the sandbox's init (pid 1 of the run's pid namespace) count against pids.max too.
 _WRAPPER_PROCESSES = 2
 _SH = "/bin/sh"
+# What the init writes to its status pipe: one wait status, a C int in native byte order.
+_WAIT_STATUS = struct.Struct("=i")
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,16 @@ class Usage:
 
 @dataclass(frozen=True)
 class Ran:
-    captured: Captured
+    captured: Captured  # the program's output; how bwrap itself ended says nothing about the program
     usage: Usage  # from the cgroup: the program's processes, not bwrap's wait4
     cpu_killed: bool  # the CPU watchdog stopped it
+    program_status: int | None  # its wait status, told by the init; None when a kill took the init first
+
+    @property
+    def killed_at_a_limit(self) -> bool:
+        """The run was killed at a limit, a kill that may have taken the init before it told the status."""
+        captured = self.captured
+        return captured.timed_out or captured.output_exceeded or self.cpu_killed or self.usage.oom_kills > 0
 
 
 class Sandbox:
@@ -56,23 +67,36 @@ class Sandbox:
         self._group = cgroups.create(cgroup_name(uid, stage))
         self._used = False
         info_read, info_write = os.pipe()
+        status_read, status_write = os.pipe()
         seccomp_fd = None
         try:
             seccomp_fd = filter_fd()
             argv = [
                 *_join(self._group),
-                *sandbox_argv(mode, workdir=workdir, uid=uid, info_fd=info_write, seccomp_fd=seccomp_fd),
+                *sandbox_argv(
+                    mode,
+                    workdir=workdir,
+                    uid=uid,
+                    info_fd=info_write,
+                    seccomp_fd=seccomp_fd,
+                    init=init_binary(),
+                    status_fd=status_write,
+                ),
             ]
-            self._child = start(argv, cwd=workdir, env={}, pass_fds=(info_write, seccomp_fd), command_pipe=True)
+            passed = (info_write, seccomp_fd, status_write)
+            self._child = start(argv, cwd=workdir, env={}, pass_fds=passed, command_pipe=True)
         except BaseException:
             os.close(info_read)
+            os.close(status_read)
             self._group.remove()
             raise
         finally:
             os.close(info_write)
+            os.close(status_write)
             if seccomp_fd is not None:
                 os.close(seccomp_fd)
         self._info_read = info_read
+        self._status_read = status_read
 
     def waiting(self) -> bool:
         """False once its process has ended (it failed, or was killed while it waited)."""
@@ -81,8 +105,8 @@ class Sandbox:
             return os.waitid(os.P_PID, self._child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
         return False
 
-    def run(self, command: Sequence[str], env: Mapping[str, str], limits: Limits) -> Ran:
-        """Releases the sandbox with command under limits; nothing of it is left when this returns."""
+    def run(self, command: Sequence[str], env: Mapping[str, str], limits: Limits, stdin: bytes = b"") -> Ran:
+        """Releases the sandbox with command under limits, fed stdin; nothing of it is left when this returns."""
         self._use()
         try:
             self._group.limit(
@@ -102,10 +126,11 @@ class Sandbox:
                     output_limit_bytes=limits.output_limit_bytes,
                     kill=self._group.kill,
                     command=script,
+                    stdin=stdin,
                 )
             finally:
                 watchdog.stop()
-                self._empty()
+                program_status = self._empty()
             usage = Usage(
                 cpu_time_ms=self._group.cpu_time_ns() // 1_000_000,
                 memory_kb=self._group.memory_peak_bytes() // 1024,
@@ -113,7 +138,7 @@ class Sandbox:
             )
         finally:
             self._group.remove()
-        return Ran(captured, usage, watchdog.fired)
+        return Ran(captured, usage, watchdog.fired, program_status)
 
     def discard(self) -> None:
         """Tears down a sandbox that will never be released."""
@@ -129,19 +154,27 @@ class Sandbox:
             raise RuntimeError("a sandbox serves one command only")
         self._used = True
 
-    def _empty(self) -> None:
-        """Kills until the cgroup is empty, then reaps the sandbox's init (named by bwrap's info fd)."""
+    def _empty(self) -> int | None:
+        """Kills until the cgroup is empty, reaps the sandbox's init (named by bwrap's info fd) and
+        returns the program's wait status the init told, if it told one."""
         try:
             self._group.empty()
         except BaseException:
-            os.close(self._info_read)  # its init may still live: waiting for it could hang
+            # Its init may still live: reading from it or waiting for it could hang.
+            os.close(self._info_read)
+            os.close(self._status_read)
             raise
-        with os.fdopen(self._info_read, "rb") as info:
-            report = info.read()
-        if not report:
-            return  # bwrap failed before it started the sandbox
-        with suppress(ChildProcessError):  # someone else's orphan after all (no subreaper)
-            os.waitpid(json.loads(report)["child-pid"], 0)
+        # Every holder of a write end (bwrap, the init) is gone: both reads end.
+        with os.fdopen(self._status_read, "rb") as status_pipe, os.fdopen(self._info_read, "rb") as info:
+            told, report = status_pipe.read(), info.read()
+        if report:  # else bwrap failed before it started the sandbox
+            with suppress(ChildProcessError):  # bwrap reaped it, or someone else's orphan after all (no subreaper)
+                os.waitpid(json.loads(report)["child-pid"], 0)
+        if not told:
+            return None
+        if len(told) != _WAIT_STATUS.size:
+            raise RuntimeError(f"the sandbox's init told {len(told)} bytes instead of a wait status")
+        return _WAIT_STATUS.unpack(told)[0]
 
 
 def cgroup_name(uid: int, stage: int) -> str:

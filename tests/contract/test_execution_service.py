@@ -29,7 +29,7 @@ from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_
 from common.errors import KIND_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Unavailable
 from common.grpc_client import channel
 from common.grpc_server import RunningServer, start_server
-from common.job import JOB_FUNCTION, SERIALIZER
+from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob
 from execution_service import SERVICE_NAMES, ExecutionService, build_service
 from execution_service.change_feed import MAX_WATCHERS, ChangeFeed, Watcher
 from execution_service.models import execution_events
@@ -144,7 +144,7 @@ def harness(make_harness: Factory) -> Harness:
     return make_harness()
 
 
-def create(harness: Harness, session_id: str, **limits: int) -> pb.Execution:
+def create(harness: Harness, session_id: str, **limits: Any) -> pb.Execution:
     request = pb.CreateExecutionRequest(session_id=session_id, **limits)
     return harness.executions.CreateExecution(request, timeout=TIMEOUT_S).execution
 
@@ -244,6 +244,8 @@ class TestCreateExecution:
                 "compile_time_limit_ms": DEFAULT_COMPILE_TIME_LIMIT_MS,
                 "compile_memory_limit_mb": DEFAULT_COMPILE_MEMORY_LIMIT_MB,
                 "encoding": "utf8",
+                "stdin": "",
+                "args": [],
             }
         }
         assert job.timeout == 60 + (2 * DEFAULT_COMPILE_TIME_LIMIT_MS + 2 * 2000) // 1000 + 2 * 600
@@ -380,6 +382,16 @@ class TestListExecutions:
         assert [execution.id for execution in self.list(harness, session_id)] == created[::-1][:10]
         assert [execution.id for execution in self.list(harness, session_id, limit=3)] == created[::-1][:3]
         assert len(self.list(harness, session_id, limit=100)) == 12
+
+    def test_a_listing_leaves_the_outputs_to_get(self, harness: Harness) -> None:
+        session_id = harness.sessions.add(source_code="print('hi')\n")
+        execution = create(harness, session_id, stdin=b"input")
+        started(harness, execution.id)
+        result(harness, execution.id, run_result(stdout="x" * 100_000))
+        [listed] = self.list(harness, session_id)
+        assert (listed.id, listed.status, listed.result.exit_code) == (execution.id, pb.EXECUTION_STATUS_COMPLETED, 0)
+        assert (listed.result.stdout, listed.result.stderr) == ("", "")
+        assert get(harness, execution.id).result.stdout == "x" * 100_000
 
     def test_a_session_without_runs_has_an_empty_list(self, harness: Harness) -> None:
         assert self.list(harness, harness.sessions.add()) == []
@@ -659,6 +671,27 @@ class TestCompileLimitsAndEncoding:
     def test_a_run_may_not_raise_them(self, harness: Harness, asked: dict[str, int]) -> None:
         session_id = harness.sessions.add()
         failure = rpc_error(lambda: create(harness, session_id, **asked))
+        assert_error(failure, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+
+
+class TestInput:
+    def test_stdin_and_args_are_part_of_the_snapshot(self, harness: Harness, redis_url: str) -> None:
+        stdin = bytes(range(256)) * 4096  # 1 MiB exactly: the most allowed
+        args = ["a b", "; rm -rf /", "$(id)", "'\"", "x" * 4096, ""]
+        execution = create(harness, harness.sessions.add(), stdin=stdin, args=args)
+        payload = rq_job(redis_url, execution.id).kwargs["payload"]
+        job = ExecutionJob.from_payload(payload)
+        assert (job.stdin, job.args) == (stdin, tuple(args))
+
+    def test_stdin_over_1_mib_is_too_large(self, harness: Harness) -> None:
+        session_id = harness.sessions.add()
+        failure = rpc_error(lambda: create(harness, session_id, stdin=b"x" * (1024 * 1024 + 1)))
+        assert_error(failure, grpc.StatusCode.INVALID_ARGUMENT, "payload_too_large")
+
+    @pytest.mark.parametrize("args", [["x"] * 65, ["x" * 4097], ["é" * 2049], ["a\0b"]])
+    def test_args_beyond_what_an_argv_holds_are_refused(self, harness: Harness, args: list[str]) -> None:
+        session_id = harness.sessions.add()
+        failure = rpc_error(lambda: create(harness, session_id, args=args))
         assert_error(failure, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
 
 

@@ -110,3 +110,51 @@ def test_time_limit_ends_in_timeout(api: httpx.Client, languages: dict[str, dict
     assert result["status"] == "TIMEOUT", result
     assert result["reason"].startswith("time_limit_exceeded")
     assert result["execution_time_ms"] < 5000
+
+
+# Each reads two lines from stdin and prints their sum, then its arguments, one per line.
+SUM_AND_ARGS = {
+    "python": "import sys\na, b = sys.stdin.read().split()\nprint(int(a) + int(b))\nfor x in sys.argv[1:]: print(x)\n",
+    "javascript": (
+        'const [a, b] = require("fs").readFileSync(0, "utf8").trim().split(/\\s+/);\n'
+        "console.log(Number(a) + Number(b));\nfor (const x of process.argv.slice(2)) console.log(x);\n"
+    ),
+    "c": (
+        "#include <stdio.h>\nint main(int argc, char **argv) { long a, b;\n"
+        ' if (scanf("%ld %ld", &a, &b) != 2) return 9;\n'
+        ' printf("%ld\\n", a + b); for (int i = 1; i < argc; i++) puts(argv[i]); return 0; }\n'
+    ),
+    "cpp": (
+        "#include <iostream>\nint main(int argc, char **argv) { long a, b; std::cin >> a >> b;\n"
+        ' std::cout << a + b << "\\n"; for (int i = 1; i < argc; i++) std::cout << argv[i] << "\\n"; }\n'
+    ),
+    "go": (
+        'package main\n\nimport (\n\t"fmt"\n\t"os"\n)\n\nfunc main() {\n\tvar a, b int\n\tfmt.Scan(&a, &b)\n'
+        "\tfmt.Println(a + b)\n\tfor _, x := range os.Args[1:] {\n\t\tfmt.Println(x)\n\t}\n}\n"
+    ),
+    "java": (
+        "import java.util.Scanner;\npublic class Main { public static void main(String[] args) {\n"
+        " Scanner in = new Scanner(System.in); long a = in.nextLong(), b = in.nextLong();\n"
+        " System.out.println(a + b); for (String x : args) System.out.println(x); } }\n"
+    ),
+    "php": '<?php\n[$a, $b] = preg_split("/\\s+/", trim(stream_get_contents(STDIN)));\necho $a + $b, "\\n";\n'
+    'foreach (array_slice($argv, 1) as $x) echo $x, "\\n";\n',
+    "ruby": "a, b = STDIN.read.split.map(&:to_i)\nputs a + b\nARGV.each { |x| puts x }\n",
+}
+# What a shell would have expanded, split or run, had the arguments gone through one.
+SHELLISH_ARGS = ["a b", "$(id)", "`id`", "*", "; exit 3", "'\"", "$HOME"]
+
+
+@pytest.mark.parametrize("name", sorted(SUM_AND_ARGS))
+def test_stdin_and_args(api: httpx.Client, languages: dict[str, dict[str, Any]], name: str) -> None:
+    session_id = new_session(api, languages[name]["id"], SUM_AND_ARGS[name])
+    result = run(api, session_id, stdin="40\n2\n", args=SHELLISH_ARGS)
+    assert result["status"] == "COMPLETED", result
+    assert result["stdout"].split("\n") == ["42", *SHELLISH_ARGS, ""]
+
+
+def test_stdin_over_1_mib_is_413(api: httpx.Client, languages: dict[str, dict[str, Any]]) -> None:
+    session_id = new_session(api, languages["python"]["id"], "print(1)\n")
+    refused = api.post(f"/code-sessions/{session_id}/run", json={"stdin": "x" * (1024 * 1024 + 1)})
+    assert refused.status_code == 413, refused.text
+    assert "stdin" in refused.json()["error"]

@@ -27,10 +27,12 @@ from common.config import ExecutorConfig
 from common.languages import LANGUAGES, TOOLCHAIN_PATH, Language
 from executor.launcher import LimitExceeded, Limits, StageOutcome
 from executor.process import UnconfinedLauncher
-from executor.sandbox import SandboxUnavailable, select_launcher, workspace
+from executor.sandbox import SandboxUnavailable, bwrap, select_launcher, workspace
+from executor.sandbox.bwrap import INIT
 from executor.sandbox.confined import WORKSPACE_BYTES, SandboxLauncher
 from executor.sandbox.detect import detect
 from executor.sandbox.prespawn import cgroup_name, slot_of_cgroup
+from tests.c_programs import ENDING_C, PID_1_PROBE_C
 
 ENV = {"PATH": TOOLCHAIN_PATH}
 LIMITS = Limits(wall_time_ms=5000, cpu_time_ms=3000, memory_mb=256)
@@ -90,10 +92,14 @@ class Sandboxed:
         return self.run(["python3", "-B", "main.py"], limits)
 
     def c(self, source: str, limits: Limits = LIMITS, flags: tuple[str, ...] = ()) -> StageOutcome:
+        self.build_c(source, flags)
+        return self.run(["./main"], limits)
+
+    def build_c(self, source: str, flags: tuple[str, ...] = ()) -> None:
+        """Compiles source into ./main."""
         self.write("main.c", source)
         built = self.run(["gcc", "-O1", "-o", "main", "main.c", *flags], COMPILE_LIMITS)
         assert built.exit_code == 0, built.stderr
-        return self.run(["./main"], limits)
 
 
 @pytest.fixture
@@ -167,7 +173,7 @@ def test_proc_1_environ_holds_no_service_secret(box: Sandboxed, monkeypatch: pyt
     secret = f"postgresql://lce:{uuid.uuid4().hex}@127.0.0.1/lce"
     monkeypatch.setenv("LCE_DATABASE_URL", secret)
     outcome = box.run(["sh", "-c", "cat /proc/1/comm; cat /proc/*/environ | tr '\\0' '\\n'"])
-    assert lines(outcome)[0] == "bwrap"  # pid 1 is the sandbox's own init, not the host's
+    assert lines(outcome)[0] == Path(INIT).name  # pid 1 is the sandbox's own init, not the host's
     assert secret.encode() not in outcome.stdout
     assert b"LCE_" not in outcome.stdout
 
@@ -236,7 +242,7 @@ def test_environment_is_exactly_what_the_run_was_given(box: Sandboxed, monkeypat
 
 def test_only_the_runs_own_processes_are_visible(box: Sandboxed) -> None:
     outcome = box.python("import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n")
-    assert lines(outcome) == ["[1, 2]"]  # bwrap's init and the program
+    assert lines(outcome) == ["[1, 2]"]  # the sandbox's init and the program
 
 
 def test_kill_minus_one_hurts_only_the_run(box: Sandboxed) -> None:
@@ -335,14 +341,14 @@ def test_32_bit_syscall_abi_is_killed(box: Sandboxed) -> None:
         "}\n"
     )
     assert lines(outcome) == ["before"]
-    assert outcome.exit_code == 128 + signal.SIGSYS or outcome.signal == signal.SIGSYS
+    assert (outcome.exit_code, outcome.signal) == (None, signal.SIGSYS)
 
 
 def test_x32_syscall_abi_is_killed(box: Sandboxed) -> None:
     # x32 numbers (bit 30 set) come in under the x86_64 architecture; libseccomp treats them as a bad arch too.
     outcome = box.python(SYSCALL + "print('before', flush=True)\ncall(0x40000000 + 39)\n")
     assert lines(outcome) == ["before"]
-    assert outcome.exit_code == 128 + signal.SIGSYS or outcome.signal == signal.SIGSYS
+    assert (outcome.exit_code, outcome.signal) == (None, signal.SIGSYS)
 
 
 # --- limits --------------------------------------------------------------------------------------
@@ -537,6 +543,47 @@ def test_java_out_of_memory_is_a_memory_limit(box: Sandboxed) -> None:
     assert b"OutOfMemoryError" in outcome.stderr
 
 
+# --- how a run ended, as the sandbox's init tells it (executor/sandbox/init.c) --------------------
+
+ENDING_LIMITS = Limits(wall_time_ms=10_000, cpu_time_ms=5000, memory_mb=64, max_file_bytes=1 << 20)
+
+
+def test_exit_codes_and_deaths_by_signal_are_told_apart(box: Sandboxed) -> None:
+    # A shell, or bwrap's own init, reports a death by signal N as exit code 128 + N.
+    box.build_c(ENDING_C)
+    expected: dict[str, tuple[int | None, int | None, LimitExceeded | None]] = {
+        f"exit {code}": (code, None, None) for code in range(126, 160)
+    }
+    expected |= {
+        "segv": (None, signal.SIGSEGV, None),
+        "xcpu": (None, signal.SIGXCPU, LimitExceeded.CPU_TIME),  # RLIMIT_CPU, before the CPU watchdog
+        "xfsz": (None, signal.SIGXFSZ, None),
+        "oom": (None, signal.SIGKILL, LimitExceeded.MEMORY),
+    }
+    ended = {}
+    for ending in expected:
+        box.write("ending", ending)
+        outcome = box.run(["./main"], ENDING_LIMITS)
+        ended[ending] = (outcome.exit_code, outcome.signal, outcome.limit_exceeded)
+    assert ended == expected
+
+
+def test_pid_1_is_out_of_reach_and_its_report_cannot_be_forged(box: Sandboxed) -> None:
+    outcome = box.c(PID_1_PROBE_C)
+    assert lines(outcome) == [
+        "own fds: 0 1 2",  # the init's status pipe is not among them
+        "open /proc/1/mem for writing: EACCES",
+        "open /proc/1/mem for reading: EACCES",
+        "list /proc/1/fd: EACCES",
+        "pidfd_getfd refused: 64",
+        "prlimit pid 1: EPERM",
+        "prlimit pid 1 in the low 32 bits: EPERM",
+        "kill pid 1: ok",  # sent, and ignored: the init of a pid namespace has no handler
+        "still here",
+    ]
+    assert (outcome.exit_code, outcome.signal, outcome.limit_exceeded) == (3, None, None)
+
+
 # --- mode selection ------------------------------------------------------------------------------
 
 
@@ -709,3 +756,47 @@ def test_both_streams_flooded_at_once_are_both_cut(box: Sandboxed) -> None:
         assert outcome.limit_exceeded == LimitExceeded.OUTPUT
         assert (len(outcome.stdout), len(outcome.stderr)) == (limits.output_limit_bytes, limits.output_limit_bytes)
         assert outcome.stdout_truncated and outcome.stderr_truncated
+
+
+# --- issue 10: stdin and arguments ------------------------------------------------------------------
+
+ECHO_INPUT = """
+import sys
+data = sys.stdin.buffer.read()
+sys.stdout.buffer.write(data)
+sys.stderr.write(repr(sys.argv[1:]))
+"""
+
+
+def test_stdin_reaches_the_program_whole(box: Sandboxed) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB, the most a run may be given: far more than a pipe holds
+    box.write("main.py", ECHO_INPUT)
+    limits = dataclasses.replace(LIMITS, output_limit_bytes=2 * 1024 * 1024)
+    outcome = box.launcher.run(["python3", "main.py"], workdir=box.workdir, env=ENV, limits=limits, stdin=data)
+    assert (outcome.exit_code, outcome.limit_exceeded) == (0, None), outcome.stderr
+    assert outcome.stdout == data
+
+
+def test_arguments_reach_argv_exactly(box: Sandboxed) -> None:
+    args = ["a b", "$(id)", "`id`", "'", '"', "\\", ";exit 3", "\nline\n", "*", "", "é", "--", "0" * 4096]
+    box.write("main.py", ECHO_INPUT)
+    argv = ["python3", "main.py", *args]
+    outcome = box.launcher.run(argv, workdir=box.workdir, env=ENV, limits=LIMITS, stdin=b"")
+    assert (outcome.exit_code, outcome.stdout) == (0, b""), outcome.stderr
+    assert outcome.stderr.decode() == repr(args)
+
+
+def test_an_argument_cannot_end_the_command_early(box: Sandboxed) -> None:
+    """The shell reads its command up to a line of a random token; an argument of lines is no such line."""
+    script = bwrap.command_script(["true"], {}, cpu_seconds=1, file_bytes=1024)
+    token = script.split(b"\n", 1)[0].decode()
+    box.write("main.py", ECHO_INPUT)
+    args = [f"\n{token}\n", "\nexit 7\n"]
+    outcome = box.launcher.run(["python3", "main.py", *args], workdir=box.workdir, env=ENV, limits=LIMITS)
+    assert outcome.exit_code == 0 and outcome.stderr.decode() == repr(args)
+
+
+def test_without_stdin_the_program_reads_end_of_file(box: Sandboxed) -> None:
+    box.write("main.py", "import sys\nprint(repr(sys.stdin.read()))\n")
+    outcome = box.run(["python3", "main.py"])
+    assert (outcome.exit_code, outcome.stdout) == (0, b"''\n")

@@ -59,6 +59,30 @@ def test_stdin_is_closed(tmp_path: Path) -> None:
     assert time.monotonic() - started < 2
 
 
+def fed(script: str, tmp_path: Path, stdin: bytes, *, timeout_s: float = 10, cap: int = 4 * 1024 * 1024):
+    return run_captured(
+        ["sh", "-c", script], cwd=tmp_path, env=ENV, wall_timeout_s=timeout_s, output_limit_bytes=cap, stdin=stdin
+    )
+
+
+def test_stdin_is_fed_then_closed(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB: far more than a pipe holds
+    captured = fed("cat; echo done >&2", tmp_path, data)
+    assert (captured.returncode, captured.stdout, captured.stderr) == (0, data, b"done\n")
+
+
+def test_a_program_that_never_reads_its_stdin_is_not_waited_for(tmp_path: Path) -> None:
+    started = time.monotonic()
+    captured = fed("echo ignored", tmp_path, b"x" * (4 * 1024 * 1024))
+    assert (captured.returncode, captured.stdout, captured.timed_out) == (0, b"ignored\n", False)
+    assert time.monotonic() - started < 5
+
+
+def test_a_program_that_stops_reading_still_times_out(tmp_path: Path) -> None:
+    captured = fed("head -c 10 >/dev/null; sleep 30", tmp_path, b"x" * (4 * 1024 * 1024), timeout_s=0.5)
+    assert captured.timed_out and captured.signal == signal.SIGKILL
+
+
 def test_cwd_and_env_are_exactly_the_given_ones(tmp_path: Path) -> None:
     captured = run_captured(
         ["env"], cwd=tmp_path, env={**ENV, "ONLY": "this"}, wall_timeout_s=5, output_limit_bytes=CAP

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -323,6 +324,41 @@ def test_compile_limits_and_encoding_are_strict(body: dict[str, object]) -> None
     with pytest.raises(HttpError) as raised:
         translate.create_execution_request("s", body)
     assert raised.value.status == 400 and next(iter(body)) in raised.value.message
+
+
+def test_stdin_and_args_are_read() -> None:
+    message = translate.create_execution_request("s", {"stdin": "héllo\n", "args": ["a b", "$(x)", ""]})
+    assert message.stdin == "héllo\n".encode()
+    assert list(message.args) == ["a b", "$(x)", ""]
+    raw = bytes(range(256))
+    message = translate.create_execution_request("s", {"stdin": base64.b64encode(raw).decode(), "encoding": "base64"})
+    assert message.stdin == raw
+    assert translate.create_execution_request("s", {}).stdin == b""
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"stdin": 5},
+        {"stdin": ["x"]},
+        {"stdin": "\ud800"},
+        {"stdin": "not base64!", "encoding": "base64"},
+        {"args": "a b"},
+        {"args": [1]},
+        {"args": [None]},
+        {"args": ["\udfff"]},
+    ],
+)
+def test_stdin_and_args_are_strict(body: dict[str, object]) -> None:
+    with pytest.raises(HttpError) as raised:
+        translate.create_execution_request("s", body)
+    assert raised.value.status == 400 and next(iter(body)) in raised.value.message
+
+
+def test_a_lone_surrogate_in_source_code_is_a_400_not_a_crash() -> None:
+    with pytest.raises(HttpError) as raised:
+        translate.update_source_request("s", {"source_code": "print('\ud83d')"})
+    assert raised.value.status == 400
 
 
 def test_a_finished_execution_names_its_encoding_and_compile_limits() -> None:

@@ -43,11 +43,33 @@ def test_runtime_error() -> None:
     assert "ZeroDivisionError" in verdict.stderr
 
 
-@pytest.mark.parametrize(("signum", "reason"), [(signal.SIGSEGV, "signal:SIGSEGV"), (signal.SIGABRT, "signal:SIGABRT")])
+@pytest.mark.parametrize(
+    ("signum", "reason"),
+    [
+        (signal.SIGSEGV, "signal:SIGSEGV"),
+        (signal.SIGABRT, "signal:SIGABRT"),
+        (signal.SIGXFSZ, "signal:SIGXFSZ"),  # past the file size limit: no limit of its own, the signal says it
+    ],
+)
 def test_death_by_signal(signum: int, reason: str) -> None:
     verdict = verdicts.judge_run(replace(OK, exit_code=None, signal=signum))
     assert (verdict.status, verdict.reason, verdict.exit_code) == (Status.FAILED, reason, None)
     assert verdict.stages[0].signal == reason.removeprefix("signal:")
+
+
+@pytest.mark.parametrize("code", [126, 127, 128, 137, 139, 152, 153, 159, 255])
+def test_a_high_exit_code_is_the_programs_exit_code_not_a_signal(code: int) -> None:
+    verdict = verdicts.judge_run(replace(OK, exit_code=code))
+    assert (verdict.status, verdict.reason, verdict.exit_code) == (Status.FAILED, "runtime_error", code)
+    assert verdict.stages[0].signal == ""
+
+
+def test_sigxcpu_at_the_cpu_limit_is_a_cpu_timeout_that_names_the_signal() -> None:
+    verdict = verdicts.judge_run(
+        replace(OK, exit_code=None, signal=signal.SIGXCPU, limit_exceeded=LimitExceeded.CPU_TIME)
+    )
+    assert (verdict.status, verdict.reason, verdict.exit_code) == (Status.TIMEOUT, "time_limit_exceeded:cpu", None)
+    assert verdict.stages[0].signal == "SIGXCPU"
 
 
 def test_unknown_signal_number_still_names_something() -> None:
