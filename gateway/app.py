@@ -47,7 +47,9 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
         app.state.backends = Backends.open(config)
         reads = ExecutionReads(app.state.backends, app.state.terminal_executions, app.state.live_executions)
         app.state.execution_reads = reads
-        feed = ChangeFollower(app.state.backends.executions, app.state.live_executions, reads.changed)
+        feed = ChangeFollower(
+            app.state.backends.executions, app.state.live_executions, reads.changed, reads.feed_restarted
+        )
         feed.start()
         try:
             yield

@@ -31,10 +31,12 @@ class ChangeFollower:
         executions: execution_pb2_grpc.ExecutionServiceStub,
         live: LiveExecutions,
         changed: Callable[[execution_pb2.ExecutionChange], None],
+        restarted: Callable[[], None],
     ) -> None:
         self._executions = executions
         self._live = live
         self._changed = changed  # told each change (gateway/execution_reads.py)
+        self._restarted = restarted  # told when the feed is live again: changes may have been missed
         self._stopping = asyncio.Event()
         self._stream: grpc.aio.UnaryStreamCall | None = None
         self._task: asyncio.Task[None] | None = None
@@ -61,6 +63,7 @@ class ChangeFollower:
                         self._changed(change)
                     else:
                         self._live.feed_up()
+                        self._restarted()
                         backoff = FIRST_BACKOFF_S
             except grpc.aio.AioRpcError as err:
                 if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -164,8 +164,8 @@ class ServeKnownExecutions:
         if scope["type"] != "http" or scope["method"] != "GET":
             return None
         path: str = scope["path"]
-        if not path.startswith(PREFIX):
-            return None
+        if not path.startswith(PREFIX) or b"wait" in scope.get("query_string", b""):
+            return None  # a read that waits for the run to end (or a malformed one) is the route's to answer
         # Ids are stored in canonical (lowercase) form; an upper-case spelling of one is the same execution.
         execution_id = path[len(PREFIX) :].lower()
         return self.terminal.get(execution_id) or self.live.get(execution_id)

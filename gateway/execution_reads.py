@@ -5,6 +5,10 @@ on its way waits for it instead of calling execution_service again. When the cha
 announces a change of an execution that is being polled, the poll that follows finds its new
 state in memory (gateway/execution_cache.py) instead of waiting for a read: the final state
 that a finished run's change carries, or else the state read at once on the announcement.
+
+A read may wait for the run to end (`?wait=N`): it is woken by the change feed, by a change of
+its execution or by the feed coming back (changes may have been missed while it was away),
+never by polling; with the feed away it waits out its time and reads once more.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 from fastapi.responses import JSONResponse
@@ -27,17 +31,62 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Reads waiting for their run to end, in one gateway process; past this, a wait answers at once.
+MAX_WAITERS = 10_000
+
 
 class ExecutionReads:
     def __init__(self, backends: Backends, terminal: TerminalExecutions, live: LiveExecutions) -> None:
         self._backends = backends
         self._terminal = terminal
         self._live = live
-        self._in_flight: dict[str, tuple[asyncio.Task[bytes], Ticket]] = {}
+        self._in_flight: dict[str, tuple[asyncio.Task[_Read], Ticket]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()  # every read and refresh not yet done
+        self._waiting: dict[str, set[asyncio.Event]] = {}  # by execution: a wake-up for each waiting read
+        self._waiters = 0
 
     async def read(self, execution_id: str) -> bytes:
         """The answer's JSON body; a failed call raises grpc.aio.AioRpcError."""
+        return (await self._read(execution_id)).answer
+
+    async def read_when_finished(self, execution_id: str, seconds: float) -> tuple[bytes, bool]:
+        """The answer as soon as the run is terminal, or else its state after `seconds`; and whether
+        it is terminal."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        key = execution_id.lower()
+        while True:
+            if self._waiters >= MAX_WAITERS:
+                read = await self._read(execution_id)
+                return read.answer, read.terminal
+            finished = self._terminal.get(key)
+            if finished is not None:
+                return finished, True
+            woken = asyncio.Event()  # taken before the read: a change announced during it wakes us
+            self._waiting.setdefault(key, set()).add(woken)
+            self._waiters += 1
+            try:
+                read = await self._read(execution_id)
+                if read.terminal or loop.time() >= deadline:
+                    return read.answer, read.terminal
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), deadline - loop.time())
+            finally:
+                self._waiters -= 1
+                waiting = self._waiting.get(key)
+                if waiting is not None:
+                    waiting.discard(woken)
+                    if not waiting:
+                        del self._waiting[key]
+
+    def feed_restarted(self) -> None:
+        """The change feed is live again: changes may have been missed meanwhile; every wait looks again."""
+        for waiting in self._waiting.values():
+            for woken in waiting:
+                woken.set()
+        self._waiting.clear()
+
+    async def _read(self, execution_id: str) -> _Read:
         key = execution_id.lower()
         ticket = self._live.ticket()  # before the read: a change announced while it is in flight voids it
         joined = self._in_flight.get(key)
@@ -57,14 +106,17 @@ class ExecutionReads:
         do not join it. An execution someone polls is kept in its final state when the change
         carries it, or else read again at once."""
         execution_id = change.execution_id
+        waiting = self._waiting.pop(execution_id, set())
         in_flight = self._in_flight.pop(execution_id, None)
-        polled = self._live.changed(execution_id) or in_flight is not None
+        polled = self._live.changed(execution_id) or in_flight is not None or bool(waiting)
         if not polled:
             return  # nobody here asks: not worth a read, nor the memory
         if change.HasField("finished") and translate.is_terminal(change.finished):
             self._terminal.put(execution_id, _answer(change.finished))
         else:
             self._start(self._refresh(execution_id))
+        for woken in waiting:  # after the above: they find the new state in memory, or its read on its way
+            woken.set()
 
     async def close(self) -> None:
         """Ends what is in flight (at shutdown): nothing is left to finish on a closed event loop."""
@@ -81,17 +133,17 @@ class ExecutionReads:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _read_and_keep(self, execution_id: str, ticket: Ticket) -> bytes:
+    async def _read_and_keep(self, execution_id: str, ticket: Ticket) -> _Read:
         response = await self._backends.executions.GetExecution(
             execution_pb2.GetExecutionRequest(execution_id=execution_id), timeout=self._backends.deadline_s
         )
-        answer = _answer(response.execution)
+        read = _Read(_answer(response.execution), translate.is_terminal(response.execution))
         # Final from now on once terminal; otherwise for as long as the change feed vouches for it.
-        if translate.is_terminal(response.execution):
-            self._terminal.put(response.execution.id, answer)
+        if read.terminal:
+            self._terminal.put(response.execution.id, read.answer)
         else:
-            self._live.put(response.execution.id, answer, ticket)
-        return answer
+            self._live.put(response.execution.id, read.answer, ticket)
+        return read
 
     async def _refresh(self, execution_id: str) -> None:
         try:
@@ -102,11 +154,16 @@ class ExecutionReads:
         except Exception:
             log.exception("refresh of a changed execution failed")
 
-    def _forget(self, key: str, done: asyncio.Task[bytes]) -> None:
+    def _forget(self, key: str, done: asyncio.Task[_Read]) -> None:
         if key in self._in_flight and self._in_flight[key][0] is done:
             del self._in_flight[key]
         if not done.cancelled():
             done.exception()  # retrieved: its waiters, if any are left, raise it; nobody else must log it
+
+
+class _Read(NamedTuple):
+    answer: bytes  # the JSON body
+    terminal: bool
 
 
 def _answer(execution: execution_pb2.Execution) -> bytes:

@@ -8,6 +8,7 @@ handlers in app.py.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 import grpc
@@ -47,10 +48,16 @@ def ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
 @router.get(
     "/executions/{execution_id}",
     responses={200: {"model": schemas.Execution}, **schemas.errors(400, 404, 503)},
+    openapi_extra={"parameters": [schemas.WAIT_PARAMETER]},
 )
 async def get_execution(execution_id: str, request: Request) -> Response:
     # Answers kept in memory left before routing (gateway/execution_cache.py); this reads one.
-    answer = await request.app.state.execution_reads.read(execution_id)
+    reads = request.app.state.execution_reads
+    wait_s = translate.parse_wait(request.query_params.get("wait"))
+    if wait_s is None:
+        answer = await reads.read(execution_id)
+    else:
+        answer, _ = await reads.read_when_finished(execution_id, wait_s)
     return Response(answer, media_type="application/json")
 
 
@@ -125,7 +132,11 @@ async def update_source(session_id: str, request: Request) -> JSONResponse:
 @router.post(
     "/code-sessions/{session_id}/run",
     status_code=202,
-    responses={202: {"model": schemas.ExecutionCreated}, **schemas.errors(400, 404, 409, 413, 429, 503)},
+    responses={
+        200: {"model": schemas.Execution, "description": "with ?wait=N: the run ended within N seconds"},
+        202: {"model": schemas.ExecutionCreated},
+        **schemas.errors(400, 404, 409, 413, 429, 503),
+    },
     openapi_extra={
         **schemas.request_body(schemas.RunBody, required=False),
         "parameters": [
@@ -136,12 +147,14 @@ async def update_source(session_id: str, request: Request) -> JSONResponse:
                 "description": "1 to 255 visible ASCII characters; the same key in the same session "
                 "answers the same execution for 24 h",
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-            }
+            },
+            schemas.WAIT_PARAMETER,
         ],
     },
 )
-async def run(session_id: str, request: Request) -> JSONResponse:
+async def run(session_id: str, request: Request) -> Response:
     idempotency_key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    wait_s = translate.parse_wait(request.query_params.get("wait"))
     message = translate.create_execution_request(session_id, await json_object(request, optional=True), idempotency_key)
     services = backends(request)
     try:
@@ -149,6 +162,12 @@ async def run(session_id: str, request: Request) -> JSONResponse:
     except grpc.aio.AioRpcError as err:
         failed = rpc_error_response(err, replay_safe=idempotency_key is not None)
         return JSONResponse(failed.body, status_code=failed.status, headers=failed.headers)
+    if wait_s is not None:
+        # The run exists now: a failed wait still answers 202, never an error that invites a second run.
+        with suppress(grpc.aio.AioRpcError):
+            answer, finished = await request.app.state.execution_reads.read_when_finished(response.execution.id, wait_s)
+            if finished:
+                return Response(answer, media_type="application/json")
     return ok(translate.execution_created(response.execution), 202)
 
 

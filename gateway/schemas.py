@@ -184,6 +184,16 @@ class ExecutionEvents(BaseModel):
     events: list[ExecutionEvent] = Field(description="oldest first")
 
 
+WAIT_PARAMETER: dict[str, Any] = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "description": "seconds (0 < N <= 30) to wait for the run to end: the answer comes as soon as it is "
+    "terminal, or after N seconds with its state then; pushed to the gateway, never polled",
+    "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 30},
+}
+
+
 def request_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     """openapi_extra documenting a JSON body the handler parses itself."""
     return {

@@ -291,6 +291,20 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
+MAX_WAIT_S = 30.0
+
+
+def parse_wait(raw: str | None) -> float | None:
+    """The `wait` query parameter: seconds, 0 < N <= 30, as digits with at most one decimal point."""
+    if raw is None:
+        return None
+    well_formed = 0 < len(raw) <= 16 and raw.count(".") <= 1 and raw.strip(".") and raw.replace(".", "").isdigit()
+    value = float(raw) if well_formed and raw.isascii() else 0.0
+    if not 0 < value <= MAX_WAIT_S:
+        raise HttpError(400, f"wait must be a number of seconds, more than 0 and at most {MAX_WAIT_S:g}")
+    return value
+
+
 def parse_limit(raw: str | None) -> int | None:
     """The `limit` query parameter: ASCII digits with an optional sign, nothing looser."""
     if raw is None:

@@ -372,6 +372,20 @@ def test_a_finished_execution_names_its_encoding_and_compile_limits() -> None:
     assert translate.execution_detail(execution)["encoding"] == "utf8"
 
 
+@pytest.mark.parametrize(("raw", "value"), [(None, None), ("1", 1.0), ("0.5", 0.5), ("30", 30.0), ("2.", 2.0)])
+def test_parse_wait(raw: str | None, value: float | None) -> None:
+    assert translate.parse_wait(raw) == value
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "0", "0.0", "30.01", "31", "-1", "+1", "1e1", ".", "1..2", "nan", "inf", " 1", "١", "9" * 50]
+)
+def test_parse_wait_rejects(raw: str) -> None:
+    with pytest.raises(HttpError) as raised:
+        translate.parse_wait(raw)
+    assert raised.value.status == 400 and "wait" in raised.value.message
+
+
 @pytest.mark.parametrize(("raw", "value"), [(None, None), ("10", 10), ("+5", 5), ("-1", -1), ("0100", 100)])
 def test_parse_limit(raw: str | None, value: int | None) -> None:
     assert translate.parse_limit(raw) == value
