@@ -222,6 +222,7 @@ class GatewayConfig:
     workers: int
     session_service_addr: str
     execution_service_addr: str
+    redis_url: str = "redis://127.0.0.1:6379/0"  # runs' event streams, read by /executions/{id}/stream
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -236,4 +237,5 @@ class GatewayConfig:
             workers=env_int("LCE_GATEWAY_WORKERS", 1, minimum=1),
             session_service_addr=env_str("LCE_SESSION_SERVICE_ADDR", "127.0.0.1:50051"),
             execution_service_addr=env_str("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:50052"),
+            redis_url=env_str("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
         )

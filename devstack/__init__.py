@@ -136,6 +136,7 @@ class Stack:
                     **base,
                     "LCE_GATEWAY_LISTEN": f"{c.host}:{c.gateway_port}",
                     "LCE_GATEWAY_WORKERS": str(c.gateway_workers),
+                    "LCE_REDIS_URL": c.redis_url,
                     "LCE_SESSION_SERVICE_ADDR": session_addr,
                     "LCE_EXECUTION_SERVICE_ADDR": execution_addr,
                 },

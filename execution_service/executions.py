@@ -33,6 +33,7 @@ from common.errors import (
 )
 from common.ids import parse_uuid
 from common.job import Encoding, ExecutionJob, encode_output
+from common.run_events import Kind, RunEvents
 from execution_service.attempts import INTERNAL_ERROR, RetryPolicy, is_infrastructure_failure
 from execution_service.job_queue import JobQueue
 from execution_service.models import TERMINAL, UNFINISHED, Event, Execution, FinishedRun, RunOutcome, Status
@@ -171,6 +172,7 @@ class Executions:
         enqueue_grace_s: float = 5.0,
         clock: Callable[[], datetime] = utc_now,
         on_change: Callable[[str, Execution | None], None] = lambda execution_id, finished: None,
+        run_events: RunEvents | None = None,
     ) -> None:
         self.repository = repository
         self.sessions = sessions
@@ -188,6 +190,8 @@ class Executions:
         # Told the id of every execution whose state changed once the change is committed, and, when the
         # change ended the run, the finished execution (change_feed.py).
         self.on_change = on_change
+        # Each run's own stream of states, for live readers (common/run_events.py).
+        self.run_events = run_events
 
     def create(
         self,
@@ -277,6 +281,7 @@ class Executions:
             return winner
         log.info("execution queued", extra={"session_id": session_id, "language": session.language})
         self._enqueue(execution)
+        self._tell(execution_id, Kind.STATUS, status=Status.QUEUED.value, attempt=1)
         return execution
 
     def get(self, execution_id: str) -> Execution:
@@ -305,6 +310,7 @@ class Executions:
         now = self.clock()
         if self.repository.start(execution_id, executor_id, attempt, now, now + self.lease):
             self.on_change(execution_id, None)
+            self._tell(execution_id, Kind.STATUS, status=Status.RUNNING.value, attempt=attempt)
             log.info("execution running", extra={"executor_id": executor_id, "attempt": attempt})
             return True
         execution = self.get(execution_id)
@@ -340,6 +346,7 @@ class Executions:
             execution_id, executor_id, attempt, outcome, self.clock(), warnings=bounded_warnings(warnings)
         ):
             self.on_change(execution_id, finished)
+            self._tell(execution_id, Kind.RESULT, status=finished.status.value)
             log.info(
                 "execution finished",
                 extra={"status": outcome.status.value, "reason": outcome.reason, "executor_id": executor_id},
@@ -361,11 +368,14 @@ class Executions:
                 retry_at = now + timedelta(seconds=backoff)
                 if self.repository.retry(execution_id, attempt, executor_id, reason, now, retry_at, allowed=allowed):
                     self.on_change(execution_id, None)
+                    retried = {"status": Status.QUEUED.value, "attempt": attempt + 1, "reason": reason[:200]}
+                    self._tell(execution_id, Kind.STATUS, **retried)
                     log.warning("attempt failed; retrying", extra={"attempt": attempt, "reason": reason})
             elif finished := self.repository.finish(
                 execution_id, executor_id, attempt, self._gave_up(execution_id, attempt, reason), now, allowed=allowed
             ):
                 self.on_change(execution_id, finished)
+                self._tell(execution_id, Kind.RESULT, status=finished.status.value)
                 log.error("attempt failed; no retry left", extra={"attempt": attempt, "reason": reason})
         finally:
             logs.execution_id.reset(token)
@@ -407,6 +417,10 @@ class Executions:
             self.queue.enqueue(job_for(execution))
         except _REDIS_DOWN as err:
             log.warning("job not enqueued: redis unavailable; the reconciler will", extra={"error": repr(err)})
+
+    def _tell(self, execution_id: str, kind: Kind, **fields: str | int) -> None:
+        if self.run_events is not None:
+            self.run_events.append(execution_id, kind, **fields)
 
     def _gave_up(self, execution_id: str, attempt: int, reason: str) -> RunOutcome:
         execution = self.repository.get(execution_id)

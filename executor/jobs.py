@@ -17,10 +17,12 @@ from typing import Any
 from common import logs
 from common.job import ExecutionJob
 from common.languages import TOOLCHAIN_PATH, Language, by_name
+from common.run_events import RunEvents
 from executor import loop_advice, metrics, verdicts
 from executor.compile_cache import CompileCache
 from executor.launcher import Launcher, Limits
 from executor.lease import LeaseKeeper
+from executor.live_output import LiveOutput
 from executor.report_client import ReportClient
 from executor.verdicts import Verdict
 
@@ -41,6 +43,8 @@ class Runtime:
     output_limit_bytes: int
     # Successful compiles by content (executor/compile_cache.py); None compiles every time.
     compile_cache: CompileCache | None = None
+    # Where the run's output goes as it is written (common/run_events.py); None: only with the result.
+    events: RunEvents | None = None
 
 
 _runtime: Runtime | None = None
@@ -126,13 +130,19 @@ def _compile_and_run(job: ExecutionJob, language: Language, workdir: Path, runti
             # Now, between the stages: the compile's processes are gone, and the program, which
             # may rewrite anything in its work dir, has not started.
             cache.store(key, workdir, language.artifacts)
-    ran = runtime.launcher.run(
-        [*_expand_all(language.run, placeholders), *job.args],
-        workdir=workdir,
-        env=env,
-        limits=run_limits(job, runtime.output_limit_bytes),
-        stdin=job.stdin,
-    )
+    live = LiveOutput(runtime.events, job.execution_id, job.attempt, job.encoding) if runtime.events else None
+    try:
+        ran = runtime.launcher.run(
+            [*_expand_all(language.run, placeholders), *job.args],
+            workdir=workdir,
+            env=env,
+            limits=run_limits(job, runtime.output_limit_bytes),
+            stdin=job.stdin,
+            on_output=live.write if live is not None else None,
+        )
+    finally:
+        if live is not None:
+            live.close()
     return verdicts.judge_run(ran, compiled, job.encoding)
 
 

@@ -7,7 +7,7 @@ development launcher (executor/process.py) both implement it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -61,9 +61,11 @@ class Launcher(Protocol):
         env: Mapping[str, str],
         limits: Limits,
         stdin: bytes = b"",
+        on_output: Callable[[str, bytes], None] | None = None,
         another_stage_follows: bool = False,
     ) -> StageOutcome:
         """Runs argv in workdir fed `stdin` (then end of file), enforcing limits; no process of it outlives the call.
+        on_output is told each chunk of output ("stdout" or "stderr", its bytes) as it is read.
 
         another_stage_follows (a compile, when its run comes next) lets the launcher set up the
         next stage while this one runs."""

@@ -33,6 +33,8 @@ from executor.launcher import LimitExceeded, Limits, StageOutcome
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 64 * 1024
+# Told each chunk of output as it is read ("stdout" or "stderr", the bytes kept of it).
+OutputListener = Callable[[str, bytes], None]
 PRLIMIT = "/usr/bin/prlimit"
 
 
@@ -56,8 +58,11 @@ class Captured:
 class _Streams:
     """Both output pipes, read as they fill, each kept up to the cap."""
 
-    def __init__(self, stdout: IO[bytes], stderr: IO[bytes], limit: int) -> None:
+    def __init__(
+        self, stdout: IO[bytes], stderr: IO[bytes], limit: int, on_output: OutputListener | None = None
+    ) -> None:
         self.limit = limit
+        self.on_output = on_output
         self.names = {stdout.fileno(): "stdout", stderr.fileno(): "stderr"}
         self.data = {"stdout": bytearray(), "stderr": bytearray()}
         self.passed = {"stdout": False, "stderr": False}  # more was read than kept
@@ -71,6 +76,8 @@ class _Streams:
         kept = self.data[name]
         room = self.limit - len(kept)
         kept += chunk[:room]
+        if self.on_output is not None and room > 0:
+            self.on_output(name, chunk[:room])
         if len(chunk) > room:
             self.passed[name] = True
         return True
@@ -98,10 +105,18 @@ def run_captured(
     kill: Callable[[], None] | None = None,
     pass_fds: Collection[int] = (),
     stdin: bytes = b"",
+    on_output: OutputListener | None = None,
 ) -> Captured:
     """Runs argv with `stdin` fed to it, capturing at most output_limit_bytes per stream (see capture)."""
     child = start(argv, cwd=cwd, env=env, pass_fds=pass_fds, command_pipe=True)
-    return capture(child, wall_timeout_s=wall_timeout_s, output_limit_bytes=output_limit_bytes, kill=kill, stdin=stdin)
+    return capture(
+        child,
+        wall_timeout_s=wall_timeout_s,
+        output_limit_bytes=output_limit_bytes,
+        kill=kill,
+        stdin=stdin,
+        on_output=on_output,
+    )
 
 
 def start(
@@ -138,6 +153,7 @@ def capture(
     kill: Callable[[], None] | None = None,
     command: bytes = b"",
     stdin: bytes = b"",
+    on_output: OutputListener | None = None,
 ) -> Captured:
     """Releases a started child, captures at most output_limit_bytes per stream and reaps it.
 
@@ -152,7 +168,7 @@ def capture(
     started = time.monotonic()
     kill_all = kill or _process_group_killer(child.pid)
     assert child.stdout is not None and child.stderr is not None
-    streams = _Streams(child.stdout, child.stderr, output_limit_bytes)
+    streams = _Streams(child.stdout, child.stderr, output_limit_bytes, on_output)
     timed_out = False
     exited_at: float | None = None
     try:
@@ -269,9 +285,10 @@ def _pump(
                     return exited_at is None, exited_at
                 for key, _ in selector.select(remaining):
                     if key.events == selectors.EVENT_WRITE:
-                        feed.write()
-                        if not feed.pending:
-                            selector.unregister(stdin_fd)
+                        if feed.pending:  # not closed by the child's exit earlier in this same batch
+                            feed.write()
+                            if not feed.pending:
+                                selector.unregister(stdin_fd)
                     elif key.fd == pidfd:
                         exited_at = time.monotonic()
                         selector.unregister(pidfd)
@@ -339,6 +356,7 @@ class UnconfinedLauncher:
         env: Mapping[str, str],
         limits: Limits,
         stdin: bytes = b"",
+        on_output: OutputListener | None = None,
         another_stage_follows: bool = False,  # nothing to set up ahead: a plain subprocess
     ) -> StageOutcome:
         captured = run_captured(
@@ -348,6 +366,7 @@ class UnconfinedLauncher:
             wall_timeout_s=limits.wall_time_ms / 1000,
             output_limit_bytes=limits.output_limit_bytes,
             stdin=stdin,
+            on_output=on_output,
         )
         return StageOutcome(
             exit_code=captured.returncode,

@@ -22,6 +22,7 @@ from common import metrics as common_metrics
 from common.config import ExecutorConfig
 from common.grpc_server import start_server
 from common.job import SERIALIZER
+from common.run_events import RunEvents
 from executor import jobs
 from executor import metrics as executor_metrics
 from executor.compile_cache import CompileCache
@@ -63,6 +64,7 @@ def serve(config: ExecutorConfig, launcher: Launcher) -> None:
             reports=reports,
             output_limit_bytes=config.output_limit_bytes,
             compile_cache=CompileCache.from_config(config),
+            events=RunEvents(connection),
         )
     )
     executor_metrics.SANDBOX.labels(launcher.mode).set(1)

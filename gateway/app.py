@@ -29,6 +29,7 @@ from gateway.execution_cache import LiveExecutions, ServeKnownExecutions, Termin
 from gateway.execution_reads import ExecutionReads
 from gateway.request_limits import BodyLimits
 from gateway.routes import router
+from gateway.run_stream import RunStreams
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
         app.state.backends = Backends.open(config)
         reads = ExecutionReads(app.state.backends, app.state.terminal_executions, app.state.live_executions)
         app.state.execution_reads = reads
+        app.state.run_streams = RunStreams(config.redis_url, reads)
         feed = ChangeFollower(
             app.state.backends.executions, app.state.live_executions, reads.changed, reads.feed_restarted
         )
@@ -55,6 +57,7 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
             yield
         finally:
             await feed.stop()
+            await app.state.run_streams.close()
             await reads.close()
             await app.state.backends.close()
 

@@ -8,16 +8,17 @@ handlers in app.py.
 
 from __future__ import annotations
 
+import json
 from contextlib import suppress
 from typing import Any
 
 import grpc
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway import schemas, translate
 from gateway.clients import Backends
-from gateway.http_errors import rpc_error_response
+from gateway.http_errors import HttpError, rpc_error_response
 from gateway.request_limits import bounded_json_object
 from lce.execution.v1 import execution_pb2
 from lce.session.v1 import session_pb2
@@ -59,6 +60,32 @@ async def get_execution(execution_id: str, request: Request) -> Response:
     else:
         answer, _ = await reads.read_when_finished(execution_id, wait_s)
     return Response(answer, media_type="application/json")
+
+
+@router.get(
+    "/executions/{execution_id}/stream",
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "Server-Sent Events: `status` ({status, attempt, reason?}) at every state change, "
+            "`stdout` and `stderr` ({attempt, offset, data}: the chunk's byte offset in its stream and its "
+            "text in the run's encoding) as the program writes, then `result` (the body of GET "
+            "/executions/{id}), after which the stream ends. Every event has an id: reconnect with "
+            "Last-Event-ID to get what followed. A comment line every 15 s keeps an idle stream alive.",
+        },
+        **schemas.errors(400, 404, 503),
+    },
+)
+async def stream_execution(execution_id: str, request: Request) -> Response:
+    streams = request.app.state.run_streams
+    execution = json.loads(await request.app.state.execution_reads.read(execution_id))  # 400, 404 first
+    if streams.full:
+        raise HttpError(503, "too many event streams open on this gateway, retry shortly")
+    return StreamingResponse(
+        streams.events(execution, request.headers.get("last-event-id")),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from executor.launcher import Limits
-from executor.process import Captured, capture, discard, start
+from executor.process import Captured, OutputListener, capture, discard, start
 from executor.sandbox.bwrap import command_script, sandbox_argv
 from executor.sandbox.cgroups import CgroupTree, RunCgroup
 from executor.sandbox.init_binary import init_binary
@@ -105,7 +105,14 @@ class Sandbox:
             return os.waitid(os.P_PID, self._child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
         return False
 
-    def run(self, command: Sequence[str], env: Mapping[str, str], limits: Limits, stdin: bytes = b"") -> Ran:
+    def run(
+        self,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        limits: Limits,
+        stdin: bytes = b"",
+        on_output: OutputListener | None = None,
+    ) -> Ran:
         """Releases the sandbox with command under limits, fed stdin; nothing of it is left when this returns."""
         self._use()
         try:
@@ -127,6 +134,7 @@ class Sandbox:
                     kill=self._group.kill,
                     command=script,
                     stdin=stdin,
+                    on_output=on_output,
                 )
             finally:
                 watchdog.stop()

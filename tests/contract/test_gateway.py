@@ -700,8 +700,13 @@ async def test_openapi_document_describes_routes_and_errors(client: httpx.AsyncC
     assert response.status_code == 200
     document = response.json()
     run = document["paths"]["/code-sessions/{session_id}/run"]["post"]
-    assert set(run["responses"]) == {"202", "400", "404", "409", "413", "429", "503"}
+    assert set(run["responses"]) == {"200", "202", "400", "404", "409", "413", "429", "503"}
     assert "requestBody" in run
+    assert {"wait", "Idempotency-Key"} <= {parameter["name"] for parameter in run["parameters"]}
+    run_body = run["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"stdin", "args", "encoding", "compile_time_limit_ms", "compile_memory_limit_mb"} <= set(run_body)
+    stream = document["paths"]["/executions/{execution_id}/stream"]["get"]
+    assert "text/event-stream" in stream["responses"]["200"]["content"]
     assert "422" not in json.dumps(document["paths"])
     assert (await client.get("/docs")).status_code == 200
 

@@ -93,7 +93,8 @@ def test_only_the_owners_of_stores_get_their_urls(compose: dict[str, Any]) -> No
     with_database = {n for n, s in lce_services(compose) if "LCE_DATABASE_URL" in s["environment"]}
     with_redis = {n for n, s in lce_services(compose) if "LCE_REDIS_URL" in s["environment"]}
     assert with_database == {"session_service", "execution_service"}
-    assert with_redis == {"execution_service", "executor"}
+    # The gateway reads runs' event streams (/executions/{id}/stream); it never touches queues or counters.
+    assert with_redis == {"execution_service", "executor", "gateway"}
 
 
 def test_only_the_executor_is_privileged_and_it_scales(compose: dict[str, Any]) -> None:

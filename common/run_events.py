@@ -1,0 +1,54 @@
+"""One run's events as they happen, in a Redis Stream of its own: the push path for live readers.
+
+execution_service appends each state change (`status`, and `result` once the run is terminal), the
+executor appends the program's output as it is written (`stdout`, `stderr`: the chunk's byte offset
+in its stream and its text in the run's encoding). A reader (the gateway's /stream) reads the
+stream from any entry on and blocks for what follows. The stream is a view for the living: the
+database row stays the truth, so an append that fails is logged and dropped, never an error of the
+run. Each stream is capped in entries and expires an hour after its last append.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+import redis
+import redis.exceptions
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "lce:run-events:"
+# Output arrives in chunks of at least OUTPUT_FLUSH_S (executor/live_output.py): a minute-long run
+# appends at most a few thousand entries, beside at most 2 x the output cap in bytes.
+MAX_ENTRIES = 20_000
+EXPIRY_S = 3600
+_FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError)
+
+
+class Kind(StrEnum):
+    STATUS = "status"  # fields: status, attempt (and reason when a retry follows a failed attempt)
+    STDOUT = "stdout"  # fields: attempt, offset, data
+    STDERR = "stderr"
+    RESULT = "result"  # field: status; the run is terminal, nothing follows
+
+
+def stream_key(execution_id: str) -> str:
+    return f"{KEY_PREFIX}{execution_id}"
+
+
+class RunEvents:
+    """Appends to runs' event streams."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def append(self, execution_id: str, kind: Kind, **fields: str | int) -> None:
+        key = stream_key(execution_id)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.xadd(key, {"kind": kind.value, **fields}, maxlen=MAX_ENTRIES, approximate=True)
+                pipe.expire(key, EXPIRY_S)
+                pipe.execute()
+        except _FAILURES as err:
+            log.warning("run event not appended", extra={"kind": kind.value, "error": repr(err)})

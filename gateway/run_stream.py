@@ -1,0 +1,112 @@
+"""GET /executions/{id}/stream: a run's events as Server-Sent Events, read from its event stream.
+
+execution_service and the executor append a run's states and output to a Redis Stream of its own
+(common/run_events.py); each open SSE stream reads it with a blocking XREAD on the event loop, no
+thread of its own. Every event's id is its stream entry id, so a client that reconnects with
+Last-Event-ID gets exactly what followed. A run whose stream is gone (expired an hour after its
+last event, or lost with Redis) is replayed from its stored result, with ids 0-1, 0-2, ...
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio
+import redis.exceptions
+
+from common.run_events import Kind, stream_key
+from gateway.execution_reads import ExecutionReads
+
+MAX_STREAMS = 1000  # open at once in one gateway process; past it, 503
+KEEP_ALIVE_S = 15  # a comment line this often keeps idle streams alive through proxies
+_READ_COUNT = 256
+_TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT"}
+_REPLAY_ID_PREFIX = "0-"
+
+
+class RunStreams:
+    def __init__(self, redis_url: str, reads: ExecutionReads) -> None:
+        self._client = redis.asyncio.Redis.from_url(
+            redis_url, max_connections=MAX_STREAMS + 8, socket_connect_timeout=3, health_check_interval=30
+        )
+        self._reads = reads
+        self.open = 0
+
+    @property
+    def full(self) -> bool:
+        return self.open >= MAX_STREAMS
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def events(self, execution: dict[str, Any], last_event_id: str | None) -> AsyncIterator[bytes]:
+        """The run's events after last_event_id, until its result; `execution` is its state now (GET's body)."""
+        self.open += 1
+        try:
+            execution_id = execution["execution_id"]
+            after = last_event_id if _is_entry_id(last_event_id) else "0-0"
+            if execution["status"] in _TERMINAL and not await self._client.exists(stream_key(execution_id)):
+                for event in _replay(execution, after):
+                    yield event
+                return
+            async for event in self._follow(execution_id, after):
+                yield event
+        except redis.exceptions.ConnectionError:
+            # The stream cannot go on; the client reconnects with its Last-Event-ID, or reads GET.
+            yield b": event store unavailable\n\n"
+        finally:
+            self.open -= 1
+
+    async def _follow(self, execution_id: str, after: str) -> AsyncIterator[bytes]:
+        key = stream_key(execution_id)
+        while True:
+            found = await self._client.xread({key: after}, count=_READ_COUNT, block=KEEP_ALIVE_S * 1000)
+            if not found:
+                yield b": keep-alive\n\n"
+                # Quiet for a while: a run whose result never reached its stream (Redis lost it) ends here.
+                answer, finished = await self._reads.read_when_finished(execution_id, 0.001)
+                if finished:
+                    yield _event("result", after, answer.decode())
+                    return
+                continue
+            for entry_id, fields in found[0][1]:
+                after = entry_id.decode()
+                kind = fields.pop(b"kind").decode()
+                if kind == Kind.RESULT:
+                    answer, _ = await self._reads.read_when_finished(execution_id, 5.0)
+                    yield _event("result", after, answer.decode())
+                    return
+                yield _event(kind, after, json.dumps(_fields(fields)))
+
+
+def _replay(execution: dict[str, Any], after: str) -> list[bytes]:
+    """A finished run's events from its stored result, past the replay id `after` (0-N)."""
+    events = [("status", json.dumps({"status": execution["status"]}))]
+    for stream in ("stdout", "stderr"):
+        if execution.get(stream):
+            events.append((stream, json.dumps({"offset": 0, "data": execution[stream]})))
+    events.append(("result", json.dumps(execution)))
+    seen = int(after.removeprefix(_REPLAY_ID_PREFIX)) if after.startswith(_REPLAY_ID_PREFIX) else 0
+    return [_event(kind, f"{_REPLAY_ID_PREFIX}{n}", data) for n, (kind, data) in enumerate(events, 1) if n > seen]
+
+
+def _fields(fields: dict[bytes, bytes]) -> dict[str, str | int]:
+    decoded: dict[str, str | int] = {}
+    for name, value in fields.items():
+        text = value.decode()
+        decoded[name.decode()] = int(text) if name in (b"offset", b"attempt") else text
+    return decoded
+
+
+def _event(kind: str, event_id: str, data: str) -> bytes:
+    return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
+def _is_entry_id(value: str | None) -> bool:
+    """A stream entry id, "<milliseconds>-<sequence>": anything else reads the stream from its start."""
+    if value is None or len(value) > 41:
+        return False
+    millis, dash, sequence = value.partition("-")
+    return bool(dash) and millis.isascii() and millis.isdigit() and sequence.isascii() and sequence.isdigit()
