@@ -31,7 +31,7 @@ _JOB_BASE_TIMEOUT_S = 60
 class Encoding(StrEnum):
     """How the result carries the program's output (lce.execution.v1.Encoding)."""
 
-    UTF8 = "utf8"  # text; bytes that are not UTF-8 become U+FFFD
+    UTF8 = "utf8"  # text; bytes that are not UTF-8, and NUL, become U+FFFD
     BASE64 = "base64"  # the exact bytes
 
 
@@ -39,7 +39,13 @@ def encode_output(data: bytes, encoding: Encoding) -> str:
     """A program's output (or a message in its place) as the result carries it."""
     if encoding == Encoding.BASE64:
         return base64.b64encode(data).decode("ascii")
-    return data.decode("utf-8", errors="replace")
+    return as_text(data.decode("utf-8", errors="replace"))
+
+
+def as_text(decoded: str) -> str:
+    """Decoded output as text: NUL, which no PostgreSQL text can hold, becomes U+FFFD like bytes that
+    are not UTF-8 (the base64 encoding carries the exact bytes)."""
+    return decoded.replace("\0", "\ufffd")
 
 
 def job_id(execution_id: str, attempt: int) -> str:

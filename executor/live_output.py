@@ -13,7 +13,7 @@ import base64
 import codecs
 import threading
 
-from common.job import Encoding
+from common.job import Encoding, as_text
 from common.run_events import Kind, RunEvents
 
 OUTPUT_FLUSH_S = 0.025
@@ -65,7 +65,7 @@ class LiveOutput:
             text, end = base64.b64encode(data).decode("ascii"), self._received[stream]
         else:
             decoder = self._decoders[stream]
-            text = decoder.decode(data, final)
+            text = as_text(decoder.decode(data, final))
             end = self._received[stream] - len(decoder.getstate()[0])  # a split character waits for its rest
         if not text:
             return

@@ -134,8 +134,9 @@ def test_requests_up_to_the_bound_pass_and_larger_ones_are_refused_by_the_server
     with serving(busy) as (running, client):
         largest = b"x" * (MAX_REQUEST_BYTES - 64)
         assert len(call(client, f"/{OTHER}/Echo")(largest, timeout=WAIT_S)) == len(largest)
-        # A client with no send limit of its own: the server refuses the request unread.
-        unbounded = grpc.insecure_channel(f"127.0.0.1:{running.port}", [("grpc.max_send_message_length", -1)])
+        # A client with no size limit of its own: only the server can refuse (the request, unread).
+        limits = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        unbounded = grpc.insecure_channel(f"127.0.0.1:{running.port}", limits)
         with unbounded, pytest.raises(grpc.RpcError) as refused:
             unbounded.unary_unary(f"/{OTHER}/Echo")(b"x" * (MAX_REQUEST_BYTES + 1), timeout=WAIT_S)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -275,3 +275,12 @@ def test_base64_gives_the_exact_bytes(hostile) -> None:
     assert (result["status"], result["encoding"]) == ("COMPLETED", "base64")
     assert base64.b64decode(result["stdout"], validate=True) == bytes(range(256))
     assert base64.b64decode(result["stderr"], validate=True) == b"\xff\xfe"
+
+
+def test_a_nul_in_the_output_is_text_and_exact_in_base64(hostile) -> None:
+    """PostgreSQL text cannot hold NUL: it once failed the result's write, and the run was retried to internal_error."""
+    source = "import sys\nsys.stdout.write('a\\0b')\nsys.stderr.write('\\0')\n"
+    result = hostile(source)
+    assert (result["status"], result["stdout"], result["stderr"]) == ("COMPLETED", "a\ufffdb", "\ufffd")
+    exact = hostile(source, encoding="base64")
+    assert base64.b64decode(exact["stdout"]) == b"a\0b" and base64.b64decode(exact["stderr"]) == b"\0"

@@ -150,7 +150,13 @@ def test_base64_encoding_carries_the_exact_bytes() -> None:
     verdict = verdicts.judge_run(replace(OK, stdout=raw, stderr=b"\x80"), encoding=Encoding.BASE64)
     assert base64.b64decode(verdict.stdout, validate=True) == raw
     assert base64.b64decode(verdict.stderr, validate=True) == b"\x80"
-    assert verdicts.judge_run(replace(OK, stdout=raw)).stdout == raw.decode("utf-8", errors="replace")
+    assert verdicts.judge_run(replace(OK, stdout=raw)).stdout == "\ufffd\ufffd not utf-8 \ufffd\n"
+
+
+def test_a_nul_in_text_output_becomes_a_replacement_character() -> None:
+    verdict = verdicts.judge_run(replace(OK, stdout=b"a\0b", stderr=b"\0"))
+    assert (verdict.stdout, verdict.stderr) == ("a\ufffdb", "\ufffd")
+    assert base64.b64decode(verdicts.judge_run(replace(OK, stdout=b"a\0b"), encoding=Encoding.BASE64).stdout) == b"a\0b"
 
 
 def test_base64_encoding_of_a_compile_error() -> None:
