@@ -172,8 +172,8 @@ def capture(
     timed_out = False
     exited_at: float | None = None
     try:
-        _release(child, command)
-        feed = _Feed(child.stdin, stdin)
+        # The command, then stdin, written as the child reads them: the wall clock covers both.
+        feed = _Feed(child.stdin, command + stdin)
         timed_out, exited_at = _pump(child, streams, feed, started + wall_timeout_s, kill_all)
     finally:
         # Also on an exception (an RQ job timeout arrives as one): nothing may outlive the call.
@@ -203,15 +203,6 @@ def discard(child: subprocess.Popen[bytes], kill: Callable[[], None]) -> None:
     _reap(child)
 
 
-def _release(child: subprocess.Popen[bytes], command: bytes) -> None:
-    if child.stdin is None:
-        return
-    # A child that died before its release gets no command; what it said and how it ended are captured as usual.
-    with suppress(BrokenPipeError):
-        child.stdin.write(command)
-        child.stdin.flush()
-
-
 class _Feed:
     """The program's stdin, written as the program reads it (never blocking the pump), then closed."""
 
@@ -233,7 +224,7 @@ class _Feed:
             written = os.write(self.pipe.fileno(), self.left[:_READ_CHUNK])
         except BlockingIOError:
             return
-        except BrokenPipeError:  # the program closed its stdin, or ended
+        except BrokenPipeError:  # the program closed its stdin, or ended (before its release, even)
             self.close()
             return
         self.left = self.left[written:]

@@ -29,7 +29,12 @@ _REPLAY_ID_PREFIX = "0-"
 class RunStreams:
     def __init__(self, redis_url: str, reads: ExecutionReads) -> None:
         self._client = redis.asyncio.Redis.from_url(
-            redis_url, max_connections=MAX_STREAMS + 8, socket_connect_timeout=3, health_check_interval=30
+            redis_url,
+            max_connections=MAX_STREAMS + 8,
+            socket_connect_timeout=3,
+            # Longer than a blocking read waits: a quiet stream is not a dead Redis.
+            socket_timeout=KEEP_ALIVE_S + 5,
+            health_check_interval=30,
         )
         self._reads = reads
         self.open = 0
@@ -53,7 +58,7 @@ class RunStreams:
                 return
             async for event in self._follow(execution_id, after):
                 yield event
-        except redis.exceptions.ConnectionError:
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
             # The stream cannot go on; the client reconnects with its Last-Event-ID, or reads GET.
             yield b": event store unavailable\n\n"
         finally:

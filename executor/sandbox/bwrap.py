@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import secrets
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -87,13 +86,10 @@ _MASKED_PROC_DIRS = ("acpi", "asound", "bus", "driver", "fs", "irq", "scsi")
 # The waiting shell ($0: the work dir). Root without CAP_DAC_OVERRIDE (root-capdrop mode) could not
 # enter the slot's 0700 work dir, so the shell changes into it as the slot uid; dash then exports PWD
 # (kept: the program sees its work dir, as bwrap --chdir would show it) and OLDPWD (dropped). It reads
-# the script from its stdin up to the token that ends it (command_script; with the builtin read:
-# opening /dev/stdin, a root-owned pipe, is refused to the slot uid) and runs it; the program execed
-# there reads the rest of that pipe as its own stdin.
-WAITING_SHELL = (
-    'cd -- "$0" && unset OLDPWD && script= && IFS= read -r end && '
-    'while IFS= read -r line && [ "$line" != "$end" ]; do script="$script$line\n"; done && eval "$script"'
-)
+# the script, one line (command_script), from its stdin with the builtin read (opening /dev/stdin, a
+# root-owned pipe, is refused to the slot uid) and runs it; the program execed there reads the rest
+# of that pipe as its own stdin. $nl stands for a newline inside the script's quoted words.
+WAITING_SHELL = 'cd -- "$0" && unset OLDPWD && nl=\'\n\' && IFS= read -r script && eval "$script"'
 
 
 def sandbox_argv(
@@ -140,20 +136,23 @@ def command_script(command: Sequence[str], env: Mapping[str, str], *, cpu_second
     """What the waiting sandbox's shell runs: the rlimits, exactly env, then exec of command.
 
     The rlimits are set here, inside, because they belong to the job and the sandbox was started
-    before it; lowering them needs no privilege. The script sits between two lines of a random
-    token that nothing in it can hold; what follows the second is the program's stdin (the shell's
-    `read` takes one byte at a time from a pipe, so it leaves the rest to the program).
+    before it; lowering them needs no privilege. The script is one line, so the shell reads it in
+    time linear in its length and nothing in an argument can end it early: a newline in a quoted
+    word is written as "$nl". What follows the line is the program's stdin (the shell's `read` takes
+    one byte at a time from a pipe, so it leaves the rest to the program).
     """
     bad = [name for name in env if not _ENV_NAME.fullmatch(name)]
     if bad:
         raise ValueError(f"not environment variable names: {bad}")
+    if any("\0" in word for word in (*command, *env.values())):
+        raise ValueError("a NUL cannot reach a program's argv or environment")
     # dash's ulimit -f counts 512-byte blocks.
     steps = ["ulimit -c 0", f"ulimit -t {cpu_seconds}", f"ulimit -f {math.ceil(file_bytes / 512)}"]
     if env:
         steps.append("export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items()))
     steps.append("exec " + " ".join(shlex.quote(arg) for arg in command))
-    end = secrets.token_hex(16)
-    return f"{end}\n{' && '.join(steps)}\n{end}\n".encode()
+    # Newlines appear only inside single-quoted words: close the quote, expand $nl, reopen it.
+    return (" && ".join(steps).replace("\n", "'\"$nl\"'") + "\n").encode()
 
 
 def _common(workdir: Path, info_fd: int, seccomp_fd: int) -> list[str]:

@@ -114,15 +114,19 @@ class Sandbox:
         on_output: OutputListener | None = None,
     ) -> Ran:
         """Releases the sandbox with command under limits, fed stdin; nothing of it is left when this returns."""
+        try:
+            # RLIMIT_CPU is per process and counts whole seconds: a backstop behind the cgroup watchdog.
+            script = command_script(
+                command, env, cpu_seconds=math.ceil(limits.cpu_time_ms / 1000) + 1, file_bytes=limits.max_file_bytes
+            )
+        except BaseException:
+            self.discard()  # a command no script can carry: the sandbox is torn down unused
+            raise
         self._use()
         try:
             self._group.limit(
                 memory_bytes=limits.memory_mb * 1024 * 1024,
                 max_processes=limits.max_processes + _WRAPPER_PROCESSES,
-            )
-            # RLIMIT_CPU is per process and counts whole seconds: a backstop behind the cgroup watchdog.
-            script = command_script(
-                command, env, cpu_seconds=math.ceil(limits.cpu_time_ms / 1000) + 1, file_bytes=limits.max_file_bytes
             )
             watchdog = _CpuWatchdog(self._group, limits.cpu_time_ms)
             watchdog.start()

@@ -3,6 +3,7 @@ as it happens (`/executions/{id}/stream`, Server-Sent Events read with a real HT
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack import Stack
 from tests.integration.conftest import new_session, wait_terminal
 
 pytestmark = pytest.mark.integration
@@ -163,3 +165,41 @@ def test_a_stream_opened_after_the_end_replays_the_run(api: httpx.Client, python
 def test_streams_of_unknown_or_malformed_ids(api: httpx.Client) -> None:
     assert api.get(f"/executions/{uuid.uuid4()}/stream").status_code == 404
     assert api.get("/executions/not-an-id/stream").status_code == 400
+
+
+def test_five_hundred_streams_at_once(api: httpx.Client, stack: Stack, python_id: str) -> None:
+    """500 open streams (50 on each of 10 runs printing for ~2 s), read at once by one client: each
+    sees its run's whole output and result, and the gateway answers other requests meanwhile."""
+    source = "import time\nfor n in range(8):\n    print(f'line {n}', flush=True)\n    time.sleep(0.25)\n"
+    runs = []
+    for _ in range(10):
+        session_id = new_session(api, python_id, source)
+        runs.append(api.post(f"/code-sessions/{session_id}/run").json()["execution_id"])
+    expected = "".join(f"line {n}\n" for n in range(8))
+
+    async def read(client: httpx.AsyncClient, execution_id: str) -> tuple[str, str]:
+        async with client.stream("GET", f"/executions/{execution_id}/stream") as response:
+            assert response.status_code == 200
+            printed, last = [], ""
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    data = json.loads(line.removeprefix("data: "))
+                    printed.append(data.get("data", "") if last == "event: stdout" else "")
+                    if last == "event: result":
+                        return "".join(printed), data["status"]
+                last = line
+        return "".join(printed), "cut"
+
+    async def all_streams() -> tuple[list[tuple[str, str]], float]:
+        limits = httpx.Limits(max_connections=600, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=stack.config.gateway_url, timeout=60, limits=limits) as client:
+            readers = [asyncio.create_task(read(client, runs[n % 10])) for n in range(500)]
+            await asyncio.sleep(1.0)  # all open, runs printing
+            started = time.monotonic()
+            assert (await client.get("/health")).status_code == 200
+            health_s = time.monotonic() - started
+            return await asyncio.gather(*readers), health_s
+
+    results, health_s = asyncio.run(all_streams())
+    assert results == [(expected, "COMPLETED")] * 500
+    assert health_s < 2

@@ -27,7 +27,7 @@ from common.config import ExecutorConfig
 from common.languages import LANGUAGES, TOOLCHAIN_PATH, Language
 from executor.launcher import LimitExceeded, Limits, StageOutcome
 from executor.process import UnconfinedLauncher
-from executor.sandbox import SandboxUnavailable, bwrap, select_launcher, workspace
+from executor.sandbox import SandboxUnavailable, select_launcher, workspace
 from executor.sandbox.bwrap import INIT
 from executor.sandbox.confined import WORKSPACE_BYTES, SandboxLauncher
 from executor.sandbox.detect import detect
@@ -786,14 +786,48 @@ def test_arguments_reach_argv_exactly(box: Sandboxed) -> None:
     assert outcome.stderr.decode() == repr(args)
 
 
-def test_an_argument_cannot_end_the_command_early(box: Sandboxed) -> None:
-    """The shell reads its command up to a line of a random token; an argument of lines is no such line."""
-    script = bwrap.command_script(["true"], {}, cpu_seconds=1, file_bytes=1024)
-    token = script.split(b"\n", 1)[0].decode()
+def test_arguments_of_newlines_are_read_in_linear_time(box: Sandboxed) -> None:
+    """The command is one line whatever its words hold: before, each of its lines was appended to a copy of
+    all before it, and 64 arguments of 4 KiB of newlines took tens of seconds before the program started."""
+    args = ["\n" * 4096] * 64  # the most a run may be given
     box.write("main.py", ECHO_INPUT)
-    args = [f"\n{token}\n", "\nexit 7\n"]
-    outcome = box.launcher.run(["python3", "main.py", *args], workdir=box.workdir, env=ENV, limits=LIMITS)
-    assert outcome.exit_code == 0 and outcome.stderr.decode() == repr(args)
+    limits = dataclasses.replace(LIMITS, wall_time_ms=20_000, cpu_time_ms=20_000)
+    outcome = box.run(["python3", "main.py", *args], limits)
+    assert (outcome.exit_code, outcome.limit_exceeded) == (0, None), outcome.stderr[-300:]
+    assert outcome.stderr.decode() == repr(args)
+    assert box.elapsed_s < 10
+
+
+def test_the_init_keeps_its_scheduling(box: Sandboxed) -> None:
+    """A run that starved its init (pid 1) would delay the report of its own end until a limit struck."""
+    source = (
+        "import os, errno\n"
+        "calls = {\n"
+        "    'setpriority(1)': lambda: os.setpriority(os.PRIO_PROCESS, 1, 19),\n"
+        "    'setpriority(pgrp)': lambda: os.setpriority(os.PRIO_PGRP, 0, 19),\n"
+        "    'setpriority(user)': lambda: os.setpriority(os.PRIO_USER, 0, 19),\n"
+        "    'sched_setaffinity(1)': lambda: os.sched_setaffinity(1, {0}),\n"
+        "    'sched_setscheduler(1)': lambda: os.sched_setscheduler(1, os.SCHED_IDLE, os.sched_param(0)),\n"
+        "}\n"
+        "for name, call in calls.items():\n"
+        "    try:\n"
+        "        call()\n"
+        "        print(name, 'ok')\n"
+        "    except OSError as err:\n"
+        "        print(name, errno.errorcode[err.errno])\n"
+        "os.setpriority(os.PRIO_PROCESS, 0, 19)\n"
+        "print('self', os.getpriority(os.PRIO_PROCESS, 0))\n"
+    )
+    outcome = box.python(source)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert lines(outcome) == [
+        "setpriority(1) EPERM",
+        "setpriority(pgrp) EPERM",
+        "setpriority(user) EPERM",
+        "sched_setaffinity(1) EPERM",
+        "sched_setscheduler(1) EPERM",
+        "self 19",
+    ]
 
 
 def test_without_stdin_the_program_reads_end_of_file(box: Sandboxed) -> None:
