@@ -11,10 +11,13 @@ run. Each stream is capped in entries and expires an hour after its last append.
 from __future__ import annotations
 
 import logging
+import time
 from enum import StrEnum
 
 import redis
 import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,8 @@ KEY_PREFIX = "lce:run-events:"
 # appends at most a few thousand entries, beside at most 2 x the output cap in bytes.
 MAX_ENTRIES = 20_000
 EXPIRY_S = 3600
+# After a failed append, appends are skipped this long: a Redis that is down costs a run one timeout, not one per entry.
+PAUSE_AFTER_FAILURE_S = 5.0
 _FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError)
 
 
@@ -42,8 +47,20 @@ class RunEvents:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._paused_until = 0.0
+
+    @classmethod
+    def from_url(cls, redis_url: str) -> RunEvents:
+        """With a client of its own that fails fast: short timeouts, no retries (redis-py's default
+        retries cost ~2.6 s on a refused connection). A Redis that hangs must not hold up a run."""
+        client = redis.Redis.from_url(
+            redis_url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 0)
+        )
+        return cls(client)
 
     def append(self, execution_id: str, kind: Kind, **fields: str | int) -> None:
+        if time.monotonic() < self._paused_until:
+            return
         key = stream_key(execution_id)
         try:
             with self.client.pipeline(transaction=False) as pipe:
@@ -51,4 +68,5 @@ class RunEvents:
                 pipe.expire(key, EXPIRY_S)
                 pipe.execute()
         except _FAILURES as err:
-            log.warning("run event not appended", extra={"kind": kind.value, "error": repr(err)})
+            self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_S
+            log.warning("run event not appended; appends paused", extra={"kind": kind.value, "error": repr(err)})

@@ -90,7 +90,7 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
         compile_limits=CompileLimits(config.compile_time_limit_ms, config.compile_memory_limit_mb),
         enqueue_grace_s=enqueue_grace_s,
         on_change=lambda execution_id, finished: changes.publish(servicer.change_to_proto(execution_id, finished)),
-        run_events=RunEvents(client),
+        run_events=RunEvents.from_url(config.redis_url),
     )
     reconciler = Reconciler(executions, queue, interval_s=config.reconcile_interval_s)
     return ExecutionService(executions, reconciler, engine, client, sessions, changes)

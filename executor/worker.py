@@ -64,7 +64,7 @@ def serve(config: ExecutorConfig, launcher: Launcher) -> None:
             reports=reports,
             output_limit_bytes=config.output_limit_bytes,
             compile_cache=CompileCache.from_config(config),
-            events=RunEvents(connection),
+            events=RunEvents.from_url(config.redis_url),
         )
     )
     executor_metrics.SANDBOX.labels(launcher.mode).set(1)

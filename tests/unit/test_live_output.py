@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import redis
 
 from common.job import Encoding
-from common.run_events import RunEvents, stream_key
+from common.run_events import Kind, RunEvents, stream_key
 from executor.live_output import LiveOutput
 from gateway import run_stream
 
@@ -65,3 +66,11 @@ def test_only_stream_entry_ids_resume_a_stream() -> None:
     assert run_stream._is_entry_id("1733370000000-0") and run_stream._is_entry_id("0-3")
     for value in (None, "", "-", "1-", "-1", "a-1", "1-1-1", "1 -1", "٣-1", "1" * 50 + "-1"):
         assert not run_stream._is_entry_id(value), value
+
+
+def test_a_redis_that_is_down_costs_one_timeout_then_appends_pause() -> None:
+    events = RunEvents.from_url("redis://127.0.0.1:9/0")  # nothing listens on the discard port
+    started = time.monotonic()
+    for n in range(20):
+        events.append("e-5", Kind.STDOUT, attempt=1, offset=n, data="x")  # never raises
+    assert time.monotonic() - started < 1.0
