@@ -1,4 +1,6 @@
-"""`python -m common.healthcheck HOST:PORT [SERVICE]`: exits 0 when that gRPC server reports SERVING.
+"""`python -m common.healthcheck HOST:PORT [SERVICE]`: exits 0 when that gRPC server reports SERVING,
+or refuses the check because it holds its most calls at once (busy, not dead: a probe must not
+restart it for that).
 
 For container health checks and platform probes, which otherwise need a separate probe binary.
 """
@@ -17,8 +19,8 @@ def check(addr: str, service: str = "", timeout_s: float = 2.0) -> bool:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
             )
-        except grpc.RpcError:
-            return False
+        except grpc.RpcError as err:
+            return err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined, no-any-return]
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 

@@ -28,7 +28,6 @@ MAX_ENTRIES = 20_000
 EXPIRY_S = 3600
 # After a failed append, appends are skipped this long: a Redis that is down costs a run one timeout, not one per entry.
 PAUSE_AFTER_FAILURE_S = 5.0
-_FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError)
 
 
 class Kind(StrEnum):
@@ -51,8 +50,8 @@ class RunEvents:
 
     @classmethod
     def from_url(cls, redis_url: str) -> RunEvents:
-        """With a client of its own that fails fast: short timeouts, no retries (redis-py's default
-        retries cost ~2.6 s on a refused connection). A Redis that hangs must not hold up a run."""
+        """With a client of its own that fails fast (short timeouts, none of redis-py's retries):
+        a Redis that is down or hangs must not hold up a run."""
         client = redis.Redis.from_url(
             redis_url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 0)
         )
@@ -67,6 +66,6 @@ class RunEvents:
                 pipe.xadd(key, {"kind": kind.value, **fields}, maxlen=MAX_ENTRIES, approximate=True)
                 pipe.expire(key, EXPIRY_S)
                 pipe.execute()
-        except _FAILURES as err:
+        except redis.exceptions.RedisError as err:
             self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_S
             log.warning("run event not appended; appends paused", extra={"kind": kind.value, "error": repr(err)})

@@ -280,8 +280,9 @@ class Executions:
                 raise Unavailable("the execution of this idempotency key was not found; retry")
             return winner
         log.info("execution queued", extra={"session_id": session_id, "language": session.language})
+        # Before the job: a fast executor's RUNNING must follow it in the run's stream.
+        self._append_event(execution_id, Kind.STATUS, status=Status.QUEUED.value, attempt=1)
         self._enqueue(execution)
-        self._tell(execution_id, Kind.STATUS, status=Status.QUEUED.value, attempt=1)
         return execution
 
     def get(self, execution_id: str) -> Execution:
@@ -310,7 +311,7 @@ class Executions:
         now = self.clock()
         if self.repository.start(execution_id, executor_id, attempt, now, now + self.lease):
             self.on_change(execution_id, None)
-            self._tell(execution_id, Kind.STATUS, status=Status.RUNNING.value, attempt=attempt)
+            self._append_event(execution_id, Kind.STATUS, status=Status.RUNNING.value, attempt=attempt)
             log.info("execution running", extra={"executor_id": executor_id, "attempt": attempt})
             return True
         execution = self.get(execution_id)
@@ -346,7 +347,7 @@ class Executions:
             execution_id, executor_id, attempt, outcome, self.clock(), warnings=bounded_warnings(warnings)
         ):
             self.on_change(execution_id, finished)
-            self._tell(execution_id, Kind.RESULT, status=finished.status.value)
+            self._append_event(execution_id, Kind.RESULT, status=finished.status.value)
             log.info(
                 "execution finished",
                 extra={"status": outcome.status.value, "reason": outcome.reason, "executor_id": executor_id},
@@ -368,14 +369,18 @@ class Executions:
                 retry_at = now + timedelta(seconds=backoff)
                 if self.repository.retry(execution_id, attempt, executor_id, reason, now, retry_at, allowed=allowed):
                     self.on_change(execution_id, None)
-                    retried = {"status": Status.QUEUED.value, "attempt": attempt + 1, "reason": reason[:200]}
-                    self._tell(execution_id, Kind.STATUS, **retried)
+                    retried = {
+                        "status": Status.QUEUED.value,
+                        "attempt": attempt + 1,
+                        "reason": reason[:MAX_INTERNAL_DETAIL_CHARS],
+                    }
+                    self._append_event(execution_id, Kind.STATUS, **retried)
                     log.warning("attempt failed; retrying", extra={"attempt": attempt, "reason": reason})
             elif finished := self.repository.finish(
                 execution_id, executor_id, attempt, self._gave_up(execution_id, attempt, reason), now, allowed=allowed
             ):
                 self.on_change(execution_id, finished)
-                self._tell(execution_id, Kind.RESULT, status=finished.status.value)
+                self._append_event(execution_id, Kind.RESULT, status=finished.status.value)
                 log.error("attempt failed; no retry left", extra={"attempt": attempt, "reason": reason})
         finally:
             logs.execution_id.reset(token)
@@ -418,7 +423,7 @@ class Executions:
         except _REDIS_DOWN as err:
             log.warning("job not enqueued: redis unavailable; the reconciler will", extra={"error": repr(err)})
 
-    def _tell(self, execution_id: str, kind: Kind, **fields: str | int) -> None:
+    def _append_event(self, execution_id: str, kind: Kind, **fields: str | int) -> None:
         if self.run_events is not None:
             self.run_events.append(execution_id, kind, **fields)
 

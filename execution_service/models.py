@@ -180,7 +180,7 @@ executions = Table(
     # RUNNING: the executor's claim on the run ends here unless renewed.
     Column("lease_expires_at", UtcDateTime),
     Column("idempotency_key", String(255)),
-    # Added after the first release, so NULL in older rows: the defaults of their time.
+    # Added by a later release: NULL in rows written before it, which are read with today's defaults.
     Column("compile_time_limit_ms", Integer),
     Column("compile_memory_limit_mb", Integer),
     Column("encoding", String(8)),

@@ -61,11 +61,15 @@ def create_schema(engine: Engine) -> None:
     race on CREATE: the loser sees a duplicate-object error, and its retry finds everything in place."""
     for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
         try:
-            metadata.create_all(engine, checkfirst=True)
-            for table in metadata.sorted_tables:
-                _add_missing_columns(engine, table)
-                for index in table.indexes:
-                    index.create(engine, checkfirst=True)
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Building an index on a large table may take longer than any request's statement may.
+                    conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                metadata.create_all(conn, checkfirst=True)
+                for table in metadata.sorted_tables:
+                    _add_missing_columns(conn, table)
+                    for index in table.indexes:
+                        index.create(conn, checkfirst=True)
             return
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == _SCHEMA_ATTEMPTS:
@@ -73,17 +77,15 @@ def create_schema(engine: Engine) -> None:
             log.info("schema created concurrently by another replica; checking again")
 
 
-def _add_missing_columns(engine: Engine, table: sqlalchemy.Table) -> None:
+def _add_missing_columns(conn: Connection, table: sqlalchemy.Table) -> None:
     """Adds the nullable columns a later release brought (rows written before read them as NULL)."""
-    existing = {column["name"] for column in sqlalchemy.inspect(engine).get_columns(table.name)}
-    missing = [column for column in table.columns if column.name not in existing]
-    with engine.begin() as conn:
-        for column in missing:
-            if not column.nullable:
-                raise RuntimeError(f"{table.name}.{column.name} is missing and cannot be added to existing rows")
-            kind = column.type.compile(dialect=engine.dialect)
-            conn.execute(sqlalchemy.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-            log.info("column added", extra={"table": table.name, "column": column.name})
+    existing = {column["name"] for column in sqlalchemy.inspect(conn).get_columns(table.name)}
+    for column in (column for column in table.columns if column.name not in existing):
+        if not column.nullable:
+            raise RuntimeError(f"{table.name}.{column.name} is missing and cannot be added to existing rows")
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(sqlalchemy.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+        log.info("column added", extra={"table": table.name, "column": column.name})
 
 
 # The reads on every request path, built once: SQLAlchemy then skips building the statement and

@@ -76,8 +76,7 @@ def run_execution(payload: dict[str, Any]) -> dict[str, str]:
         with ExitStack() as teardown:
             with LeaseKeeper(runtime.reports, job.execution_id, job.attempt, start.lease_s):
                 verdict = _execute(job, runtime, teardown)
-                # Here, not in execution_service: a costly source costs its own run, within the advice's budget.
-                warnings = loop_advice.advise(job.language, job.source_code)
+                warnings = _advice(job)
             # Outside the lease: while the result waits out an outage of execution_service, nothing else
             # is renewed, and if the lease ran out meanwhile the service still takes this result
             # (repository.finish).
@@ -89,6 +88,16 @@ def run_execution(payload: dict[str, Any]) -> dict[str, str]:
         return {"status": verdict.status.value, "reason": verdict.reason}
     finally:
         logs.execution_id.reset(token)
+
+
+def _advice(job: ExecutionJob) -> list[str]:
+    """Worked out here, not in execution_service: a costly source costs its own run, within the advice's
+    budget. Advice is never a reason for anything, its own failure included."""
+    try:
+        return loop_advice.advise(job.language, job.source_code)
+    except Exception:
+        log.exception("loop advice failed; the run goes without")
+        return []
 
 
 def _execute(job: ExecutionJob, runtime: Runtime, teardown: ExitStack) -> Verdict:

@@ -17,6 +17,8 @@ from common.job import Encoding, as_text
 from common.run_events import Kind, RunEvents
 
 OUTPUT_FLUSH_S = 0.025
+# The most output one entry carries: a flood becomes several entries, so a reader holds little at a time.
+MAX_ENTRY_BYTES = 64 * 1024
 _KINDS = {"stdout": Kind.STDOUT, "stderr": Kind.STDERR}
 
 
@@ -56,8 +58,11 @@ class LiveOutput:
             for data in self._pending.values():
                 data.clear()
         for stream, data in taken.items():
-            if data or final:
-                self._send(stream, data, final)
+            pieces = [data[start : start + MAX_ENTRY_BYTES] for start in range(0, len(data), MAX_ENTRY_BYTES)]
+            for number, piece in enumerate(pieces or [b""]):
+                last = number == len(pieces) - 1 or not pieces
+                if piece or final:
+                    self._send(stream, piece, final and last)
 
     def _send(self, stream: str, data: bytes, final: bool) -> None:
         self._received[stream] += len(data)

@@ -17,11 +17,13 @@ import uuid
 
 import redis
 from rq import Queue, SimpleWorker
+from rq.job import Job
+from rq.worker import WorkerStatus
 
 from common import metrics as common_metrics
 from common.config import ExecutorConfig
 from common.grpc_server import start_server
-from common.job import SERIALIZER
+from common.job import JOB_FUNCTION, SERIALIZER
 from common.run_events import RunEvents
 from executor import jobs
 from executor import metrics as executor_metrics
@@ -44,13 +46,31 @@ def sandbox_health_name(mode: str) -> str:
     return f"{HEALTH_SERVICE_NAME}.sandbox.{mode}"
 
 
+class ExecutionWorker(SimpleWorker):
+    """rq's SimpleWorker that runs LCE's job function only. rq calls whatever function a job names, as
+    the executor (root, outside any sandbox): a job naming anything else is dropped unrun, so write
+    access to Redis alone never runs code here."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            function = job.func_name
+        except Exception:  # a payload that does not even decode
+            function = None
+        if function != JOB_FUNCTION:
+            log.error("job refused: it names a function other than LCE's", extra={"job_id": job.id})
+            job.delete()
+            self.set_state(WorkerStatus.IDLE)
+            return
+        super().execute_job(job, queue)
+
+
 def build_worker(config: ExecutorConfig, connection: redis.Redis) -> SimpleWorker:
     queue = Queue(config.queue_name, connection=connection, serializer=SERIALIZER)
     # rq keeps a dead worker's registration for minutes and refuses a second worker of the same
     # name: a restarted executor (same LCE_EXECUTOR_ID, or a container reusing its pid) would not
     # start. The id stays in logs and results; the rq name only has to be unique.
     name = f"{config.executor_id}-{uuid.uuid4().hex[:8]}"
-    return SimpleWorker([queue], name=name, connection=connection, serializer=SERIALIZER)
+    return ExecutionWorker([queue], name=name, connection=connection, serializer=SERIALIZER)
 
 
 def serve(config: ExecutorConfig, launcher: Launcher) -> None:

@@ -160,6 +160,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # What arrives while the response is on its way (it may stream for long) is the next request's
+        # head: counted against the bound too, without the timer.
+        if self._head_bytes is None:
+            self._head_bytes = 0
+
     def on_response_complete(self) -> None:
         # A pipelined request starts now: its head is in already.
         pipelined = bool(self.pipeline)

@@ -79,7 +79,7 @@ async def get_execution(execution_id: str, request: Request) -> Response:
 async def stream_execution(execution_id: str, request: Request) -> Response:
     streams = request.app.state.run_streams
     execution = json.loads(await request.app.state.execution_reads.read(execution_id))  # 400, 404 first
-    if streams.full:
+    if streams.full(execution["execution_id"]):
         raise HttpError(503, "too many event streams open on this gateway, retry shortly")
     return StreamingResponse(
         streams.events(execution, request.headers.get("last-event-id")),

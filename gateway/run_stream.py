@@ -10,9 +10,10 @@ last event, or lost with Redis) is replayed from its stored result, with ids 0-1
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import grpc
 import redis.asyncio
 import redis.exceptions
 
@@ -20,8 +21,13 @@ from common.run_events import Kind, stream_key
 from gateway.execution_reads import ExecutionReads
 
 MAX_STREAMS = 1000  # open at once in one gateway process; past it, 503
+MAX_STREAMS_PER_RUN = 64  # of one run, in one gateway process
 KEEP_ALIVE_S = 15  # a comment line this often keeps idle streams alive through proxies
-_READ_COUNT = 256
+# Entries read at a time: each holds at most 64 KiB of output (executor/live_output.py).
+_READ_COUNT = 4
+# A replayed output is sent in pieces of this many characters.
+_REPLAY_CHUNK = 64 * 1024
+_MAX_ENTRY_ID_PART = 2**64 - 1
 _TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT"}
 _REPLAY_ID_PREFIX = "0-"
 
@@ -38,19 +44,20 @@ class RunStreams:
         )
         self._reads = reads
         self.open = 0
+        self._open_by_run: dict[str, int] = {}
 
-    @property
-    def full(self) -> bool:
-        return self.open >= MAX_STREAMS
+    def full(self, execution_id: str) -> bool:
+        return self.open >= MAX_STREAMS or self._open_by_run.get(execution_id, 0) >= MAX_STREAMS_PER_RUN
 
     async def close(self) -> None:
         await self._client.aclose()
 
     async def events(self, execution: dict[str, Any], last_event_id: str | None) -> AsyncIterator[bytes]:
         """The run's events after last_event_id, until its result; `execution` is its state now (GET's body)."""
+        execution_id = execution["execution_id"]
         self.open += 1
+        self._open_by_run[execution_id] = self._open_by_run.get(execution_id, 0) + 1
         try:
-            execution_id = execution["execution_id"]
             after = last_event_id if _is_entry_id(last_event_id) else "0-0"
             if execution["status"] in _TERMINAL and not await self._client.exists(stream_key(execution_id)):
                 for event in _replay(execution, after):
@@ -58,11 +65,14 @@ class RunStreams:
                 return
             async for event in self._follow(execution_id, after):
                 yield event
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        except (redis.exceptions.RedisError, grpc.aio.AioRpcError):
             # The stream cannot go on; the client reconnects with its Last-Event-ID, or reads GET.
-            yield b": event store unavailable\n\n"
+            yield b": stream interrupted, reconnect\n\n"
         finally:
             self.open -= 1
+            self._open_by_run[execution_id] -= 1
+            if not self._open_by_run[execution_id]:
+                del self._open_by_run[execution_id]
 
     async def _follow(self, execution_id: str, after: str) -> AsyncIterator[bytes]:
         key = stream_key(execution_id)
@@ -83,18 +93,37 @@ class RunStreams:
                     answer, _ = await self._reads.read_when_finished(execution_id, 5.0)
                     yield _event("result", after, answer.decode())
                     return
-                yield _event(kind, after, json.dumps(_fields(fields)))
+                yield _event(kind, after, _json(_fields(fields)))
 
 
-def _replay(execution: dict[str, Any], after: str) -> list[bytes]:
-    """A finished run's events from its stored result, past the replay id `after` (0-N)."""
-    events = [("status", json.dumps({"status": execution["status"]}))]
-    for stream in ("stdout", "stderr"):
-        if execution.get(stream):
-            events.append((stream, json.dumps({"offset": 0, "data": execution[stream]})))
-    events.append(("result", json.dumps(execution)))
+def _replay(execution: dict[str, Any], after: str) -> Iterator[bytes]:
+    """A finished run's events from its stored result, past the replay id `after` (0-N), made one at a
+    time: the output goes in pieces, so a stream holds at most one piece beside the result."""
     seen = int(after.removeprefix(_REPLAY_ID_PREFIX)) if after.startswith(_REPLAY_ID_PREFIX) else 0
-    return [_event(kind, f"{_REPLAY_ID_PREFIX}{n}", data) for n, (kind, data) in enumerate(events, 1) if n > seen]
+    events = _replayed(execution)
+    for number, (kind, data) in enumerate(events, 1):
+        if number > seen:
+            yield _event(kind, f"{_REPLAY_ID_PREFIX}{number}", data())
+
+
+def _replayed(execution: dict[str, Any]) -> Iterator[tuple[str, Callable[[], str]]]:
+    yield "status", lambda: _json({"status": execution["status"]})
+    for stream in ("stdout", "stderr"):
+        text = execution.get(stream) or ""
+        for start in range(0, len(text), _REPLAY_CHUNK):
+            piece = text[start : start + _REPLAY_CHUNK]
+            # The offset counts bytes, as a live stream's does (in base64, of the decoded bytes).
+            offset = _offset_of(text[:start], execution.get("encoding"))
+            yield stream, lambda piece=piece, offset=offset: _json({"offset": offset, "data": piece})  # type: ignore[misc]
+    yield "result", lambda: _json(execution)
+
+
+def _offset_of(before: str, encoding: str | None) -> int:
+    return len(before) // 4 * 3 if encoding == "base64" else len(before.encode())
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _fields(fields: dict[bytes, bytes]) -> dict[str, str | int]:
@@ -110,8 +139,11 @@ def _event(kind: str, event_id: str, data: str) -> bytes:
 
 
 def _is_entry_id(value: str | None) -> bool:
-    """A stream entry id, "<milliseconds>-<sequence>": anything else reads the stream from its start."""
+    """A stream entry id, "<milliseconds>-<sequence>", each part a 64-bit number: anything else reads
+    the stream from its start."""
     if value is None or len(value) > 41:
         return False
-    millis, dash, sequence = value.partition("-")
-    return bool(dash) and millis.isascii() and millis.isdigit() and sequence.isascii() and sequence.isdigit()
+    parts = value.partition("-")
+    numbers = (parts[0], parts[2])
+    well_formed = bool(parts[1]) and all(part.isascii() and part.isdigit() for part in numbers)
+    return well_formed and all(int(part) <= _MAX_ENTRY_ID_PART for part in numbers)

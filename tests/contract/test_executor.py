@@ -551,3 +551,16 @@ def test_a_compile_error_is_not_cached(
         result = run_one(executor, reports[0], "c", "int main(void) { return missing; }\n")
         assert (result.reason, stage_names(result)) == ("compile_error", ["compile"])
     assert cache_entries(cached) == []
+
+
+def leave_a_mark(path: str) -> None:
+    Path(path).write_text("ran")
+
+
+def test_a_job_naming_any_other_function_is_dropped_unrun(executor: Executor, tmp_path: Path) -> None:
+    """rq would call whatever a job names, as root: write access to Redis must not be enough to run code."""
+    mark = tmp_path / "mark"
+    job = executor.queue.enqueue(f"{__name__}.leave_a_mark", str(mark), job_id="hostile")
+    executor.work()
+    assert not mark.exists()
+    assert not Job.exists(job.id, connection=executor.connection)
