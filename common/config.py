@@ -15,9 +15,8 @@ from pathlib import Path
 
 # The longest an executor may keep retrying a report; RQ's job timeout leaves room for it (common.job).
 REPORT_RETRY_MAX_S = 600
-# The compile stage's limits: the deployment's defaults, which a run may only lower. Measured here: a C++
-# program including <bits/stdc++.h> and <regex> compiles in ~4.3 s of CPU and ~330 MB, a Go program
-# importing net/http builds in ~6 s of CPU (its cache is cold in every run); hello worlds take far less.
+# The compile stage's limits: the deployment's defaults, which a run may only lower. Sized for the
+# heaviest ordinary programs (a C++ program of the whole standard library, a Go one of net/http; README).
 DEFAULT_COMPILE_TIME_LIMIT_MS = 10_000
 DEFAULT_COMPILE_MEMORY_LIMIT_MB = 512
 DEFAULT_COMPILE_CACHE_DIR = Path("/var/cache/lce/compile")

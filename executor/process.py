@@ -65,7 +65,7 @@ class _Streams:
         self.on_output = on_output
         self.names = {stdout.fileno(): "stdout", stderr.fileno(): "stderr"}
         self.data = {"stdout": bytearray(), "stderr": bytearray()}
-        self.passed = {"stdout": False, "stderr": False}  # more was read than kept
+        self.over_cap = {"stdout": False, "stderr": False}  # more was read than kept
 
     def read(self, fd: int) -> bool:
         """Reads what is there; False at end of stream."""
@@ -79,12 +79,12 @@ class _Streams:
         if self.on_output is not None and room > 0:
             self.on_output(name, chunk[:room])
         if len(chunk) > room:
-            self.passed[name] = True
+            self.over_cap[name] = True
         return True
 
     @property
     def exceeded(self) -> bool:
-        return any(self.passed.values())
+        return any(self.over_cap.values())
 
     def truncated(self, name: str) -> bool:
         """Whether the stream was cut: it passed the cap, or it was full when the other one stopped the run.
@@ -92,7 +92,7 @@ class _Streams:
         Reading stops at that stop, so what else was pending in a full stream is never seen (both
         flooded at once): a full stream counts as cut.
         """
-        return self.passed[name] or (self.exceeded and len(self.data[name]) >= self.limit)
+        return self.over_cap[name] or (self.exceeded and len(self.data[name]) >= self.limit)
 
 
 def run_captured(
