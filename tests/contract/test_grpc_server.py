@@ -12,6 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common import healthcheck
 from common.grpc_client import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, channel
 from common.grpc_server import RunningServer, start_server
 
@@ -118,12 +119,14 @@ def test_a_call_whose_caller_left_while_it_waited_is_never_run() -> None:
 
 def test_calls_beyond_the_bound_in_flight_are_refused_at_once() -> None:
     busy = Busy()
-    with serving(busy, threads_per_service=1, max_calls_in_flight=3) as (_, client):
+    with serving(busy, threads_per_service=1, max_calls_in_flight=3) as (running, client):
         held = hold(client, 3)
         busy.wait_started(1)
         with pytest.raises(grpc.RpcError) as refused:
             call(client, f"/{OTHER}/Echo")(b"hi", timeout=WAIT_S)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # The bound refuses health checks too: the probe reads that as busy, not dead.
+        assert healthcheck.check(f"127.0.0.1:{running.port}", timeout_s=WAIT_S)
         busy.released.set()
         assert [future.result() for future in held] == [b"held"] * 3
         assert call(client, f"/{OTHER}/Echo")(b"hi", timeout=WAIT_S) == b"hi"

@@ -198,6 +198,22 @@ def test_a_head_over_the_bound_is_refused_before_it_is_buffered(echo_port: int) 
     assert sent < 16 * MIB
 
 
+def test_a_pipelined_head_is_bounded_while_the_response_before_it_is_on_its_way(echo_port: int) -> None:
+    """A long response (a wait, a stream) once left the next request's head unbounded."""
+
+    def pieces() -> Iterator[bytes]:
+        yield request_head("GET", "/?sleep=3")  # answered in 3 s; meanwhile the next head arrives
+        yield b"GET / HTTP/1.1\r\nHost: test\r\nX-Big: "
+        for _ in range(1024):  # 64 MiB unless stopped
+            yield b"a" * 65536
+
+    with connect(echo_port) as sock:
+        sent = send_until_answered(sock, pieces())
+        answer = read_answer(sock)
+    assert sent < 16 * MIB
+    assert answer.status == 431, answer.body[:200]
+
+
 def test_a_head_under_the_bound_is_served(echo_port: int) -> None:
     with connect(echo_port) as sock:
         filler = "X-Filler: " + "a" * (MAX_HEAD_BYTES // 2)
