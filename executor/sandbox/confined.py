@@ -247,14 +247,16 @@ def _ending(ran: Ran) -> tuple[int | None, int | None]:
 
 def _limit_exceeded(ran: Ran, limits: Limits, exit_code: int | None, signo: int | None) -> LimitExceeded | None:
     """The limit that stopped the program, from what the executor and the kernel saw: its timers and
-    output cap, the cgroup's OOM kills and CPU time, RLIMIT_CPU's SIGXCPU."""
+    output cap, the cgroup's OOM kills and CPU time. A SIGXCPU alone is no limit of ours: a program
+    may raise it, or lower its own RLIMIT_CPU; ours (a backstop a second past the limit) only
+    strikes once the cgroup's CPU time is over the limit, which says so itself."""
     captured, usage = ran.captured, ran.usage
     if captured.output_exceeded:
         return LimitExceeded.OUTPUT
     failed = signo is not None or exit_code != 0
     if usage.oom_kills > 0 or (failed and any(m in captured.stderr for m in _RUNTIME_OOM_MARKERS)):
         return LimitExceeded.MEMORY
-    if ran.cpu_killed or signo == signal.SIGXCPU or usage.cpu_time_ms > limits.cpu_time_ms:
+    if ran.cpu_killed or usage.cpu_time_ms > limits.cpu_time_ms:
         return LimitExceeded.CPU_TIME
     if captured.timed_out:
         return LimitExceeded.WALL_TIME

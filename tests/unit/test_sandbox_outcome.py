@@ -53,7 +53,7 @@ def test_an_exit_is_its_exit_code_whatever_its_value(code: int) -> None:
         (signal.SIGSEGV, None),
         (signal.SIGABRT, None),
         (signal.SIGXFSZ, None),
-        (signal.SIGXCPU, LimitExceeded.CPU_TIME),  # RLIMIT_CPU
+        (signal.SIGXCPU, None),  # raised by the program, or its own lowered RLIMIT_CPU: not our limit
     ],
 )
 def test_a_death_by_signal_is_that_signal(signo: int, limit: LimitExceeded | None) -> None:
@@ -86,3 +86,10 @@ def test_no_status_and_no_limit_is_the_sandboxs_failure_not_the_programs() -> No
     broken = ran(None, replace(BWRAP_DONE, returncode=1, stderr=b"bwrap: Can't mount proc on /newroot/proc\n"))
     with pytest.raises(SandboxFailed, match="Can't mount proc"):
         _outcome(broken, LIMITS)
+
+
+def test_our_rlimit_cpu_backstop_is_the_cpu_limit() -> None:
+    """RLIMIT_CPU is set a second past the limit: when it strikes, the cgroup's CPU time says so."""
+    over = replace(QUIET, cpu_time_ms=LIMITS.cpu_time_ms + 1000)
+    outcome = _outcome(ran(signal.SIGXCPU, usage=over), LIMITS)
+    assert (outcome.signal, outcome.limit_exceeded) == (signal.SIGXCPU, LimitExceeded.CPU_TIME)
