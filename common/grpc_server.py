@@ -49,8 +49,11 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
 _PEER_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
-# A service's calls running at once; its streams (at most change_feed.MAX_WATCHERS) hold theirs for their whole life.
+# A service's unary calls running at once.
 THREADS_PER_SERVICE = 32
+# A service's streams open at once, each holding its thread for its life (ExecutionService: the change
+# feed's watchers, at most change_feed.MAX_WATCHERS, and per-run watches, at most servicer.MAX_RUN_WATCHERS).
+STREAM_THREADS = 48
 # Health checks, and anything not run on a service's own threads.
 HEALTH_THREADS = 4
 # Calls in the server at once, running or waiting for a thread: a burst of a few hundred runs waits
@@ -76,22 +79,24 @@ class ServicePools:
         self._pools: dict[str, futures.ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
 
-    def assign(self, behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
-        """`behaviour`, set to run on the pool of `method`'s service (the server's own for health checks)."""
+    def assign(self, behaviour: Callable[..., Any], method: str, *, streaming: bool = False) -> Callable[..., Any]:
+        """`behaviour`, set to run on the pool of `method`'s service (the server's own for health checks);
+        a stream, which holds its thread for its whole life, on the service's pool for streams."""
         service = service_of(method)
         if service != HEALTH_SERVICE:
-            behaviour.experimental_thread_pool = self._pool(service)  # type: ignore[attr-defined]
+            name, threads = (f"{service}/streams", STREAM_THREADS) if streaming else (service, self.threads_per_service)
+            behaviour.experimental_thread_pool = self._pool(name, threads)  # type: ignore[attr-defined]
         return behaviour
 
-    def _pool(self, service: str) -> futures.ThreadPoolExecutor:
-        pool = self._pools.get(service)
+    def _pool(self, name: str, threads: int) -> futures.ThreadPoolExecutor:
+        pool = self._pools.get(name)
         if pool is not None:
             return pool
         with self._lock:
-            pool = self._pools.get(service)
+            pool = self._pools.get(name)
             if pool is None:
-                pool = futures.ThreadPoolExecutor(self.threads_per_service, thread_name_prefix=service)
-                self._pools[service] = pool
+                pool = futures.ThreadPoolExecutor(threads, thread_name_prefix=name)
+                self._pools[name] = pool
             return pool
 
     def shutdown(self) -> None:
@@ -123,7 +128,7 @@ class _ErrorTranslation(grpc.ServerInterceptor):
         if handler.unary_stream is not None and service_of(method) != HEALTH_SERVICE:
             return grpc.unary_stream_rpc_method_handler(
                 # A partial, because a bound method takes no attribute.
-                self.pools.assign(functools.partial(handler.unary_stream), method),
+                self.pools.assign(functools.partial(handler.unary_stream), method, streaming=True),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

@@ -41,6 +41,29 @@ def stream_key(execution_id: str) -> str:
     return f"{KEY_PREFIX}{execution_id}"
 
 
+_MAX_ENTRY_ID_PART = 2**64 - 1
+
+
+def is_entry_id(value: str | None) -> bool:
+    """A stream entry id as Redis takes it, "<milliseconds>-<sequence>", each part a 64-bit number."""
+    if value is None or len(value) > 41:
+        return False
+    parts = value.partition("-")
+    numbers = (parts[0], parts[2])
+    well_formed = bool(parts[1]) and all(part.isascii() and part.isdigit() for part in numbers)
+    return well_formed and all(int(part) <= _MAX_ENTRY_ID_PART for part in numbers)
+
+
+def decode_entry(fields: dict[bytes, bytes]) -> tuple[str, dict[str, str | int]]:
+    """A stream entry as appended: its kind and its other fields (offset and attempt as numbers)."""
+    decoded: dict[str, str | int] = {}
+    for name, value in fields.items():
+        text = value.decode()
+        decoded[name.decode()] = int(text) if name in (b"offset", b"attempt") else text
+    kind = decoded.pop("kind")
+    return str(kind), decoded
+
+
 class RunEvents:
     """Appends to runs' event streams."""
 
@@ -69,3 +92,11 @@ class RunEvents:
         except redis.exceptions.RedisError as err:
             self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_S
             log.warning("run event not appended; appends paused", extra={"kind": kind.value, "error": repr(err)})
+
+    def exists(self, execution_id: str) -> bool:
+        return bool(self.client.exists(stream_key(execution_id)))
+
+    def read(self, execution_id: str, after: str, *, block_ms: int, count: int) -> list[tuple[str, dict[bytes, bytes]]]:
+        """The entries after `after` (waiting up to block_ms for one): (id, kind and fields). Raises RedisError."""
+        found = self.client.xread({stream_key(execution_id): after}, count=count, block=block_ms)
+        return [(entry_id.decode(), fields) for entry_id, fields in found[0][1]] if found else []

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -33,10 +34,19 @@ from common.errors import (
 )
 from common.ids import parse_uuid
 from common.job import Encoding, ExecutionJob, encode_output
-from common.run_events import Kind, RunEvents
+from common.run_events import Kind, RunEvents, decode_entry, is_entry_id
 from execution_service.attempts import INTERNAL_ERROR, RetryPolicy, is_infrastructure_failure
 from execution_service.job_queue import JobQueue
-from execution_service.models import TERMINAL, UNFINISHED, Event, Execution, FinishedRun, RunOutcome, Status
+from execution_service.models import (
+    TERMINAL,
+    UNFINISHED,
+    Event,
+    Execution,
+    FinishedRun,
+    RunEvent,
+    RunOutcome,
+    Status,
+)
 from execution_service.rate_limit import SlidingWindowLimiter
 from execution_service.repository import Repository
 from execution_service.session_client import SessionClient, SessionSnapshot
@@ -58,6 +68,11 @@ MAX_INTERNAL_DETAIL_CHARS = 200
 # What is kept of an executor's advice: it comes from a peer, and is stored and shown as it is.
 MAX_WARNINGS = 10
 MAX_WARNING_CHARS = 500
+# WatchExecution: a read of the run's stream waits this long (within the Redis client's read timeout),
+# takes this many entries, and after this long without any the row is read (a result Redis lost).
+WATCH_BLOCK_MS = 1000
+WATCH_READ_COUNT = 16
+WATCH_QUIET_S = 15.0
 # A run is not created with less of its caller's deadline left than this: the write and the answer
 # would come after the caller gave up, and a caller that retries would run it twice.
 MIN_TIME_TO_CREATE_S = 0.25
@@ -295,6 +310,36 @@ class Executions:
     def events(self, execution_id: str) -> list[Event]:
         execution = self.get(execution_id)
         return self.repository.events(execution.id)
+
+    def watch(self, execution_id: str, after: str, watching: Callable[[], bool]) -> Iterator[RunEvent]:
+        """A run's events after the id `after` (empty: all), while `watching()`, ending with its result.
+        A finished run whose stream is gone (expired, or lost with Redis) gives its result alone."""
+        execution = self.get(execution_id)
+        events = self.run_events
+        if events is None:
+            raise Unavailable("this service keeps no run streams")
+        after = after or "0-0"
+        if not is_entry_id(after):
+            raise InvalidArgument("after must be an event id as a stream gave it")
+        if execution.status in TERMINAL and not events.exists(execution.id):
+            yield RunEvent("0-1", Kind.RESULT.value, {"status": execution.status.value}, execution)
+            return
+        quiet_since = time.monotonic()
+        while watching():
+            entries = events.read(execution.id, after, block_ms=WATCH_BLOCK_MS, count=WATCH_READ_COUNT)
+            if not entries and time.monotonic() - quiet_since >= WATCH_QUIET_S:
+                # Quiet for a while: a run whose result never reached its stream (Redis lost it) ends here.
+                quiet_since, execution = time.monotonic(), self.get(execution.id)
+                if execution.status in TERMINAL:
+                    yield RunEvent(after, Kind.RESULT.value, {"status": execution.status.value}, execution)
+                    return
+            for entry_id, fields in entries:
+                after, quiet_since = entry_id, time.monotonic()
+                kind, data = decode_entry(fields)
+                if kind == Kind.RESULT:
+                    yield RunEvent(entry_id, kind, data, self.get(execution.id))
+                    return
+                yield RunEvent(entry_id, kind, data)
 
     def list_for_session(self, session_id: str, limit: int | None, *, timeout: float) -> list[Execution]:
         session_id = parse_uuid(session_id, "session_id")

@@ -95,6 +95,16 @@ class Execution:
 
 
 @dataclass(frozen=True)
+class RunEvent:
+    """One event of a run's live stream (common/run_events.py): a state change, output, or its end."""
+
+    id: str
+    kind: str  # status, stdout, stderr or result
+    fields: dict[str, str | int]  # status: status, attempt, reason; output: attempt, offset, data
+    execution: Execution | None = None  # result: the final state
+
+
+@dataclass(frozen=True)
 class Event:
     """One entry of an execution's lifecycle log."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -9,12 +10,13 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from common.errors import InvalidArgument, Unavailable
+from common.errors import InvalidArgument, LceError, Unavailable
 from common.grpc_client import deadline
+from common.grpc_server import INFRASTRUCTURE_ERRORS
 from common.job import Encoding
 from execution_service.change_feed import ChangeFeed
 from execution_service.executions import Executions
-from execution_service.models import Event, Execution, RunOutcome, Stage, Status
+from execution_service.models import Event, Execution, RunEvent, RunOutcome, Stage, Status
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
 
@@ -37,6 +39,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
     def __init__(self, executions: Executions, changes: ChangeFeed) -> None:
         self.executions = executions
         self.changes = changes
+        self._run_watchers = threading.BoundedSemaphore(MAX_RUN_WATCHERS)
 
     def CreateExecution(
         self, request: pb.CreateExecutionRequest, context: grpc.ServicerContext
@@ -95,6 +98,25 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
         finally:
             self.changes.forget(watcher)
         context.abort(grpc.StatusCode.UNAVAILABLE, "the change feed was interrupted: changes may have been missed")
+
+    def WatchExecution(self, request: pb.WatchExecutionRequest, context: grpc.ServicerContext) -> Iterator[pb.RunEvent]:
+        # A stream is not translated by common.grpc_server's interceptor: its errors are mapped here.
+        if not self._run_watchers.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many runs watched on this replica, retry shortly")
+        try:
+            for event in self.executions.watch(request.execution_id, request.after, context.is_active):
+                yield _run_event_to_proto(event)
+        except LceError as err:
+            context.set_trailing_metadata(err.trailing_metadata())
+            context.abort(err.code, err.message)
+        except INFRASTRUCTURE_ERRORS:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "a dependency of the service is unavailable")
+        finally:
+            self._run_watchers.release()
+
+
+# Per-run watches served at once by one replica, each holding a thread of the service's streams for its life.
+MAX_RUN_WATCHERS = 32
 
 
 class ExecutorReportServicer(pb_grpc.ExecutorReportServiceServicer):
@@ -229,6 +251,23 @@ def _outcome_to_proto(outcome: RunOutcome) -> pb.RunResult:
         ],
         sandbox=outcome.sandbox,
     )
+
+
+def _run_event_to_proto(event: RunEvent) -> pb.RunEvent:
+    fields = event.fields
+    message = pb.RunEvent(
+        id=event.id,
+        kind=event.kind,
+        attempt=int(fields.get("attempt", 0)),
+        reason=str(fields.get("reason", "")),
+        offset=int(fields.get("offset", 0)),
+        data=str(fields.get("data", "")),
+    )
+    if "status" in fields:
+        message.status = _STATUS_TO_PROTO[Status(str(fields["status"]))]
+    if event.execution is not None:
+        message.execution.CopyFrom(execution_to_proto(event.execution))
+    return message
 
 
 def _event_to_proto(event: Event) -> pb.ExecutionEvent:

@@ -17,7 +17,7 @@ import grpc
 import redis.asyncio
 import redis.exceptions
 
-from common.run_events import Kind, stream_key
+from common.run_events import Kind, decode_entry, is_entry_id, stream_key
 from gateway.execution_reads import ExecutionReads
 
 MAX_STREAMS = 1000  # open at once in one gateway process; past it, 503
@@ -27,7 +27,6 @@ KEEP_ALIVE_S = 15  # a comment line this often keeps idle streams alive through 
 _READ_COUNT = 4
 # A replayed output is sent in pieces of this many characters.
 _REPLAY_CHUNK = 64 * 1024
-_MAX_ENTRY_ID_PART = 2**64 - 1
 _TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT"}
 _REPLAY_ID_PREFIX = "0-"
 
@@ -58,7 +57,7 @@ class RunStreams:
         self.open += 1
         self._open_by_run[execution_id] = self._open_by_run.get(execution_id, 0) + 1
         try:
-            after = last_event_id if _is_entry_id(last_event_id) else "0-0"
+            after = last_event_id if is_entry_id(last_event_id) else "0-0"
             if execution["status"] in _TERMINAL and not await self._client.exists(stream_key(execution_id)):
                 for event in _replay(execution, after):
                     yield event
@@ -88,12 +87,12 @@ class RunStreams:
                 continue
             for entry_id, fields in found[0][1]:
                 after = entry_id.decode()
-                kind = fields.pop(b"kind").decode()
+                kind, data = decode_entry(fields)
                 if kind == Kind.RESULT:
                     answer, _ = await self._reads.read_when_finished(execution_id, 5.0)
                     yield _event("result", after, answer.decode())
                     return
-                yield _event(kind, after, _json(_fields(fields)))
+                yield _event(kind, after, _json(data))
 
 
 def _replay(execution: dict[str, Any], after: str) -> Iterator[bytes]:
@@ -126,24 +125,5 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _fields(fields: dict[bytes, bytes]) -> dict[str, str | int]:
-    decoded: dict[str, str | int] = {}
-    for name, value in fields.items():
-        text = value.decode()
-        decoded[name.decode()] = int(text) if name in (b"offset", b"attempt") else text
-    return decoded
-
-
 def _event(kind: str, event_id: str, data: str) -> bytes:
     return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n".encode()
-
-
-def _is_entry_id(value: str | None) -> bool:
-    """A stream entry id, "<milliseconds>-<sequence>", each part a 64-bit number: anything else reads
-    the stream from its start."""
-    if value is None or len(value) > 41:
-        return False
-    parts = value.partition("-")
-    numbers = (parts[0], parts[2])
-    well_formed = bool(parts[1]) and all(part.isascii() and part.isdigit() for part in numbers)
-    return well_formed and all(int(part) <= _MAX_ENTRY_ID_PART for part in numbers)

@@ -30,6 +30,7 @@ from common.errors import KIND_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Unavailab
 from common.grpc_client import channel
 from common.grpc_server import RunningServer, start_server
 from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob
+from common.run_events import Kind, RunEvents, stream_key
 from execution_service import SERVICE_NAMES, ExecutionService, build_service
 from execution_service.change_feed import MAX_WATCHERS, ChangeFeed, Watcher
 from execution_service.models import execution_events
@@ -1059,3 +1060,42 @@ class TestChangeFeed:
                 time.sleep(0.05)
         for stream in streams[1:]:
             stream.cancel()
+
+
+class TestWatchExecution:
+    def watch(self, harness: Harness, execution_id: str, after: str = "") -> list[pb.RunEvent]:
+        request = pb.WatchExecutionRequest(execution_id=execution_id, after=after)
+        return list(harness.executions.WatchExecution(request, timeout=TIMEOUT_S))
+
+    def test_a_runs_states_and_output_then_its_result(self, harness: Harness, redis_url: str) -> None:
+        execution = create(harness, harness.sessions.add())
+        started(harness, execution.id)
+        # As the executor appends the program's output while it runs (executor/live_output.py).
+        RunEvents.from_url(redis_url).append(execution.id, Kind.STDOUT, attempt=1, offset=0, data="hi\n")
+        result(harness, execution.id, run_result(stdout="hi\n"))
+        events = self.watch(harness, execution.id)
+        assert [(e.kind, e.status, e.attempt) for e in events] == [
+            ("status", pb.EXECUTION_STATUS_QUEUED, 1),
+            ("status", pb.EXECUTION_STATUS_RUNNING, 1),
+            ("stdout", pb.EXECUTION_STATUS_UNSPECIFIED, 1),
+            ("result", pb.EXECUTION_STATUS_COMPLETED, 0),
+        ]
+        assert (events[2].offset, events[2].data) == (0, "hi\n")
+        assert events[3].execution.id == execution.id and events[3].execution.result.stdout == "hi\n"
+        # Resumed after an event, it gives exactly what followed.
+        assert [e.id for e in self.watch(harness, execution.id, after=events[1].id)] == [e.id for e in events[2:]]
+
+    def test_a_finished_run_whose_stream_is_gone_gives_its_result(self, harness: Harness, redis_url: str) -> None:
+        execution = create(harness, harness.sessions.add())
+        started(harness, execution.id)
+        result(harness, execution.id, run_result())
+        redis.Redis.from_url(redis_url).delete(stream_key(execution.id))
+        [only] = self.watch(harness, execution.id)
+        assert (only.kind, only.execution.status) == ("result", pb.EXECUTION_STATUS_COMPLETED)
+
+    def test_unknown_and_malformed(self, harness: Harness) -> None:
+        failure = rpc_error(lambda: self.watch(harness, str(uuid.uuid4())))
+        assert_error(failure, grpc.StatusCode.NOT_FOUND, "not_found")
+        execution = create(harness, harness.sessions.add())
+        failure = rpc_error(lambda: self.watch(harness, execution.id, after="1-2-3"))
+        assert_error(failure, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")

@@ -11,7 +11,7 @@ import time
 import redis
 
 from common.job import Encoding
-from common.run_events import Kind, RunEvents, stream_key
+from common.run_events import Kind, RunEvents, is_entry_id, stream_key
 from executor.live_output import LiveOutput
 from gateway import run_stream
 
@@ -64,9 +64,9 @@ def test_a_finished_run_without_a_stream_is_replayed_from_its_result() -> None:
 
 
 def test_only_stream_entry_ids_resume_a_stream() -> None:
-    assert run_stream._is_entry_id("1733370000000-0") and run_stream._is_entry_id("0-3")
+    assert is_entry_id("1733370000000-0") and is_entry_id("0-3")
     for value in (None, "", "-", "1-", "-1", "a-1", "1-1-1", "1 -1", "٣-1", "1" * 50 + "-1"):
-        assert not run_stream._is_entry_id(value), value
+        assert not is_entry_id(value), value
 
 
 def test_a_redis_that_hangs_costs_one_timeout_then_appends_pause() -> None:
