@@ -32,7 +32,7 @@ log = logging.getLogger("bench")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # Per round. Sized so that three rounds and the stack's start fit in about four minutes.
-E2E_COUNTS = {"python": 40, "c_seen": 20, "c_unseen": 15, "java": 6}
+E2E_COUNTS = {"python": 40, "python_wait": 40, "python_stream": 40, "c_seen": 20, "c_unseen": 15, "java": 6}
 BARE_REPEATS = {"python": 10, "c": 6, "java": 3}
 BURST_RUNS = 200
 BURST_PER_SESSION = 10
@@ -40,6 +40,8 @@ PROFILE_RUNS = 20
 
 WORKLOADS = {
     "python": runs.Workload("python", "python", lambda: runs.PYTHON_HELLO),
+    "python_wait": runs.Workload("python_wait", "python", lambda: runs.PYTHON_HELLO, seen_by="wait"),
+    "python_stream": runs.Workload("python_stream", "python", lambda: runs.PYTHON_HELLO, seen_by="stream"),
     "c_seen": runs.Workload("c_seen", "c", lambda: runs.C_HELLO),
     "c_unseen": runs.Workload("c_unseen", "c", runs.unseen_c),
     "java": runs.Workload("java", "java", lambda: runs.JAVA_HELLO, time_limit_ms=10_000),

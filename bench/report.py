@@ -91,6 +91,8 @@ def rows(figures: Figures, nproc: int) -> list[Row]:
     table = _bare_rows(get)
     bare_of = {
         "python": ("python", "run"),
+        "python_wait": ("python", "run"),
+        "python_stream": ("python", "run"),
         "c_seen": ("c", "total"),
         "c_unseen": ("c", "total"),
         "java": ("java", "total"),
