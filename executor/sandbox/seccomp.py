@@ -132,20 +132,14 @@ def filter_bpf() -> bytes:
     for call in ("sched_setscheduler", "sched_setparam", "sched_setattr", "sched_setaffinity"):
         rules.add_rule(pyseccomp.ERRNO(errno.EPERM), call, pid_1)
     # Priorities: of one process only, never pid 1 (a process group or a user would include the init).
-    rules.add_rule(pyseccomp.ERRNO(errno.EPERM), "setpriority", pyseccomp.Arg(0, pyseccomp.NE, _PRIO_PROCESS))
-    rules.add_rule(
-        pyseccomp.ERRNO(errno.EPERM),
-        "setpriority",
-        pyseccomp.Arg(0, pyseccomp.EQ, _PRIO_PROCESS),
-        pyseccomp.Arg(1, pyseccomp.MASKED_EQ, 0xFFFFFFFF, 1),
-    )
-    rules.add_rule(pyseccomp.ERRNO(errno.EPERM), "ioprio_set", pyseccomp.Arg(0, pyseccomp.NE, _IOPRIO_WHO_PROCESS))
-    rules.add_rule(
-        pyseccomp.ERRNO(errno.EPERM),
-        "ioprio_set",
-        pyseccomp.Arg(0, pyseccomp.EQ, _IOPRIO_WHO_PROCESS),
-        pyseccomp.Arg(1, pyseccomp.MASKED_EQ, 0xFFFFFFFF, 1),
-    )
+    for call, one_process in (("setpriority", _PRIO_PROCESS), ("ioprio_set", _IOPRIO_WHO_PROCESS)):
+        rules.add_rule(pyseccomp.ERRNO(errno.EPERM), call, pyseccomp.Arg(0, pyseccomp.NE, one_process))
+        rules.add_rule(
+            pyseccomp.ERRNO(errno.EPERM),
+            call,
+            pyseccomp.Arg(0, pyseccomp.EQ, one_process),
+            pyseccomp.Arg(1, pyseccomp.MASKED_EQ, 0xFFFFFFFF, 1),
+        )
     with tempfile.TemporaryFile() as out:
         rules.export_bpf(out)
         out.seek(0)
