@@ -5,6 +5,7 @@
     ├── InvalidArgument           INVALID_ARGUMENT      malformed id, out-of-range limit, bad value
     │   └── PayloadTooLarge       INVALID_ARGUMENT      source code over 1 MiB (kind tells it apart)
     ├── SessionClosed             FAILED_PRECONDITION   autosave or run on a closed session
+    ├── NotInteractive            FAILED_PRECONDITION   talking to a run created without `interactive`
     ├── RateLimited               RESOURCE_EXHAUSTED    abuse rules; carries retry_after_s
     ├── DeadlinePassed            DEADLINE_EXCEEDED     the caller's deadline passed before the write: nothing was done
     └── Unavailable               UNAVAILABLE           a dependency (database, Redis, peer) is down
@@ -52,6 +53,11 @@ class PayloadTooLarge(InvalidArgument):
 class SessionClosed(LceError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     kind = "session_closed"
+
+
+class NotInteractive(LceError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    kind = "not_interactive"
 
 
 class RateLimited(LceError):

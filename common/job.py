@@ -65,6 +65,8 @@ class ExecutionJob:
     encoding: Encoding = Encoding.UTF8
     stdin: bytes = b""  # the program's standard input (base64 in the payload, which is JSON)
     args: tuple[str, ...] = field(default=())
+    # The program's stdin stays open for what the client sends while it runs (common/run_input.py).
+    interactive: bool = False
 
     def to_payload(self) -> dict[str, Any]:
         return asdict(self) | {"stdin": base64.b64encode(self.stdin).decode("ascii"), "args": list(self.args)}

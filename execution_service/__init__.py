@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from common.config import ExecutionServiceConfig
 from common.db import make_engine
 from common.run_events import RunEvents
+from common.run_input import RunInput
 from execution_service import servicer
 from execution_service.attempts import RetryPolicy
 from execution_service.change_feed import ChangeFeed
@@ -77,6 +78,7 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
     # The version names the messages' format: replicas of another release never hear each other's.
     changes = ChangeFeed(client, listener, f"{config.queue_name}:execution-changes:v3")
     sessions = SessionClient(config.session_service_addr)
+    run_events = RunEvents.from_url(config.redis_url)
     executions = Executions(
         repository,
         sessions,
@@ -90,7 +92,8 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
         compile_limits=CompileLimits(config.compile_time_limit_ms, config.compile_memory_limit_mb),
         enqueue_grace_s=enqueue_grace_s,
         on_change=lambda execution_id, finished: changes.publish(servicer.change_to_proto(execution_id, finished)),
-        run_events=RunEvents.from_url(config.redis_url),
+        run_events=run_events,
+        run_input=RunInput(run_events.client),
     )
     reconciler = Reconciler(executions, queue, interval_s=config.reconcile_interval_s)
     return ExecutionService(executions, reconciler, engine, client, sessions, changes)

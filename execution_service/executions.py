@@ -27,6 +27,7 @@ from common.errors import (
     DeadlinePassed,
     InvalidArgument,
     NotFound,
+    NotInteractive,
     PayloadTooLarge,
     RateLimited,
     SessionClosed,
@@ -35,6 +36,7 @@ from common.errors import (
 from common.ids import parse_uuid
 from common.job import Encoding, ExecutionJob, encode_output
 from common.run_events import Kind, RunEvents, decode_entry, is_entry_id
+from common.run_input import MAX_CHUNK_BYTES, MAX_INPUT_BYTES, Appended, RunInput
 from execution_service.attempts import INTERNAL_ERROR, RetryPolicy, is_infrastructure_failure
 from execution_service.job_queue import JobQueue
 from execution_service.models import (
@@ -188,6 +190,7 @@ class Executions:
         clock: Callable[[], datetime] = utc_now,
         on_change: Callable[[str, Execution | None], None] = lambda execution_id, finished: None,
         run_events: RunEvents | None = None,
+        run_input: RunInput | None = None,
     ) -> None:
         self.repository = repository
         self.sessions = sessions
@@ -207,6 +210,8 @@ class Executions:
         self.on_change = on_change
         # Each run's own stream of states, for live readers (common/run_events.py).
         self.run_events = run_events
+        # Interactive runs' stdin, as their clients send it (common/run_input.py).
+        self.run_input = run_input
 
     def create(
         self,
@@ -221,6 +226,7 @@ class Executions:
         encoding: Encoding = Encoding.UTF8,
         stdin: bytes = b"",
         args: Sequence[str] = (),
+        interactive: bool = False,
         time_left: Callable[[], float | None] = lambda: None,
     ) -> Execution:
         """Snapshots the session's code and queues a run of it. Once this returns, the run is never lost:
@@ -278,6 +284,7 @@ class Executions:
             encoding=encoding,
             stdin=stdin,
             args=tuple(args),
+            interactive=interactive,
         )
         try:
             inserted = self.repository.insert_queued(execution, not_before=now + self.enqueue_grace)
@@ -340,6 +347,24 @@ class Executions:
                     yield RunEvent(entry_id, kind, data, self.get(execution.id))
                     return
                 yield RunEvent(entry_id, kind, data)
+
+    def open_interaction(self, execution_id: str) -> Execution:
+        """The run a client talks to: NotInteractive unless it was created interactive."""
+        execution = self.get(execution_id)
+        if not execution.interactive:
+            raise NotInteractive(f"execution {execution.id} was not created with interactive: true")
+        if self.run_input is None or self.run_events is None:
+            raise Unavailable("this service keeps no run streams")
+        return execution
+
+    def send_input(self, execution_id: str, data: bytes | None) -> None:
+        """Sends data to an interactive run's stdin (of open_interaction), or closes it (None); what
+        comes after the close is dropped. Raises RedisError."""
+        assert self.run_input is not None
+        if data is not None and len(data) > MAX_CHUNK_BYTES:
+            raise PayloadTooLarge(f"a message of input is at most {MAX_CHUNK_BYTES} bytes")
+        if self.run_input.append(execution_id, data) is Appended.FULL:
+            raise PayloadTooLarge(f"an interactive run takes at most {MAX_INPUT_BYTES} bytes of input in all")
 
     def list_for_session(self, session_id: str, limit: int | None, *, timeout: float) -> list[Execution]:
         session_id = parse_uuid(session_id, "session_id")
@@ -404,10 +429,14 @@ class Executions:
         self, execution_id: str, attempt: int, executor_id: str, reason: str, *, allowed: frozenset[Status] = UNFINISHED
     ) -> None:
         """The machinery failed `attempt`: queue the next one after its backoff, or, with no retry
-        left, end the run FAILED with reason internal_error. Nothing happens when `attempt` is no
-        longer the current one or the row's status left `allowed` (another replica or a report decided first)."""
+        left, end the run FAILED with reason internal_error. An interactive run that started is never
+        retried: what its client sent cannot be replayed. Nothing happens when `attempt` is no longer
+        the current one or the row's status left `allowed` (another replica or a report decided first)."""
         now = self.clock()
-        backoff = self.retries.backoff_before(attempt + 1)
+        execution = self.repository.get(execution_id)
+        replayable = execution is None or not (execution.interactive and execution.status == Status.RUNNING)
+        backoff = self.retries.backoff_before(attempt + 1) if replayable else None
+        encoding = execution.encoding if execution is not None else Encoding.UTF8
         token = logs.execution_id.set(execution_id)
         try:
             if backoff is not None:
@@ -422,7 +451,7 @@ class Executions:
                     self._append_event(execution_id, Kind.STATUS, **retried)
                     log.warning("attempt failed; retrying", extra={"attempt": attempt, "reason": reason})
             elif finished := self.repository.finish(
-                execution_id, executor_id, attempt, self._gave_up(execution_id, attempt, reason), now, allowed=allowed
+                execution_id, executor_id, attempt, gave_up(attempt, reason, encoding, replayable), now, allowed=allowed
             ):
                 self.on_change(execution_id, finished)
                 self._append_event(execution_id, Kind.RESULT, status=finished.status.value)
@@ -472,10 +501,6 @@ class Executions:
         if self.run_events is not None:
             self.run_events.append(execution_id, kind, **fields)
 
-    def _gave_up(self, execution_id: str, attempt: int, reason: str) -> RunOutcome:
-        execution = self.repository.get(execution_id)
-        return gave_up(attempt, reason, execution.encoding if execution is not None else Encoding.UTF8)
-
 
 def _refuse_when_too_late(seconds_left: float | None) -> None:
     if seconds_left is not None and seconds_left < MIN_TIME_TO_CREATE_S:
@@ -496,9 +521,15 @@ def idempotency_key_expired(created_at: datetime, now: datetime, window: timedel
     return now - created_at >= window
 
 
-def gave_up(attempt: int, reason: str, encoding: Encoding = Encoding.UTF8) -> RunOutcome:
+def gave_up(attempt: int, reason: str, encoding: Encoding = Encoding.UTF8, replayable: bool = True) -> RunOutcome:
     """The result of a run whose last attempt failed in the machinery."""
-    message = f"LCE could not run the program: attempt {attempt} failed ({reason}) and no retry is left\n"
+    if replayable:
+        message = f"LCE could not run the program: attempt {attempt} failed ({reason}) and no retry is left\n"
+    else:
+        message = (
+            f"LCE lost the interactive run: attempt {attempt} failed ({reason}) after it started, "
+            "and it is not retried, since the input it was sent cannot be replayed\n"
+        )
     return RunOutcome(
         status=Status.FAILED,
         reason=INTERNAL_ERROR,
@@ -527,4 +558,5 @@ def job_for(execution: Execution) -> ExecutionJob:
         encoding=execution.encoding,
         stdin=execution.stdin,
         args=execution.args,
+        interactive=execution.interactive,
     )

@@ -92,6 +92,7 @@ class Execution:
     encoding: Encoding = Encoding.UTF8  # of the outcome's stdout and stderr
     stdin: bytes = b""
     args: tuple[str, ...] = ()
+    interactive: bool = False  # stdin stays open for what the client sends (common/run_input.py)
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ executions = Table(
     Column("encoding", String(8)),
     Column("stdin", LargeBinary),
     Column("args", JSON),
+    Column("interactive", Boolean),
     # A session's history, newest first.
     Index("ix_executions_session_created", "session_id", "created_at"),
     # A session's last finished runs (the failure streak, read on every run): without it, every

@@ -30,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 
+from common import schema
 from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
 from common.db import reading, writing
 from common.job import Encoding
@@ -52,40 +53,9 @@ from execution_service.models import (
 
 log = logging.getLogger(__name__)
 
-_SCHEMA_ATTEMPTS = 3
-
 
 def create_schema(engine: Engine) -> None:
-    """Creates the tables, columns and indexes if missing (a column or index added in a later release
-    too: create_all skips whatever belongs to a table that exists). Two replicas starting together may
-    race on CREATE: the loser sees a duplicate-object error, and its retry finds everything in place."""
-    for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
-        try:
-            with engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    # Building an index on a large table may take longer than any request's statement may.
-                    conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
-                metadata.create_all(conn, checkfirst=True)
-                for table in metadata.sorted_tables:
-                    _add_missing_columns(conn, table)
-                    for index in table.indexes:
-                        index.create(conn, checkfirst=True)
-            return
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == _SCHEMA_ATTEMPTS:
-                raise
-            log.info("schema created concurrently by another replica; checking again")
-
-
-def _add_missing_columns(conn: Connection, table: sqlalchemy.Table) -> None:
-    """Adds the nullable columns a later release brought (rows written before read them as NULL)."""
-    existing = {column["name"] for column in sqlalchemy.inspect(conn).get_columns(table.name)}
-    for column in (column for column in table.columns if column.name not in existing):
-        if not column.nullable:
-            raise RuntimeError(f"{table.name}.{column.name} is missing and cannot be added to existing rows")
-        kind = column.type.compile(dialect=conn.dialect)
-        conn.execute(sqlalchemy.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-        log.info("column added", extra={"table": table.name, "column": column.name})
+    schema.create_schema(engine, metadata)
 
 
 # The reads on every request path, built once: SQLAlchemy then skips building the statement and
@@ -180,6 +150,7 @@ _INSERT_QUEUED = _Write(
                 "encoding",
                 "stdin",
                 "args",
+                "interactive",
             )
         )
     )
@@ -247,6 +218,7 @@ class Repository:
             encoding=execution.encoding.value,
             stdin=execution.stdin or None,
             args=list(execution.args) or None,
+            interactive=execution.interactive,
         )
         try:
             with writing(self.engine) as (conn, one_statement):
@@ -506,6 +478,7 @@ def _to_execution(row: RowMapping) -> Execution:
         encoding=Encoding(row["encoding"] or Encoding.UTF8),
         stdin=row.get("stdin") or b"",
         args=tuple(row["args"] or ()),
+        interactive=bool(row["interactive"]),
     )
 
 

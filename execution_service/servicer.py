@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common import logs
 from common.errors import InvalidArgument, LceError, Unavailable
 from common.grpc_client import deadline
 from common.grpc_server import INFRASTRUCTURE_ERRORS
@@ -58,6 +61,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             encoding=encoding,
             stdin=request.stdin,
             args=list(request.args),
+            interactive=request.interactive,
             time_left=context.time_remaining,
         )
         return pb.CreateExecutionResponse(execution=execution_to_proto(execution))
@@ -100,12 +104,33 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
         context.abort(grpc.StatusCode.UNAVAILABLE, "the change feed was interrupted: changes may have been missed")
 
     def WatchExecution(self, request: pb.WatchExecutionRequest, context: grpc.ServicerContext) -> Iterator[pb.RunEvent]:
-        # A stream is not translated by common.grpc_server's interceptor: its errors are mapped here.
+        with self._run_watch(context):
+            for event in self.executions.watch(request.execution_id, request.after, context.is_active):
+                yield _run_event_to_proto(event)
+
+    def InteractExecution(
+        self, requests: Iterator[pb.InteractRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.RunEvent]:
+        with self._run_watch(context):
+            first = next(requests, None)
+            if first is None:
+                return
+            execution = self.executions.open_interaction(first.execution_id)
+            relay = _InputRelay(self.executions, execution.id)
+            threading.Thread(target=relay.run, args=(first, requests), name="lce-interact", daemon=True).start()
+            for event in self.executions.watch(execution.id, "", lambda: context.is_active() and relay.error is None):
+                yield _run_event_to_proto(event)
+            if relay.error is not None:
+                raise relay.error
+
+    @contextmanager
+    def _run_watch(self, context: grpc.ServicerContext) -> Iterator[None]:
+        """One of the replica's bounded run watches; a stream's errors are mapped here, since
+        common.grpc_server's interceptor translates unary calls only."""
         if not self._run_watchers.acquire(blocking=False):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many runs watched on this replica, retry shortly")
         try:
-            for event in self.executions.watch(request.execution_id, request.after, context.is_active):
-                yield _run_event_to_proto(event)
+            yield
         except LceError as err:
             context.set_trailing_metadata(err.trailing_metadata())
             context.abort(err.code, err.message)
@@ -113,6 +138,35 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, "a dependency of the service is unavailable")
         finally:
             self._run_watchers.release()
+
+
+class _InputRelay:
+    """Sends what the caller of InteractExecution streams to the run's stdin, on a thread of its own
+    while the call's thread sends the run's events back. The caller's side ending closes stdin."""
+
+    def __init__(self, executions: Executions, execution_id: str) -> None:
+        self.executions = executions
+        self.execution_id = execution_id
+        self.error: LceError | None = None  # ends the call, from the call's thread
+
+    def run(self, first: pb.InteractRequest, rest: Iterator[pb.InteractRequest]) -> None:
+        token = logs.execution_id.set(self.execution_id)
+        try:
+            for request in itertools.chain([first], rest):
+                if request.stdin:
+                    self.executions.send_input(self.execution_id, request.stdin)
+                if request.close_stdin:
+                    break
+        except grpc.RpcError:
+            pass  # the caller left: its stdin closes below
+        except LceError as err:
+            self.error = err
+        except INFRASTRUCTURE_ERRORS:
+            self.error = Unavailable("the run's input cannot be sent: a dependency is unavailable")
+        finally:
+            with suppress(*INFRASTRUCTURE_ERRORS):
+                self.executions.send_input(self.execution_id, None)
+            logs.execution_id.reset(token)
 
 
 # Per-run watches served at once by one replica, each holding a thread of the service's streams for its life.
@@ -217,6 +271,7 @@ def execution_to_proto(execution: Execution) -> pb.Execution:
         compile_time_limit_ms=execution.compile_time_limit_ms,
         compile_memory_limit_mb=execution.compile_memory_limit_mb,
         encoding=_ENCODING_TO_PROTO[execution.encoding],
+        interactive=execution.interactive,
     )
     if execution.started_at is not None:
         message.started_at.CopyFrom(_timestamp(execution.started_at))

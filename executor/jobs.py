@@ -9,7 +9,8 @@ start (the worker never forks, so its gRPC channel lives as long as the process)
 from __future__ import annotations
 
 import logging
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from common import logs
 from common.job import ExecutionJob
 from common.languages import TOOLCHAIN_PATH, Language, by_name
 from common.run_events import RunEvents
+from common.run_input import RunInput
 from executor import loop_advice, metrics, verdicts
 from executor.compile_cache import CompileCache
 from executor.launcher import Launcher, Limits
 from executor.lease import LeaseKeeper
+from executor.live_input import LiveInput
 from executor.live_output import LiveOutput
 from executor.report_client import ReportClient
 from executor.verdicts import Verdict
@@ -45,6 +48,8 @@ class Runtime:
     compile_cache: CompileCache | None = None
     # Where the run's output goes as it is written (common/run_events.py); None: only with the result.
     events: RunEvents | None = None
+    # Where an interactive run's stdin comes from as the client sends it (common/run_input.py).
+    inputs: RunInput | None = None
 
 
 _runtime: Runtime | None = None
@@ -139,20 +144,45 @@ def _compile_and_run(job: ExecutionJob, language: Language, workdir: Path, runti
             # Now, between the stages: the compile's processes are gone, and the program, which
             # may rewrite anything in its work dir, has not started.
             cache.store(key, workdir, language.artifacts)
-    live = LiveOutput(runtime.events, job.execution_id, job.attempt, job.encoding) if runtime.events else None
-    try:
+    with ExitStack() as live:
+        output = live.enter_context(_live_output(job, runtime))
+        typed = live.enter_context(_live_input(job, runtime))
         ran = runtime.launcher.run(
             [*_expand_all(language.run, placeholders), *job.args],
             workdir=workdir,
             env=env,
             limits=run_limits(job, runtime.output_limit_bytes),
             stdin=job.stdin,
-            on_output=live.write if live is not None else None,
+            live_stdin=typed,
+            on_output=output.write if output is not None else None,
         )
-    finally:
-        if live is not None:
-            live.close()
     return verdicts.judge_run(ran, compiled, job.encoding)
+
+
+@contextmanager
+def _live_output(job: ExecutionJob, runtime: Runtime) -> Iterator[LiveOutput | None]:
+    if runtime.events is None:
+        yield None
+        return
+    output = LiveOutput(runtime.events, job.execution_id, job.attempt, job.encoding)
+    try:
+        yield output
+    finally:
+        output.close()
+
+
+@contextmanager
+def _live_input(job: ExecutionJob, runtime: Runtime) -> Iterator[LiveInput | None]:
+    """An interactive run's stdin as the client sends it; an executor without an input stream runs
+    the program with its stdin closed after the run's own stdin."""
+    if not job.interactive or runtime.inputs is None:
+        yield None
+        return
+    typed = LiveInput(runtime.inputs, job.execution_id)
+    try:
+        yield typed
+    finally:
+        typed.close()
 
 
 def run_limits(job: ExecutionJob, output_limit_bytes: int) -> Limits:

@@ -46,6 +46,16 @@ class StageOutcome:
     limit_exceeded: LimitExceeded | None
 
 
+class LiveStdin(Protocol):
+    """More stdin as the client sends it (executor/live_input.py), taken when wakeup_fd turns readable."""
+
+    wakeup_fd: int
+
+    def take(self) -> tuple[bytes, bool]:
+        """What came since the last call, and whether stdin is closed after it."""
+        ...
+
+
 class Launcher(Protocol):
     mode: str  # names the confinement in every result: "none" for the unconfined development launcher
 
@@ -61,10 +71,12 @@ class Launcher(Protocol):
         env: Mapping[str, str],
         limits: Limits,
         stdin: bytes = b"",
+        live_stdin: LiveStdin | None = None,
         on_output: Callable[[str, bytes], None] | None = None,
         another_stage_follows: bool = False,
     ) -> StageOutcome:
-        """Runs argv in workdir fed `stdin` (then end of file), enforcing limits; no process of it outlives the call.
+        """Runs argv in workdir fed `stdin`, then what live_stdin brings (an interactive run), then end of
+        file, enforcing limits; no process of it outlives the call.
         on_output is told each chunk of output ("stdout" or "stderr", its bytes) as it is read.
 
         another_stage_follows (a compile, when its run comes next) lets the launcher set up the

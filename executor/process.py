@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from executor.launcher import LimitExceeded, Limits, StageOutcome
+from executor.launcher import LimitExceeded, Limits, LiveStdin, StageOutcome
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ def run_captured(
     kill: Callable[[], None] | None = None,
     pass_fds: Collection[int] = (),
     stdin: bytes = b"",
+    live_stdin: LiveStdin | None = None,
     on_output: OutputListener | None = None,
 ) -> Captured:
     """Runs argv with `stdin` fed to it, capturing at most output_limit_bytes per stream (see capture)."""
@@ -115,6 +116,7 @@ def run_captured(
         output_limit_bytes=output_limit_bytes,
         kill=kill,
         stdin=stdin,
+        live_stdin=live_stdin,
         on_output=on_output,
     )
 
@@ -153,12 +155,14 @@ def capture(
     kill: Callable[[], None] | None = None,
     command: bytes = b"",
     stdin: bytes = b"",
+    live_stdin: LiveStdin | None = None,
     on_output: OutputListener | None = None,
 ) -> Captured:
     """Releases a started child, captures at most output_limit_bytes per stream and reaps it.
 
     A child started with a command pipe gets `command` there, then `stdin` as fast as it reads it,
-    then end of file; the wall clock starts at this call. The program is killed when a stream passes
+    then what `live_stdin` brings as it comes, if given, then end of file; the wall clock starts at
+    this call. The program is killed when a stream passes
     the cap or the wall timeout expires. `kill` must kill everything the child started; by default
     it SIGKILLs the child's process group (the child leads a new session). It is called again once
     the child has exited, before the child is reaped, so background processes left in the group die
@@ -173,7 +177,7 @@ def capture(
     exited_at: float | None = None
     try:
         # The command, then stdin, written as the child reads them: the wall clock covers both.
-        feed = _Feed(child.stdin, command + stdin)
+        feed = _Feed(child.stdin, command + stdin, live_stdin)
         timed_out, exited_at = _pump(child, streams, feed, started + wall_timeout_s, kill_all)
     finally:
         # Also on an exception (an RQ job timeout arrives as one): nothing may outlive the call.
@@ -204,32 +208,52 @@ def discard(child: subprocess.Popen[bytes], kill: Callable[[], None]) -> None:
 
 
 class _Feed:
-    """The program's stdin, written as the program reads it (never blocking the pump), then closed."""
+    """The program's stdin, written as the program reads it (never blocking the pump), then closed:
+    once `data` is written, or, with a live source, once the source's end of file is written too."""
 
-    def __init__(self, pipe: IO[bytes] | None, data: bytes) -> None:
+    def __init__(self, pipe: IO[bytes] | None, data: bytes, live: LiveStdin | None = None) -> None:
         self.pipe = pipe
         self.left = memoryview(data)
+        self.live = live  # None once its end of file came
+        self.fd = -1
         if pipe is not None:
-            os.set_blocking(pipe.fileno(), False)
-            if not data:
+            self.fd = pipe.fileno()
+            os.set_blocking(self.fd, False)
+            if not data and live is None:
                 self.close()
 
     @property
     def pending(self) -> bool:
         return self.pipe is not None and not self.pipe.closed
 
+    @property
+    def writable(self) -> bool:
+        """Something is waiting to be written into an open pipe."""
+        return self.pending and bool(self.left)
+
     def write(self) -> None:
         assert self.pipe is not None
         try:
-            written = os.write(self.pipe.fileno(), self.left[:_READ_CHUNK])
+            written = os.write(self.fd, self.left[:_READ_CHUNK])
         except BlockingIOError:
             return
         except BrokenPipeError:  # the program closed its stdin, or ended (before its release, even)
             self.close()
             return
         self.left = self.left[written:]
-        if not self.left:
+        if not self.left and self.live is None:
             self.close()
+
+    def receive(self) -> None:
+        """Takes what the live source has; dropped when the program closed its stdin already."""
+        assert self.live is not None
+        data, eof = self.live.take()
+        if data and self.pending:
+            self.left = memoryview(bytes(self.left) + data)
+        if eof:
+            self.live = None
+            if not self.left:
+                self.close()
 
     def close(self) -> None:
         if self.pipe is not None:
@@ -266,36 +290,53 @@ def _pump(
             for pipe in (child.stdout, child.stderr):
                 assert pipe is not None
                 selector.register(pipe.fileno(), selectors.EVENT_READ)
-            if feed.pending:
-                assert feed.pipe is not None
-                stdin_fd = feed.pipe.fileno()
-                selector.register(stdin_fd, selectors.EVENT_WRITE)
+            live_fd = feed.live.wakeup_fd if feed.live is not None else -1
+            if feed.live is not None:
+                selector.register(live_fd, selectors.EVENT_READ)
+            _watch_stdin(selector, feed)
             while len(selector.get_map()) > 0:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return exited_at is None, exited_at
                 for key, _ in selector.select(remaining):
                     if key.events == selectors.EVENT_WRITE:
-                        if feed.pending:  # not closed by the child's exit earlier in this same batch
+                        if feed.writable:  # not closed by the child's exit earlier in this same batch
                             feed.write()
-                            if not feed.pending:
-                                selector.unregister(stdin_fd)
+                    elif key.fd == live_fd:
+                        if feed.live is not None:
+                            feed.receive()
+                        if feed.live is None:
+                            selector.unregister(live_fd)
                     elif key.fd == pidfd:
                         exited_at = time.monotonic()
                         selector.unregister(pidfd)
-                        if feed.pending:  # nobody left to read it
-                            selector.unregister(stdin_fd)
-                            feed.close()
+                        if feed.live is not None:
+                            selector.unregister(live_fd)
+                            feed.live = None
+                        feed.close()  # nobody left to read it
                         # What the child left running would hold the pipes open until the deadline.
                         kill_all()
                     elif not streams.read(key.fd):
                         selector.unregister(key.fd)
+                    _watch_stdin(selector, feed)
                 if streams.exceeded:
                     kill_all()
                     return False, exited_at
             return False, exited_at
     finally:
         os.close(pidfd)
+
+
+def _watch_stdin(selector: selectors.BaseSelector, feed: _Feed) -> None:
+    """The stdin pipe is watched while something waits to be written into it: an idle pipe is always
+    writable, and watching it then would spin."""
+    if feed.fd < 0:
+        return
+    watched = feed.fd in selector.get_map()
+    if feed.writable and not watched:
+        selector.register(feed.fd, selectors.EVENT_WRITE)
+    elif watched and not feed.writable:
+        selector.unregister(feed.fd)
 
 
 def _process_group_killer(pgid: int) -> Callable[[], None]:
@@ -347,6 +388,7 @@ class UnconfinedLauncher:
         env: Mapping[str, str],
         limits: Limits,
         stdin: bytes = b"",
+        live_stdin: LiveStdin | None = None,
         on_output: OutputListener | None = None,
         another_stage_follows: bool = False,  # nothing to set up ahead: a plain subprocess
     ) -> StageOutcome:
@@ -357,6 +399,7 @@ class UnconfinedLauncher:
             wall_timeout_s=limits.wall_time_ms / 1000,
             output_limit_bytes=limits.output_limit_bytes,
             stdin=stdin,
+            live_stdin=live_stdin,
             on_output=on_output,
         )
         return StageOutcome(

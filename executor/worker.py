@@ -25,6 +25,7 @@ from common.config import ExecutorConfig
 from common.grpc_server import start_server
 from common.job import JOB_FUNCTION, SERIALIZER
 from common.run_events import RunEvents
+from common.run_input import RunInput
 from executor import jobs
 from executor import metrics as executor_metrics
 from executor.compile_cache import CompileCache
@@ -78,13 +79,15 @@ def serve(config: ExecutorConfig, launcher: Launcher) -> None:
     connection = redis.Redis.from_url(config.redis_url)
     connection.ping()  # fail at start, not on the first job, when Redis is unreachable
     reports = ReportClient(config.execution_service_addr, config.executor_id, report_retry_s=config.report_retry_s)
+    events = RunEvents.from_url(config.redis_url)
     jobs.install(
         jobs.Runtime(
             launcher=launcher,
             reports=reports,
             output_limit_bytes=config.output_limit_bytes,
             compile_cache=CompileCache.from_config(config),
-            events=RunEvents.from_url(config.redis_url),
+            events=events,
+            inputs=RunInput(events.client),
         )
     )
     executor_metrics.SANDBOX.labels(launcher.mode).set(1)

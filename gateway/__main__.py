@@ -16,6 +16,7 @@ import uvicorn
 
 from common import logs
 from common.config import GatewayConfig
+from gateway.interaction import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("gateway")
 
@@ -51,6 +52,9 @@ def main() -> None:
         # Named rather than "auto": the C event loop and HTTP parser are what a CPU-bound gateway needs.
         loop="uvloop",
         http="gateway.request_limits:BoundedHttpToolsProtocol",
+        # WebSocket messages (gateway/interaction.py) are small; compression would let a small frame inflate.
+        ws_max_size=MAX_MESSAGE_BYTES,
+        ws_per_message_deflate=False,
         log_config=logging_config(),
         # Access logs cost throughput; errors are logged by the app itself.
         access_log=False,

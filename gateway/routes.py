@@ -13,12 +13,14 @@ from contextlib import suppress
 from typing import Any
 
 import grpc
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway import schemas, translate
 from gateway.clients import Backends
+from gateway.execution_reads import ExecutionReads
 from gateway.http_errors import HttpError, rpc_error_response
+from gateway.interaction import Interaction
 from gateway.request_limits import bounded_json_object
 from lce.execution.v1 import execution_pb2
 from lce.session.v1 import session_pb2
@@ -82,10 +84,55 @@ async def stream_execution(execution_id: str, request: Request) -> Response:
     if streams.full(execution["execution_id"]):
         raise HttpError(503, "too many event streams open on this gateway, retry shortly")
     return StreamingResponse(
-        streams.events(execution, request.headers.get("last-event-id")),
+        streams.sse(execution, request.headers.get("last-event-id")),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def interactive_execution(execution_id: str, reads: ExecutionReads) -> dict[str, Any]:
+    """The run to talk to: 404 unknown, 409 not interactive (an HttpError, or the backend's AioRpcError)."""
+    execution: dict[str, Any] = json.loads(await reads.read(execution_id))
+    if not execution.get("interactive"):
+        raise HttpError(409, f"execution {execution['execution_id']} was not created with interactive: true")
+    return execution
+
+
+@router.websocket("/executions/{execution_id}/interact")
+async def interact(websocket: WebSocket, execution_id: str) -> None:
+    streams = websocket.app.state.run_streams
+    try:
+        execution = await interactive_execution(execution_id, websocket.app.state.execution_reads)
+        if streams.full(execution["execution_id"]):
+            raise HttpError(503, "too many event streams open on this gateway, retry shortly")
+    except HttpError as refused:
+        await websocket.send_denial_response(JSONResponse({"error": refused.message}, status_code=refused.status))
+        return
+    except grpc.aio.AioRpcError as err:
+        failed = rpc_error_response(err)
+        await websocket.send_denial_response(JSONResponse(failed.body, failed.status, failed.headers))
+        return
+    await Interaction(websocket, streams, execution).serve()
+
+
+@router.get(
+    "/executions/{execution_id}/interact",
+    responses={
+        101: {
+            "description": "WebSocket to an interactive run. Send JSON text messages "
+            '{"type": "stdin", "data": "..."} (base64 when the run\'s encoding is) and {"type": "close"} (closes '
+            "the program's stdin, as closing the socket does). Received: one JSON message per event of the run, "
+            '{"type": "status" | "stdout" | "stderr", "id", ...fields as in /stream}, then {"type": "result", '
+            '"id", "execution": <GET /executions/{id}>}, after which the server closes the socket; '
+            '{"type": "error", "status", "message"} answers a refused message.'
+        },
+        426: {"model": schemas.Error, "description": "a plain GET: this is a WebSocket"},
+        **schemas.errors(400, 404, 409, 503),
+    },
+)
+async def interact_without_upgrade(execution_id: str, request: Request) -> Response:
+    await interactive_execution(execution_id, request.app.state.execution_reads)
+    raise HttpError(426, "GET /executions/{id}/interact is a WebSocket: connect with Upgrade: websocket")
 
 
 @router.get(

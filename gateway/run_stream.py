@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import redis.asyncio
 import redis.exceptions
 
+from common import run_input
 from common.run_events import Kind, decode_entry, is_entry_id, stream_key
+from common.run_input import Appended
 from gateway.execution_reads import ExecutionReads
 
 MAX_STREAMS = 1000  # open at once in one gateway process; past it, 503
@@ -42,6 +45,7 @@ class RunStreams:
             health_check_interval=30,
         )
         self._reads = reads
+        self._append_input = self._client.register_script(run_input.APPEND_SCRIPT)
         self.open = 0
         self._open_by_run: dict[str, int] = {}
 
@@ -51,8 +55,10 @@ class RunStreams:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def events(self, execution: dict[str, Any], last_event_id: str | None) -> AsyncIterator[bytes]:
-        """The run's events after last_event_id, until its result; `execution` is its state now (GET's body)."""
+    async def events(self, execution: dict[str, Any], last_event_id: str | None) -> AsyncIterator[RunStreamEvent]:
+        """The run's events after last_event_id, until its result; `execution` is its state now (GET's body).
+        A keep-alive (kind "") comes after each quiet while. Raises RedisError or AioRpcError when the
+        stream cannot go on."""
         execution_id = execution["execution_id"]
         self.open += 1
         self._open_by_run[execution_id] = self._open_by_run.get(execution_id, 0) + 1
@@ -64,25 +70,35 @@ class RunStreams:
                 return
             async for event in self._follow(execution_id, after):
                 yield event
-        except (redis.exceptions.RedisError, grpc.aio.AioRpcError):
-            # The stream cannot go on; the client reconnects with its Last-Event-ID, or reads GET.
-            yield b": stream interrupted, reconnect\n\n"
         finally:
             self.open -= 1
             self._open_by_run[execution_id] -= 1
             if not self._open_by_run[execution_id]:
                 del self._open_by_run[execution_id]
 
-    async def _follow(self, execution_id: str, after: str) -> AsyncIterator[bytes]:
+    async def sse(self, execution: dict[str, Any], last_event_id: str | None) -> AsyncIterator[bytes]:
+        """`events` as Server-Sent Events."""
+        try:
+            async for event in self.events(execution, last_event_id):
+                yield event.sse()
+        except (redis.exceptions.RedisError, grpc.aio.AioRpcError):
+            # The stream cannot go on; the client reconnects with its Last-Event-ID, or reads GET.
+            yield b": stream interrupted, reconnect\n\n"
+
+    async def send_input(self, execution_id: str, data: bytes | None) -> Appended:
+        """Appends to an interactive run's stdin (common/run_input.py), or closes it (None). Raises RedisError."""
+        return Appended(await self._append_input(keys=run_input.keys(execution_id), args=run_input.script_args(data)))
+
+    async def _follow(self, execution_id: str, after: str) -> AsyncIterator[RunStreamEvent]:
         key = stream_key(execution_id)
         while True:
             found = await self._client.xread({key: after}, count=_READ_COUNT, block=KEEP_ALIVE_S * 1000)
             if not found:
-                yield b": keep-alive\n\n"
+                yield RunStreamEvent("", after, "")
                 # Quiet for a while: a run whose result never reached its stream (Redis lost it) ends here.
                 answer, finished = await self._reads.read_when_finished(execution_id, 0.001)
                 if finished:
-                    yield _event("result", after, answer.decode())
+                    yield RunStreamEvent("result", after, answer.decode())
                     return
                 continue
             for entry_id, fields in found[0][1]:
@@ -90,19 +106,37 @@ class RunStreams:
                 kind, data = decode_entry(fields)
                 if kind == Kind.RESULT:
                     answer, _ = await self._reads.read_when_finished(execution_id, 5.0)
-                    yield _event("result", after, answer.decode())
+                    yield RunStreamEvent("result", after, answer.decode())
                     return
-                yield _event(kind, after, _json(data))
+                yield RunStreamEvent(kind, after, _json(data))
 
 
-def _replay(execution: dict[str, Any], after: str) -> Iterator[bytes]:
+@dataclass(frozen=True)
+class RunStreamEvent:
+    kind: str  # status, stdout, stderr or result; "" for a keep-alive
+    id: str
+    data: str  # JSON: the event's fields; for result, the body of GET /executions/{id}
+
+    def sse(self) -> bytes:
+        if not self.kind:
+            return b": keep-alive\n\n"
+        return f"id: {self.id}\nevent: {self.kind}\ndata: {self.data}\n\n".encode()
+
+    def message(self) -> str:
+        """As a WebSocket message: {"type", "id", and the fields}; a result's body under "execution"."""
+        if self.kind == "result":  # the body as it is: not parsed again
+            return f'{{"type":"result","id":"{self.id}","execution":{self.data}}}'
+        return _json({"type": self.kind, "id": self.id, **json.loads(self.data)})
+
+
+def _replay(execution: dict[str, Any], after: str) -> Iterator[RunStreamEvent]:
     """A finished run's events from its stored result, past the replay id `after` (0-N), made one at a
     time: the output goes in pieces, so a stream holds at most one piece beside the result."""
     seen = int(after.removeprefix(_REPLAY_ID_PREFIX)) if after.startswith(_REPLAY_ID_PREFIX) else 0
     events = _replayed(execution)
     for number, (kind, data) in enumerate(events, 1):
         if number > seen:
-            yield _event(kind, f"{_REPLAY_ID_PREFIX}{number}", data())
+            yield RunStreamEvent(kind, f"{_REPLAY_ID_PREFIX}{number}", data())
 
 
 def _replayed(execution: dict[str, Any]) -> Iterator[tuple[str, Callable[[], str]]]:
@@ -123,7 +157,3 @@ def _offset_of(before: str, encoding: str | None) -> int:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
-
-
-def _event(kind: str, event_id: str, data: str) -> bytes:
-    return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n".encode()

@@ -7,9 +7,9 @@ tests/contract/test_gateway.py checks real responses against these models.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 ExecutionStatus = Literal["QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT"]
 SessionStatus = Literal["ACTIVE", "INACTIVE"]
@@ -50,13 +50,38 @@ class LanguageList(BaseModel):
     languages: list[LanguageSummary]
 
 
+class SourceFile(BaseModel):
+    name: str = Field(
+        description="a relative path of segments of ASCII letters, digits, '_', '.' and '-' separated by '/', "
+        "without '.' or '..' segments; at most 255 characters; never the language's main file (file_name)"
+    )
+    content: str = Field(description="no NUL characters")
+
+
+_FILES = (
+    "the program's files besides the main file (source_code), replaced as a whole: at most 32; source_code "
+    "and every file's content together at most 1 MiB of UTF-8 (413 above)"
+)
+# Written out, not a $ref: request_body() publishes a body's schema on its own, without its $defs.
+FileList = Annotated[
+    list[SourceFile] | None,
+    WithJsonSchema(
+        {"anyOf": [{"type": "array", "maxItems": 32, "items": SourceFile.model_json_schema()}, {"type": "null"}]}
+    ),
+]
+
+
 class CreateSessionBody(BaseModel):
     language_id: str
     source_code: str | None = Field(None, description="initial code; the language's template when absent")
+    files: FileList = Field(None, description=_FILES + "; none when absent")
 
 
 class UpdateSourceBody(BaseModel):
-    source_code: str = Field(description="at most 1 MiB of UTF-8")
+    """At least one of source_code and files; what is absent stays as it is."""
+
+    source_code: str | None = Field(None, description="at most 1 MiB of UTF-8")
+    files: FileList = Field(None, description=_FILES + "; [] removes them all")
 
 
 Encoding = Literal["utf8", "base64"]
@@ -85,6 +110,12 @@ class RunBody(BaseModel):
         description="the program's arguments after its name, exactly as given (never through a shell): "
         "at most 64, each at most 4 KiB of UTF-8, no NUL",
     )
+    interactive: bool = Field(
+        False,
+        description="keep the program's stdin open, after `stdin`, for what a client sends over "
+        "GET /executions/{id}/interact (a WebSocket) while it runs; the time limit counts from the start, "
+        "waiting included. Never retried once started: losing its executor ends it FAILED internal_error",
+    )
 
 
 class SessionState(BaseModel):
@@ -99,6 +130,7 @@ class Session(BaseModel):
     language_id: str
     language_name: str
     source_code: str
+    files: list[SourceFile] = Field(description="in the order they were saved; [] when none")
     runtime: str
     version: str
     created_at: str | None
@@ -169,6 +201,7 @@ class Execution(BaseModel):
     compile_memory_limit_mb: int | None = None
     encoding: Encoding | None = Field(None, description=_ENCODING)
     warnings: list[str] = Field(description=_WARNINGS)
+    interactive: bool = Field(False, description="created with interactive: true (GET /executions/{id}/interact)")
 
 
 class ExecutionEvent(BaseModel):
@@ -210,7 +243,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "malformed JSON, a wrong type, a malformed id or an out-of-range value",
         404: "unknown id",
         409: "the session is closed",
-        413: "source code or stdin over 1 MiB, or a request body over 6 MiB",
+        413: "source code and files, or stdin, over 1 MiB, or a request body over 6 MiB",
         429: "rate limited",
         503: "a backend service is unavailable (Retry-After: 1)",
     }

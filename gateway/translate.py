@@ -105,6 +105,7 @@ def session_detail(session: session_pb2.Session) -> Json:
         "language_id": session.language.id,
         "language_name": session.language.name,
         "source_code": session.source_code,
+        "files": [{"name": file.name, "content": file.content} for file in session.files],
         "runtime": session.language.runtime,
         "version": session.language.version,
         "created_at": optional_timestamp(session, "created_at"),
@@ -170,7 +171,6 @@ def execution_detail(execution: execution_pb2.Execution) -> Json:
             memory_limit_mb=execution.memory_limit_mb,
             compile_time_limit_ms=execution.compile_time_limit_ms or None,
             compile_memory_limit_mb=execution.compile_memory_limit_mb or None,
-            encoding=_ENCODING_NAMES.get(execution.encoding, "utf8"),
         )
     body.update(
         session_id=execution.session_id,
@@ -178,6 +178,8 @@ def execution_detail(execution: execution_pb2.Execution) -> Json:
         created_at=optional_timestamp(execution, "created_at"),
         started_at=optional_timestamp(execution, "started_at"),
         warnings=list(execution.warnings),
+        encoding=_ENCODING_NAMES.get(execution.encoding, "utf8"),
+        interactive=execution.interactive,
     )
     return body
 
@@ -225,12 +227,38 @@ def _int32_field(body: Json, name: str) -> int | None:
 def create_session_request(body: Json) -> session_pb2.CreateSessionRequest:
     language_id = _field(body, "language_id", str, "a string", required=True)
     source_code = _field(body, "source_code", str, "a string", required=False)
-    return session_pb2.CreateSessionRequest(language_id=language_id, source_code=source_code)
+    return session_pb2.CreateSessionRequest(
+        language_id=language_id, source_code=source_code, files=_files_field(body) or ()
+    )
 
 
 def update_source_request(session_id: str, body: Json) -> session_pb2.UpdateSourceRequest:
-    source_code = _field(body, "source_code", str, "a string", required=True)
-    return session_pb2.UpdateSourceRequest(session_id=session_id, source_code=source_code)
+    """Source, files or both; what the body leaves out stays as it is."""
+    source_code = _field(body, "source_code", str, "a string", required=False)
+    files = _files_field(body)
+    if source_code is None and files is None:
+        raise HttpError(400, "source_code is required unless files is given")
+    file_set = None if files is None else session_pb2.FileSet(files=files)
+    return session_pb2.UpdateSourceRequest(session_id=session_id, source_code=source_code, file_set=file_set)
+
+
+def _files_field(body: Json) -> list[session_pb2.SourceFile] | None:
+    """The whole set of files, each {"name", "content"}; the names' rules are session_service's."""
+    files = _field(body, "files", list, "a list of {name, content} objects", required=False)
+    if files is None:
+        return None
+    return [_source_file(index, file) for index, file in enumerate(files)]
+
+
+def _source_file(index: int, file: Any) -> session_pb2.SourceFile:
+    if type(file) is not dict:
+        raise HttpError(400, f"files[{index}] must be an object with name and content")
+    try:
+        name = _field(file, "name", str, "a string", required=True)
+        content = _field(file, "content", str, "a string", required=True)
+    except HttpError as err:
+        raise HttpError(400, f"files[{index}].{err.message}") from None
+    return session_pb2.SourceFile(name=name, content=content)
 
 
 def create_execution_request(
@@ -248,6 +276,7 @@ def create_execution_request(
         encoding=encoding,
         stdin=_stdin_field(body, encoding),
         args=_args_field(body),
+        interactive=_field(body, "interactive", bool, "true or false", required=False) or False,
     )
 
 
@@ -265,12 +294,17 @@ def _stdin_field(body: Json, encoding: int) -> bytes:
     text = _field(body, "stdin", str, "a string", required=False)
     if text is None:
         return b""
-    if encoding != execution_pb2.ENCODING_BASE64:
+    return program_input(text, base64_encoded=encoding == execution_pb2.ENCODING_BASE64, what="stdin")
+
+
+def program_input(text: str, *, base64_encoded: bool, what: str) -> bytes:
+    """Input for a program as a client sends it: text, sent as UTF-8, or base64 of the exact bytes."""
+    if not base64_encoded:
         return text.encode()
     try:
         return base64.b64decode(text, validate=True)
     except binascii.Error as exc:
-        raise HttpError(400, "stdin is not valid base64") from exc
+        raise HttpError(400, f"{what} is not valid base64") from exc
 
 
 def _args_field(body: Json) -> list[str]:

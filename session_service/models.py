@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from sqlalchemy import (
+    JSON,
     CheckConstraint,
     Column,
     DateTime,
@@ -48,6 +49,9 @@ sessions = Table(
     Column("source_code", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # [{"name", "content"}, ...] beside the main file; NULL (never []) when there are none, which lets
+    # autosave of the source alone skip reading the row (sessions.py). Nullable: a later release added it.
+    Column("files", JSON(none_as_null=True), nullable=True),
     CheckConstraint(
         "status IN ({})".format(", ".join(f"'{status}'" for status in SessionStatus)),
         name="sessions_status_known",

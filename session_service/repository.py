@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, Row, Update, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DatabaseError
 
 from common.db import reading, writing
+from common.schema import create_schema
 from session_service.models import SessionStatus, languages, metadata, sessions
-from session_service.sessions import LanguageInfo, SessionRecord
-
-log = logging.getLogger(__name__)
+from session_service.sessions import LanguageInfo, SessionRecord, SourceFile
 
 # Both dialects spell "insert, or update on conflict" the same way, each with its own insert().
 _UPSERT_INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
@@ -29,7 +26,7 @@ _BY_ID = select(sessions).where(sessions.c.id == bindparam("session_id"))
 _INSERT = sessions.insert().values(
     {
         name: bindparam(f"set_{name}", type_=sessions.c[name].type)
-        for name in ("id", "language_id", "status", "source_code", "created_at", "updated_at")
+        for name in ("id", "language_id", "status", "source_code", "files", "created_at", "updated_at")
     }
 )
 
@@ -43,7 +40,10 @@ def _update_if_active(*names: str) -> Update:
     )
 
 
-_UPDATE_SOURCE = _update_if_active("source_code", "updated_at")
+_SAVE_SOURCE_IF_NO_FILES = _update_if_active("source_code", "updated_at").where(sessions.c.files.is_(None))
+_SAVE_IF_UNCHANGED = _update_if_active("source_code", "files", "updated_at").where(
+    sessions.c.updated_at == bindparam("seen_updated_at")
+)
 _CLOSE = _update_if_active("status", "updated_at")
 
 
@@ -54,13 +54,7 @@ class SessionRepository:
         self._engine = engine
 
     def create_schema(self) -> None:
-        try:
-            metadata.create_all(self._engine)
-        except DatabaseError as err:
-            # A replica starting at the same moment created a table between our existence check and our
-            # CREATE; the second pass sees it and creates only what is still missing.
-            log.info("schema creation raced another replica, retrying", extra={"error": type(err).__name__})
-            metadata.create_all(self._engine)
+        create_schema(self._engine, metadata)
 
     def upsert_languages(self, catalogue: Iterable[LanguageInfo]) -> None:
         rows = [_language_row(language) for language in catalogue]
@@ -81,6 +75,7 @@ class SessionRepository:
                     "set_language_id": uuid.UUID(record.language_id),
                     "set_status": record.status.value,
                     "set_source_code": record.source_code,
+                    "set_files": _files_json(record.files),
                     "set_created_at": record.created_at,
                     "set_updated_at": record.updated_at,
                 },
@@ -91,9 +86,24 @@ class SessionRepository:
             row = connection.execute(_BY_ID, {"session_id": uuid.UUID(session_id)}).first()
         return None if row is None else _record(row)
 
-    def update_source_if_active(self, session_id: str, source_code: str, now: datetime) -> SessionRecord | None:
-        """The updated session, or None when it is unknown or closed (the WHERE makes this race-free)."""
-        return self._update_if_active(_UPDATE_SOURCE, session_id, set_source_code=source_code, set_updated_at=now)
+    def save_source_if_no_files(self, session_id: str, source_code: str, now: datetime) -> SessionRecord | None:
+        """The updated session, or None when it is unknown, closed or has files (the WHERE makes this race-free)."""
+        return self._update_if_active(
+            _SAVE_SOURCE_IF_NO_FILES, session_id, set_source_code=source_code, set_updated_at=now
+        )
+
+    def save_if_unchanged(
+        self, session_id: str, source_code: str, files: Sequence[SourceFile], seen: datetime, now: datetime
+    ) -> SessionRecord | None:
+        """The updated session, or None when it is unknown, closed, or was written since it read `seen`."""
+        return self._update_if_active(
+            _SAVE_IF_UNCHANGED,
+            session_id,
+            seen_updated_at=seen,
+            set_source_code=source_code,
+            set_files=_files_json(files),
+            set_updated_at=now,
+        )
 
     def close_if_active(self, session_id: str, now: datetime) -> SessionRecord | None:
         """The closed session, or None when it is unknown or was already closed."""
@@ -127,9 +137,14 @@ def _record(row: Row[Any]) -> SessionRecord:
         language_id=str(row.language_id),
         status=SessionStatus(row.status),
         source_code=row.source_code,
+        files=tuple(SourceFile(name=file["name"], content=file["content"]) for file in row.files or ()),
         created_at=_utc(row.created_at),
         updated_at=_utc(row.updated_at),
     )
+
+
+def _files_json(files: Sequence[SourceFile]) -> list[dict[str, str]] | None:
+    return [{"name": file.name, "content": file.content} for file in files] or None
 
 
 def _utc(moment: datetime) -> datetime:

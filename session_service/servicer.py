@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from lce.session.v1 import session_pb2, session_pb2_grpc
 from session_service.models import SessionStatus
-from session_service.sessions import LanguageInfo, Session, Sessions
+from session_service.sessions import LanguageInfo, Session, Sessions, SourceFile
 
 SERVICE_NAME = "lce.session.v1.SessionService"
 
@@ -44,9 +46,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self, request: session_pb2.CreateSessionRequest, context: grpc.ServicerContext
     ) -> session_pb2.CreateSessionResponse:
         source_code = request.source_code if request.HasField("source_code") else None
-        return session_pb2.CreateSessionResponse(
-            session=_session(self._sessions.create(request.language_id, source_code))
-        )
+        session = self._sessions.create(request.language_id, source_code, _files(request.files))
+        return session_pb2.CreateSessionResponse(session=_session(session))
 
     def GetSession(
         self, request: session_pb2.GetSessionRequest, context: grpc.ServicerContext
@@ -56,7 +57,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def UpdateSource(
         self, request: session_pb2.UpdateSourceRequest, context: grpc.ServicerContext
     ) -> session_pb2.UpdateSourceResponse:
-        session = self._sessions.update_source(request.session_id, request.source_code)
+        source_code = request.source_code if request.HasField("source_code") else None
+        files = _files(request.file_set.files) if request.HasField("file_set") else None
+        session = self._sessions.update_source(request.session_id, source_code, files)
         return session_pb2.UpdateSourceResponse(session=_session(session))
 
     def CloseSession(
@@ -78,6 +81,10 @@ def _language(language: LanguageInfo) -> session_pb2.Language:
     )
 
 
+def _files(files: Iterable[session_pb2.SourceFile]) -> tuple[SourceFile, ...]:
+    return tuple(SourceFile(name=file.name, content=file.content) for file in files)
+
+
 def _session(session: Session) -> session_pb2.Session:
     created_at, updated_at = Timestamp(), Timestamp()
     created_at.FromDatetime(session.created_at)
@@ -87,6 +94,7 @@ def _session(session: Session) -> session_pb2.Session:
         status=_STATUSES[session.status],
         language=_language(session.language),
         source_code=session.source_code,
+        files=[session_pb2.SourceFile(name=file.name, content=file.content) for file in session.files],
         created_at=created_at,
         updated_at=updated_at,
     )

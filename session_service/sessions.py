@@ -1,28 +1,36 @@
 """The rules of sessions, and the catalogue of languages they are written in.
 
 A session is ACTIVE from creation until closed, then INACTIVE for good: autosave on a
-closed session is refused, closing it again answers the closed session. Languages are
+closed session is refused, closing it again answers the closed session. Its program is
+source_code (the language's main file) plus up to 32 other files. Languages are
 reference data from common.languages, with versions detected once at startup and served
 from memory, so reading a session costs one primary-key query.
 """
 
 from __future__ import annotations
 
+import string
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from common import languages as reference
-from common.errors import InvalidArgument, NotFound, PayloadTooLarge, SessionClosed
+from common.errors import InvalidArgument, NotFound, PayloadTooLarge, SessionClosed, Unavailable
 from common.ids import parse_uuid
 from session_service.models import SessionStatus
 
 if TYPE_CHECKING:
     from session_service.repository import SessionRepository
 
+# Of source_code alone, and of source_code and every file's content together.
 MAX_SOURCE_BYTES = 1024 * 1024
+MAX_FILES = 32
+MAX_FILE_NAME_CHARS = 255
+_FILE_NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_.-/")
+# An autosave that reads the row first writes only if nobody wrote in between, and else reads again.
+_SAVE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,12 @@ class LanguageInfo:
 
 
 @dataclass(frozen=True)
+class SourceFile:
+    name: str  # a relative path: "helper.py", "lib/util.h"
+    content: str
+
+
+@dataclass(frozen=True)
 class SessionRecord:
     """A session as stored: its language by id only."""
 
@@ -59,6 +73,7 @@ class SessionRecord:
     language_id: str
     status: SessionStatus
     source_code: str
+    files: tuple[SourceFile, ...]
     created_at: datetime
     updated_at: datetime
 
@@ -69,6 +84,7 @@ class Session:
     status: SessionStatus
     language: LanguageInfo
     source_code: str
+    files: tuple[SourceFile, ...]
     created_at: datetime
     updated_at: datetime
 
@@ -79,6 +95,54 @@ def check_source(source_code: str) -> None:
     # PostgreSQL text cannot hold NUL; refusing it here keeps both databases answering the same.
     if "\x00" in source_code:
         raise InvalidArgument("source_code must not contain NUL characters")
+
+
+def check_files(files: Sequence[SourceFile], main_file: str, source_code: str) -> None:
+    """The rules of a session's files, and the size of the whole program: source_code plus every file.
+
+    Each check is one pass over its text (a character set, a split), never a regular expression."""
+    if len(files) > MAX_FILES:
+        raise InvalidArgument(f"files must be at most {MAX_FILES}")
+    names: set[str] = set()
+    # Folders as nested dicts, a file as None: "lib" and "lib/x.py" cannot both be files.
+    tree: dict[str, Any] = {main_file: None}
+    total_bytes = len(source_code.encode("utf-8"))
+    for index, file in enumerate(files):
+        field = f"files[{index}]"
+        _check_file_name(file.name, field, main_file)
+        if file.name in names:
+            raise InvalidArgument(f"{field}.name {file.name!r} is given twice")
+        names.add(file.name)
+        if not _place(tree, file.name.split("/")):
+            raise InvalidArgument(f"{field}.name {file.name!r} makes a file's name a folder, or a folder's a file")
+        if "\x00" in file.content:
+            raise InvalidArgument(f"{field}.content must not contain NUL characters")
+        total_bytes += len(file.content.encode("utf-8"))
+    if total_bytes > MAX_SOURCE_BYTES:
+        raise PayloadTooLarge(f"source_code and files must be at most {MAX_SOURCE_BYTES} bytes of UTF-8 together")
+
+
+def _check_file_name(name: str, field: str, main_file: str) -> None:
+    if not 0 < len(name) <= MAX_FILE_NAME_CHARS:
+        raise InvalidArgument(f"{field}.name must be 1 to {MAX_FILE_NAME_CHARS} characters")
+    if not _FILE_NAME_CHARACTERS.issuperset(name):
+        raise InvalidArgument(f"{field}.name may hold only ASCII letters, digits, '_', '.', '-' and '/'")
+    if any(segment in ("", ".", "..") for segment in name.split("/")):
+        raise InvalidArgument(f"{field}.name must be a relative path without empty, '.' or '..' segments")
+    if name == main_file:
+        raise InvalidArgument(f"{field}.name must not be {main_file}, the language's main file")
+
+
+def _place(tree: dict[str, Any], segments: list[str]) -> bool:
+    """Adds the file at `segments` to `tree`; False when a file stands where a folder must, or the reverse."""
+    for folder in segments[:-1]:
+        tree = tree.setdefault(folder, {})
+        if tree is None:
+            return False
+    if segments[-1] in tree:
+        return False
+    tree[segments[-1]] = None
+    return True
 
 
 class Catalogue:
@@ -104,16 +168,18 @@ class Sessions:
         self._repository = repository
         self.catalogue = catalogue
 
-    def create(self, language_id: str, source_code: str | None = None) -> Session:
+    def create(self, language_id: str, source_code: str | None = None, files: Sequence[SourceFile] = ()) -> Session:
         language = self.catalogue.get(language_id)
         source = language.template_code if source_code is None else source_code
         check_source(source)
+        check_files(files, language.file_name, source)
         now = datetime.now(UTC)
         record = SessionRecord(
             id=str(uuid.uuid4()),
             language_id=language.id,
             status=SessionStatus.ACTIVE,
             source_code=source,
+            files=tuple(files),
             created_at=now,
             updated_at=now,
         )
@@ -123,15 +189,35 @@ class Sessions:
     def get(self, session_id: str) -> Session:
         return self._session(self._existing(parse_uuid(session_id, "session_id")))
 
-    def update_source(self, session_id: str, source_code: str) -> Session:
+    def update_source(
+        self, session_id: str, source_code: str | None, files: Sequence[SourceFile] | None = None
+    ) -> Session:
+        """Replaces the source, the whole set of files, or both; None leaves that part as it is."""
         canonical_id = parse_uuid(session_id, "session_id")
-        check_source(source_code)
-        record = self._repository.update_source_if_active(canonical_id, source_code, datetime.now(UTC))
-        if record is None:
-            # Nothing updated: tell an unknown session from a closed one.
-            self._existing(canonical_id)
-            raise SessionClosed(f"session {canonical_id} is closed")
-        return self._session(record)
+        if source_code is not None:
+            check_source(source_code)
+            if files is None:
+                # Autosave of a session without files: the source's own check is all, so no read.
+                record = self._repository.save_source_if_no_files(canonical_id, source_code, datetime.now(UTC))
+                if record is not None:
+                    return self._session(record)
+        elif files is None:
+            raise InvalidArgument("an update needs source_code, files or both")
+        # Files have rules that need the session's language, and their size counts with the source:
+        # read, check what the session would become, and write it only if nobody wrote in between.
+        for _ in range(_SAVE_ATTEMPTS):
+            current = self._existing(canonical_id)
+            if current.status is not SessionStatus.ACTIVE:
+                raise SessionClosed(f"session {canonical_id} is closed")
+            source = current.source_code if source_code is None else source_code
+            new_files = current.files if files is None else tuple(files)
+            check_files(new_files, self.catalogue.get(current.language_id).file_name, source)
+            # Strictly later than what was read, so that the write always changes what the next one compares.
+            now = max(datetime.now(UTC), current.updated_at + timedelta(microseconds=1))
+            record = self._repository.save_if_unchanged(canonical_id, source, new_files, current.updated_at, now)
+            if record is not None:
+                return self._session(record)
+        raise Unavailable(f"session {canonical_id} kept changing while being saved; try again")
 
     def close(self, session_id: str) -> Session:
         canonical_id = parse_uuid(session_id, "session_id")
@@ -155,6 +241,7 @@ class Sessions:
             # Ids are stable and languages never leave the table, so every stored language_id is here.
             language=self.catalogue.get(record.language_id),
             source_code=record.source_code,
+            files=record.files,
             created_at=record.created_at,
             updated_at=record.updated_at,
         )

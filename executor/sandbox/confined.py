@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from executor.launcher import LimitExceeded, Limits, StageOutcome
+from executor.launcher import LimitExceeded, Limits, LiveStdin, StageOutcome
 from executor.process import OutputListener
 from executor.sandbox import workspace
 from executor.sandbox.cgroups import CgroupTree
@@ -125,6 +125,7 @@ class SandboxLauncher:
         env: Mapping[str, str],
         limits: Limits,
         stdin: bytes = b"",
+        live_stdin: LiveStdin | None = None,
         on_output: OutputListener | None = None,
         another_stage_follows: bool = False,
     ) -> StageOutcome:
@@ -140,7 +141,7 @@ class SandboxLauncher:
             sandbox = self._spawn(execution, workdir)
         if another_stage_follows:
             self._spawn_ahead(execution, workdir, sandbox)
-        return _outcome(sandbox.run(argv, env, limits, stdin, on_output), limits)
+        return _outcome(sandbox.run(argv, env, limits, stdin, live_stdin, on_output), limits)
 
     def _spawn_ahead(self, execution: _Execution, workdir: Path, current: Sandbox) -> None:
         """Spawned now, the next stage's sandbox builds its namespaces and mounts while the current

@@ -23,7 +23,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from executor.launcher import Limits
+from executor.launcher import Limits, LiveStdin
 from executor.process import Captured, OutputListener, capture, discard, start
 from executor.sandbox.bwrap import command_script, sandbox_argv
 from executor.sandbox.cgroups import CgroupTree, RunCgroup
@@ -111,6 +111,7 @@ class Sandbox:
         env: Mapping[str, str],
         limits: Limits,
         stdin: bytes = b"",
+        live_stdin: LiveStdin | None = None,
         on_output: OutputListener | None = None,
     ) -> Ran:
         """Releases the sandbox with command under limits, fed stdin; nothing of it is left when this returns."""
@@ -138,6 +139,7 @@ class Sandbox:
                     kill=self._group.kill,
                     command=script,
                     stdin=stdin,
+                    live_stdin=live_stdin,
                     on_output=on_output,
                 )
             finally:

@@ -247,6 +247,7 @@ class TestCreateExecution:
                 "encoding": "utf8",
                 "stdin": "",
                 "args": [],
+                "interactive": False,
             }
         }
         assert job.timeout == 60 + (2 * DEFAULT_COMPILE_TIME_LIMIT_MS + 2 * 2000) // 1000 + 2 * 600
@@ -750,6 +751,33 @@ class TestRecovery:
         assert started(harness, execution_id, "ex-killed", 1) is False
         assert renew(harness, execution_id, "ex-killed", 1) is False
         assert started(harness, execution_id, "ex-2", 2) is True
+
+    def test_an_interactive_run_that_started_is_not_retried(self, make_harness: Factory, redis_url: str) -> None:
+        harness = make_harness(lease_s=2, retry_backoff_s=(0.2, 0.2, 0.2))
+        execution_id = create(harness, harness.sessions.add(), interactive=True).id
+        started(harness, execution_id, "ex-killed", 1)
+        harness.service.reconciler.start()
+        wait_for(lambda: get(harness, execution_id).status == pb.EXECUTION_STATUS_FAILED)
+        execution = get(harness, execution_id)
+        assert (execution.attempt, execution.result.reason) == (1, "internal_error")
+        assert "interactive run" in execution.result.stderr and "not retried" in execution.result.stderr
+        assert [e.type for e in events(harness, execution_id)] == ["QUEUED", "RUNNING", "FAILED"]
+        assert not job_exists(redis_url, f"{execution_id}_2")
+
+    def test_an_interactive_runs_internal_error_after_its_start_is_not_retried(self, make_harness: Factory) -> None:
+        harness = make_harness(retry_backoff_s=(0.2, 0.2, 0.2))
+        execution_id = create(harness, harness.sessions.add(), interactive=True).id
+        started(harness, execution_id)
+        failure = pb.RunResult(status=pb.EXECUTION_STATUS_FAILED, reason="internal_error", stderr="sandbox gone")
+        assert result(harness, execution_id, failure) == pb.EXECUTION_STATUS_FAILED
+
+    def test_an_interactive_run_that_never_started_is_retried(self, make_harness: Factory, redis_url: str) -> None:
+        harness = make_harness(retry_backoff_s=(0.2, 0.2, 0.2))
+        execution_id = create(harness, harness.sessions.add(), interactive=True).id
+        rq_job(redis_url, execution_id).set_status(JobStatus.FAILED)  # nobody read its input yet
+        harness.service.reconciler.start()
+        wait_for(lambda: job_exists(redis_url, f"{execution_id}_2"))
+        assert rq_job(redis_url, f"{execution_id}_2").kwargs["payload"]["interactive"] is True
 
     def test_a_renewed_lease_is_left_alone(self, make_harness: Factory) -> None:
         harness = make_harness(lease_s=2)

@@ -430,7 +430,7 @@ async def test_get_session_full_shape(client: httpx.AsyncClient) -> None:
     body = response.json()
     conforms(body, schemas.Session)
     assert set(body) == {
-        "session_id", "status", "language_id", "language_name", "source_code",
+        "session_id", "status", "language_id", "language_name", "source_code", "files",
         "runtime", "version", "created_at", "updated_at",
     }  # fmt: skip
     assert body["language_name"] == "python" and body["source_code"] == "print(1)"

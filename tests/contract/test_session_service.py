@@ -19,7 +19,7 @@ from common.grpc_server import RunningServer, start_server
 from common.languages import LANGUAGES
 from lce.session.v1 import session_pb2, session_pb2_grpc
 from session_service import SERVICE_NAME, SessionServicer, build_servicer
-from session_service.sessions import MAX_SOURCE_BYTES
+from session_service.sessions import MAX_FILES, MAX_SOURCE_BYTES
 from tests.conftest import fresh_database
 
 DEADLINE_S = 10.0
@@ -62,6 +62,24 @@ def scratch_database() -> Iterator[str]:
 def create(served: Served, source_code: str | None = None) -> session_pb2.Session:
     request = session_pb2.CreateSessionRequest(language_id=PYTHON.id, source_code=source_code)
     return served.call("CreateSession", request).session
+
+
+def source_files(contents: dict[str, str]) -> list[session_pb2.SourceFile]:
+    return [session_pb2.SourceFile(name=name, content=content) for name, content in contents.items()]
+
+
+def save_files(served: Served, session_id: str, files: list[session_pb2.SourceFile]) -> session_pb2.Session:
+    request = session_pb2.UpdateSourceRequest(session_id=session_id, file_set=session_pb2.FileSet(files=files))
+    return served.call("UpdateSource", request).session
+
+
+def save_source(served: Served, session_id: str, source_code: str) -> session_pb2.Session:
+    request = session_pb2.UpdateSourceRequest(session_id=session_id, source_code=source_code)
+    return served.call("UpdateSource", request).session
+
+
+def get(served: Served, session_id: str) -> session_pb2.Session:
+    return served.call("GetSession", session_pb2.GetSessionRequest(session_id=session_id)).session
 
 
 def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
@@ -156,6 +174,102 @@ def test_close_session_is_idempotent(served: Served) -> None:
     assert again == closed
 
 
+# Files
+
+
+def test_files_given_at_creation_are_answered_in_their_order(served: Served) -> None:
+    files = source_files({"zeta.py": "Z = 1\n", "alpha.py": "", "lib/util.py": "def f():\n    return 'é😀'\n"})
+    created = served.call("CreateSession", session_pb2.CreateSessionRequest(language_id=PYTHON.id, files=files))
+    assert list(created.session.files) == files
+    assert created.session.source_code == PYTHON.template_code
+    assert get(served, created.session.id) == created.session
+
+
+def test_a_session_starts_without_files(served: Served) -> None:
+    assert list(get(served, create(served).id).files) == []
+
+
+def test_a_file_set_replaces_every_file_and_leaves_the_source(served: Served) -> None:
+    session = create(served, "import helper")
+    save_files(served, session.id, source_files({"helper.py": "A = 1", "old.py": "gone"}))
+    saved = save_files(served, session.id, source_files({"helper.py": "A = 2", "lib/new.py": "B = 3"}))
+    assert list(saved.files) == source_files({"helper.py": "A = 2", "lib/new.py": "B = 3"})
+    assert saved.source_code == "import helper"
+    assert saved.updated_at.ToDatetime() > session.updated_at.ToDatetime()
+    assert get(served, session.id) == saved
+
+
+def test_source_alone_leaves_the_files(served: Served) -> None:
+    session = create(served)
+    save_files(served, session.id, source_files({"helper.py": "A = 1"}))
+    saved = save_source(served, session.id, "import helper\nprint(helper.A)")
+    assert saved.source_code == "import helper\nprint(helper.A)"
+    assert list(saved.files) == source_files({"helper.py": "A = 1"})
+    assert get(served, session.id) == saved
+
+
+def test_source_and_files_are_saved_together(served: Served) -> None:
+    session = create(served)
+    request = session_pb2.UpdateSourceRequest(
+        session_id=session.id,
+        source_code="import b",
+        file_set=session_pb2.FileSet(files=source_files({"b.py": "B = 1"})),
+    )
+    saved = served.call("UpdateSource", request).session
+    assert (saved.source_code, list(saved.files)) == ("import b", source_files({"b.py": "B = 1"}))
+
+
+def test_an_empty_file_set_removes_every_file(served: Served) -> None:
+    session = create(served)
+    save_files(served, session.id, source_files({"a.py": "", "b.py": ""}))
+    assert list(save_files(served, session.id, []).files) == []
+    assert list(get(served, session.id).files) == []
+    assert save_source(served, session.id, "print(1)").source_code == "print(1)"
+
+
+def test_source_and_files_of_exactly_one_mebibyte_together_are_stored(served: Served) -> None:
+    session = create(served, "€" * 1000)
+    files = source_files({"a.py": "x" * (MAX_SOURCE_BYTES - 3000 - 2), "b.py": "é"})
+    assert list(save_files(served, session.id, files).files) == files
+
+
+def test_closed_session_refuses_files_and_keeps_its_own(served: Served) -> None:
+    session = create(served)
+    save_files(served, session.id, source_files({"kept.py": "K = 1"}))
+    served.call("CloseSession", session_pb2.CloseSessionRequest(session_id=session.id))
+    err = rpc_error(lambda: save_files(served, session.id, source_files({"other.py": ""})))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert list(get(served, session.id).files) == source_files({"kept.py": "K = 1"})
+
+
+def test_a_bad_file_name_is_explained_by_its_place(served: Served) -> None:
+    session = create(served)
+    err = rpc_error(lambda: save_files(served, session.id, source_files({"ok.py": "", "a b.py": ""})))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith("files[1].name ")
+
+
+def test_the_files_column_is_added_to_a_database_of_an_earlier_release(scratch_database: str) -> None:
+    served = Served(build_servicer(scratch_database))
+    try:
+        session = create(served, "print('before files')")
+    finally:
+        served.stop()
+    engine = create_engine(scratch_database)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE sessions DROP COLUMN files"))
+    finally:
+        engine.dispose()
+    served = Served(build_servicer(scratch_database))
+    try:
+        assert get(served, session.id) == session
+        saved = save_files(served, session.id, source_files({"new.py": "N = 1"}))
+        assert list(get(served, session.id).files) == list(saved.files) == source_files({"new.py": "N = 1"})
+    finally:
+        served.stop()
+
+
 # Errors: each RPC's precise status code and the kind in the trailing metadata
 
 
@@ -187,8 +301,14 @@ ERROR_CASES: list[tuple[str, str, Callable[[Served], Any], grpc.StatusCode, str]
      grpc.StatusCode.NOT_FOUND, "not_found"),
     ("malformed session", "UpdateSource", lambda _: session_pb2.UpdateSourceRequest(session_id="", source_code=""),
      grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
-    ("unknown session", "UpdateSource", lambda _: session_pb2.UpdateSourceRequest(session_id=UNKNOWN_ID),
+    ("unknown session, source", "UpdateSource",
+     lambda _: session_pb2.UpdateSourceRequest(session_id=UNKNOWN_ID, source_code=""),
      grpc.StatusCode.NOT_FOUND, "not_found"),
+    ("unknown session, files", "UpdateSource",
+     lambda _: session_pb2.UpdateSourceRequest(session_id=UNKNOWN_ID, file_set=session_pb2.FileSet()),
+     grpc.StatusCode.NOT_FOUND, "not_found"),
+    ("nothing to update", "UpdateSource", lambda served: session_pb2.UpdateSourceRequest(session_id=create(served).id),
+     grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
     ("closed session", "UpdateSource", _closed_session_autosave,
      grpc.StatusCode.FAILED_PRECONDITION, "session_closed"),
     ("oversized source", "UpdateSource", _oversized_autosave,
@@ -196,6 +316,37 @@ ERROR_CASES: list[tuple[str, str, Callable[[Served], Any], grpc.StatusCode, str]
     ("NUL in source", "UpdateSource",
      lambda served: session_pb2.UpdateSourceRequest(session_id=create(served).id, source_code="a\x00b"),
      grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+    ("main file among the files", "CreateSession",
+     lambda _: session_pb2.CreateSessionRequest(language_id=PYTHON.id, files=source_files({"main.py": ""})),
+     grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+    ("source and files over 1 MiB", "CreateSession",
+     lambda _: session_pb2.CreateSessionRequest(
+         language_id=PYTHON.id, source_code="x" * (MAX_SOURCE_BYTES - 1), files=source_files({"a.py": "yy"})),
+     grpc.StatusCode.INVALID_ARGUMENT, "payload_too_large"),
+    ("file name climbing out", "UpdateSource",
+     lambda served: session_pb2.UpdateSourceRequest(
+         session_id=create(served).id, file_set=session_pb2.FileSet(files=source_files({"../a.py": ""}))),
+     grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+    ("too many files", "UpdateSource",
+     lambda served: session_pb2.UpdateSourceRequest(
+         session_id=create(served).id,
+         file_set=session_pb2.FileSet(files=source_files({f"f{n}.py": "" for n in range(MAX_FILES + 1)}))),
+     grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+    ("source over 1 MiB with the stored files", "UpdateSource",
+     lambda served: session_pb2.UpdateSourceRequest(
+         session_id=served.call("CreateSession", session_pb2.CreateSessionRequest(
+             language_id=PYTHON.id, files=source_files({"a.py": "x" * 10}))).session.id,
+         source_code="y" * (MAX_SOURCE_BYTES - 9)),
+     grpc.StatusCode.INVALID_ARGUMENT, "payload_too_large"),
+    ("files over 1 MiB with the stored source", "UpdateSource",
+     lambda served: session_pb2.UpdateSourceRequest(
+         session_id=create(served, "x" * 10).id,
+         file_set=session_pb2.FileSet(files=source_files({"a.py": "y" * (MAX_SOURCE_BYTES - 9)}))),
+     grpc.StatusCode.INVALID_ARGUMENT, "payload_too_large"),
+    ("closed session, files", "UpdateSource",
+     lambda served: session_pb2.UpdateSourceRequest(
+         session_id=_closed_session_autosave(served).session_id, file_set=session_pb2.FileSet()),
+     grpc.StatusCode.FAILED_PRECONDITION, "session_closed"),
     ("malformed session", "CloseSession", lambda _: session_pb2.CloseSessionRequest(session_id="nope"),
      grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
     ("unknown session", "CloseSession", lambda _: session_pb2.CloseSessionRequest(session_id=UNKNOWN_ID),
@@ -292,7 +443,8 @@ def test_sqlite_file_keeps_sessions_across_restarts(tmp_path: Path) -> None:
         assert second.call("GetSession", session_pb2.GetSessionRequest(session_id=session.id)).session == saved
         closed = second.call("CloseSession", session_pb2.CloseSessionRequest(session_id=session.id)).session
         assert closed.status == session_pb2.SESSION_STATUS_INACTIVE
-        err = rpc_error(lambda: second.call("UpdateSource", session_pb2.UpdateSourceRequest(session_id=session.id)))
+        closed_update = session_pb2.UpdateSourceRequest(session_id=session.id, source_code="")
+        err = rpc_error(lambda: second.call("UpdateSource", closed_update))
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert kind_of(err) == "session_closed"
     finally:

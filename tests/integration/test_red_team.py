@@ -69,13 +69,15 @@ def is_waiting_sandbox(pids: list[int]) -> bool:
     return names == ["bwrap", Path(INIT).name, "sh"] and shell in commands
 
 
-@pytest.fixture
-def hostile(api: httpx.Client, languages: dict[str, dict[str, Any]], stack: Stack):
-    """Runs one hostile program in a fresh session and checks the system is unharmed afterwards."""
+@pytest.fixture(params=["batch", "interactive"])
+def hostile(request: pytest.FixtureRequest, api: httpx.Client, languages: dict[str, dict[str, Any]], stack: Stack):
+    """Runs one hostile program in a fresh session and checks the system is unharmed afterwards; each
+    probe runs twice: as a plain run, and as an interactive one (its stdin fed live by the executor)."""
+    mode = {"interactive": True} if request.param == "interactive" else {}
 
     def send(source: str, language: str = "python", **limits: Any) -> dict[str, Any]:
         started = time.monotonic()
-        result = run(api, new_session(api, languages[language]["id"], source), **limits)
+        result = run(api, new_session(api, languages[language]["id"], source), **mode, **limits)
         assert time.monotonic() - started < BOUND_S, f"took over {BOUND_S} s"
         assert result["sandbox"] != "none"
         return result

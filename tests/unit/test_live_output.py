@@ -54,13 +54,20 @@ FINISHED = {"execution_id": "e-4", "status": "COMPLETED", "stdout": "out\n", "st
 
 
 def test_a_finished_run_without_a_stream_is_replayed_from_its_result() -> None:
-    events = [event.decode() for event in run_stream._replay(FINISHED, "0-0")]
+    events = [event.sse().decode() for event in run_stream._replay(FINISHED, "0-0")]
     assert events == [
         'id: 0-1\nevent: status\ndata: {"status": "COMPLETED"}\n\n',
         'id: 0-2\nevent: stdout\ndata: {"offset": 0, "data": "out\\n"}\n\n',
         f"id: 0-3\nevent: result\ndata: {json.dumps(FINISHED)}\n\n",
     ]
-    assert [event.decode().split("\n")[0] for event in run_stream._replay(FINISHED, "0-2")] == ["id: 0-3"]
+    assert [event.id for event in run_stream._replay(FINISHED, "0-2")] == ["0-3"]
+
+
+def test_events_as_websocket_messages() -> None:
+    status, stdout, result = run_stream._replay(FINISHED, "0-0")
+    assert json.loads(status.message()) == {"type": "status", "id": "0-1", "status": "COMPLETED"}
+    assert json.loads(stdout.message()) == {"type": "stdout", "id": "0-2", "offset": 0, "data": "out\n"}
+    assert json.loads(result.message()) == {"type": "result", "id": "0-3", "execution": FINISHED}
 
 
 def test_only_stream_entry_ids_resume_a_stream() -> None:
@@ -91,5 +98,5 @@ def test_a_flood_is_appended_in_entries_of_at_most_64_kib(redis_url: str) -> Non
 
 def test_a_long_replayed_output_goes_in_pieces_with_byte_offsets() -> None:
     finished = {**FINISHED, "stdout": "é" * 70_000}
-    pieces = [json.loads(e.decode().split("data: ", 1)[1]) for e in run_stream._replay(finished, "0-0")][1:-1]
+    pieces = [json.loads(e.data) for e in run_stream._replay(finished, "0-0")][1:-1]
     assert [(p["offset"], len(p["data"])) for p in pieces] == [(0, 65536), (131072, 4464)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -81,6 +82,77 @@ def test_a_program_that_never_reads_its_stdin_is_not_waited_for(tmp_path: Path) 
 def test_a_program_that_stops_reading_still_times_out(tmp_path: Path) -> None:
     captured = fed("head -c 10 >/dev/null; sleep 30", tmp_path, b"x" * (4 * 1024 * 1024), timeout_s=0.5)
     assert captured.timed_out and captured.signal == signal.SIGKILL
+
+
+class TypedInput:
+    """Live stdin as a client would type it: `send` from another thread, then `close`."""
+
+    def __init__(self) -> None:
+        self.wakeup_fd, self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._pending: list[bytes] = []
+        self._eof = False
+
+    def send(self, data: bytes) -> None:
+        self._pending.append(data)
+        os.write(self._wake, b"1")
+
+    def close(self) -> None:
+        self._eof = True
+        os.write(self._wake, b"1")
+
+    def take(self) -> tuple[bytes, bool]:
+        while True:
+            try:
+                os.read(self.wakeup_fd, 64)
+            except BlockingIOError:
+                break
+        data, self._pending = b"".join(self._pending), []
+        return data, self._eof
+
+
+def typed(script: str, tmp_path: Path, live: TypedInput, *, stdin: bytes = b"", timeout_s: float = 10):
+    return run_captured(
+        ["sh", "-c", script],
+        cwd=tmp_path,
+        env=ENV,
+        wall_timeout_s=timeout_s,
+        output_limit_bytes=CAP,
+        stdin=stdin,
+        live_stdin=live,
+    )
+
+
+def test_live_stdin_reaches_the_program_as_it_is_typed_then_closes(tmp_path: Path) -> None:
+    live = TypedInput()
+    seen: list[bytes] = []
+
+    def type_after_each_prompt() -> None:
+        for answer in (b"7\n", b"42\n"):
+            time.sleep(0.2)
+            seen.append(answer)
+            live.send(answer)
+        time.sleep(0.2)
+        live.close()
+
+    threading.Thread(target=type_after_each_prompt, daemon=True).start()
+    started = time.monotonic()
+    captured = typed("read a; echo got $a; read b; echo got $b; cat; echo eof", tmp_path, live, stdin=b"first\n")
+    assert captured.stdout == b"got first\ngot 7\n42\neof\n"
+    assert captured.returncode == 0 and not captured.timed_out
+    assert 0.6 <= time.monotonic() - started < 5  # it waited for the typing, and ended at the end of file
+
+
+def test_live_stdin_left_open_waits_out_the_time_limit(tmp_path: Path) -> None:
+    captured = typed("cat", tmp_path, TypedInput(), timeout_s=0.5)
+    assert captured.timed_out and captured.signal == signal.SIGKILL
+
+
+def test_live_stdin_after_the_program_closed_its_stdin_is_dropped(tmp_path: Path) -> None:
+    live = TypedInput()
+    threading.Timer(0.2, live.send, (b"too late\n",)).start()
+    threading.Timer(0.4, live.close).start()
+    captured = typed("exec 0<&-; sleep 0.6; echo done", tmp_path, live)
+    assert (captured.returncode, captured.stdout) == (0, b"done\n")
 
 
 def test_cwd_and_env_are_exactly_the_given_ones(tmp_path: Path) -> None:

@@ -97,6 +97,7 @@ def test_session_detail_shape() -> None:
         "language_id": "lang-1",
         "language_name": "javascript",
         "source_code": "console.log('Hello');",
+        "files": [],
         "runtime": "node",
         "version": "18.19.0",
         "created_at": "2026-01-21T10:00:00.000Z",
@@ -142,6 +143,8 @@ def test_pending_execution_has_no_result_keys() -> None:
         "created_at": "2026-01-21T10:00:00.000Z",
         "started_at": None,
         "warnings": [],
+        "encoding": "utf8",
+        "interactive": False,
     }
 
 
