@@ -35,6 +35,22 @@ class Encoding(StrEnum):
     BASE64 = "base64"  # the exact bytes
 
 
+@dataclass(frozen=True)
+class SourceFile:
+    """A file of a program besides the language's main file (a session's `files`)."""
+
+    name: str  # a relative path, checked by session_service: "helper.py", "lib/util.h"
+    content: str
+
+
+def files_to_json(files: tuple[SourceFile, ...] | list[SourceFile]) -> list[dict[str, str]]:
+    return [{"name": file.name, "content": file.content} for file in files]
+
+
+def files_from_json(value: list[dict[str, str]] | None) -> tuple[SourceFile, ...]:
+    return tuple(SourceFile(name=file["name"], content=file["content"]) for file in value or ())
+
+
 def encode_output(data: bytes, encoding: Encoding) -> str:
     """A program's output (or a message in its place) as the result carries it."""
     if encoding == Encoding.BASE64:
@@ -67,9 +83,14 @@ class ExecutionJob:
     args: tuple[str, ...] = field(default=())
     # The program's stdin stays open for what the client sends while it runs (common/run_input.py).
     interactive: bool = False
+    files: tuple[SourceFile, ...] = field(default=())  # beside the main file, which holds source_code
 
     def to_payload(self) -> dict[str, Any]:
-        return asdict(self) | {"stdin": base64.b64encode(self.stdin).decode("ascii"), "args": list(self.args)}
+        return asdict(self) | {
+            "stdin": base64.b64encode(self.stdin).decode("ascii"),
+            "args": list(self.args),
+            "files": files_to_json(self.files),
+        }
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> ExecutionJob:
@@ -81,6 +102,7 @@ class ExecutionJob:
                 "encoding": Encoding(fields.get("encoding", Encoding.UTF8)),
                 "stdin": base64.b64decode(fields.get("stdin", "")),
                 "args": tuple(fields.get("args", ())),
+                "files": files_from_json(fields.get("files")),
             }
         )
 

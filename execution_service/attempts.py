@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from execution_service.models import RunOutcome
+from common.outcome import Reason, RunOutcome
 
-INTERNAL_ERROR = "internal_error"
+INTERNAL_ERROR = Reason.INTERNAL_ERROR.value  # also the start of a failed attempt's reason
 
 # Why an attempt ended without a result (the RETRIED event's reason, and the final stderr).
 LEASE_EXPIRED = "lease_expired"  # its executor stopped renewing its lease: killed, or cut off
@@ -44,4 +44,4 @@ class RetryPolicy:
 
 def is_infrastructure_failure(outcome: RunOutcome) -> bool:
     """An executor's result that says the machinery, not the program, failed (e.g. the sandbox could not be set up)."""
-    return outcome.reason == INTERNAL_ERROR
+    return outcome.reason is Reason.INTERNAL_ERROR

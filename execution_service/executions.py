@@ -35,20 +35,12 @@ from common.errors import (
 )
 from common.ids import parse_uuid
 from common.job import Encoding, ExecutionJob, encode_output
+from common.outcome import TERMINAL, UNFINISHED, Reason, RunOutcome, Status
 from common.run_events import Kind, RunEvents, decode_entry, is_entry_id
 from common.run_input import MAX_CHUNK_BYTES, MAX_INPUT_BYTES, Appended, RunInput
 from execution_service.attempts import INTERNAL_ERROR, RetryPolicy, is_infrastructure_failure
 from execution_service.job_queue import JobQueue
-from execution_service.models import (
-    TERMINAL,
-    UNFINISHED,
-    Event,
-    Execution,
-    FinishedRun,
-    RunEvent,
-    RunOutcome,
-    Status,
-)
+from execution_service.models import Event, Execution, FinishedRun, RunEvent
 from execution_service.rate_limit import SlidingWindowLimiter
 from execution_service.repository import Repository
 from execution_service.session_client import SessionClient, SessionSnapshot
@@ -270,6 +262,7 @@ class Executions:
             status=Status.QUEUED,
             language=session.language,
             source_code=session.source_code,
+            files=session.files,
             time_limit_ms=limits.time_limit_ms,
             memory_limit_mb=limits.memory_limit_mb,
             created_at=now,
@@ -420,7 +413,7 @@ class Executions:
             self._append_event(execution_id, Kind.RESULT, status=finished.status.value)
             log.info(
                 "execution finished",
-                extra={"status": outcome.status.value, "reason": outcome.reason, "executor_id": executor_id},
+                extra={"status": outcome.status.value, "reason": outcome.reason_text, "executor_id": executor_id},
             )
             return outcome.status
         return self.get(execution_id).status
@@ -531,17 +524,7 @@ def gave_up(attempt: int, reason: str, encoding: Encoding = Encoding.UTF8, repla
             "and it is not retried, since the input it was sent cannot be replayed\n"
         )
     return RunOutcome(
-        status=Status.FAILED,
-        reason=INTERNAL_ERROR,
-        stdout="",
-        stderr=encode_output(message.encode(), encoding),
-        stdout_truncated=False,
-        stderr_truncated=False,
-        exit_code=None,
-        execution_time_ms=0,
-        memory_kb=0,
-        stages=(),
-        sandbox="",
+        status=Status.FAILED, reason=Reason.INTERNAL_ERROR, stderr=encode_output(message.encode(), encoding)
     )
 
 
@@ -559,4 +542,5 @@ def job_for(execution: Execution) -> ExecutionJob:
         stdin=execution.stdin,
         args=execution.args,
         interactive=execution.interactive,
+        files=execution.files,
     )

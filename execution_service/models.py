@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -26,48 +25,10 @@ from sqlalchemy import (
 )
 
 from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
-from common.job import Encoding
+from common.job import Encoding, SourceFile
+from common.outcome import RunOutcome, Status
 
 RETRIED = "RETRIED"  # the event type of an attempt that failed and was queued again
-
-
-class Status(StrEnum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    TIMEOUT = "TIMEOUT"
-
-
-TERMINAL: frozenset[Status] = frozenset({Status.COMPLETED, Status.FAILED, Status.TIMEOUT})
-UNFINISHED: frozenset[Status] = frozenset({Status.QUEUED, Status.RUNNING})
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    cpu_time_ms: int
-    wall_time_ms: int
-    memory_kb: int
-    exit_code: int | None
-    signal: str
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """What an executor reports at the end of a run."""
-
-    status: Status
-    reason: str
-    stdout: str
-    stderr: str
-    stdout_truncated: bool
-    stderr_truncated: bool
-    exit_code: int | None
-    execution_time_ms: int
-    memory_kb: int
-    stages: tuple[Stage, ...]
-    sandbox: str
 
 
 @dataclass(frozen=True)
@@ -93,6 +54,7 @@ class Execution:
     stdin: bytes = b""
     args: tuple[str, ...] = ()
     interactive: bool = False  # stdin stays open for what the client sends (common/run_input.py)
+    files: tuple[SourceFile, ...] = ()  # the session's other files, snapshotted with its source
 
 
 @dataclass(frozen=True)
@@ -198,6 +160,7 @@ executions = Table(
     Column("stdin", LargeBinary),
     Column("args", JSON),
     Column("interactive", Boolean),
+    Column("files", JSON),
     # A session's history, newest first.
     Index("ix_executions_session_created", "session_id", "created_at"),
     # A session's last finished runs (the failure streak, read on every run): without it, every

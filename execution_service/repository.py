@@ -33,18 +33,14 @@ from sqlalchemy import (
 from common import schema
 from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
 from common.db import reading, writing
-from common.job import Encoding
+from common.job import Encoding, files_from_json, files_to_json
+from common.outcome import TERMINAL, UNFINISHED, RunOutcome, Stage, Status, reason_from_text
 from execution_service.models import (
     RETRIED,
-    TERMINAL,
-    UNFINISHED,
     AttemptRef,
     Event,
     Execution,
     FinishedRun,
-    RunOutcome,
-    Stage,
-    Status,
     UtcDateTime,
     execution_events,
     executions,
@@ -63,7 +59,7 @@ def create_schema(engine: Engine) -> None:
 _BY_ID = select(executions).where(executions.c.id == bindparam("execution_id"))
 # A listing leaves out what only one execution's own read needs: up to 100 rows of sources, stdin
 # and outputs of a MiB each would make one request read and send hundreds of MiB.
-_LISTED_COLUMNS = [c for c in executions.c if c.name not in ("source_code", "stdin", "stdout", "stderr")]
+_LISTED_COLUMNS = [c for c in executions.c if c.name not in ("source_code", "files", "stdin", "stdout", "stderr")]
 _NEWEST_OF_SESSION = (
     select(*_LISTED_COLUMNS)
     .where(executions.c.session_id == bindparam("session_id"))
@@ -151,6 +147,7 @@ _INSERT_QUEUED = _Write(
                 "stdin",
                 "args",
                 "interactive",
+                "files",
             )
         )
     )
@@ -219,6 +216,7 @@ class Repository:
             stdin=execution.stdin or None,
             args=list(execution.args) or None,
             interactive=execution.interactive,
+            files=files_to_json(execution.files) or None,
         )
         try:
             with writing(self.engine) as (conn, one_statement):
@@ -389,7 +387,7 @@ class Repository:
             finished_at=now,
             executor_id=executor_id,
             lease_expires_at=None,
-            reason=outcome.reason,
+            reason=outcome.reason_text,
             stdout=outcome.stdout,
             stderr=outcome.stderr,
             stdout_truncated=outcome.stdout_truncated,
@@ -412,7 +410,7 @@ class Repository:
                 now,
                 attempt=attempt,
                 executor_id=executor_id,
-                reason=outcome.reason,
+                reason=outcome.reason_text,
             )
         return _to_execution(written) if written is not None else None
 
@@ -479,13 +477,16 @@ def _to_execution(row: RowMapping) -> Execution:
         stdin=row.get("stdin") or b"",
         args=tuple(row["args"] or ()),
         interactive=bool(row["interactive"]),
+        files=files_from_json(row.get("files")),
     )
 
 
 def _to_outcome(row: RowMapping) -> RunOutcome:
+    reason, signal = reason_from_text(row["reason"])
     return RunOutcome(
         status=Status(row["status"]),
-        reason=row["reason"],
+        reason=reason,
+        signal=signal,
         stdout=row.get("stdout", ""),
         stderr=row.get("stderr", ""),
         stdout_truncated=row["stdout_truncated"],

@@ -17,20 +17,13 @@ from common.errors import InvalidArgument, LceError, Unavailable
 from common.grpc_client import deadline
 from common.grpc_server import INFRASTRUCTURE_ERRORS
 from common.job import Encoding
+from common.outcome import RunOutcome, Status, outcome_from_proto, outcome_to_proto, status_to_proto
 from execution_service.change_feed import ChangeFeed
 from execution_service.executions import Executions
-from execution_service.models import Event, Execution, RunEvent, RunOutcome, Stage, Status
+from execution_service.models import Event, Execution, RunEvent
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
 
-_STATUS_TO_PROTO: dict[Status, int] = {
-    Status.QUEUED: pb.EXECUTION_STATUS_QUEUED,
-    Status.RUNNING: pb.EXECUTION_STATUS_RUNNING,
-    Status.COMPLETED: pb.EXECUTION_STATUS_COMPLETED,
-    Status.FAILED: pb.EXECUTION_STATUS_FAILED,
-    Status.TIMEOUT: pb.EXECUTION_STATUS_TIMEOUT,
-}
-_STATUS_FROM_PROTO: dict[int, Status] = {value: status for status, value in _STATUS_TO_PROTO.items()}
 _ENCODING_TO_PROTO: dict[Encoding, int] = {Encoding.UTF8: pb.ENCODING_UTF8, Encoding.BASE64: pb.ENCODING_BASE64}
 _ENCODING_FROM_PROTO: dict[int, Encoding] = {
     pb.ENCODING_UNSPECIFIED: Encoding.UTF8,
@@ -192,10 +185,10 @@ class ExecutorReportServicer(pb_grpc.ExecutorReportServiceServicer):
             request.execution_id,
             request.executor_id,
             request.attempt,
-            outcome_from_proto(request.result),
+            _outcome(request.result),
             list(request.warnings),
         )
-        return pb.ReportResultResponse(status=_STATUS_TO_PROTO[status])
+        return pb.ReportResultResponse(status=status_to_proto(status))
 
 
 def register(server: grpc.Server, executions: Executions, changes: ChangeFeed) -> None:
@@ -207,33 +200,13 @@ def _optional(message: Any, field: str) -> Any:
     return getattr(message, field) if message.HasField(field) else None
 
 
-def outcome_from_proto(result: pb.RunResult) -> RunOutcome:
-    status = _STATUS_FROM_PROTO.get(result.status)
-    if status is None:
-        raise InvalidArgument("a result's status must be COMPLETED, FAILED or TIMEOUT, got none")
-    return RunOutcome(
-        status=status,
-        reason=result.reason,
-        stdout=result.stdout,
-        stderr=result.stderr,
-        stdout_truncated=result.stdout_truncated,
-        stderr_truncated=result.stderr_truncated,
-        exit_code=result.exit_code if result.HasField("exit_code") else None,
-        execution_time_ms=result.execution_time_ms,
-        memory_kb=result.memory_kb,
-        stages=tuple(
-            Stage(
-                name=stage.name,
-                cpu_time_ms=stage.cpu_time_ms,
-                wall_time_ms=stage.wall_time_ms,
-                memory_kb=stage.memory_kb,
-                exit_code=stage.exit_code if stage.HasField("exit_code") else None,
-                signal=stage.signal,
-            )
-            for stage in result.stages
-        ),
-        sandbox=result.sandbox,
-    )
+def _outcome(result: pb.RunResult) -> RunOutcome:
+    try:
+        return outcome_from_proto(result)
+    except ValueError as err:
+        raise InvalidArgument(
+            f"a result's status must be COMPLETED, FAILED or TIMEOUT with a known reason: {err}"
+        ) from err
 
 
 # Every gateway gets every change: a result rides along only while it is small, as most are.
@@ -260,7 +233,7 @@ def execution_to_proto(execution: Execution) -> pb.Execution:
     message = pb.Execution(
         id=execution.id,
         session_id=execution.session_id,
-        status=_STATUS_TO_PROTO[execution.status],
+        status=status_to_proto(execution.status),
         language=execution.language,
         time_limit_ms=execution.time_limit_ms,
         memory_limit_mb=execution.memory_limit_mb,
@@ -278,34 +251,8 @@ def execution_to_proto(execution: Execution) -> pb.Execution:
     if execution.finished_at is not None:
         message.finished_at.CopyFrom(_timestamp(execution.finished_at))
     if execution.outcome is not None:
-        message.result.CopyFrom(_outcome_to_proto(execution.outcome))
+        message.result.CopyFrom(outcome_to_proto(execution.outcome))
     return message
-
-
-def _outcome_to_proto(outcome: RunOutcome) -> pb.RunResult:
-    return pb.RunResult(
-        status=_STATUS_TO_PROTO[outcome.status],
-        reason=outcome.reason,
-        stdout=outcome.stdout,
-        stderr=outcome.stderr,
-        stdout_truncated=outcome.stdout_truncated,
-        stderr_truncated=outcome.stderr_truncated,
-        exit_code=outcome.exit_code,
-        execution_time_ms=outcome.execution_time_ms,
-        memory_kb=outcome.memory_kb,
-        stages=[
-            pb.StageMetrics(
-                name=stage.name,
-                cpu_time_ms=stage.cpu_time_ms,
-                wall_time_ms=stage.wall_time_ms,
-                memory_kb=stage.memory_kb,
-                exit_code=stage.exit_code,
-                signal=stage.signal,
-            )
-            for stage in outcome.stages
-        ],
-        sandbox=outcome.sandbox,
-    )
 
 
 def _run_event_to_proto(event: RunEvent) -> pb.RunEvent:
@@ -319,7 +266,7 @@ def _run_event_to_proto(event: RunEvent) -> pb.RunEvent:
         data=str(fields.get("data", "")),
     )
     if "status" in fields:
-        message.status = _STATUS_TO_PROTO[Status(str(fields["status"]))]
+        message.status = status_to_proto(Status(str(fields["status"])))
     if event.execution is not None:
         message.execution.CopyFrom(execution_to_proto(event.execution))
     return message

@@ -8,6 +8,7 @@ import grpc
 
 from common import grpc_client
 from common.errors import NotFound, Unavailable
+from common.job import SourceFile
 from lce.session.v1 import session_pb2, session_pb2_grpc
 
 _PEER_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -21,6 +22,7 @@ class SessionSnapshot:
     active: bool
     language: str
     source_code: str
+    files: tuple[SourceFile, ...]
     default_time_limit_ms: int
     default_memory_mb: int
 
@@ -70,6 +72,7 @@ def _snapshot(session: session_pb2.Session) -> SessionSnapshot:
         active=session.status == session_pb2.SESSION_STATUS_ACTIVE,
         language=session.language.name,
         source_code=session.source_code,
+        files=tuple(SourceFile(name=file.name, content=file.content) for file in session.files),
         default_time_limit_ms=session.language.default_time_limit_ms,
         default_memory_mb=session.language.default_memory_mb,
     )

@@ -10,6 +10,7 @@ a few seconds away. Any other failure raises grpc.RpcError to the job.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -19,17 +20,13 @@ from typing import TypeVar
 import grpc
 
 from common.grpc_client import DEFAULT_DEADLINE_S, channel
-from executor.verdicts import StageMetrics, Status, Verdict
+from common.outcome import outcome_to_proto
+from executor.verdicts import Verdict
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-_STATUS = {
-    Status.COMPLETED: pb.EXECUTION_STATUS_COMPLETED,
-    Status.FAILED: pb.EXECUTION_STATUS_FAILED,
-    Status.TIMEOUT: pb.EXECUTION_STATUS_TIMEOUT,
-}
 # The service is down or overloaded rather than refusing the report: worth another try.
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 FIRST_BACKOFF_S = 0.25
@@ -79,7 +76,7 @@ class ReportClient:
             execution_id=execution_id,
             executor_id=self.executor_id,
             attempt=attempt,
-            result=run_result(verdict, sandbox=sandbox),
+            result=outcome_to_proto(dataclasses.replace(verdict, sandbox=sandbox)),
             warnings=warnings,
         )
         self._deliver(lambda: self._stub.ReportResult(request, timeout=self.deadline_s))
@@ -101,30 +98,3 @@ class ReportClient:
                 log.warning("execution_service unreachable; report kept, retrying", extra={"grpc_code": code.name})
             self._sleep(backoff)
             backoff = min(MAX_BACKOFF_S, backoff * 2)
-
-
-def run_result(verdict: Verdict, *, sandbox: str) -> pb.RunResult:
-    return pb.RunResult(
-        status=_STATUS[verdict.status],
-        reason=verdict.reason,
-        stdout=verdict.stdout,
-        stderr=verdict.stderr,
-        stdout_truncated=verdict.stdout_truncated,
-        stderr_truncated=verdict.stderr_truncated,
-        exit_code=verdict.exit_code,
-        execution_time_ms=verdict.execution_time_ms,
-        memory_kb=verdict.memory_kb,
-        stages=[_stage(stage) for stage in verdict.stages],
-        sandbox=sandbox,
-    )
-
-
-def _stage(stage: StageMetrics) -> pb.StageMetrics:
-    return pb.StageMetrics(
-        name=stage.name,
-        cpu_time_ms=stage.cpu_time_ms,
-        wall_time_ms=stage.wall_time_ms,
-        memory_kb=stage.memory_kb,
-        exit_code=stage.exit_code,
-        signal=stage.signal,
-    )

@@ -7,57 +7,25 @@ running anything. A program's own failure is a verdict, never an exception.
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
-from enum import StrEnum
 
 from common.job import Encoding, encode_output
+from common.outcome import Reason, RunOutcome, Stage, Status
 from executor.launcher import LimitExceeded, StageOutcome
 
 # Runtimes that catch their own allocation failure and exit instead of being killed.
 _OUT_OF_MEMORY_MARKERS: tuple[bytes, ...] = (b"java.lang.OutOfMemoryError",)
 
 
-class Status(StrEnum):
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    TIMEOUT = "TIMEOUT"
+# A verdict is the run's outcome as common/outcome.py defines it; the sandbox is named when it is reported.
+Verdict = RunOutcome
 
-
-class Reason(StrEnum):
-    NONE = ""
-    COMPILE_ERROR = "compile_error"
-    COMPILE_TIME = "compile_time_limit_exceeded"
-    COMPILE_MEMORY = "compile_memory_limit_exceeded"
-    RUNTIME_ERROR = "runtime_error"
-    WALL_TIME = LimitExceeded.WALL_TIME.value
-    CPU_TIME = LimitExceeded.CPU_TIME.value
-    MEMORY = LimitExceeded.MEMORY.value
-    OUTPUT = LimitExceeded.OUTPUT.value
-    INTERNAL_ERROR = "internal_error"
-
-
-@dataclass(frozen=True)
-class StageMetrics:
-    name: str  # "compile" or "run"
-    cpu_time_ms: int
-    wall_time_ms: int
-    memory_kb: int
-    exit_code: int | None
-    signal: str  # e.g. "SIGKILL"; "" when the stage exited by itself
-
-
-@dataclass(frozen=True)
-class Verdict:
-    status: Status
-    reason: str  # a Reason, or "signal:SIGSEGV" style for a death by signal
-    stdout: str = ""
-    stderr: str = ""
-    stdout_truncated: bool = False
-    stderr_truncated: bool = False
-    exit_code: int | None = None
-    execution_time_ms: int = 0  # wall time of the run stage
-    memory_kb: int = 0  # peak memory of the run stage
-    stages: tuple[StageMetrics, ...] = ()
+# The limit that stopped a program, as the reason it ended.
+_LIMIT_REASONS: dict[LimitExceeded, Reason] = {
+    LimitExceeded.WALL_TIME: Reason.TIME_LIMIT_EXCEEDED_WALL,
+    LimitExceeded.CPU_TIME: Reason.TIME_LIMIT_EXCEEDED_CPU,
+    LimitExceeded.MEMORY: Reason.MEMORY_LIMIT_EXCEEDED,
+    LimitExceeded.OUTPUT: Reason.OUTPUT_LIMIT_EXCEEDED,
+}
 
 
 def signal_name(signum: int) -> str:
@@ -67,8 +35,8 @@ def signal_name(signum: int) -> str:
         return f"SIG{signum}"
 
 
-def stage_metrics(name: str, outcome: StageOutcome) -> StageMetrics:
-    return StageMetrics(
+def stage_metrics(name: str, outcome: StageOutcome) -> Stage:
+    return Stage(
         name=name,
         cpu_time_ms=outcome.cpu_time_ms,
         wall_time_ms=outcome.wall_time_ms,
@@ -85,9 +53,9 @@ def compile_failed(outcome: StageOutcome) -> bool:
 _COMPILE_ERROR = (Status.FAILED, Reason.COMPILE_ERROR)
 # A compile stopped at one of its limits has that limit as its verdict; any other failure is the program's.
 _COMPILE_LIMITS: dict[LimitExceeded, tuple[Status, Reason]] = {
-    LimitExceeded.CPU_TIME: (Status.TIMEOUT, Reason.COMPILE_TIME),
-    LimitExceeded.WALL_TIME: (Status.TIMEOUT, Reason.COMPILE_TIME),
-    LimitExceeded.MEMORY: (Status.FAILED, Reason.COMPILE_MEMORY),
+    LimitExceeded.CPU_TIME: (Status.TIMEOUT, Reason.COMPILE_TIME_LIMIT_EXCEEDED),
+    LimitExceeded.WALL_TIME: (Status.TIMEOUT, Reason.COMPILE_TIME_LIMIT_EXCEEDED),
+    LimitExceeded.MEMORY: (Status.FAILED, Reason.COMPILE_MEMORY_LIMIT_EXCEEDED),
 }
 
 
@@ -112,10 +80,11 @@ def compile_error(outcome: StageOutcome, encoding: Encoding = Encoding.UTF8) -> 
 def judge_run(run: StageOutcome, compiled: StageOutcome | None = None, encoding: Encoding = Encoding.UTF8) -> Verdict:
     """The verdict on a program that ran (after a successful compile stage, when there was one)."""
     stages = (*((stage_metrics("compile", compiled),) if compiled else ()), stage_metrics("run", run))
-    status, reason = _classify(run)
+    status, reason, signal_killed_by = _classify(run)
     return Verdict(
         status=status,
         reason=reason,
+        signal=signal_killed_by,
         stdout=encode_output(run.stdout, encoding),
         stderr=encode_output(run.stderr, encoding),
         stdout_truncated=run.stdout_truncated,
@@ -127,18 +96,19 @@ def judge_run(run: StageOutcome, compiled: StageOutcome | None = None, encoding:
     )
 
 
-def _classify(run: StageOutcome) -> tuple[Status, str]:
+def _classify(run: StageOutcome) -> tuple[Status, Reason, str]:
+    """Status, reason and the signal's name (a death by signal)."""
     if run.limit_exceeded in (LimitExceeded.WALL_TIME, LimitExceeded.CPU_TIME):
-        return Status.TIMEOUT, run.limit_exceeded.value
+        return Status.TIMEOUT, _LIMIT_REASONS[run.limit_exceeded], ""
     if run.limit_exceeded is not None:
-        return Status.FAILED, run.limit_exceeded.value
+        return Status.FAILED, _LIMIT_REASONS[run.limit_exceeded], ""
     if run.exit_code != 0 and any(marker in run.stderr for marker in _OUT_OF_MEMORY_MARKERS):
-        return Status.FAILED, Reason.MEMORY
+        return Status.FAILED, Reason.MEMORY_LIMIT_EXCEEDED, ""
     if run.signal is not None:
-        return Status.FAILED, f"signal:{signal_name(run.signal)}"
+        return Status.FAILED, Reason.SIGNAL, signal_name(run.signal)
     if run.exit_code != 0:
-        return Status.FAILED, Reason.RUNTIME_ERROR
-    return Status.COMPLETED, Reason.NONE
+        return Status.FAILED, Reason.RUNTIME_ERROR, ""
+    return Status.COMPLETED, Reason.NONE, ""
 
 
 def internal_error(message: str) -> Verdict:

@@ -15,6 +15,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.outcome import TERMINAL, reason_text_of, status_from_proto
 from gateway.http_errors import HttpError
 from lce.execution.v1 import execution_pb2
 from lce.session.v1 import session_pb2
@@ -24,10 +25,6 @@ INT32_MAX = 2**31 - 1
 
 Json = dict[str, Any]
 
-_EXECUTION_STATUS = {
-    value.number: value.name.removeprefix("EXECUTION_STATUS_")
-    for value in execution_pb2.ExecutionStatus.DESCRIPTOR.values
-}
 _SESSION_STATUS = {
     value.number: value.name.removeprefix("SESSION_STATUS_") for value in session_pb2.SessionStatus.DESCRIPTOR.values
 }
@@ -38,11 +35,6 @@ ENCODINGS: dict[str, int] = {
     if value.number != execution_pb2.ENCODING_UNSPECIFIED
 }
 _ENCODING_NAMES = {number: name for name, number in ENCODINGS.items()}
-_TERMINAL = {
-    execution_pb2.EXECUTION_STATUS_COMPLETED,
-    execution_pb2.EXECUTION_STATUS_FAILED,
-    execution_pb2.EXECUTION_STATUS_TIMEOUT,
-}
 
 
 # --- outbound ------------------------------------------------------------------------------
@@ -58,7 +50,8 @@ def optional_timestamp(message: Any, field: str) -> str | None:
 
 
 def execution_status(status: int) -> str:
-    return _EXECUTION_STATUS.get(status, "UNSPECIFIED")
+    known = status_from_proto(status)
+    return known.value if known is not None else "UNSPECIFIED"
 
 
 def session_status(status: int) -> str:
@@ -114,7 +107,7 @@ def session_detail(session: session_pb2.Session) -> Json:
 
 
 def is_terminal(execution: execution_pb2.Execution) -> bool:
-    return execution.status in _TERMINAL
+    return status_from_proto(execution.status) in TERMINAL
 
 
 def execution_created(execution: execution_pb2.Execution) -> Json:
@@ -160,7 +153,7 @@ def execution_detail(execution: execution_pb2.Execution) -> Json:
             stderr=result.stderr,
             execution_time_ms=result.execution_time_ms,
             exit_code=result.exit_code if result.HasField("exit_code") else None,
-            reason=result.reason or None,
+            reason=reason_text_of(result) or None,
             stdout_truncated=result.stdout_truncated,
             stderr_truncated=result.stderr_truncated,
             memory_kb=result.memory_kb,

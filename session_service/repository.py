@@ -11,9 +11,10 @@ from sqlalchemy import Engine, Row, Update, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from common.db import reading, writing
+from common.job import SourceFile, files_from_json, files_to_json
 from common.schema import create_schema
 from session_service.models import SessionStatus, languages, metadata, sessions
-from session_service.sessions import LanguageInfo, SessionRecord, SourceFile
+from session_service.sessions import LanguageInfo, SessionRecord
 
 # Both dialects spell "insert, or update on conflict" the same way, each with its own insert().
 _UPSERT_INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
@@ -137,14 +138,14 @@ def _record(row: Row[Any]) -> SessionRecord:
         language_id=str(row.language_id),
         status=SessionStatus(row.status),
         source_code=row.source_code,
-        files=tuple(SourceFile(name=file["name"], content=file["content"]) for file in row.files or ()),
+        files=files_from_json(row.files),
         created_at=_utc(row.created_at),
         updated_at=_utc(row.updated_at),
     )
 
 
 def _files_json(files: Sequence[SourceFile]) -> list[dict[str, str]] | None:
-    return [{"name": file.name, "content": file.content} for file in files] or None
+    return files_to_json(list(files)) or None
 
 
 def _utc(moment: datetime) -> datetime:

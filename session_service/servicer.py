@@ -7,9 +7,10 @@ from collections.abc import Iterable
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.job import SourceFile
 from lce.session.v1 import session_pb2, session_pb2_grpc
 from session_service.models import SessionStatus
-from session_service.sessions import LanguageInfo, Session, Sessions, SourceFile
+from session_service.sessions import LanguageInfo, Session, Sessions
 
 SERVICE_NAME = "lce.session.v1.SessionService"
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from common import languages as reference
 from common.errors import InvalidArgument, NotFound, PayloadTooLarge, SessionClosed, Unavailable
 from common.ids import parse_uuid
+from common.job import SourceFile
 from session_service.models import SessionStatus
 
 if TYPE_CHECKING:
@@ -57,12 +58,6 @@ class LanguageInfo:
             default_time_limit_ms=language.default_time_limit_ms,
             default_memory_mb=language.default_memory_mb,
         )
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    name: str  # a relative path: "helper.py", "lib/util.h"
-    content: str
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from common.errors import KIND_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Unavailab
 from common.grpc_client import channel
 from common.grpc_server import RunningServer, start_server
 from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob
+from common.outcome import reason_text_of
 from common.run_events import Kind, RunEvents, stream_key
 from execution_service import SERVICE_NAMES, ExecutionService, build_service
 from execution_service.change_feed import MAX_WATCHERS, ChangeFeed, Watcher
@@ -184,7 +185,7 @@ def run_result(status: int = pb.EXECUTION_STATUS_COMPLETED, stdout: str = "hi\n"
     failed = status != pb.EXECUTION_STATUS_COMPLETED
     return pb.RunResult(
         status=status,
-        reason="runtime_error" if failed else "",
+        reason=pb.REASON_RUNTIME_ERROR if failed else pb.REASON_UNSPECIFIED,
         stdout=stdout,
         stderr="boom\n" if failed else "",
         stdout_truncated=False,
@@ -248,6 +249,7 @@ class TestCreateExecution:
                 "stdin": "",
                 "args": [],
                 "interactive": False,
+                "files": [],
             }
         }
         assert job.timeout == 60 + (2 * DEFAULT_COMPILE_TIME_LIMIT_MS + 2 * 2000) // 1000 + 2 * 600
@@ -759,7 +761,7 @@ class TestRecovery:
         harness.service.reconciler.start()
         wait_for(lambda: get(harness, execution_id).status == pb.EXECUTION_STATUS_FAILED)
         execution = get(harness, execution_id)
-        assert (execution.attempt, execution.result.reason) == (1, "internal_error")
+        assert (execution.attempt, reason_text_of(execution.result)) == (1, "internal_error")
         assert "interactive run" in execution.result.stderr and "not retried" in execution.result.stderr
         assert [e.type for e in events(harness, execution_id)] == ["QUEUED", "RUNNING", "FAILED"]
         assert not job_exists(redis_url, f"{execution_id}_2")
@@ -768,7 +770,9 @@ class TestRecovery:
         harness = make_harness(retry_backoff_s=(0.2, 0.2, 0.2))
         execution_id = create(harness, harness.sessions.add(), interactive=True).id
         started(harness, execution_id)
-        failure = pb.RunResult(status=pb.EXECUTION_STATUS_FAILED, reason="internal_error", stderr="sandbox gone")
+        failure = pb.RunResult(
+            status=pb.EXECUTION_STATUS_FAILED, reason=pb.REASON_INTERNAL_ERROR, stderr="sandbox gone"
+        )
         assert result(harness, execution_id, failure) == pb.EXECUTION_STATUS_FAILED
 
     def test_an_interactive_run_that_never_started_is_retried(self, make_harness: Factory, redis_url: str) -> None:
@@ -798,7 +802,7 @@ class TestRecovery:
         started(harness, execution_id, "ex-2", 2)
         wait_for(lambda: get(harness, execution_id).status == pb.EXECUTION_STATUS_FAILED)
         execution = get(harness, execution_id)
-        assert execution.result.reason == "internal_error"
+        assert reason_text_of(execution.result) == "internal_error"
         assert [e.type for e in events(harness, execution_id)] == ["QUEUED", "RUNNING", "RETRIED", "RUNNING", "FAILED"]
 
     def test_an_internal_error_result_is_retried(self, make_harness: Factory, redis_url: str) -> None:
@@ -807,7 +811,7 @@ class TestRecovery:
         harness.service.reconciler.start()
         started(harness, execution_id)
         failure = pb.RunResult(
-            status=pb.EXECUTION_STATUS_FAILED, reason="internal_error", stderr="the sandbox could not be set up"
+            status=pb.EXECUTION_STATUS_FAILED, reason=pb.REASON_INTERNAL_ERROR, stderr="the sandbox could not be set up"
         )
         assert result(harness, execution_id, failure) == pb.EXECUTION_STATUS_QUEUED
         wait_for(lambda: job_exists(redis_url, f"{execution_id}_2"))
@@ -1039,7 +1043,7 @@ class TestChangeFeed:
         started(harness, execution_id)
         stream = watch(harness)
         next(stream)
-        failed = pb.RunResult(status=pb.EXECUTION_STATUS_FAILED, reason="internal_error", stderr="no sandbox")
+        failed = pb.RunResult(status=pb.EXECUTION_STATUS_FAILED, reason=pb.REASON_INTERNAL_ERROR, stderr="no sandbox")
         result(harness, execution_id, failed)
         change = next(stream)
         assert change.execution_id == execution_id and not change.HasField("finished")

@@ -31,6 +31,7 @@ from common.config import ExecutorConfig
 from common.grpc_server import RunningServer, start_server
 from common.job import JOB_FUNCTION, SERIALIZER, Encoding, ExecutionJob
 from common.languages import LANGUAGES, by_name
+from common.outcome import reason_text_of
 from executor import jobs
 from executor.compile_cache import CompileCache, is_key
 from executor.process import UnconfinedLauncher
@@ -188,7 +189,7 @@ def test_template_says_hello_in_every_language(
     report = servicer.results[job.id]
     assert (report.executor_id, report.attempt) == ("contract-test", 1)
     result = report.result
-    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_COMPLETED, ""), result.stderr
+    assert (result.status, reason_text_of(result)) == (pb.EXECUTION_STATUS_COMPLETED, ""), result.stderr
     assert result.stdout == "Hello World\n"
     assert result.exit_code == 0
     assert result.sandbox == "none"
@@ -209,7 +210,7 @@ def test_compile_error(
     executor: Executor, reports: tuple[StandInReports, RunningServer], language: str, source: str, message: str
 ) -> None:
     result = run_one(executor, reports[0], language, source)
-    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_FAILED, "compile_error")
+    assert (result.status, reason_text_of(result)) == (pb.EXECUTION_STATUS_FAILED, "compile_error")
     assert message in result.stderr and "error" in result.stderr
     assert result.stdout == ""
     assert [stage.name for stage in result.stages] == ["compile"]
@@ -218,7 +219,7 @@ def test_compile_error(
 
 def test_runtime_error(executor: Executor, reports: tuple[StandInReports, RunningServer]) -> None:
     result = run_one(executor, reports[0], "python", "print('before')\n1 / 0\n")
-    assert (result.status, result.reason, result.exit_code) == (pb.EXECUTION_STATUS_FAILED, "runtime_error", 1)
+    assert (result.status, reason_text_of(result), result.exit_code) == (pb.EXECUTION_STATUS_FAILED, "runtime_error", 1)
     assert result.stdout == "before\n"
     assert "ZeroDivisionError" in result.stderr
 
@@ -233,7 +234,7 @@ def test_verdicts_and_stage_times_are_counted(
     compiles = {"language": "c", "stage": "compile"}
     before = sample("lce_executor_runs_total", failed), sample("lce_executor_stage_seconds_count", compiles)
     result = run_one(executor, reports[0], "c", f"int main(void) {{ return 3; }} /* {uuid.uuid4()} */\n")
-    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_FAILED, "runtime_error")
+    assert (result.status, reason_text_of(result)) == (pb.EXECUTION_STATUS_FAILED, "runtime_error")
     after = sample("lce_executor_runs_total", failed), sample("lce_executor_stage_seconds_count", compiles)
     assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
 
@@ -242,7 +243,7 @@ def test_timeout(executor: Executor, reports: tuple[StandInReports, RunningServe
     started = time.monotonic()
     result = run_one(executor, reports[0], "python", "import time\ntime.sleep(30)\n", time_limit_ms=500)
     assert time.monotonic() - started < 10
-    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_TIMEOUT, "time_limit_exceeded:wall")
+    assert (result.status, reason_text_of(result)) == (pb.EXECUTION_STATUS_TIMEOUT, "time_limit_exceeded:wall")
     assert not result.HasField("exit_code")
     assert result.stages[-1].signal == "SIGKILL"
 
@@ -251,12 +252,12 @@ def test_busy_loop_times_out(executor: Executor, reports: tuple[StandInReports, 
     result = run_one(executor, reports[0], "c", "int main(void) { for (;;) {} }\n", time_limit_ms=1000)
     # CPU and wall limits are equal for the run stage: which clock trips first is a race.
     assert result.status == pb.EXECUTION_STATUS_TIMEOUT
-    assert result.reason in ("time_limit_exceeded:cpu", "time_limit_exceeded:wall")
+    assert reason_text_of(result) in ("time_limit_exceeded:cpu", "time_limit_exceeded:wall")
 
 
 def test_output_limit(executor: Executor, reports: tuple[StandInReports, RunningServer]) -> None:
     result = run_one(executor, reports[0], "python", "while True:\n    print('spam')\n")
-    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_FAILED, "output_limit_exceeded")
+    assert (result.status, reason_text_of(result)) == (pb.EXECUTION_STATUS_FAILED, "output_limit_exceeded")
     assert result.stdout_truncated and len(result.stdout) == OUTPUT_LIMIT
     assert result.stdout.startswith("spam\nspam\n")
 
@@ -304,7 +305,7 @@ def test_unknown_language_is_an_internal_error(
     executor: Executor, reports: tuple[StandInReports, RunningServer]
 ) -> None:
     result = run_one(executor, reports[0], "cobol", "DISPLAY 'HI'.\n")
-    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_FAILED, "internal_error")
+    assert (result.status, reason_text_of(result)) == (pb.EXECUTION_STATUS_FAILED, "internal_error")
     assert "cobol" in result.stderr
 
 
@@ -399,7 +400,7 @@ def test_a_sandbox_set_up_error_is_reported_as_internal_error(
     )
     result = run_one(executor, reports[0], "python", "print(1)\n")
     # internal_error is what execution_service retries (execution_service/attempts.py).
-    assert (result.status, result.reason) == (pb.EXECUTION_STATUS_FAILED, "internal_error")
+    assert (result.status, reason_text_of(result)) == (pb.EXECUTION_STATUS_FAILED, "internal_error")
 
 
 # --- the process: python -m executor ---
@@ -549,7 +550,7 @@ def test_a_compile_error_is_not_cached(
 ) -> None:
     for _ in range(2):
         result = run_one(executor, reports[0], "c", "int main(void) { return missing; }\n")
-        assert (result.reason, stage_names(result)) == ("compile_error", ["compile"])
+        assert (reason_text_of(result), stage_names(result)) == ("compile_error", ["compile"])
     assert cache_entries(cached) == []
 
 

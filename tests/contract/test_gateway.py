@@ -520,7 +520,7 @@ async def test_terminal_execution_shape(client: httpx.AsyncClient, backends: Bac
         execution_id,
         execution_pb2.RunResult(
             status=execution_pb2.EXECUTION_STATUS_FAILED,
-            reason="runtime_error",
+            reason=execution_pb2.REASON_RUNTIME_ERROR,
             stdout="out\n",
             stderr="Traceback\n",
             exit_code=1,

@@ -20,6 +20,7 @@ from common.config import DEFAULT_COMPILE_TIME_LIMIT_MS
 from common.db import make_engine
 from common.errors import InvalidArgument, NotFound
 from common.job import Encoding
+from common.outcome import Reason, RunOutcome, Stage, Status
 from execution_service.attempts import RetryPolicy, is_infrastructure_failure
 from execution_service.executions import (
     Executions,
@@ -31,7 +32,7 @@ from execution_service.executions import (
     resolve_list_limit,
 )
 from execution_service.job_queue import JobQueue
-from execution_service.models import Execution, FinishedRun, RunOutcome, Stage, Status
+from execution_service.models import Execution, FinishedRun
 from execution_service.rate_limit import SlidingWindowLimiter
 from execution_service.repository import Repository, create_schema
 from execution_service.session_client import SessionClient, SessionSnapshot
@@ -46,6 +47,7 @@ def snapshot(default_time_limit_ms: int = 5000, default_memory_mb: int = 256) ->
         active=True,
         language="python",
         source_code="print(1)\n",
+        files=(),
         default_time_limit_ms=default_time_limit_ms,
         default_memory_mb=default_memory_mb,
     )
@@ -126,7 +128,7 @@ class TestFailureStreak:
 def outcome(status: Status, stdout: str = "out") -> RunOutcome:
     return RunOutcome(
         status=status,
-        reason="" if status == Status.COMPLETED else "runtime_error",
+        reason=Reason.NONE if status == Status.COMPLETED else Reason.RUNTIME_ERROR,
         stdout=stdout,
         stderr="",
         stdout_truncated=False,
@@ -311,7 +313,7 @@ class TestTransitions:
 
 
 def internal_error() -> RunOutcome:
-    return dataclasses.replace(outcome(Status.FAILED), reason="internal_error", stderr="sandbox set-up failed")
+    return dataclasses.replace(outcome(Status.FAILED), reason=Reason.INTERNAL_ERROR, stderr="sandbox set-up failed")
 
 
 class TestRetries:
@@ -444,7 +446,7 @@ class TestRetryPolicy:
         ],
     )
     def test_only_the_machinerys_failure_is_retried(self, reason: str, retried: bool) -> None:
-        assert is_infrastructure_failure(dataclasses.replace(outcome(Status.FAILED), reason=reason)) is retried
+        assert is_infrastructure_failure(dataclasses.replace(outcome(Status.FAILED), reason=Reason(reason))) is retried
 
 
 class TestIdempotencyKey:

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from common.db import make_engine
 from common.errors import InvalidArgument, PayloadTooLarge, Unavailable
+from common.job import SourceFile
 from common.languages import LANGUAGES, Language
 from gateway import translate
 from gateway.http_errors import HttpError
@@ -24,7 +25,6 @@ from session_service.sessions import (
     Catalogue,
     SessionRecord,
     Sessions,
-    SourceFile,
     check_files,
 )
 

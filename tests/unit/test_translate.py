@@ -203,7 +203,7 @@ def test_terminal_execution_carries_the_result() -> None:
     body = translate.execution_detail(
         finished(
             execution_pb2.EXECUTION_STATUS_TIMEOUT,
-            reason="time_limit_exceeded:cpu",
+            reason=execution_pb2.REASON_TIME_LIMIT_EXCEEDED_CPU,
             stdout="partial",
             stderr="",
             execution_time_ms=5001,

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 
 from common.job import Encoding
+from common.outcome import Reason, Stage, Status
 from executor import verdicts
 from executor.launcher import LimitExceeded, StageOutcome
-from executor.verdicts import Reason, StageMetrics, Status
 
 OK = StageOutcome(
     exit_code=0,
@@ -34,7 +34,7 @@ def test_completed() -> None:
     assert verdict.stdout == "Hello World\n"
     assert verdict.exit_code == 0
     assert (verdict.execution_time_ms, verdict.memory_kb) == (12, 8000)
-    assert verdict.stages == (StageMetrics("run", 9, 12, 8000, 0, ""),)
+    assert verdict.stages == (Stage("run", 9, 12, 8000, 0, ""),)
 
 
 def test_runtime_error() -> None:
@@ -53,7 +53,7 @@ def test_runtime_error() -> None:
 )
 def test_death_by_signal(signum: int, reason: str) -> None:
     verdict = verdicts.judge_run(replace(OK, exit_code=None, signal=signum))
-    assert (verdict.status, verdict.reason, verdict.exit_code) == (Status.FAILED, reason, None)
+    assert (verdict.status, verdict.reason_text, verdict.exit_code) == (Status.FAILED, reason, None)
     assert verdict.stages[0].signal == reason.removeprefix("signal:")
 
 
@@ -170,7 +170,7 @@ def test_successful_compile_is_not_a_failure_and_both_stages_are_reported() -> N
     assert not verdicts.compile_failed(compiled)
     verdict = verdicts.judge_run(OK, compiled)
     assert [stage.name for stage in verdict.stages] == ["compile", "run"]
-    assert verdict.stages[0] == StageMetrics("compile", 300, 380, 90_000, 0, "")
+    assert verdict.stages[0] == Stage("compile", 300, 380, 90_000, 0, "")
     assert verdict.execution_time_ms == OK.wall_time_ms  # the run stage only
 
 
@@ -189,6 +189,7 @@ def test_every_reason_is_reachable() -> None:
         verdicts.judge_run(replace(OK, exit_code=1)).reason,
         verdicts.compile_error(replace(OK, exit_code=1)).reason,
         verdicts.internal_error("x").reason,
+        verdicts.judge_run(replace(OK, exit_code=None, signal=signal.SIGSEGV)).reason,
         *(verdicts.judge_run(replace(KILLED, limit_exceeded=limit)).reason for limit in LimitExceeded),
         *(verdicts.compile_error(replace(KILLED, limit_exceeded=limit)).reason for limit in LimitExceeded),
     }
