@@ -79,7 +79,7 @@ def bare_once(prog: Program) -> tuple[float, float]:
         env = jobs.stage_env(prog.language, placeholders)
         compile_ms = 0.0
         if prog.language.compile:
-            compile_ms, _ = _subprocess(_expand(prog.language.compile, placeholders), workdir, env)
+            compile_ms, _ = _subprocess(_expand(prog.language.compile_command(()), placeholders), workdir, env)
         run_ms, stdout = _subprocess(_expand(prog.language.run, placeholders), workdir, env)
     if stdout != prog.expected_stdout:
         raise RuntimeError(f"bare {prog.language.name} printed {stdout!r}")
@@ -113,7 +113,10 @@ def sandboxed_once(launcher: Launcher, prog: Program) -> tuple[float, float]:
         if prog.language.compile:
             compile_started = time.perf_counter()
             compiled = launcher.run(
-                _expand(prog.language.compile, placeholders), workdir=workdir, env=env, limits=compile_limits
+                _expand(prog.language.compile_command(()), placeholders),
+                workdir=workdir,
+                env=env,
+                limits=compile_limits,
             )
             compile_ms = (time.perf_counter() - compile_started) * 1000
             if compiled.exit_code != 0:

@@ -7,7 +7,12 @@ on a language's name.
 Commands run inside the run's work dir with a clean environment whose PATH is /usr/bin:/bin,
 so they name toolchains as the system installs them (never the service's own Python).
 Placeholders: {heap_mb} is the JVM heap that leaves room for the JVM's own memory under the
-run's memory limit; {workdir} is the absolute path of the work dir as the program sees it.
+run's memory limit; {workdir} is the absolute path of the work dir as the program sees it;
+{sources}, a compile's whole argv entry, stands for the program's files the compile takes
+(`Language.compile_command`).
+
+File name patterns (a language's sources and artifacts) are fnmatch patterns of paths relative to
+the work dir: a plain pattern matches at the top level only, "**/" before it at any depth.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import re
 import subprocess
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from functools import cache
 
 # Language ids are UUIDv5 of the name in this namespace: the same in every deployment.
@@ -34,9 +41,11 @@ class Language:
     run: tuple[str, ...]
     version_command: tuple[str, ...]
     compile: tuple[str, ...] | None = None
-    # What a successful compile leaves in the work dir for the run stage to use: file name
-    # patterns (fnmatch, top level of the work dir). Only these are kept by the compile cache
-    # (executor/compile_cache.py); a compiled language without them is never cached.
+    # The program's files besides the main file that its compile takes in place of {sources}.
+    source_patterns: tuple[str, ...] = ()
+    # What a successful compile leaves in the work dir for the run stage to use. Only these are
+    # kept by the compile cache (executor/compile_cache.py); a compiled language without them is
+    # never cached.
     artifacts: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     default_time_limit_ms: int = DEFAULT_TIME_LIMIT_MS
@@ -45,6 +54,12 @@ class Language:
     @property
     def id(self) -> str:
         return str(uuid.uuid5(_LANGUAGE_NAMESPACE, self.name))
+
+    def compile_command(self, file_names: Iterable[str]) -> tuple[str, ...]:
+        """The compile's argv for a program with these files besides the main one: {sources} becomes
+        the main file, then the files of source_patterns, sorted (one argv entry each)."""
+        sources = [self.file_name, *sorted(name for name in file_names if matches(name, self.source_patterns))]
+        return tuple(word for arg in self.compile or () for word in (sources if arg == "{sources}" else (arg,)))
 
 
 LANGUAGES: tuple[Language, ...] = (
@@ -69,7 +84,9 @@ LANGUAGES: tuple[Language, ...] = (
         runtime="gcc",
         file_name="main.c",
         template_code='#include <stdio.h>\n\nint main(void) {\n    printf("Hello World\\n");\n    return 0;\n}\n',
-        compile=("gcc", "-O2", "-pipe", "-std=gnu17", "-o", "main", "main.c", "-lm"),
+        # Headers are found beside the file that includes them (#include "lib/util.h").
+        compile=("gcc", "-O2", "-pipe", "-std=gnu17", "-o", "main", "{sources}", "-lm"),
+        source_patterns=("**/*.c",),
         artifacts=("main",),
         run=("./main",),
         version_command=("gcc", "-dumpfullversion"),
@@ -81,7 +98,8 @@ LANGUAGES: tuple[Language, ...] = (
         template_code=(
             '#include <iostream>\n\nint main() {\n    std::cout << "Hello World" << std::endl;\n    return 0;\n}\n'
         ),
-        compile=("g++", "-O2", "-pipe", "-std=gnu++17", "-o", "main", "main.cpp"),
+        compile=("g++", "-O2", "-pipe", "-std=gnu++17", "-o", "main", "{sources}"),
+        source_patterns=("**/*.cpp", "**/*.cc"),
         artifacts=("main",),
         run=("./main",),
         version_command=("g++", "-dumpfullversion"),
@@ -91,7 +109,10 @@ LANGUAGES: tuple[Language, ...] = (
         runtime="go",
         file_name="main.go",
         template_code='package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("Hello World")\n}\n',
-        compile=("go", "build", "-o", "main", "main.go"),
+        # Package main is the top level's files; a sub-folder is a package of its own, imported
+        # by relative path (import "./util"), which GOPATH mode allows.
+        compile=("go", "build", "-o", "main", "{sources}"),
+        source_patterns=("*.go",),
         artifacts=("main",),
         run=("./main",),
         version_command=("go", "version"),
@@ -112,9 +133,19 @@ LANGUAGES: tuple[Language, ...] = (
             "public class Main {\n    public static void main(String[] args) {\n"
             '        System.out.println("Hello World");\n    }\n}\n'
         ),
-        compile=("javac", "-J-Xms32m", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1", "Main.java"),
+        # -d .: each class goes where its package says (util/Helper.class), wherever its source is.
+        compile=(
+            "javac",
+            "-J-Xms32m",
+            "-J-XX:+UseSerialGC",
+            "-J-XX:TieredStopAtLevel=1",
+            "-d",
+            ".",
+            "{sources}",
+        ),
+        source_patterns=("**/*.java",),
         # javac writes one file per class, nested and anonymous ones included (Main$1.class).
-        artifacts=("*.class",),
+        artifacts=("**/*.class",),
         run=(
             "java",
             "-Xmx{heap_mb}m",
@@ -153,6 +184,15 @@ TOOLCHAIN_PATH = "/usr/bin:/bin"
 
 def by_name(name: str) -> Language | None:
     return _BY_NAME.get(name)
+
+
+def matches(path: str, patterns: Iterable[str]) -> bool:
+    """Whether a work dir relative path matches one of the file name patterns (see the top)."""
+    folder, _, name = path.rpartition("/")
+    return any(
+        fnmatchcase(name, pattern.removeprefix("**/")) and (pattern.startswith("**/") or not folder)
+        for pattern in patterns
+    )
 
 
 def detect_version(language: Language) -> str:

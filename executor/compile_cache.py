@@ -2,18 +2,19 @@
 
 A key is the sha256 of everything a compile's output depends on: the language, the installed
 toolchain's version, the compile command and environment as the language table declares them,
-the artifacts it declares, and the full source. The same key therefore means the same compile,
-whoever asked for it; one user can only ever fill the entry of their own exact source, with
-what compiling that source produces.
+the artifacts it declares, the full source, and every other file of the program (name and
+content, compiled or not: a header counts). The same key therefore means the same compile,
+whoever asked for it; one user can only ever fill the entry of their own exact program, with
+what compiling that program produces.
 
 Why no user can poison it:
 - Artifacts are copied out right after a successful compile stage and before the run stage:
   the compile's processes are all dead by then (Launcher.run), and the user's program, which
   could rewrite its work dir, has not started yet.
-- The work dir belongs to the sandbox's uid, so anything in it may be planted: only top-level
-  files matching the language's declared artifacts are taken, each opened without following
-  links and kept only if it is a regular file with one link and of bounded size; anything else
-  means "do not cache".
+- The work dir belongs to the sandbox's uid, so anything in it may be planted: only files
+  matching the language's declared artifacts are taken, each reached and opened without
+  following links and kept only if it is a regular file with one link and of bounded size;
+  anything else means "do not cache".
 - The store is a directory only the executor's user can reach (0700), outside every work dir,
   so no sandbox sees it; its ancestors must not be writable by others, so no one can swap it.
 - Entries are written to a temp file and renamed into place: a reader sees a whole entry or
@@ -43,11 +44,11 @@ import time
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 from common.config import ExecutorConfig
-from common.languages import LANGUAGES, Language, detect_version
+from common.job import SourceFile
+from common.languages import LANGUAGES, Language, detect_version, matches
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ MAGIC = b"LCE-COMPILE-CACHE-1\n"
 MIB = 1024 * 1024
 MAX_ENTRY_BYTES = 64 * MIB  # the largest file a run may write (Limits.max_file_bytes)
 MAX_FILES = 256
+MAX_FOLDERS = 256  # searched for artifacts of "**/" patterns
 _DIGEST_BYTES = 32
 _LENGTH_BYTES = 4
 TEMP_PREFIX = ".tmp-"
@@ -67,8 +69,8 @@ EVICT_TO_SHARE = 0.9
 RESCAN_SHARE = 16
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_EXECUTABLE = 0o755
-_PLAIN = 0o644
+EXECUTABLE = 0o755
+PLAIN = 0o644
 
 
 class NotCacheable(Exception):
@@ -85,34 +87,63 @@ class UnsafeCacheDir(Exception):
 
 @dataclass(frozen=True)
 class Artifact:
-    name: str
-    mode: int  # _EXECUTABLE or _PLAIN
+    """A file of a work dir: a compile's artifact, or one of the program's own files (executor/jobs.py)."""
+
+    name: str  # relative to the work dir: "main", "util/Helper.class"
+    mode: int  # EXECUTABLE or PLAIN
     data: bytes
 
 
-def cache_key(language: Language, toolchain_version: str, source: bytes) -> str:
-    """The content address of one compile: equal keys mean the same compile of the same source."""
-    declared = json.dumps(
-        {
-            "format": FORMAT,
-            "machine": os.uname().machine,
-            "language": language.name,
-            "toolchain_version": toolchain_version,
-            "file_name": language.file_name,
-            "compile": list(language.compile or ()),
-            "env": language.env,
-            "artifacts": list(language.artifacts),
-        },
-        sort_keys=True,
-    ).encode()
-    digest = hashlib.sha256(len(declared).to_bytes(8, "big"))
-    digest.update(declared)
+def cache_key(language: Language, toolchain_version: str, source: bytes, files: Sequence[SourceFile] = ()) -> str:
+    """The content address of one compile: equal keys mean the same compile of the same program."""
+    declared: dict[str, object] = {
+        "format": FORMAT,
+        "machine": os.uname().machine,
+        "language": language.name,
+        "toolchain_version": toolchain_version,
+        "file_name": language.file_name,
+        # As it runs: a program without files has the command, and so the key, it had before files.
+        "compile": list(language.compile_command(file.name for file in files)),
+        "env": language.env,
+        "artifacts": list(language.artifacts),
+    }
+    if files:
+        # Inside the length-prefixed header, so no source can pass for a shorter one plus files.
+        declared["files"] = sorted([file.name, hashlib.sha256(file.content.encode()).hexdigest()] for file in files)
+    header = json.dumps(declared, sort_keys=True).encode()
+    digest = hashlib.sha256(len(header).to_bytes(8, "big"))
+    digest.update(header)
     digest.update(source)
     return digest.hexdigest()
 
 
 def is_key(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def is_relative_path(name: object) -> bool:
+    """A path that stays in the work dir as long as no link is followed: no root, no "" "." ".." segment."""
+    return isinstance(name, str) and "\0" not in name and all(s not in ("", ".", "..") for s in name.split("/"))
+
+
+def _open_folder(dir_fd: int, folder: str, owner: os.stat_result | None = None) -> int:
+    """An fd of a folder below dir_fd ("" is dir_fd's own), reached without following any link;
+    with owner, missing folders are made, owned like it (as a compile would have made them)."""
+    fd = os.dup(dir_fd)
+    try:
+        for segment in filter(None, folder.split("/")):
+            if owner is not None:
+                with suppress(FileExistsError):
+                    os.mkdir(segment, 0o755, dir_fd=fd)
+            inner = os.open(segment, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+            if owner is not None:
+                os.fchown(fd, owner.st_uid, owner.st_gid)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 # --- taking artifacts out of a work dir the sandbox controls ---
@@ -122,7 +153,7 @@ def collect(workdir: Path, patterns: Sequence[str], max_bytes: int = MAX_ENTRY_B
     """The declared artifacts of a finished compile; NotCacheable when any is not a plain, bounded file."""
     dir_fd = os.open(workdir, _DIR_FLAGS)
     try:
-        names = sorted(name for name in os.listdir(dir_fd) if any(fnmatchcase(name, p) for p in patterns))
+        names = _matching_files(dir_fd, patterns)
         if not names:
             raise NotCacheable("the compile left none of its declared artifacts")
         if len(names) > MAX_FILES:
@@ -138,14 +169,46 @@ def collect(workdir: Path, patterns: Sequence[str], max_bytes: int = MAX_ENTRY_B
         os.close(dir_fd)
 
 
+def _matching_files(dir_fd: int, patterns: Sequence[str]) -> list[str]:
+    """The work dir's paths that match, sorted; sub-folders (never a link) are searched only for "**/" patterns."""
+    deep = any(pattern.startswith("**/") for pattern in patterns)
+    found: list[str] = []
+    folders, searched = [""], 0
+    while folders:
+        folder = folders.pop()
+        searched += 1
+        if searched > MAX_FOLDERS:
+            raise NotCacheable(f"more than {MAX_FOLDERS} folders to search for artifacts")
+        fd = _open_folder(dir_fd, folder)
+        try:
+            with os.scandir(fd) as listing:
+                for entry in listing:
+                    path = f"{folder}{entry.name}"
+                    if deep and entry.is_dir(follow_symlinks=False):
+                        folders.append(f"{path}/")
+                    elif matches(path, patterns):
+                        found.append(path)
+        finally:
+            os.close(fd)
+    return sorted(found)
+
+
 def _read_regular(dir_fd: int, name: str, max_bytes: int) -> Artifact:
-    # lstat first: a device or FIFO is refused before open() could run a driver or block.
-    before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    _check_plain(name, before, max_bytes)
+    folder, _, leaf = name.rpartition("/")
     try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)  # O_NOFOLLOW: a link swapped in since fails (ELOOP)
+        parent = _open_folder(dir_fd, folder)
     except OSError as exc:
-        raise NotCacheable(f"{name}: {exc.strerror}") from exc
+        raise NotCacheable(f"{folder}: {exc.strerror}") from exc
+    try:
+        # lstat first: a device or FIFO is refused before open() could run a driver or block.
+        before = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
+        _check_plain(name, before, max_bytes)
+        try:
+            fd = os.open(leaf, _READ_FLAGS, dir_fd=parent)  # O_NOFOLLOW: a link swapped in since fails (ELOOP)
+        except OSError as exc:
+            raise NotCacheable(f"{name}: {exc.strerror}") from exc
+    finally:
+        os.close(parent)
     try:
         opened = os.fstat(fd)
         if (opened.st_dev, opened.st_ino) != (before.st_dev, before.st_ino):
@@ -154,7 +217,7 @@ def _read_regular(dir_fd: int, name: str, max_bytes: int) -> Artifact:
         data = _read_exactly(fd, opened.st_size)
     finally:
         os.close(fd)
-    mode = _EXECUTABLE if opened.st_mode & stat.S_IXUSR else _PLAIN
+    mode = EXECUTABLE if opened.st_mode & stat.S_IXUSR else PLAIN
     return Artifact(name, mode, data)
 
 
@@ -187,15 +250,24 @@ def _read_exactly(fd: int, size: int) -> bytes:
 
 
 def place(artifacts: Sequence[Artifact], workdir: Path) -> None:
-    """Writes the artifacts into the work dir, owned like the work dir (the slot uid), as a compile would have."""
+    """Writes the files into the work dir, folders made as needed, owned like the work dir (the slot uid),
+    as a compile would have. A name that could leave the work dir is refused before anything is written."""
+    unsafe = [artifact.name for artifact in artifacts if not is_relative_path(artifact.name)]
+    if unsafe:
+        raise ValueError(f"not paths inside the work dir: {unsafe}")
     dir_fd = os.open(workdir, _DIR_FLAGS)
     written: list[str] = []
     try:
         owner = os.fstat(dir_fd)
         for artifact in artifacts:
-            # O_EXCL | O_NOFOLLOW: never write through anything already there.
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(artifact.name, flags, 0o600, dir_fd=dir_fd)
+            folder, _, leaf = artifact.name.rpartition("/")
+            parent = _open_folder(dir_fd, folder, owner)
+            try:
+                # O_EXCL | O_NOFOLLOW: never write through anything already there.
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(leaf, flags, 0o600, dir_fd=parent)
+            finally:
+                os.close(parent)
             written.append(artifact.name)
             try:
                 _write_all(fd, artifact.data)
@@ -243,8 +315,9 @@ def decode(blob: bytes) -> tuple[Artifact, ...]:
     artifacts: list[Artifact] = []
     offset = 0
     for name, mode, size in header:
-        _check_entry_name(name)
-        if mode not in (_EXECUTABLE, _PLAIN):
+        if not is_relative_path(name):
+            raise CorruptEntry(f"unsafe artifact name {name!r}")
+        if mode not in (EXECUTABLE, PLAIN):
             raise CorruptEntry(f"unexpected mode {mode!r}")
         if not isinstance(size, int) or size < 0:
             raise CorruptEntry(f"unexpected size {size!r}")
@@ -253,11 +326,6 @@ def decode(blob: bytes) -> tuple[Artifact, ...]:
     if offset != len(payload):
         raise CorruptEntry("the header does not account for the contents")
     return tuple(artifacts)
-
-
-def _check_entry_name(name: object) -> None:
-    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
-        raise CorruptEntry(f"unsafe artifact name {name!r}")
 
 
 # --- the store ---
@@ -320,14 +388,14 @@ class CompileCache:
             if language.compile and language.artifacts:
                 detect_version(language)
 
-    def key_for(self, language: Language, source: bytes) -> str | None:
+    def key_for(self, language: Language, source: bytes, files: Sequence[SourceFile] = ()) -> str | None:
         """The entry's key, or None when this language's compiles are not cacheable here."""
         if not language.compile or not language.artifacts:
             return None
         version = detect_version(language)
         if version == "unavailable":
             return None
-        return cache_key(language, version, source)
+        return cache_key(language, version, source, files)
 
     def load(self, key: str, workdir: Path) -> bool:
         """Places a cached build into the work dir; False on a miss (or any trouble: then compile)."""

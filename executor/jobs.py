@@ -9,19 +9,19 @@ start (the worker never forks, so its gRPC channel lives as long as the process)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common import logs
-from common.job import ExecutionJob
+from common.job import ExecutionJob, SourceFile
 from common.languages import TOOLCHAIN_PATH, Language, by_name
 from common.run_events import RunEvents
 from common.run_input import RunInput
 from executor import loop_advice, metrics, verdicts
-from executor.compile_cache import CompileCache
+from executor.compile_cache import PLAIN, Artifact, CompileCache, place
 from executor.launcher import Launcher, Limits
 from executor.lease import LeaseKeeper
 from executor.live_input import LiveInput
@@ -123,16 +123,16 @@ def _execute(job: ExecutionJob, runtime: Runtime, teardown: ExitStack) -> Verdic
 
 def _compile_and_run(job: ExecutionJob, language: Language, workdir: Path, runtime: Runtime) -> Verdict:
     source = job.source_code.encode("utf-8")
-    (workdir / language.file_name).write_bytes(source)
+    write_program(workdir, language, source, job.files)
     placeholders = {"{workdir}": str(workdir), "{heap_mb}": str(heap_mb(job.memory_limit_mb))}
     env = stage_env(language, placeholders)
     cache = runtime.compile_cache
-    key = cache.key_for(language, source) if cache is not None else None
+    key = cache.key_for(language, source, job.files) if cache is not None else None
     compiled = None
     # A cache hit skips the compile stage: the result then has no "compile" stage at all.
     if language.compile and not (cache and key and cache.load(key, workdir)):
         compiled = runtime.launcher.run(
-            _expand_all(language.compile, placeholders),
+            _expand_all(language.compile_command(file.name for file in job.files), placeholders),
             workdir=workdir,
             env=env,
             limits=compile_limits(job, runtime.output_limit_bytes),
@@ -157,6 +157,15 @@ def _compile_and_run(job: ExecutionJob, language: Language, workdir: Path, runti
             on_output=output.write if output is not None else None,
         )
     return verdicts.judge_run(ran, compiled, job.encoding)
+
+
+def write_program(workdir: Path, language: Language, source: bytes, files: Sequence[SourceFile]) -> None:
+    """The main file and the program's other files beside it. Their names were checked upstream; place()
+    refuses all the same, before writing anything, a name that could leave the work dir, and never
+    writes through a link."""
+    program = [Artifact(language.file_name, PLAIN, source)]
+    program += [Artifact(file.name, PLAIN, file.content.encode("utf-8")) for file in files]
+    place(program, workdir)
 
 
 @contextmanager

@@ -518,7 +518,7 @@ def _run_language(box: Sandboxed, language: Language, source: str) -> StageOutco
     env = {**ENV, **{name: value.format(**fill) for name, value in language.env.items()}}
     box.write(language.file_name, source)
     if language.compile:
-        built = box.run([part.format(**fill) for part in language.compile], COMPILE_LIMITS, env)
+        built = box.run([part.format(**fill) for part in language.compile_command(())], COMPILE_LIMITS, env)
         assert built.exit_code == 0, built.stderr
     return box.run([part.format(**fill) for part in language.run], _limits_for(language), env)
 
