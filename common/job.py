@@ -26,6 +26,8 @@ SERIALIZER = JSONSerializer
 
 # Set-up and teardown, beside the stages' own limits and the reports, which may each wait out an outage.
 _JOB_BASE_TIMEOUT_S = 60
+# A suite's case beside its program: a fresh workspace and sandbox, set up and torn down on a loaded host.
+_CASE_SET_UP_MS = 1000
 
 
 class Encoding(StrEnum):
@@ -49,6 +51,61 @@ def files_to_json(files: tuple[SourceFile, ...] | list[SourceFile]) -> list[dict
 
 def files_from_json(value: list[dict[str, str]] | None) -> tuple[SourceFile, ...]:
     return tuple(SourceFile(name=file["name"], content=file["content"]) for file in value or ())
+
+
+class Compare(StrEnum):
+    """How a test case's expected output is compared (lce.execution.v1.CompareMode)."""
+
+    TRIM = "trim"  # trailing whitespace of each line and trailing empty lines ignored
+    EXACT = "exact"
+    TOKENS = "tokens"  # whitespace-separated tokens; numbers within a tolerance when one is given
+
+
+@dataclass(frozen=True)
+class TestCase:
+    name: str
+    stdin: bytes = b""
+    args: tuple[str, ...] = ()
+    expected_output: str | None = None  # None: the case passes when the program completes
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A run's test cases (judge mode): one compile, then each case in a fresh sandbox."""
+
+    cases: tuple[TestCase, ...]
+    compare: Compare = Compare.TRIM
+    float_tolerance: float | None = None  # with Compare.TOKENS only
+    stop_on_first_failure: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cases": [
+                {
+                    "name": case.name,
+                    "stdin": base64.b64encode(case.stdin).decode("ascii"),
+                    "args": list(case.args),
+                    "expected_output": case.expected_output,
+                }
+                for case in self.cases
+            ],
+            "compare": self.compare.value,
+            "float_tolerance": self.float_tolerance,
+            "stop_on_first_failure": self.stop_on_first_failure,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Suite:
+        cases = tuple(
+            TestCase(
+                name=case["name"],
+                stdin=base64.b64decode(case["stdin"]),
+                args=tuple(case["args"]),
+                expected_output=case["expected_output"],
+            )
+            for case in value["cases"]
+        )
+        return cls(cases, Compare(value["compare"]), value["float_tolerance"], value["stop_on_first_failure"])
 
 
 def encode_output(data: bytes, encoding: Encoding) -> str:
@@ -84,12 +141,14 @@ class ExecutionJob:
     # The program's stdin stays open for what the client sends while it runs (common/run_input.py).
     interactive: bool = False
     files: tuple[SourceFile, ...] = field(default=())  # beside the main file, which holds source_code
+    suite: Suite | None = None  # a test suite instead of one run (judge mode)
 
     def to_payload(self) -> dict[str, Any]:
         return asdict(self) | {
             "stdin": base64.b64encode(self.stdin).decode("ascii"),
             "args": list(self.args),
             "files": files_to_json(self.files),
+            "suite": self.suite.to_json() if self.suite is not None else None,
         }
 
     @classmethod
@@ -103,6 +162,7 @@ class ExecutionJob:
                 "stdin": base64.b64decode(fields.get("stdin", "")),
                 "args": tuple(fields.get("args", ())),
                 "files": files_from_json(fields.get("files")),
+                "suite": Suite.from_json(fields["suite"]) if fields.get("suite") else None,
             }
         )
 
@@ -112,6 +172,10 @@ class ExecutionJob:
 
     @property
     def job_timeout_s(self) -> int:
-        """How long RQ lets the job run: a backstop only, since the lease tells whether the executor lives."""
-        stages_s = (2 * self.compile_time_limit_ms + 2 * self.time_limit_ms) // 1000
+        """How long RQ lets the job run: a backstop only, since the lease tells whether the executor lives.
+        A suite's cases may all run one after another, each to its time limit in a sandbox of its own."""
+        run_ms = self.time_limit_ms
+        if self.suite is not None:
+            run_ms = len(self.suite.cases) * (self.time_limit_ms + _CASE_SET_UP_MS)
+        stages_s = (2 * self.compile_time_limit_ms + 2 * run_ms) // 1000
         return _JOB_BASE_TIMEOUT_S + stages_s + 2 * REPORT_RETRY_MAX_S

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from lce.execution.v1 import execution_pb2 as pb
 
@@ -72,10 +73,44 @@ def reason_from_text(text: str) -> tuple[Reason, str]:
     return Reason(text), ""
 
 
-def reason_text_of(result: pb.RunResult) -> str:
-    """A RunResult's reason as text; empty for a value this release does not know."""
+def reason_text_of(result: pb.RunResult | pb.TestCaseResult) -> str:
+    """A RunResult's (or a case's) reason as text; empty for a value this release does not know."""
     reason = _REASON_FROM_PROTO.get(result.reason)
     return reason_text(reason, result.signal) if reason is not None else ""
+
+
+class CaseStatus(StrEnum):
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    SKIPPED = "SKIPPED"  # not run: an earlier case did not pass and the suite stops on the first failure
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    """One test case's verdict in a suite (judge mode)."""
+
+    name: str
+    status: CaseStatus
+    reason: Reason = Reason.NONE
+    signal: str = ""
+    passed: bool = False  # it completed, and its stdout matched the expected output when one was given
+    stdout: str = ""  # in the run's encoding, cut at the per-case cap
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    exit_code: int | None = None
+    execution_time_ms: int = 0
+    memory_kb: int = 0
+
+    @property
+    def reason_text(self) -> str:
+        return reason_text(self.reason, self.signal)
+
+    @property
+    def crashed(self) -> bool:
+        """The program failed (a crash, a limit), as against a wrong answer or a skip."""
+        return self.status in (CaseStatus.FAILED, CaseStatus.TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -106,10 +141,15 @@ class RunOutcome:
     memory_kb: int = 0  # peak memory of the run stage
     stages: tuple[Stage, ...] = ()
     sandbox: str = ""  # the confinement that ran it; "none" under the development override
+    tests: tuple[CaseOutcome, ...] = ()  # a test suite's cases, in request order
 
     @property
     def reason_text(self) -> str:
         return reason_text(self.reason, self.signal)
+
+    @property
+    def tests_passed(self) -> int:
+        return sum(case.passed for case in self.tests)
 
 
 def outcome_to_proto(outcome: RunOutcome) -> pb.RunResult:
@@ -126,6 +166,7 @@ def outcome_to_proto(outcome: RunOutcome) -> pb.RunResult:
         memory_kb=outcome.memory_kb,
         stages=[_stage_to_proto(stage) for stage in outcome.stages],
         sandbox=outcome.sandbox,
+        tests=[_case_to_proto(case) for case in outcome.tests],
     )
 
 
@@ -148,6 +189,7 @@ def outcome_from_proto(result: pb.RunResult) -> RunOutcome:
         memory_kb=result.memory_kb,
         stages=tuple(_stage_from_proto(stage) for stage in result.stages),
         sandbox=result.sandbox,
+        tests=tuple(_case_from_proto(case) for case in result.tests),
     )
 
 
@@ -171,3 +213,81 @@ def _stage_from_proto(stage: pb.StageMetrics) -> Stage:
         exit_code=stage.exit_code if stage.HasField("exit_code") else None,
         signal=stage.signal,
     )
+
+
+_CASE_STATUS_TO_PROTO = {status: pb.CaseStatus.Value(f"CASE_STATUS_{status.name}") for status in CaseStatus}
+_CASE_STATUS_FROM_PROTO = {value: status for status, value in _CASE_STATUS_TO_PROTO.items()}
+
+
+def _case_to_proto(case: CaseOutcome) -> pb.TestCaseResult:
+    return pb.TestCaseResult(
+        name=case.name,
+        status=_CASE_STATUS_TO_PROTO[case.status],
+        reason=_REASON_TO_PROTO[case.reason],
+        signal=case.signal,
+        passed=case.passed,
+        stdout=case.stdout,
+        stderr=case.stderr,
+        stdout_truncated=case.stdout_truncated,
+        stderr_truncated=case.stderr_truncated,
+        exit_code=case.exit_code,
+        execution_time_ms=case.execution_time_ms,
+        memory_kb=case.memory_kb,
+    )
+
+
+def _case_from_proto(case: pb.TestCaseResult) -> CaseOutcome:
+    status = _CASE_STATUS_FROM_PROTO.get(case.status)
+    reason = _REASON_FROM_PROTO.get(case.reason)
+    if status is None or reason is None:
+        raise ValueError(f"unknown case status {case.status} or reason {case.reason}")
+    return CaseOutcome(
+        name=case.name,
+        status=status,
+        reason=reason,
+        signal=case.signal,
+        passed=case.passed,
+        stdout=case.stdout,
+        stderr=case.stderr,
+        stdout_truncated=case.stdout_truncated,
+        stderr_truncated=case.stderr_truncated,
+        exit_code=case.exit_code if case.HasField("exit_code") else None,
+        execution_time_ms=case.execution_time_ms,
+        memory_kb=case.memory_kb,
+    )
+
+
+def case_status_to_proto(status: CaseStatus) -> int:
+    return _CASE_STATUS_TO_PROTO[status]
+
+
+def case_status_name(value: int) -> str:
+    """A TestCaseResult's status as JSON shows it."""
+    status = _CASE_STATUS_FROM_PROTO.get(value)
+    return status.value if status is not None else "UNSPECIFIED"
+
+
+def case_to_json(case: CaseOutcome) -> dict[str, object]:
+    """A case's verdict as storage keeps it: its reason as text."""
+    return {
+        "name": case.name,
+        "status": case.status.value,
+        "reason": case.reason_text,
+        "passed": case.passed,
+        "stdout": case.stdout,
+        "stderr": case.stderr,
+        "stdout_truncated": case.stdout_truncated,
+        "stderr_truncated": case.stderr_truncated,
+        "exit_code": case.exit_code,
+        "execution_time_ms": case.execution_time_ms,
+        "memory_kb": case.memory_kb,
+    }
+
+
+def case_from_json(value: dict[str, Any]) -> CaseOutcome:
+    reason, signal = reason_from_text(value["reason"])
+    kept = {name: value[name] for name in CaseOutcome.__dataclass_fields__ if name not in _DECODED}
+    return CaseOutcome(**kept, status=CaseStatus(value["status"]), reason=reason, signal=signal)
+
+
+_DECODED = ("status", "reason", "signal")

@@ -34,6 +34,7 @@ class Kind(StrEnum):
     STATUS = "status"  # fields: status, attempt (and reason when a retry follows a failed attempt)
     STDOUT = "stdout"  # fields: attempt, offset, data
     STDERR = "stderr"
+    TEST = "test"  # a suite's case decided: index (from 0), name, status, reason, passed (1 or 0)
     RESULT = "result"  # field: status; the run is terminal, nothing follows
 
 
@@ -54,12 +55,21 @@ def is_entry_id(value: str | None) -> bool:
     return well_formed and all(int(part) <= _MAX_ENTRY_ID_PART for part in numbers)
 
 
-def decode_entry(fields: dict[bytes, bytes]) -> tuple[str, dict[str, str | int]]:
-    """A stream entry as appended: its kind and its other fields (offset and attempt as numbers)."""
-    decoded: dict[str, str | int] = {}
+_NUMBERS = (b"offset", b"attempt", b"index")
+
+
+def decode_entry(fields: dict[bytes, bytes]) -> tuple[str, dict[str, str | int | bool]]:
+    """A stream entry as appended: its kind and its other fields (offset, attempt, index as numbers;
+    passed as a boolean)."""
+    decoded: dict[str, str | int | bool] = {}
     for name, value in fields.items():
         text = value.decode()
-        decoded[name.decode()] = int(text) if name in (b"offset", b"attempt") else text
+        if name in _NUMBERS:
+            decoded[name.decode()] = int(text)
+        elif name == b"passed":
+            decoded["passed"] = text == "1"
+        else:
+            decoded[name.decode()] = text
     kind = decoded.pop("kind")
     return str(kind), decoded
 

@@ -34,7 +34,7 @@ from common.errors import (
     Unavailable,
 )
 from common.ids import parse_uuid
-from common.job import Encoding, ExecutionJob, encode_output
+from common.job import Compare, Encoding, ExecutionJob, Suite, encode_output
 from common.outcome import TERMINAL, UNFINISHED, Reason, RunOutcome, Status
 from common.run_events import Kind, RunEvents, decode_entry, is_entry_id
 from common.run_input import MAX_CHUNK_BYTES, MAX_INPUT_BYTES, Appended, RunInput
@@ -55,6 +55,10 @@ MIN_COMPILE_MEMORY_LIMIT_MB = 32
 MAX_STDIN_BYTES = 1024 * 1024
 MAX_ARGS = 64
 MAX_ARG_BYTES = 4096
+MAX_TEST_CASES = 100
+MAX_TEST_NAME_CHARS = 200
+# All of a suite's stdin and expected output: what a request body carries.
+MAX_SUITE_INPUT_BYTES = 4 * 1024 * 1024
 LIST_LIMIT = (1, 100)
 DEFAULT_LIST_LIMIT = 10
 # What of an executor's internal_error message goes into the attempt's reason (logged, and shown in events).
@@ -125,17 +129,36 @@ def resolve_limits(time_limit_ms: int | None, memory_limit_mb: int | None, sessi
     )
 
 
-def check_input(stdin: bytes, args: Sequence[str]) -> None:
-    """What the program is given: bounded, and arguments an argv can hold."""
+def check_input(stdin: bytes, args: Sequence[str], field: str = "") -> None:
+    """What the program is given: bounded, and arguments an argv can hold (`field` prefixes the names)."""
     if len(stdin) > MAX_STDIN_BYTES:
-        raise PayloadTooLarge(f"stdin is {len(stdin)} bytes, over the {MAX_STDIN_BYTES} bytes allowed")
+        raise PayloadTooLarge(f"{field}stdin is {len(stdin)} bytes, over the {MAX_STDIN_BYTES} bytes allowed")
     if len(args) > MAX_ARGS:
-        raise InvalidArgument(f"at most {MAX_ARGS} args, got {len(args)}")
+        raise InvalidArgument(f"at most {MAX_ARGS} {field}args, got {len(args)}")
     for index, arg in enumerate(args):
         if len(arg.encode()) > MAX_ARG_BYTES:
-            raise InvalidArgument(f"args[{index}] is over {MAX_ARG_BYTES} bytes")
+            raise InvalidArgument(f"{field}args[{index}] is over {MAX_ARG_BYTES} bytes")
         if "\0" in arg:
-            raise InvalidArgument(f"args[{index}] contains a NUL character")
+            raise InvalidArgument(f"{field}args[{index}] contains a NUL character")
+
+
+def check_suite(suite: Suite, stdin: bytes, args: Sequence[str], interactive: bool) -> None:
+    """A test suite: 1 to MAX_TEST_CASES cases, each with a run's rules for its input, within one cap in all."""
+    if stdin or args or interactive:
+        raise InvalidArgument("a test suite takes stdin and args per case, and is never interactive")
+    if not 1 <= len(suite.cases) <= MAX_TEST_CASES:
+        raise InvalidArgument(f"tests must have 1 to {MAX_TEST_CASES} cases, got {len(suite.cases)}")
+    total = 0
+    for index, case in enumerate(suite.cases):
+        if len(case.name) > MAX_TEST_NAME_CHARS or "\0" in case.name:
+            raise InvalidArgument(f"tests[{index}].name must be at most {MAX_TEST_NAME_CHARS} characters, no NUL")
+        check_input(case.stdin, case.args, field=f"tests[{index}].")
+        total += len(case.stdin) + len((case.expected_output or "").encode())
+    if total > MAX_SUITE_INPUT_BYTES:
+        raise PayloadTooLarge(f"the cases' stdin and expected output are over {MAX_SUITE_INPUT_BYTES} bytes in all")
+    tolerance = suite.float_tolerance
+    if tolerance is not None and (suite.compare != Compare.TOKENS or not 0 <= tolerance < math.inf):
+        raise InvalidArgument("float_tolerance must be a finite number >= 0, with compare: tokens")
 
 
 def resolve_list_limit(limit: int | None) -> int:
@@ -151,10 +174,11 @@ def failure_cooldown_remaining_s(
     """Seconds a session must still wait after `streak_limit` consecutive FAILED/TIMEOUT runs; 0 if none.
 
     `recent` is the session's last finished runs, newest first. A COMPLETED run among the last
-    `streak_limit` breaks the streak; the cooldown counts from the newest failure's finish.
+    `streak_limit` breaks the streak, unless it is a suite whose program failed in a case (a wrong
+    answer alone is not a failure); the cooldown counts from the newest failure's finish.
     """
     streak = recent[:streak_limit]
-    if len(streak) < streak_limit or any(run.status == Status.COMPLETED for run in streak):
+    if len(streak) < streak_limit or not all(run.failed for run in streak):
         return 0
     remaining = (streak[0].finished_at + timedelta(seconds=cooldown_s) - now).total_seconds()
     return math.ceil(remaining) if remaining > 0 else 0
@@ -219,6 +243,7 @@ class Executions:
         stdin: bytes = b"",
         args: Sequence[str] = (),
         interactive: bool = False,
+        suite: Suite | None = None,
         time_left: Callable[[], float | None] = lambda: None,
     ) -> Execution:
         """Snapshots the session's code and queues a run of it. Once this returns, the run is never lost:
@@ -233,6 +258,8 @@ class Executions:
         check_limits(time_limit_ms, memory_limit_mb)
         compile_limits = self.compile_limits.lowered(compile_time_limit_ms, compile_memory_limit_mb)
         check_input(stdin, args)
+        if suite is not None:
+            check_suite(suite, stdin, args, interactive)
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
             earlier = self._earlier_execution(session_id, idempotency_key)
@@ -263,6 +290,7 @@ class Executions:
             language=session.language,
             source_code=session.source_code,
             files=session.files,
+            suite=suite,
             time_limit_ms=limits.time_limit_ms,
             memory_limit_mb=limits.memory_limit_mb,
             created_at=now,
@@ -543,4 +571,5 @@ def job_for(execution: Execution) -> ExecutionJob:
         args=execution.args,
         interactive=execution.interactive,
         files=execution.files,
+        suite=execution.suite,
     )

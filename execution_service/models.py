@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 
 from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
-from common.job import Encoding, SourceFile
+from common.job import Encoding, SourceFile, Suite
 from common.outcome import RunOutcome, Status
 
 RETRIED = "RETRIED"  # the event type of an attempt that failed and was queued again
@@ -55,6 +55,7 @@ class Execution:
     args: tuple[str, ...] = ()
     interactive: bool = False  # stdin stays open for what the client sends (common/run_input.py)
     files: tuple[SourceFile, ...] = ()  # the session's other files, snapshotted with its source
+    suite: Suite | None = None  # a test suite instead of one run (judge mode)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ class FinishedRun:
 
     status: Status
     finished_at: datetime
+    program_failed: bool = False  # a suite whose program failed in a case (it is COMPLETED all the same)
+
+    @property
+    def failed(self) -> bool:
+        return self.status != Status.COMPLETED or self.program_failed
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -161,6 +167,11 @@ executions = Table(
     Column("args", JSON),
     Column("interactive", Boolean),
     Column("files", JSON),
+    # A test suite: its cases as asked (common.job.Suite), their verdicts once it ends, and whether a
+    # case's program failed (which counts toward the failure streak, as against a wrong answer).
+    Column("suite", JSON),
+    Column("tests", JSON),
+    Column("program_failed", Boolean),
     # A session's history, newest first.
     Index("ix_executions_session_created", "session_id", "created_at"),
     # A session's last finished runs (the failure streak, read on every run): without it, every

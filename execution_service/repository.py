@@ -33,8 +33,17 @@ from sqlalchemy import (
 from common import schema
 from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
 from common.db import reading, writing
-from common.job import Encoding, files_from_json, files_to_json
-from common.outcome import TERMINAL, UNFINISHED, RunOutcome, Stage, Status, reason_from_text
+from common.job import Encoding, Suite, files_from_json, files_to_json
+from common.outcome import (
+    TERMINAL,
+    UNFINISHED,
+    RunOutcome,
+    Stage,
+    Status,
+    case_from_json,
+    case_to_json,
+    reason_from_text,
+)
 from execution_service.models import (
     RETRIED,
     AttemptRef,
@@ -59,7 +68,9 @@ def create_schema(engine: Engine) -> None:
 _BY_ID = select(executions).where(executions.c.id == bindparam("execution_id"))
 # A listing leaves out what only one execution's own read needs: up to 100 rows of sources, stdin
 # and outputs of a MiB each would make one request read and send hundreds of MiB.
-_LISTED_COLUMNS = [c for c in executions.c if c.name not in ("source_code", "files", "stdin", "stdout", "stderr")]
+_LISTED_COLUMNS = [
+    c for c in executions.c if c.name not in ("source_code", "files", "stdin", "suite", "stdout", "stderr", "tests")
+]
 _NEWEST_OF_SESSION = (
     select(*_LISTED_COLUMNS)
     .where(executions.c.session_id == bindparam("session_id"))
@@ -67,7 +78,7 @@ _NEWEST_OF_SESSION = (
     .limit(bindparam("count"))
 )
 _LAST_FINISHED = (
-    select(executions.c.status, executions.c.finished_at)
+    select(executions.c.status, executions.c.finished_at, executions.c.program_failed)
     .where(executions.c.session_id == bindparam("session_id"))
     .where(executions.c.status.in_([status.value for status in TERMINAL]))
     .order_by(executions.c.finished_at.desc())
@@ -148,6 +159,7 @@ _INSERT_QUEUED = _Write(
                 "args",
                 "interactive",
                 "files",
+                "suite",
             )
         )
     )
@@ -184,6 +196,8 @@ _FINISH = _Write(
             "stages",
             "sandbox",
             "warnings",
+            "tests",
+            "program_failed",
         ),
     ),
     # The whole row: the finished execution is announced with its result (execution_service/change_feed.py).
@@ -217,6 +231,7 @@ class Repository:
             args=list(execution.args) or None,
             interactive=execution.interactive,
             files=files_to_json(execution.files) or None,
+            suite=execution.suite.to_json() if execution.suite is not None else None,
         )
         try:
             with writing(self.engine) as (conn, one_statement):
@@ -272,7 +287,7 @@ class Repository:
         """The session's `count` most recently finished runs, newest first."""
         with reading(self.engine) as conn:
             rows = conn.execute(_LAST_FINISHED, {"session_id": session_id, "count": count})
-            return [FinishedRun(Status(row.status), row.finished_at) for row in rows]
+            return [FinishedRun(Status(row.status), row.finished_at, bool(row.program_failed)) for row in rows]
 
     def due_queued(self, now: datetime, after: AttemptRef | None, limit: int) -> list[AttemptRef]:
         """QUEUED rows whose `not_before` has passed, in (not_before, id) order, from just after `after`."""
@@ -398,6 +413,8 @@ class Repository:
             stages=[asdict(stage) for stage in outcome.stages],
             sandbox=outcome.sandbox,
             warnings=list(warnings),
+            tests=[case_to_json(case) for case in outcome.tests] or None,
+            program_failed=any(case.crashed for case in outcome.tests),
         )
         with writing(self.engine) as (conn, one_statement):
             written = _write_with_event(
@@ -478,6 +495,7 @@ def _to_execution(row: RowMapping) -> Execution:
         args=tuple(row["args"] or ()),
         interactive=bool(row["interactive"]),
         files=files_from_json(row.get("files")),
+        suite=Suite.from_json(row["suite"]) if row.get("suite") else None,
     )
 
 
@@ -496,6 +514,7 @@ def _to_outcome(row: RowMapping) -> RunOutcome:
         memory_kb=row["memory_kb"],
         stages=tuple(_to_stage(stage) for stage in row["stages"]),
         sandbox=row["sandbox"],
+        tests=tuple(case_from_json(case) for case in row.get("tests") or ()),
     )
 
 

@@ -16,8 +16,17 @@ from common import logs
 from common.errors import InvalidArgument, LceError, Unavailable
 from common.grpc_client import deadline
 from common.grpc_server import INFRASTRUCTURE_ERRORS
-from common.job import Encoding
-from common.outcome import RunOutcome, Status, outcome_from_proto, outcome_to_proto, status_to_proto
+from common.job import Compare, Encoding, Suite, TestCase
+from common.outcome import (
+    CaseStatus,
+    RunOutcome,
+    Status,
+    case_status_to_proto,
+    outcome_from_proto,
+    outcome_to_proto,
+    status_to_proto,
+)
+from common.run_events import Kind
 from execution_service.change_feed import ChangeFeed
 from execution_service.executions import Executions
 from execution_service.models import Event, Execution, RunEvent
@@ -55,6 +64,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             stdin=request.stdin,
             args=list(request.args),
             interactive=request.interactive,
+            suite=_suite(request),
             time_left=context.time_remaining,
         )
         return pb.CreateExecutionResponse(execution=execution_to_proto(execution))
@@ -196,6 +206,28 @@ def register(server: grpc.Server, executions: Executions, changes: ChangeFeed) -
     pb_grpc.add_ExecutorReportServiceServicer_to_server(ExecutorReportServicer(executions), server)
 
 
+_COMPARE_FROM_PROTO: dict[int, Compare] = {
+    pb.COMPARE_MODE_UNSPECIFIED: Compare.TRIM,
+    **{pb.CompareMode.Value(f"COMPARE_MODE_{compare.name}"): compare for compare in Compare},
+}
+
+
+def _suite(request: pb.CreateExecutionRequest) -> Suite | None:
+    """The request's test suite; None for a plain run, which may not set the suite's options either."""
+    compare = _COMPARE_FROM_PROTO.get(request.compare)
+    if compare is None:
+        raise InvalidArgument(f"unknown compare mode {request.compare}")
+    tolerance = _optional(request, "float_tolerance")
+    if not request.tests:
+        if request.compare or tolerance is not None or request.stop_on_first_failure:
+            raise InvalidArgument("compare, float_tolerance and stop_on_first_failure go with tests")
+        return None
+    cases = tuple(
+        TestCase(case.name, case.stdin, tuple(case.args), _optional(case, "expected_output")) for case in request.tests
+    )
+    return Suite(cases, compare, tolerance, request.stop_on_first_failure)
+
+
 def _optional(message: Any, field: str) -> Any:
     return getattr(message, field) if message.HasField(field) else None
 
@@ -245,6 +277,7 @@ def execution_to_proto(execution: Execution) -> pb.Execution:
         compile_memory_limit_mb=execution.compile_memory_limit_mb,
         encoding=_ENCODING_TO_PROTO[execution.encoding],
         interactive=execution.interactive,
+        tests_total=len(execution.suite.cases) if execution.suite is not None else 0,
     )
     if execution.started_at is not None:
         message.started_at.CopyFrom(_timestamp(execution.started_at))
@@ -264,8 +297,13 @@ def _run_event_to_proto(event: RunEvent) -> pb.RunEvent:
         reason=str(fields.get("reason", "")),
         offset=int(fields.get("offset", 0)),
         data=str(fields.get("data", "")),
+        index=int(fields.get("index", 0)),
+        name=str(fields.get("name", "")),
+        passed=bool(fields.get("passed", False)),
     )
-    if "status" in fields:
+    if event.kind == Kind.TEST.value:
+        message.case_status = case_status_to_proto(CaseStatus(str(fields["status"])))
+    elif "status" in fields:
         message.status = status_to_proto(Status(str(fields["status"])))
     if event.execution is not None:
         message.execution.CopyFrom(execution_to_proto(event.execution))

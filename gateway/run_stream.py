@@ -148,6 +148,9 @@ def _replayed(execution: dict[str, Any]) -> Iterator[tuple[str, Callable[[], str
             # The offset counts bytes, as a live stream's does (in base64, of the decoded bytes).
             offset = _offset_of(text[:start], execution.get("encoding"))
             yield stream, lambda piece=piece, offset=offset: _json({"offset": offset, "data": piece})  # type: ignore[misc]
+    for index, case in enumerate(execution.get("tests") or ()):
+        verdict = {"index": index, "name": case["name"], "status": case["status"], "passed": case["passed"]}
+        yield "test", lambda verdict=verdict, reason=case["reason"] or "": _json({**verdict, "reason": reason})  # type: ignore[misc]
     yield "result", lambda: _json(execution)
 
 

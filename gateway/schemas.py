@@ -91,6 +91,30 @@ _ENCODING = (
 )
 
 
+class TestCaseBody(BaseModel):
+    name: str | None = Field(None, description='shown in the result; "case <n>" when absent')
+    stdin: str | None = Field(None, description="as a run's stdin")
+    args: list[str] | None = Field(None, description="as a run's args")
+    expected_output: str | None = Field(
+        None, description="compared with stdout; absent: the case passes when it completes"
+    )
+
+
+# Written out, not a $ref: request_body() publishes a body's schema on its own, without its $defs.
+TestCaseList = Annotated[
+    list[TestCaseBody] | None,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "array", "minItems": 1, "maxItems": 100, "items": TestCaseBody.model_json_schema()},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
+Compare = Literal["trim", "exact", "tokens"]
+
+
 class RunBody(BaseModel):
     time_limit_ms: int | None = Field(None, ge=100, le=60000, description="the language's default when absent")
     memory_limit_mb: int | None = Field(None, ge=32, le=2048, description="the language's default when absent")
@@ -116,6 +140,21 @@ class RunBody(BaseModel):
         "GET /executions/{id}/interact (a WebSocket) while it runs; the time limit counts from the start, "
         "waiting included. Never retried once started: losing its executor ends it FAILED internal_error",
     )
+    tests: TestCaseList = Field(
+        None,
+        description="a test suite (judge mode): the source is compiled once, each case runs in a fresh sandbox "
+        "with the run's limits; not with stdin, args or interactive. The cases' stdin and expected output "
+        "are at most 4 MiB in all (413 above)",
+    )
+    compare: Compare = Field(
+        "trim",
+        description="with tests: trim (trailing whitespace of each line and trailing empty lines ignored), exact, "
+        "or tokens (whitespace-separated tokens)",
+    )
+    float_tolerance: float | None = Field(
+        None, ge=0, description="with compare tokens: numbers equal within this absolute or relative tolerance"
+    )
+    stop_on_first_failure: bool = Field(False, description="with tests: the cases after the first failure are SKIPPED")
 
 
 class SessionState(BaseModel):
@@ -171,6 +210,20 @@ class Stage(BaseModel):
     signal: str | None
 
 
+class TestCaseResult(BaseModel):
+    name: str
+    status: Literal["COMPLETED", "FAILED", "TIMEOUT", "SKIPPED"]
+    reason: str | None
+    passed: bool
+    stdout: str = Field(description="at most 8 KiB, in the run's encoding")
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    exit_code: int | None
+    execution_time_ms: int
+    memory_kb: int
+
+
 class Execution(BaseModel):
     """While QUEUED or RUNNING only the id, status, session, language and timestamps; the rest once terminal."""
 
@@ -202,6 +255,9 @@ class Execution(BaseModel):
     encoding: Encoding | None = Field(None, description=_ENCODING)
     warnings: list[str] = Field(description=_WARNINGS)
     interactive: bool = Field(False, description="created with interactive: true (GET /executions/{id}/interact)")
+    tests: list[TestCaseResult] | None = Field(None, description="a test suite's cases, in request order, once it ends")
+    tests_passed: int | None = None
+    tests_total: int | None = None
 
 
 class ExecutionEvent(BaseModel):

@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from common.outcome import TERMINAL, reason_text_of, status_from_proto
+from common.outcome import TERMINAL, case_status_name, reason_text_of, status_from_proto
 from gateway.http_errors import HttpError
 from lce.execution.v1 import execution_pb2
 from lce.session.v1 import session_pb2
@@ -35,6 +35,12 @@ ENCODINGS: dict[str, int] = {
     if value.number != execution_pb2.ENCODING_UNSPECIFIED
 }
 _ENCODING_NAMES = {number: name for name, number in ENCODINGS.items()}
+# "trim", "exact", "tokens": how a test case's output is compared, by their proto names.
+COMPARE_MODES: dict[str, int] = {
+    value.name.removeprefix("COMPARE_MODE_").lower(): value.number
+    for value in execution_pb2.CompareMode.DESCRIPTOR.values
+    if value.number != execution_pb2.COMPARE_MODE_UNSPECIFIED
+}
 
 
 # --- outbound ------------------------------------------------------------------------------
@@ -143,6 +149,22 @@ def stage_json(stage: execution_pb2.StageMetrics) -> Json:
     }
 
 
+def case_json(index: int, case: execution_pb2.TestCaseResult) -> Json:
+    return {
+        "name": case.name or f"case {index + 1}",
+        "status": case_status_name(case.status),
+        "reason": reason_text_of(case) or None,
+        "passed": case.passed,
+        "stdout": case.stdout,
+        "stderr": case.stderr,
+        "stdout_truncated": case.stdout_truncated,
+        "stderr_truncated": case.stderr_truncated,
+        "exit_code": case.exit_code if case.HasField("exit_code") else None,
+        "execution_time_ms": case.execution_time_ms,
+        "memory_kb": case.memory_kb,
+    }
+
+
 def execution_detail(execution: execution_pb2.Execution) -> Json:
     """GET /executions/{id}: the documented keys first, then additive detail."""
     body: Json = {"execution_id": execution.id, "status": execution_status(execution.status)}
@@ -165,6 +187,12 @@ def execution_detail(execution: execution_pb2.Execution) -> Json:
             compile_time_limit_ms=execution.compile_time_limit_ms or None,
             compile_memory_limit_mb=execution.compile_memory_limit_mb or None,
         )
+        if execution.tests_total:
+            body.update(
+                tests=[case_json(index, case) for index, case in enumerate(result.tests)],
+                tests_passed=sum(case.passed for case in result.tests),
+                tests_total=execution.tests_total,
+            )
     body.update(
         session_id=execution.session_id,
         language=execution.language,
@@ -270,6 +298,10 @@ def create_execution_request(
         stdin=_stdin_field(body, encoding),
         args=_args_field(body),
         interactive=_field(body, "interactive", bool, "true or false", required=False) or False,
+        tests=_tests_field(body, encoding),
+        compare=_compare_field(body),
+        float_tolerance=_tolerance_field(body),
+        stop_on_first_failure=_field(body, "stop_on_first_failure", bool, "true or false", required=False) or False,
     )
 
 
@@ -307,6 +339,53 @@ def _args_field(body: Json) -> list[str]:
     if any(type(arg) is not str or not _is_unicode(arg) for arg in args):
         raise HttpError(400, "args must be a list of strings")
     return args
+
+
+MAX_TEST_CASES = 100
+_CASE_KEYS = frozenset({"name", "stdin", "args", "expected_output"})
+
+
+def _tests_field(body: Json, encoding: int) -> list[execution_pb2.TestCase]:
+    """A test suite's cases; the execution service checks their sizes as a run's."""
+    cases = _field(body, "tests", list, "a list of test cases", required=False)
+    if cases is None:
+        return []
+    if not 1 <= len(cases) <= MAX_TEST_CASES:
+        raise HttpError(400, f"tests must have 1 to {MAX_TEST_CASES} cases")
+    return [_test_case(case, index, encoding) for index, case in enumerate(cases)]
+
+
+def _test_case(case: Any, index: int, encoding: int) -> execution_pb2.TestCase:
+    field = f"tests[{index}]"
+    if type(case) is not dict or not _CASE_KEYS.issuperset(case):
+        raise HttpError(400, f"{field} must be an object of name, stdin, args and expected_output")
+    try:
+        return execution_pb2.TestCase(
+            name=_field(case, "name", str, "a string", required=False) or "",
+            stdin=_stdin_field(case, encoding),
+            args=_args_field(case),
+            expected_output=_field(case, "expected_output", str, "a string", required=False),
+        )
+    except HttpError as refused:
+        raise HttpError(refused.status, f"{field}.{refused.message}") from None
+
+
+def _compare_field(body: Json) -> int:
+    name = _field(body, "compare", str, "a string", required=False)
+    if name is None:
+        return execution_pb2.COMPARE_MODE_UNSPECIFIED
+    if name not in COMPARE_MODES:
+        raise HttpError(400, f"compare must be one of {', '.join(sorted(COMPARE_MODES))}")
+    return COMPARE_MODES[name]
+
+
+def _tolerance_field(body: Json) -> float | None:
+    value = body.get("float_tolerance")
+    if value is None:
+        return None
+    if type(value) not in (int, float):
+        raise HttpError(400, "float_tolerance must be a number")
+    return float(value)
 
 
 def _is_unicode(text: str) -> bool:

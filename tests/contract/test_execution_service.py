@@ -25,11 +25,12 @@ from rq.job import Job, JobStatus
 from rq.utils import utcformat
 from sqlalchemy import select
 
+from common import job as jobs
 from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS, ExecutionServiceConfig
 from common.errors import KIND_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Unavailable
 from common.grpc_client import channel
 from common.grpc_server import RunningServer, start_server
-from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob
+from common.job import JOB_FUNCTION, SERIALIZER, Compare, ExecutionJob, Suite
 from common.outcome import reason_text_of
 from common.run_events import Kind, RunEvents, stream_key
 from execution_service import SERVICE_NAMES, ExecutionService, build_service
@@ -250,6 +251,7 @@ class TestCreateExecution:
                 "args": [],
                 "interactive": False,
                 "files": [],
+                "suite": None,
             }
         }
         assert job.timeout == 60 + (2 * DEFAULT_COMPILE_TIME_LIMIT_MS + 2 * 2000) // 1000 + 2 * 600
@@ -697,6 +699,88 @@ class TestInput:
         session_id = harness.sessions.add()
         failure = rpc_error(lambda: create(harness, session_id, args=args))
         assert_error(failure, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+
+
+def case(name: str = "", stdin: bytes = b"", expected: str | None = None, **fields: Any) -> pb.TestCase:
+    return pb.TestCase(name=name, stdin=stdin, expected_output=expected, **fields)
+
+
+def suite_result(*cases: tuple[int, bool]) -> pb.RunResult:
+    """A suite's result: the cases' statuses and whether each passed."""
+    reasons = {pb.CASE_STATUS_COMPLETED: pb.REASON_UNSPECIFIED, pb.CASE_STATUS_FAILED: pb.REASON_RUNTIME_ERROR}
+    return pb.RunResult(
+        status=pb.EXECUTION_STATUS_COMPLETED,
+        tests=[
+            pb.TestCaseResult(name=f"c{n}", status=status, reason=reasons.get(status, 0), passed=passed)
+            for n, (status, passed) in enumerate(cases)
+        ],
+    )
+
+
+class TestSuites:
+    def test_a_suite_is_part_of_the_snapshot(self, harness: Harness, redis_url: str) -> None:
+        cases = [case("one", b"1\n", "2\n", args=["--x"]), case("two", expected=None)]
+        request = {"tests": cases, "compare": pb.COMPARE_MODE_TOKENS, "float_tolerance": 0.001}
+        execution = create(harness, harness.sessions.add(), stop_on_first_failure=True, **request)
+        assert execution.tests_total == 2
+        job = ExecutionJob.from_payload(rq_job(redis_url, execution.id).kwargs["payload"])
+        assert job.suite == Suite(
+            (jobs.TestCase("one", b"1\n", ("--x",), "2\n"), jobs.TestCase("two", b"", (), None)),
+            Compare.TOKENS,
+            0.001,
+            True,
+        )
+
+    def test_the_verdicts_are_kept_and_served(self, harness: Harness) -> None:
+        execution = create(harness, harness.sessions.add(), tests=[case(), case(), case()])
+        started(harness, execution.id)
+        reported = suite_result(
+            (pb.CASE_STATUS_COMPLETED, True), (pb.CASE_STATUS_COMPLETED, False), (pb.CASE_STATUS_SKIPPED, False)
+        )
+        assert result(harness, execution.id, reported) == pb.EXECUTION_STATUS_COMPLETED
+        served = get(harness, execution.id)
+        assert [(c.name, c.status, c.passed) for c in served.result.tests] == [
+            ("c0", pb.CASE_STATUS_COMPLETED, True),
+            ("c1", pb.CASE_STATUS_COMPLETED, False),
+            ("c2", pb.CASE_STATUS_SKIPPED, False),
+        ]
+        assert served.tests_total == 3
+
+    @pytest.mark.parametrize(
+        ("request_fields", "kind"),
+        [
+            ({"tests": [case()] * 101}, "invalid_argument"),
+            ({"tests": [case()], "stdin": b"x"}, "invalid_argument"),
+            ({"tests": [case()], "interactive": True}, "invalid_argument"),
+            ({"tests": [case(args=["a\0"])]}, "invalid_argument"),
+            ({"tests": [case(name="x" * 201)]}, "invalid_argument"),
+            ({"tests": [case()], "float_tolerance": 0.1}, "invalid_argument"),  # tolerance without tokens
+            ({"tests": [case()], "compare": pb.COMPARE_MODE_TOKENS, "float_tolerance": -1}, "invalid_argument"),
+            ({"compare": pb.COMPARE_MODE_EXACT}, "invalid_argument"),  # no tests
+            ({"stop_on_first_failure": True}, "invalid_argument"),
+            ({"tests": [case(stdin=b"x" * (1024 * 1024 + 1))]}, "payload_too_large"),
+            ({"tests": [case(stdin=b"x" * 1024 * 1024)] * 5}, "payload_too_large"),  # 5 MiB in all
+        ],
+    )
+    def test_malformed_suites_are_refused(self, harness: Harness, request_fields: dict[str, Any], kind: str) -> None:
+        session_id = harness.sessions.add()
+        assert_error(
+            rpc_error(lambda: create(harness, session_id, **request_fields)), grpc.StatusCode.INVALID_ARGUMENT, kind
+        )
+
+    def test_wrong_answers_do_not_block_the_session_but_crashes_do(self, harness: Harness) -> None:
+        wrong = harness.sessions.add()
+        for _ in range(6):
+            execution = create(harness, wrong, tests=[case(expected="x")])
+            result(harness, execution.id, suite_result((pb.CASE_STATUS_COMPLETED, False)))
+        assert create(harness, wrong).status == pb.EXECUTION_STATUS_QUEUED
+        crashing = harness.sessions.add()
+        for _ in range(5):
+            execution = create(harness, crashing, tests=[case(), case()])
+            result(
+                harness, execution.id, suite_result((pb.CASE_STATUS_COMPLETED, True), (pb.CASE_STATUS_FAILED, False))
+            )
+        assert_error(rpc_error(lambda: create(harness, crashing)), grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")
 
 
 class TestDeadline:

@@ -399,3 +399,64 @@ def test_parse_limit_rejects(raw: str) -> None:
     with pytest.raises(HttpError) as raised:
         translate.parse_limit(raw)
     assert raised.value.status == 400
+
+
+# --- test suites ----------------------------------
+
+
+def test_a_suite_request() -> None:
+    body = {
+        "tests": [{"name": "a", "stdin": "1\n", "args": ["x"], "expected_output": "2\n"}, {}],
+        "compare": "tokens",
+        "float_tolerance": 0,
+        "stop_on_first_failure": True,
+    }
+    request = translate.create_execution_request("s-1", body)
+    assert [(case.name, case.stdin, list(case.args)) for case in request.tests] == [("a", b"1\n", ["x"]), ("", b"", [])]
+    assert request.tests[0].expected_output == "2\n" and not request.tests[1].HasField("expected_output")
+    assert (request.compare, request.float_tolerance) == (execution_pb2.COMPARE_MODE_TOKENS, 0.0)
+    assert request.stop_on_first_failure
+    base64_case = translate.create_execution_request("s-1", {"encoding": "base64", "tests": [{"stdin": "AP8="}]})
+    assert base64_case.tests[0].stdin == b"\x00\xff"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"tests": []}, "tests must have 1 to 100 cases"),
+        ({"tests": [{}] * 101}, "tests must have 1 to 100 cases"),
+        ({"tests": {}}, "tests must be a list"),
+        ({"tests": ["x"]}, "tests[0] must be an object"),
+        ({"tests": [{}, {"stdin": 1}]}, "tests[1].stdin must be a string"),
+        ({"tests": [{"args": "x"}]}, "tests[0].args must be a list"),
+        ({"tests": [{"expected": "x"}]}, "tests[0] must be an object of name"),
+        ({"tests": [{"stdin": "%"}], "encoding": "base64"}, "tests[0].stdin is not valid base64"),
+        ({"tests": [{}], "compare": "fuzzy"}, "compare must be one of exact, tokens, trim"),
+        ({"tests": [{}], "float_tolerance": True}, "float_tolerance must be a number"),
+        ({"tests": [{}], "stop_on_first_failure": 1}, "stop_on_first_failure must be true or false"),
+    ],
+)
+def test_malformed_suites(body: dict[str, Any], message: str) -> None:
+    with pytest.raises(HttpError) as refused:
+        translate.create_execution_request("s-1", body)
+    assert refused.value.status == 400 and refused.value.message.startswith(message)
+
+
+def test_a_finished_suite_carries_its_cases() -> None:
+    cases = [
+        execution_pb2.TestCaseResult(name="a", status=execution_pb2.CASE_STATUS_COMPLETED, passed=True, stdout="2\n"),
+        execution_pb2.TestCaseResult(
+            status=execution_pb2.CASE_STATUS_FAILED, reason=execution_pb2.REASON_SIGNAL, signal="SIGSEGV"
+        ),
+        execution_pb2.TestCaseResult(status=execution_pb2.CASE_STATUS_SKIPPED),
+    ]
+    execution = finished(tests=cases)
+    execution.tests_total = 3
+    body = translate.execution_detail(execution)
+    assert (body["tests_passed"], body["tests_total"]) == (1, 3)
+    assert [(c["name"], c["status"], c["reason"], c["passed"]) for c in body["tests"]] == [
+        ("a", "COMPLETED", None, True),
+        ("case 2", "FAILED", "signal:SIGSEGV", False),
+        ("case 3", "SKIPPED", None, False),
+    ]
+    assert "tests" not in translate.execution_detail(finished())
