@@ -3,6 +3,7 @@
 Environment: LCE_BENCH_LABEL names the step (default "dev"); LCE_BENCH_URL targets a running
 deployment instead of starting one; LCE_BENCH_ROUNDS (default 3) repeats every measure, since
 the machine is shared and noisy; LCE_BENCH_ENDPOINT_S (default 3) is each endpoint's load time.
+`python -m bench.judge` measures only the judge comparison (bench/judge.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench import bare, http_load, machine, report, runs
+from bench import bare, http_load, judge, machine, report, runs
 from bench.stack import Target, target
 from bench.stats import spread
 from common.config import env_int, env_str
@@ -84,6 +85,7 @@ def main() -> int:
             "e2e_counts": E2E_COUNTS,
             "bare_repeats": BARE_REPEATS,
             "burst_runs": BURST_RUNS,
+            "judge_cases": judge.CASES,
             "poll_ms": runs.POLL_S * 1000,
         },
         "figures": figures,
@@ -122,6 +124,7 @@ def _measure(
         # First runs pay for cold page caches and lazy connections: not what the figures are about.
         for workload in WORKLOADS.values():
             runs.end_to_end(sessions, workload, 1)
+        asyncio.run(judge.measure(system.url, ids["c"]))
         per_round = []
         for index in range(rounds):
             log.info("round %d/%d", index + 1, rounds)
@@ -151,10 +154,12 @@ def _round(
     for name, endpoint in _endpoints(client, ids["python"], terminal_id).items():
         result["endpoints"][name] = http_load.measure(system.url, endpoint, endpoint_s).as_dict()
     result["throughput"] = asyncio.run(runs.burst(system.url, ids["python"], BURST_RUNS, BURST_PER_SESSION))
+    result["judge"] = asyncio.run(judge.measure(system.url, ids["c"]))
     log.info(
-        "  python e2e p50 %.1f ms, burst %.0f runs/s",
+        "  python e2e p50 %.1f ms, burst %.0f runs/s, judge suite x%.1f faster than runs",
         result["end_to_end"]["python"]["p50"],
         result["throughput"]["completions_per_s"],
+        result["judge"]["speedup"],
     )
     return result
 
@@ -208,6 +213,7 @@ def summarise(per_round: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for key in ("completions_per_s", "server_completions_per_s"):
         figures["throughput"][key] = spread([b[key] for b in bursts]).as_dict()
     figures["throughput"]["incorrect"] = sum(b["incorrect"] for b in bursts)
+    figures["judge"] = judge.summarise([r["judge"] for r in per_round])
     return figures
 
 

@@ -120,6 +120,7 @@ def rows(figures: Figures, nproc: int) -> list[Row]:
                 )
             )
     table += _throughput_rows(get, nproc)
+    table += judge_rows(figures)
     table += _endpoint_rows(get)
     return table
 
@@ -163,6 +164,18 @@ def _throughput_rows(get: Callable[..., Spread | None], nproc: int) -> list[Row]
             ("200 python (client)", "completions_per_s"),
             ("200 python (server)", "server_completions_per_s"),
         )
+    ]
+
+
+def judge_rows(figures: Figures) -> list[Row]:
+    """Issue 11's comparison (bench/judge.py); none in the results of steps before it."""
+    if "judge" not in figures:
+        return []
+    cases = figures["judge"]["cases"]
+    return [
+        Row(f"judge {cases} C cases as one suite", "ms", _spread(figures, "judge", "suite_ms")),
+        Row(f"judge {cases} C cases as {cases} runs", "ms", _spread(figures, "judge", "runs_ms")),
+        Row("judge speedup (runs / suite)", "x", _spread(figures, "judge", "speedup"), target=Target(5, True)),
     ]
 
 

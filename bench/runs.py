@@ -174,9 +174,9 @@ async def burst(base_url: str, python_id: str, runs: int, per_session: int) -> d
         pending: dict[str, set[str]] = {session_id: set() for session_id in session_ids}
         for session_id, execution_id in zip(targets, execution_ids, strict=True):
             pending[session_id].add(execution_id)
-        await _watch(client, pending, per_session)
+        await watch(client, pending, per_session)
         finished = time.perf_counter()
-        bodies = await asyncio.gather(*(_get(client, f"/executions/{e}") for e in execution_ids))
+        bodies = await asyncio.gather(*(get(client, f"/executions/{e}") for e in execution_ids))
     details = [expect(answer, 200) for answer in bodies]
     incorrect = sum(not (d["status"] == "COMPLETED" and d["stdout"] == HELLO) for d in details)
     created = [_parse_ts(d["created_at"]) for d in details]
@@ -201,16 +201,16 @@ async def _burst_sessions(client: httpx.AsyncClient, python_id: str, count: int)
     return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
-async def _watch(client: httpx.AsyncClient, pending: dict[str, set[str]], per_session: int) -> None:
+async def watch(client: httpx.AsyncClient, pending: dict[str, set[str]], per_session: int) -> None:
     """Until every run is terminal: each sweep reads the list of each session that still has runs pending."""
     deadline = time.perf_counter() + 120
     while pending:
         if time.perf_counter() > deadline:
             left = sum(len(runs) for runs in pending.values())
-            raise RuntimeError(f"{left} runs of the burst not terminal after 120 s")
+            raise RuntimeError(f"{left} runs not terminal after 120 s")
         sessions = list(pending)
         pages = await asyncio.gather(
-            *(_get(client, f"/code-sessions/{s}/executions", params={"limit": per_session}) for s in sessions)
+            *(get(client, f"/code-sessions/{s}/executions", params={"limit": per_session}) for s in sessions)
         )
         for session_id, page in zip(sessions, pages, strict=True):
             ended = {row["execution_id"] for row in expect(page, 200)["executions"] if row["status"] in TERMINAL}
@@ -221,7 +221,7 @@ async def _watch(client: httpx.AsyncClient, pending: dict[str, set[str]], per_se
             await asyncio.sleep(BURST_SWEEP_S)
 
 
-async def _get(client: httpx.AsyncClient, path: str, **kwargs: Any) -> httpx.Response:
+async def get(client: httpx.AsyncClient, path: str, **kwargs: Any) -> httpx.Response:
     """A GET, retried when the server closed a pooled keep-alive connection just as we reused it
     (uvicorn drops idle ones after 5 s; a burst's pool has many). GETs are safe to repeat."""
     for _ in range(2):

@@ -1,4 +1,5 @@
-"""The RQ job: report RUNNING, compile and run in a fresh workspace, report the verdict.
+"""The RQ job: report RUNNING, compile and run in a fresh workspace (a test suite: executor/suite.py),
+report the verdict.
 
 RQ calls `run_execution` by its dotted path (common.job.JOB_FUNCTION) with the job's JSON
 payload and nothing else, so the process-wide objects a job needs (the launcher, the report
@@ -9,7 +10,7 @@ start (the worker never forks, so its gRPC channel lives as long as the process)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,9 @@ from common.job import ExecutionJob, SourceFile
 from common.languages import TOOLCHAIN_PATH, Language, by_name
 from common.run_events import RunEvents
 from common.run_input import RunInput
-from executor import loop_advice, metrics, verdicts
+from executor import loop_advice, metrics, suite, verdicts
 from executor.compile_cache import PLAIN, Artifact, CompileCache, place
-from executor.launcher import Launcher, Limits
+from executor.launcher import Launcher, Limits, LiveStdin, StageOutcome
 from executor.lease import LeaseKeeper
 from executor.live_input import LiveInput
 from executor.live_output import LiveOutput
@@ -112,6 +113,8 @@ def _execute(job: ExecutionJob, runtime: Runtime, teardown: ExitStack) -> Verdic
         log.error("unknown language", extra={"language": job.language})
         return verdicts.internal_error(f"language {job.language!r} is not available on this executor")
     try:
+        if job.suite is not None:
+            return suite.run_suite(job, job.suite, language, runtime)
         workdir = teardown.enter_context(runtime.launcher.workspace())
         return _compile_and_run(job, language, workdir, runtime)
     except Exception:
@@ -122,50 +125,90 @@ def _execute(job: ExecutionJob, runtime: Runtime, teardown: ExitStack) -> Verdic
 
 
 def _compile_and_run(job: ExecutionJob, language: Language, workdir: Path, runtime: Runtime) -> Verdict:
-    source = job.source_code.encode("utf-8")
-    write_program(workdir, language, source, job.files)
-    placeholders = {"{workdir}": str(workdir), "{heap_mb}": str(heap_mb(job.memory_limit_mb))}
-    env = stage_env(language, placeholders)
-    cache = runtime.compile_cache
-    key = cache.key_for(language, source, job.files) if cache is not None else None
-    compiled = None
-    # A cache hit skips the compile stage: the result then has no "compile" stage at all.
-    if language.compile and not (cache and key and cache.load(key, workdir)):
-        compiled = runtime.launcher.run(
-            _expand_all(language.compile_command(file.name for file in job.files), placeholders),
-            workdir=workdir,
-            env=env,
-            limits=compile_limits(job, runtime.output_limit_bytes),
-            another_stage_follows=True,
-        )
-        if verdicts.compile_failed(compiled):
-            return verdicts.compile_error(compiled, job.encoding)
-        if cache and key:
-            # Now, between the stages: the compile's processes are gone, and the program, which
-            # may rewrite anything in its work dir, has not started.
-            cache.store(key, workdir, language.artifacts)
+    write_program(workdir, language, job.source_code.encode("utf-8"), job.files)
+    compiled = build(job, language, workdir, runtime, run_follows=True)
+    if compiled is not None and verdicts.compile_failed(compiled):
+        return verdicts.compile_error(compiled, job.encoding)
     with ExitStack() as live:
         output = live.enter_context(_live_output(job, runtime))
         typed = live.enter_context(_live_input(job, runtime))
-        ran = runtime.launcher.run(
-            [*_expand_all(language.run, placeholders), *job.args],
-            workdir=workdir,
-            env=env,
-            limits=run_limits(job, runtime.output_limit_bytes),
+        ran = run_program(
+            job,
+            language,
+            workdir,
+            runtime,
             stdin=job.stdin,
+            args=job.args,
             live_stdin=typed,
             on_output=output.write if output is not None else None,
         )
     return verdicts.judge_run(ran, compiled, job.encoding)
 
 
+def build(
+    job: ExecutionJob, language: Language, workdir: Path, runtime: Runtime, *, run_follows: bool
+) -> StageOutcome | None:
+    """Compiles the program written in workdir, unless the compile cache has its build (placed there
+    instead): the compile stage's outcome, None when none ran. A failed compile is the caller's to judge
+    (verdicts.compile_failed). run_follows: the program runs in this work dir next."""
+    if not language.compile:
+        return None
+    cache = runtime.compile_cache
+    key = cache.key_for(language, job.source_code.encode("utf-8"), job.files) if cache is not None else None
+    # A cache hit skips the compile stage: the result then has no "compile" stage at all.
+    if cache and key and cache.load(key, workdir):
+        return None
+    placeholders = _placeholders(job, workdir)
+    compiled = runtime.launcher.run(
+        _expand_all(language.compile_command(file.name for file in job.files), placeholders),
+        workdir=workdir,
+        env=stage_env(language, placeholders),
+        limits=compile_limits(job, runtime.output_limit_bytes),
+        another_stage_follows=run_follows,
+    )
+    if cache and key and not verdicts.compile_failed(compiled):
+        # Now, between the stages: the compile's processes are gone, and the program, which
+        # may rewrite anything in its work dir, has not started.
+        cache.store(key, workdir, language.artifacts)
+    return compiled
+
+
+def run_program(
+    job: ExecutionJob,
+    language: Language,
+    workdir: Path,
+    runtime: Runtime,
+    *,
+    stdin: bytes,
+    args: Sequence[str],
+    live_stdin: LiveStdin | None = None,
+    on_output: Callable[[str, bytes], None] | None = None,
+) -> StageOutcome:
+    """The run stage of the program built in workdir, with the run's limits."""
+    placeholders = _placeholders(job, workdir)
+    return runtime.launcher.run(
+        [*_expand_all(language.run, placeholders), *args],
+        workdir=workdir,
+        env=stage_env(language, placeholders),
+        limits=run_limits(job, runtime.output_limit_bytes),
+        stdin=stdin,
+        live_stdin=live_stdin,
+        on_output=on_output,
+    )
+
+
 def write_program(workdir: Path, language: Language, source: bytes, files: Sequence[SourceFile]) -> None:
     """The main file and the program's other files beside it. Their names were checked upstream; place()
     refuses all the same, before writing anything, a name that could leave the work dir, and never
     writes through a link."""
-    program = [Artifact(language.file_name, PLAIN, source)]
-    program += [Artifact(file.name, PLAIN, file.content.encode("utf-8")) for file in files]
-    place(program, workdir)
+    place(program_files(language, source, files), workdir)
+
+
+def program_files(language: Language, source: bytes, files: Sequence[SourceFile]) -> list[Artifact]:
+    return [
+        Artifact(language.file_name, PLAIN, source),
+        *(Artifact(file.name, PLAIN, file.content.encode("utf-8")) for file in files),
+    ]
 
 
 @contextmanager
@@ -215,6 +258,10 @@ def compile_limits(job: ExecutionJob, output_limit_bytes: int) -> Limits:
 
 def heap_mb(memory_limit_mb: int) -> int:
     return max(MIN_HEAP_MB, int(memory_limit_mb * HEAP_SHARE))
+
+
+def _placeholders(job: ExecutionJob, workdir: Path) -> dict[str, str]:
+    return {"{workdir}": str(workdir), "{heap_mb}": str(heap_mb(job.memory_limit_mb))}
 
 
 def stage_env(language: Language, placeholders: dict[str, str]) -> dict[str, str]:
