@@ -12,6 +12,17 @@ STUBS_STAMP := lce/.generated
 run: $(STUBS_STAMP) system-deps
 	$(PY) -m devstack
 
+# A private CA, a certificate per service, the service tokens and compose's store passwords, into
+# data/certs (gitignored); what exists is kept (README "Security model"). For docker-compose.yml, as
+# root: `make certs CERTS_OWNER=10001` (the images' user).
+.PHONY: certs run-secure
+certs:
+	@bash scripts/gen-certs.sh data/certs $(CERTS_OWNER)
+
+# `make run` with mTLS and tokens between every service.
+run-secure: $(STUBS_STAMP) system-deps certs
+	LCE_CERTS_DIR=data/certs $(PY) -m devstack
+
 # Lint, then the whole suite: unit, contract, sandbox red team, integration (real services as processes).
 test: $(STUBS_STAMP) system-deps
 	$(VENV)/bin/ruff check .

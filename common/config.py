@@ -10,6 +10,7 @@ database URL at all.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,24 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
+# An origin as a browser sends it: scheme, lower-case host (or [IPv6]) and port, nothing after.
+_ORIGIN = re.compile(r"https?://([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
+def env_origins(name: str) -> tuple[str, ...]:
+    """Comma-separated web origins such as https://ide.example.com, or * alone (any origin); empty: none."""
+    origins = tuple(part.strip() for part in os.environ.get(name, "").split(",") if part.strip())
+    if "*" in origins and len(origins) > 1:
+        raise ConfigError(f"{name}: * means any origin and stands alone, got {','.join(origins)!r}")
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                f"{name}: {origin!r} is not an origin as browsers send it "
+                "(scheme://host[:port] in lower case, no path, no trailing slash)"
+            )
+    return origins
+
+
 def data_dir() -> Path:
     return Path(env_str("LCE_DATA_DIR", "data"))
 
@@ -102,11 +121,90 @@ def database_url(service: str) -> str:
     return f"sqlite:///{directory / (service + '.db')}"
 
 
+# `make certs` makes tokens of 64 hex characters; a shorter one is refused.
+MIN_TOKEN_CHARS = 32
+GRPC_TLS_VARIABLES = ("LCE_GRPC_TLS_CERT", "LCE_GRPC_TLS_KEY", "LCE_GRPC_TLS_CA")
+
+
+def env_tokens(name: str) -> tuple[str, ...]:
+    """Tokens from NAME, or from the file NAME_FILE names, separated by commas or whitespace."""
+    raw, path = os.environ.get(name, ""), os.environ.get(f"{name}_FILE", "")
+    if raw and path:
+        raise ConfigError(f"set {name} or {name}_FILE, not both")
+    if path:
+        try:
+            raw = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE: cannot read {path} ({exc.strerror})") from exc
+    tokens = tuple(raw.replace(",", " ").split())
+    # Never the token itself in the message: it ends up in logs.
+    if any(len(token) < MIN_TOKEN_CHARS for token in tokens):
+        raise ConfigError(f"{name}: a token must have at least {MIN_TOKEN_CHARS} characters (openssl rand -hex 32)")
+    return tokens
+
+
+@dataclass(frozen=True)
+class GrpcSecurity:
+    """Service-to-service security (README "Security model"). With the three TLS files, a gRPC server
+    requires a client certificate signed by the CA (mTLS) and a channel presents the process's own.
+    Tokens identify callers, beside certificates or instead of them: the executors' and the internal
+    one (the gateway's and the services'). Of each list the first token is presented and every one
+    accepted, so a rotation lists the new one first. Nothing set: plaintext, no caller identified."""
+
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    executor_tokens: tuple[str, ...] = ()
+    internal_tokens: tuple[str, ...] = ()
+    # Plaintext beyond loopback, where the network does its own TLS (a service mesh).
+    allow_plaintext: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_ca is not None
+
+    @property
+    def executor_token(self) -> str:
+        return self.executor_tokens[0] if self.executor_tokens else ""
+
+    @property
+    def internal_token(self) -> str:
+        return self.internal_tokens[0] if self.internal_tokens else ""
+
+    @classmethod
+    def from_env(cls, *, executor_token: bool = False, internal_token: bool = False) -> GrpcSecurity:
+        """The TLS files, and only the tokens this process needs: a service never reads another's secret."""
+        files = {name: os.environ.get(name, "") for name in GRPC_TLS_VARIABLES}
+        given = [name for name, value in files.items() if value]
+        if given and len(given) < len(files):
+            raise ConfigError(f"{', '.join(GRPC_TLS_VARIABLES)} go together; only {', '.join(given)} set")
+        for name in given:
+            if not Path(files[name]).is_file():
+                raise ConfigError(f"{name}: no file at {files[name]}")
+        executor_tokens = env_tokens("LCE_EXECUTOR_TOKEN") if executor_token else ()
+        internal_tokens = env_tokens("LCE_INTERNAL_TOKEN") if internal_token else ()
+        if set(executor_tokens) & set(internal_tokens):
+            raise ConfigError("LCE_EXECUTOR_TOKEN and LCE_INTERNAL_TOKEN must differ")
+        # Without certificates, a server holding one token alone could identify no other caller.
+        if executor_token and internal_token and not given and bool(executor_tokens) != bool(internal_tokens):
+            raise ConfigError("without LCE_GRPC_TLS_*, set both LCE_EXECUTOR_TOKEN and LCE_INTERNAL_TOKEN or neither")
+        cert, key, ca = (Path(files[name]) if files[name] else None for name in GRPC_TLS_VARIABLES)
+        return cls(
+            tls_cert=cert,
+            tls_key=key,
+            tls_ca=ca,
+            executor_tokens=executor_tokens,
+            internal_tokens=internal_tokens,
+            allow_plaintext=env_bool("LCE_GRPC_ALLOW_PLAINTEXT"),
+        )
+
+
 @dataclass(frozen=True)
 class SessionServiceConfig:
     listen_addr: str
     database_url: str
     metrics_listen_addr: str = ""  # host:port of /metrics (common/metrics.py); empty: not served
+    grpc_security: GrpcSecurity = GrpcSecurity()
 
     @classmethod
     def from_env(cls) -> SessionServiceConfig:
@@ -114,6 +212,7 @@ class SessionServiceConfig:
             listen_addr=env_str("LCE_SESSION_LISTEN", "127.0.0.1:50051"),
             database_url=database_url("session"),
             metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
+            grpc_security=GrpcSecurity.from_env(internal_token=True),
         )
 
 
@@ -137,6 +236,7 @@ class ExecutionServiceConfig:
     metrics_listen_addr: str = ""
     compile_time_limit_ms: int = DEFAULT_COMPILE_TIME_LIMIT_MS
     compile_memory_limit_mb: int = DEFAULT_COMPILE_MEMORY_LIMIT_MB
+    grpc_security: GrpcSecurity = GrpcSecurity()
 
     @classmethod
     def from_env(cls) -> ExecutionServiceConfig:
@@ -160,6 +260,7 @@ class ExecutionServiceConfig:
             compile_memory_limit_mb=env_int(
                 "LCE_COMPILE_MEMORY_LIMIT_MB", DEFAULT_COMPILE_MEMORY_LIMIT_MB, minimum=128, maximum=8192
             ),
+            grpc_security=GrpcSecurity.from_env(executor_token=True, internal_token=True),
         )
 
 
@@ -192,6 +293,7 @@ class ExecutorConfig:
     compile_cache_dir: Path = DEFAULT_COMPILE_CACHE_DIR
     compile_cache_mb: int = 512
     metrics_listen_addr: str = ""
+    grpc_security: GrpcSecurity = GrpcSecurity()
 
     @classmethod
     def from_env(cls) -> ExecutorConfig:
@@ -211,6 +313,7 @@ class ExecutorConfig:
             compile_cache_dir=compile_cache_dir(work_root),
             compile_cache_mb=env_int("LCE_COMPILE_CACHE_MB", 512, minimum=0),
             metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
+            grpc_security=GrpcSecurity.from_env(executor_token=True),
         )
 
 
@@ -222,6 +325,12 @@ class GatewayConfig:
     session_service_addr: str
     execution_service_addr: str
     redis_url: str = "redis://127.0.0.1:6379/0"  # runs' event streams, read by /executions/{id}/stream
+    # API keys required (gateway/auth.py): from_env reads LCE_AUTH=on|off, by default on unless the
+    # gateway listens on loopback only.
+    auth: bool = False
+    grpc_security: GrpcSecurity = GrpcSecurity()
+    # The web origins whose pages may call the API from a browser (gateway/cors.py); none: no CORS at all.
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -237,4 +346,20 @@ class GatewayConfig:
             session_service_addr=env_str("LCE_SESSION_SERVICE_ADDR", "127.0.0.1:50051"),
             execution_service_addr=env_str("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:50052"),
             redis_url=env_str("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            auth=_auth_setting(host or "127.0.0.1"),
+            grpc_security=GrpcSecurity.from_env(internal_token=True),
+            cors_origins=env_origins("LCE_CORS_ORIGINS"),
         )
+
+
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _auth_setting(listen_host: str) -> bool:
+    """LCE_AUTH: on or off; by default on, unless the gateway listens on a loopback address only."""
+    value = env_str("LCE_AUTH", "")
+    if value not in ("", "on", "off"):
+        raise ConfigError(f"LCE_AUTH must be on or off, got {value!r}")
+    if value:
+        return value == "on"
+    return listen_host not in _LOOPBACK_HOSTS and not listen_host.startswith("127.")

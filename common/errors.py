@@ -6,7 +6,9 @@
     │   └── PayloadTooLarge       INVALID_ARGUMENT      source code over 1 MiB (kind tells it apart)
     ├── SessionClosed             FAILED_PRECONDITION   autosave or run on a closed session
     ├── NotInteractive            FAILED_PRECONDITION   talking to a run created without `interactive`
-    ├── RateLimited               RESOURCE_EXHAUSTED    abuse rules; carries retry_after_s
+    ├── Unauthenticated           UNAUTHENTICATED       no API key, or an unknown or revoked one
+    ├── PermissionDenied          PERMISSION_DENIED     a key that may not do this (an admin call)
+    ├── RateLimited               RESOURCE_EXHAUSTED    abuse rules, a key's limits; carries retry_after_s
     ├── DeadlinePassed            DEADLINE_EXCEEDED     the caller's deadline passed before the write: nothing was done
     └── Unavailable               UNAVAILABLE           a dependency (database, Redis, peer) is down
 
@@ -58,6 +60,16 @@ class SessionClosed(LceError):
 class NotInteractive(LceError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     kind = "not_interactive"
+
+
+class Unauthenticated(LceError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    kind = "unauthenticated"
+
+
+class PermissionDenied(LceError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    kind = "permission_denied"
 
 
 class RateLimited(LceError):

@@ -3,6 +3,9 @@
 The retry policy lives in the channel's service config (gRPC's own mechanism), so a call
 to a restarting peer is retried transparently on UNAVAILABLE, and never for a call that
 could create something twice.
+
+With LCE_GRPC_TLS_* a channel speaks TLS, presenting the process's certificate and verifying the
+peer's against the CA; it presents a token on every call where one is configured (common/service_auth.py).
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 import json
 
 import grpc
+
+from common import service_auth
+from common.config import GrpcSecurity
 
 # The largest request the API admits, with room to spare. A result (ReportResult) is the largest:
 # stdout and stderr of at most 1 MiB each as captured (LCE_OUTPUT_LIMIT_BYTES' default) make at
@@ -68,12 +74,28 @@ CHANNEL_OPTIONS: tuple[tuple[str, object], ...] = (
 )
 
 
-def channel(addr: str) -> grpc.Channel:
-    return grpc.insecure_channel(addr, options=list(CHANNEL_OPTIONS))
+def channel(addr: str, security: GrpcSecurity | None = None, *, token: str | None = None) -> grpc.Channel:
+    """A channel to a peer, with `security` (by default the LCE_GRPC_TLS_* and LCE_INTERNAL_TOKEN
+    variables'), presenting `token` (by default the internal token; "": none)."""
+    security = security or GrpcSecurity.from_env(internal_token=True)
+    token = security.internal_token if token is None else token
+    options = list(CHANNEL_OPTIONS)
+    if security.tls:
+        transport = grpc.secure_channel(addr, service_auth.channel_credentials(security), options=options)
+    else:
+        transport = grpc.insecure_channel(addr, options=options)
+    return grpc.intercept_channel(transport, service_auth.TokenInterceptor(token)) if token else transport
 
 
-def aio_channel(addr: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(addr, options=list(CHANNEL_OPTIONS))
+def aio_channel(addr: str, security: GrpcSecurity | None = None) -> grpc.aio.Channel:
+    """An asyncio channel to a peer, presenting the internal token; as `channel`."""
+    security = security or GrpcSecurity.from_env(internal_token=True)
+    options = list(CHANNEL_OPTIONS)
+    interceptors = service_auth.aio_token_interceptors(security.internal_token) if security.internal_token else None
+    if security.tls:
+        credentials = service_auth.channel_credentials(security)
+        return grpc.aio.secure_channel(addr, credentials, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(addr, options=options, interceptors=interceptors)
 
 
 def deadline(context: grpc.ServicerContext | None, default: float = DEFAULT_DEADLINE_S) -> float:

@@ -13,16 +13,19 @@ is dropped unrun. No more than MAX_CALLS_IN_FLIGHT calls are in the server at on
 waiting: gRPC refuses the next ones at once with RESOURCE_EXHAUSTED. Threads do not isolate work
 that holds the GIL (a backtracking regex, a huge parse): such work stalls every thread of the
 process, health included, so work on a request path must be bounded by itself.
+
+Security (common/service_auth.py): with LCE_GRPC_TLS_* the port serves TLS and requires client
+certificates; where callers are identified, each call is admitted by who makes it, and its servicer
+can ask `service_auth.caller()`. Plaintext is served on loopback only, unless LCE_GRPC_ALLOW_PLAINTEXT.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +33,11 @@ from typing import Any
 import grpc
 import redis.exceptions
 import sqlalchemy.exc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from common import logs, metrics
+from common import logs, metrics, service_auth
+from common.config import ConfigError, GrpcSecurity
 from common.errors import LceError
 from common.grpc_client import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 
@@ -48,7 +53,7 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
 )
 _PEER_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
-HEALTH_SERVICE = "grpc.health.v1.Health"
+HEALTH_SERVICE = service_auth.HEALTH_SERVICE
 # A service's unary calls running at once.
 THREADS_PER_SERVICE = 32
 # A service's streams open at once, each holding its thread for its life (ExecutionService: the change
@@ -116,33 +121,57 @@ class _ErrorTranslation(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None:
             return handler
-        method = details.method
+        method, parse = details.method, handler.request_deserializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self.pools.assign(_translated(handler.unary_unary, method), method),
-                request_deserializer=handler.request_deserializer,
+                self.pools.assign(_translated(handler.unary_unary, method, parse), method),
                 response_serializer=handler.response_serializer,
             )
         # A stream maps its own errors (see WatchExecutions); health's Watch is left as it is: it
         # holds no thread (grpcio's non-blocking stream).
         if handler.unary_stream is not None and service_of(method) != HEALTH_SERVICE:
             return grpc.unary_stream_rpc_method_handler(
-                # A partial, because a bound method takes no attribute.
-                self.pools.assign(functools.partial(handler.unary_stream), method, streaming=True),
-                request_deserializer=handler.request_deserializer,
+                self.pools.assign(_with_parsed_request(handler.unary_stream, parse), method, streaming=True),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self.pools.assign(functools.partial(handler.stream_stream), method, streaming=True),
-                request_deserializer=handler.request_deserializer,
+                self.pools.assign(_with_parsed_requests(handler.stream_stream, parse), method, streaming=True),
                 response_serializer=handler.response_serializer,
             )
         return handler
 
 
-def _translated(inner: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[..., Any]:
-    def translated(request: Any, context: grpc.ServicerContext) -> Any:
+Parse = Callable[[bytes], Any] | None
+
+
+def _parsed(parse: Parse, raw: bytes, context: grpc.ServicerContext) -> Any:
+    """The request in `raw`. Bytes that are no such message are the caller's mistake: INVALID_ARGUMENT.
+    (gRPC's own parsing answers INTERNAL, and after a few such streams of requests, grpcio 1.85's
+    server.stop() never returns.)"""
+    try:
+        return parse(raw) if parse is not None else raw
+    except DecodeError:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid message for this method")
+
+
+def _with_parsed_request(behaviour: Callable[..., Any], parse: Parse) -> Callable[..., Any]:
+    def parsing(raw: bytes, context: grpc.ServicerContext) -> Any:
+        return behaviour(_parsed(parse, raw, context), context)
+
+    return parsing
+
+
+def _with_parsed_requests(behaviour: Callable[..., Any], parse: Parse) -> Callable[..., Any]:
+    def parsing(raws: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+        return behaviour((_parsed(parse, raw, context) for raw in raws), context)
+
+    return parsing
+
+
+def _translated(inner: Callable[[Any, grpc.ServicerContext], Any], method: str, parse: Parse) -> Callable[..., Any]:
+    def translated(raw: bytes, context: grpc.ServicerContext) -> Any:
+        request = _parsed(parse, raw, context)
         started = time.perf_counter()
         token = logs.execution_id.set(getattr(request, "execution_id", "") or None)
         answered = False
@@ -175,6 +204,67 @@ def _translated(inner: Callable[[Any, grpc.ServicerContext], Any], method: str) 
     return translated
 
 
+class _CallerCheck(grpc.ServerInterceptor):
+    """Admits each call by who makes it (service_auth.CallerPolicy), and tells its servicer who that is."""
+
+    def __init__(self, policy: service_auth.CallerPolicy) -> None:
+        self.policy = policy
+
+    def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        service = service_of(details.method)
+        if handler is None or service == HEALTH_SERVICE:
+            return handler
+        method, codec = details.method, (handler.request_deserializer, handler.response_serializer)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(self._admitted(handler.unary_unary, method), *codec)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(self._admitted(handler.stream_unary, method), *codec)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(self._admitted_stream(handler.unary_stream, method), *codec)
+        return grpc.stream_stream_rpc_method_handler(self._admitted_stream(handler.stream_stream, method), *codec)
+
+    def _admit(self, method: str, context: grpc.ServicerContext) -> str | None:
+        try:
+            return self.policy.admit(
+                service_of(method),
+                service_auth.token_of(context.invocation_metadata()),
+                service_auth.common_name_of(context.auth_context()),
+            )
+        except service_auth.Refused as refused:
+            log.warning("call refused", extra={"method": method, "peer": context.peer(), "why": refused.details})
+            context.abort(refused.code, refused.details)
+            raise  # abort raises already; a refusal must never fall through to the handler
+
+    def _admitted(self, behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
+        def admitted(request: Any, context: grpc.ServicerContext) -> Any:
+            with service_auth.serving(self._admit(method, context)):
+                return behaviour(request, context)
+
+        return admitted
+
+    def _admitted_stream(self, behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
+        def admitted(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            who = self._admit(method, context)  # refused before the first response
+            with service_auth.serving(who):
+                responses = iter(behaviour(request, context))
+            return _each_served(who, responses)
+
+        return admitted
+
+
+def _each_served(who: str | None, responses: Iterator[Any]) -> Iterator[Any]:
+    """The responses, each made knowing `caller()`: the context is set around each step only, as
+    gRPC may drop a stream unfinished."""
+    while True:
+        with service_auth.serving(who):
+            try:
+                response = next(responses)
+            except StopIteration:
+                return
+        yield response
+
+
 @dataclass
 class RunningServer:
     server: grpc.Server
@@ -195,12 +285,24 @@ def start_server(
     *,
     threads_per_service: int = THREADS_PER_SERVICE,
     max_calls_in_flight: int = MAX_CALLS_IN_FLIGHT,
+    security: GrpcSecurity | None = None,
 ) -> RunningServer:
-    """Starts a server with our servicers (added by `register`) and a health service marking them SERVING."""
+    """Starts a server with our servicers (added by `register`) and a health service marking them SERVING.
+
+    `security`: TLS and the callers admitted; by default, as the LCE_GRPC_TLS_* and token variables say."""
+    if security is None:
+        security = GrpcSecurity.from_env(executor_token=True, internal_token=True)
+    if not (security.tls or security.allow_plaintext or service_auth.is_loopback(listen_addr)):
+        raise ConfigError(
+            f"{listen_addr} is reachable beyond this host: set LCE_GRPC_TLS_CERT, LCE_GRPC_TLS_KEY and "
+            "LCE_GRPC_TLS_CA, or LCE_GRPC_ALLOW_PLAINTEXT=1 where the network encrypts (a service mesh)"
+        )
+    policy = service_auth.CallerPolicy.of(security)
     pools = ServicePools(threads_per_service)
     server = grpc.server(
         futures.ThreadPoolExecutor(HEALTH_THREADS, thread_name_prefix="health"),
-        interceptors=[_ErrorTranslation(pools)],
+        # The caller check is inner: a refused call is counted and logged like any other.
+        interceptors=[_ErrorTranslation(pools), *([_CallerCheck(policy)] if policy.identifies else [])],
         options=[
             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
             ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
@@ -210,7 +312,10 @@ def start_server(
     register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(listen_addr)
+    if security.tls:
+        port = server.add_secure_port(listen_addr, service_auth.server_credentials(security))
+    else:
+        port = server.add_insecure_port(listen_addr)
     if port == 0:
         raise OSError(f"cannot listen on {listen_addr}")
     server.start()

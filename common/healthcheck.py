@@ -2,7 +2,8 @@
 or refuses the check because it holds its most calls at once (busy, not dead: a probe must not
 restart it for that).
 
-For container health checks and platform probes, which otherwise need a separate probe binary.
+For container health checks and platform probes, which otherwise need a separate probe binary. With
+LCE_GRPC_TLS_* set (as in the probed service's own environment) it speaks mTLS with those files.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common import grpc_client
+from common.config import GrpcSecurity
 
-def check(addr: str, service: str = "", timeout_s: float = 2.0) -> bool:
-    with grpc.insecure_channel(addr) as channel:
+
+def check(addr: str, service: str = "", timeout_s: float = 2.0, security: GrpcSecurity | None = None) -> bool:
+    """`security`: TLS files (health checks need no token); by default the LCE_GRPC_TLS_* variables'."""
+    with grpc_client.channel(addr, security or GrpcSecurity.from_env(), token="") as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s

@@ -4,7 +4,8 @@ integration tests need them.
 Each service is started exactly as a platform team would start it alone (`python -m <service>`
 with its own `LCE_*` environment); this package only chooses ports, hands each service the
 variables it needs (and no others: executors never see a database URL), waits for health, and
-stops everything in order.
+stops everything in order. Given the files of `make certs` (`certs_dir`), it hands each service its
+own certificate and only the tokens it needs: mTLS and identified callers between every service.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import httpx
 import redis
 
 from common import healthcheck
+from common.config import GRPC_TLS_VARIABLES, GrpcSecurity
 
 log = logging.getLogger("devstack")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +47,7 @@ class StackConfig:
     # Passed to every service: never a store's URL or credentials (those go only to their owners).
     extra_env: dict[str, str] = field(default_factory=dict)
     log_dir: Path | None = None  # None: services log to our stderr
+    certs_dir: Path | None = None  # made by `make certs`; None: plaintext, no tokens
 
     @property
     def gateway_url(self) -> str:
@@ -84,6 +87,18 @@ class Stack:
         first = int(port)
         return {"LCE_METRICS_LISTEN": f"{host}:{first + offset if first else 0}"}
 
+    def _secured(self, certificate: str, *tokens: str) -> dict[str, str]:
+        """mTLS with `certificate` of the certs dir (its Common Name says who the service is), and the
+        files of the tokens named ("executor", "internal")."""
+        certs = self.config.certs_dir
+        if certs is None:
+            return {}
+        if not (certs / "ca.pem").is_file():
+            raise FileNotFoundError(f"no CA in {certs}: run `make certs` first")
+        files = (certs / f"{certificate}.pem", certs / f"{certificate}.key", certs / "ca.pem")
+        env = {name: str(path.resolve()) for name, path in zip(GRPC_TLS_VARIABLES, files, strict=True)}
+        return env | {f"LCE_{token.upper()}_TOKEN_FILE": str((certs / f"{token}.token").resolve()) for token in tokens}
+
     def _plan(self) -> list[Service]:
         c = self.config
         session_addr = f"{c.host}:{c.session_port}"
@@ -94,7 +109,13 @@ class Stack:
             Service(
                 "session_service",
                 "session_service",
-                {**base, **store, "LCE_SESSION_LISTEN": session_addr, **self._metrics_env(0)},
+                {
+                    **base,
+                    **store,
+                    "LCE_SESSION_LISTEN": session_addr,
+                    **self._metrics_env(0),
+                    **self._secured("session_service", "internal"),
+                },
                 (c.host, c.session_port),
             ),
             Service(
@@ -107,6 +128,7 @@ class Stack:
                     "LCE_SESSION_SERVICE_ADDR": session_addr,
                     "LCE_REDIS_URL": c.redis_url,
                     **self._metrics_env(1),
+                    **self._secured("execution_service", "executor", "internal"),
                 },
                 (c.host, c.execution_port),
             ),
@@ -124,6 +146,7 @@ class Stack:
                         "LCE_EXECUTOR_HEALTH_LISTEN": f"{c.host}:{port}",
                         "LCE_EXECUTOR_ID": f"executor-{index + 1}",
                         **self._metrics_env(2 + index),
+                        **self._secured("executor", "executor"),
                     },
                     (c.host, port),
                 )
@@ -139,6 +162,7 @@ class Stack:
                     "LCE_REDIS_URL": c.redis_url,
                     "LCE_SESSION_SERVICE_ADDR": session_addr,
                     "LCE_EXECUTION_SERVICE_ADDR": execution_addr,
+                    **self._secured("gateway", "internal"),
                 },
                 f"{c.gateway_url}/health",
             )
@@ -182,7 +206,7 @@ class Stack:
             assert service.process is not None
             if service.process.poll() is not None:
                 raise RuntimeError(f"{service.name} exited with {service.process.returncode} while starting")
-            if is_healthy(service.health):
+            if is_healthy(service.health, probe_security(service.env)):
                 log.info("%s is healthy", service.name)
                 return
             time.sleep(0.05)
@@ -212,14 +236,23 @@ class Stack:
         return [s for s in self.services if s.process is not None and s.process.poll() is not None]
 
 
-def is_healthy(target: tuple[str, int] | str) -> bool:
+def is_healthy(target: tuple[str, int] | str, security: GrpcSecurity | None = None) -> bool:
+    """`security`: the TLS files to probe a gRPC server with (by default the LCE_GRPC_TLS_* variables')."""
     if isinstance(target, str):
         try:
             return httpx.get(target, timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
     host, port = target
-    return healthcheck.check(f"{host}:{port}", timeout_s=1.0)
+    return healthcheck.check(f"{host}:{port}", timeout_s=1.0, security=security)
+
+
+def probe_security(env: dict[str, str]) -> GrpcSecurity:
+    """A service is probed with its own certificate: health checks need no token."""
+    cert, key, ca = (env.get(name) for name in GRPC_TLS_VARIABLES)
+    if not (cert and key and ca):
+        return GrpcSecurity()
+    return GrpcSecurity(tls_cert=Path(cert), tls_key=Path(key), tls_ca=Path(ca))
 
 
 def redis_reachable(url: str) -> bool:

@@ -17,6 +17,7 @@ from common.db import make_engine
 from common.run_events import RunEvents
 from common.run_input import RunInput
 from execution_service import servicer
+from execution_service.api_keys import ApiKeys
 from execution_service.attempts import RetryPolicy
 from execution_service.change_feed import ChangeFeed
 from execution_service.executions import CompileLimits, Executions
@@ -26,7 +27,11 @@ from execution_service.reconciler import Reconciler
 from execution_service.repository import Repository, create_schema
 from execution_service.session_client import SessionClient
 
-SERVICE_NAMES = ("lce.execution.v1.ExecutionService", "lce.execution.v1.ExecutorReportService")
+SERVICE_NAMES = (
+    "lce.execution.v1.ExecutionService",
+    "lce.execution.v1.ExecutorReportService",
+    "lce.execution.v1.AccessService",
+)
 
 # Short Redis timeouts: a request must fail over to the reconciler path quickly, never hang.
 _REDIS_CONNECT_TIMEOUT_S = 1.0
@@ -45,9 +50,10 @@ class ExecutionService:
     redis: redis.Redis
     sessions: SessionClient
     changes: ChangeFeed
+    keys: ApiKeys
 
     def register(self, server: grpc.Server) -> None:
-        servicer.register(server, self.executions, self.changes)
+        servicer.register(server, self.executions, self.changes, self.keys)
 
     def close(self) -> None:
         self.changes.close()
@@ -96,4 +102,4 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
         run_input=RunInput(run_events.client),
     )
     reconciler = Reconciler(executions, queue, interval_s=config.reconcile_interval_s)
-    return ExecutionService(executions, reconciler, engine, client, sessions, changes)
+    return ExecutionService(executions, reconciler, engine, client, sessions, changes, ApiKeys(engine))

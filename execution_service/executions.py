@@ -38,6 +38,7 @@ from common.job import Compare, Encoding, ExecutionJob, Suite, encode_output
 from common.outcome import TERMINAL, UNFINISHED, Reason, RunOutcome, Status
 from common.run_events import Kind, RunEvents, decode_entry, is_entry_id
 from common.run_input import MAX_CHUNK_BYTES, MAX_INPUT_BYTES, Appended, RunInput
+from execution_service.api_keys import ApiKey
 from execution_service.attempts import INTERNAL_ERROR, RetryPolicy, is_infrastructure_failure
 from execution_service.job_queue import JobQueue
 from execution_service.models import Event, Execution, FinishedRun, RunEvent
@@ -161,6 +162,25 @@ def check_suite(suite: Suite, stdin: bytes, args: Sequence[str], interactive: bo
         raise InvalidArgument("float_tolerance must be a finite number >= 0, with compare: tokens")
 
 
+def check_key_limits(key: ApiKey, time_limit_ms: int | None, memory_limit_mb: int | None) -> None:
+    """A run may not ask for more than its API key allows (the defaults are lowered to it instead)."""
+    if time_limit_ms is not None and time_limit_ms > key.max_time_limit_ms:
+        raise InvalidArgument(f"time_limit_ms is over this API key's {key.max_time_limit_ms}")
+    if memory_limit_mb is not None and memory_limit_mb > key.max_memory_limit_mb:
+        raise InvalidArgument(f"memory_limit_mb is over this API key's {key.max_memory_limit_mb}")
+
+
+def lowered_to_key(limits: Limits, key: ApiKey) -> Limits:
+    return Limits(
+        min(limits.time_limit_ms, key.max_time_limit_ms), min(limits.memory_limit_mb, key.max_memory_limit_mb)
+    )
+
+
+def key_window(key: ApiKey) -> str:
+    """The rate window of an API key, beside those of sessions (which are named by their uuid)."""
+    return f"key:{key.id}"
+
+
 def resolve_list_limit(limit: int | None) -> int:
     if limit is None:
         return DEFAULT_LIST_LIMIT
@@ -244,6 +264,8 @@ class Executions:
         args: Sequence[str] = (),
         interactive: bool = False,
         suite: Suite | None = None,
+        tenant: str = "",
+        key: ApiKey | None = None,
         time_left: Callable[[], float | None] = lambda: None,
     ) -> Execution:
         """Snapshots the session's code and queues a run of it. Once this returns, the run is never lost:
@@ -253,9 +275,14 @@ class Executions:
 
         With an idempotency key already used in this session within the window, returns that
         execution instead, whatever the session's state or limits are now: the request it answers
-        was accepted then, so its repetition must be answered the same way."""
+        was accepted then, so its repetition must be answered the same way.
+
+        The run belongs to `tenant`, whose session it must be; `key` (the caller's API key)
+        adds its own limits to the session's."""
         session_id = parse_uuid(session_id, "session_id")
         check_limits(time_limit_ms, memory_limit_mb)
+        if key is not None:
+            check_key_limits(key, time_limit_ms, memory_limit_mb)
         compile_limits = self.compile_limits.lowered(compile_time_limit_ms, compile_memory_limit_mb)
         check_input(stdin, args)
         if suite is not None:
@@ -266,7 +293,7 @@ class Executions:
             if earlier is not None:
                 return earlier
         # The session is asked for, and its last finished runs are read while the answer travels.
-        pending = self.sessions.request_session(session_id, timeout)
+        pending = self.sessions.request_session(session_id, timeout, tenant)
         try:
             recent = self.repository.last_finished(session_id, self.failure_streak_limit)
         except BaseException:
@@ -276,12 +303,17 @@ class Executions:
         if not session.active:
             raise SessionClosed(f"session {session_id} is closed")
         limits = resolve_limits(time_limit_ms, memory_limit_mb, session)
+        if key is not None:
+            limits = Limits(
+                min(limits.time_limit_ms, key.max_time_limit_ms), min(limits.memory_limit_mb, key.max_memory_limit_mb)
+            )
+            self._refuse_over_concurrency(key)
         self._refuse_during_failure_cooldown(recent)
 
         _refuse_when_too_late(time_left())
         execution_id = str(uuid.uuid4())
         logs.execution_id.set(execution_id)
-        self._admit(session_id, execution_id)
+        self._admit(session_id, execution_id, key)
         now = self.clock()
         execution = Execution(
             id=execution_id,
@@ -306,17 +338,19 @@ class Executions:
             stdin=stdin,
             args=tuple(args),
             interactive=interactive,
+            tenant=tenant,
+            api_key_id=key.id if key is not None else None,
         )
         try:
             inserted = self.repository.insert_queued(execution, not_before=now + self.enqueue_grace)
         except BaseException:
             # Not accepted (the database is unavailable): the run must not count against the window.
-            self._release_admission(session_id, execution_id)
+            self._release_admission(session_id, execution_id, key)
             raise
         if not inserted:
             # A concurrent request with the same key won the unique index: answer its execution,
             # and give back the window slot this one took, so one key counts once.
-            self._release_admission(session_id, execution_id)
+            self._release_admission(session_id, execution_id, key)
             assert idempotency_key is not None
             winner = self.repository.find_by_key(session_id, idempotency_key)
             if winner is None:
@@ -328,21 +362,24 @@ class Executions:
         self._enqueue(execution)
         return execution
 
-    def get(self, execution_id: str) -> Execution:
+    def get(self, execution_id: str, tenant: str | None = None) -> Execution:
+        """The execution; NotFound for an unknown one, or one of another tenant than `tenant` (None: any)."""
         execution_id = parse_uuid(execution_id, "execution_id")
         execution = self.repository.get(execution_id)
-        if execution is None:
+        if execution is None or (tenant is not None and execution.tenant != tenant):
             raise NotFound(f"execution {execution_id} not found")
         return execution
 
-    def events(self, execution_id: str) -> list[Event]:
-        execution = self.get(execution_id)
+    def events(self, execution_id: str, tenant: str | None = None) -> list[Event]:
+        execution = self.get(execution_id, tenant)
         return self.repository.events(execution.id)
 
-    def watch(self, execution_id: str, after: str, watching: Callable[[], bool]) -> Iterator[RunEvent]:
+    def watch(
+        self, execution_id: str, after: str, watching: Callable[[], bool], tenant: str | None = None
+    ) -> Iterator[RunEvent]:
         """A run's events after the id `after` (empty: all), while `watching()`, ending with its result.
         A finished run whose stream is gone (expired, or lost with Redis) gives its result alone."""
-        execution = self.get(execution_id)
+        execution = self.get(execution_id, tenant)
         events = self.run_events
         if events is None:
             raise Unavailable("this service keeps no run streams")
@@ -369,9 +406,9 @@ class Executions:
                     return
                 yield RunEvent(entry_id, kind, data)
 
-    def open_interaction(self, execution_id: str) -> Execution:
+    def open_interaction(self, execution_id: str, tenant: str | None = None) -> Execution:
         """The run a client talks to: NotInteractive unless it was created interactive."""
-        execution = self.get(execution_id)
+        execution = self.get(execution_id, tenant)
         if not execution.interactive:
             raise NotInteractive(f"execution {execution.id} was not created with interactive: true")
         if self.run_input is None or self.run_events is None:
@@ -387,11 +424,13 @@ class Executions:
         if self.run_input.append(execution_id, data) is Appended.FULL:
             raise PayloadTooLarge(f"an interactive run takes at most {MAX_INPUT_BYTES} bytes of input in all")
 
-    def list_for_session(self, session_id: str, limit: int | None, *, timeout: float) -> list[Execution]:
+    def list_for_session(
+        self, session_id: str, limit: int | None, *, timeout: float, tenant: str = ""
+    ) -> list[Execution]:
         session_id = parse_uuid(session_id, "session_id")
         count = resolve_list_limit(limit)
-        # Asked so that an unknown session is told apart from one that has not run anything yet.
-        self.sessions.get_session(session_id, timeout)
+        # Asked so that an unknown session (or another tenant's) is told apart from one without runs yet.
+        self.sessions.get_session(session_id, timeout, tenant)
         return self.repository.list_for_session(session_id, count)
 
     def report_started(self, execution_id: str, executor_id: str, attempt: int) -> bool:
@@ -498,17 +537,30 @@ class Executions:
                 retry_after_s=wait_s,
             )
 
-    def _admit(self, session_id: str, execution_id: str) -> None:
+    def _refuse_over_concurrency(self, key: ApiKey) -> None:
+        if self.repository.unfinished_of_key(key.id) >= key.concurrent_runs:
+            raise RateLimited(f"at most {key.concurrent_runs} unfinished runs per API key", retry_after_s=1)
+
+    def _admit(self, session_id: str, execution_id: str, key: ApiKey | None = None) -> None:
         try:
-            self.limiter.admit(session_id, execution_id)
+            if key is not None:
+                self.limiter.admit(key_window(key), execution_id, limit=key.runs_per_minute, per="API key")
+            try:
+                self.limiter.admit(session_id, execution_id)
+            except RateLimited:
+                if key is not None:
+                    self.limiter.release(key_window(key), execution_id)
+                raise
         except _REDIS_DOWN as err:
             # The window lives in Redis; while Redis is down the run is still accepted (the
             # reconciler queues it later) rather than refusing every run of every session.
             log.warning("rate limit not checked: redis unavailable", extra={"error": repr(err)})
 
-    def _release_admission(self, session_id: str, execution_id: str) -> None:
+    def _release_admission(self, session_id: str, execution_id: str, key: ApiKey | None = None) -> None:
         try:
             self.limiter.release(session_id, execution_id)
+            if key is not None:
+                self.limiter.release(key_window(key), execution_id)
         except _REDIS_DOWN as err:
             log.warning("rate limit slot not released: redis unavailable", extra={"error": repr(err)})
 

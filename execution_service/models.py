@@ -56,6 +56,8 @@ class Execution:
     interactive: bool = False  # stdin stays open for what the client sends (common/run_input.py)
     files: tuple[SourceFile, ...] = ()  # the session's other files, snapshotted with its source
     suite: Suite | None = None  # a test suite instead of one run (judge mode)
+    tenant: str = ""  # "" without API keys
+    api_key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,9 @@ executions = Table(
     Column("suite", JSON),
     Column("tests", JSON),
     Column("program_failed", Boolean),
+    # Who it belongs to: the tenant of the API key that created it (NULL without keys), and that key.
+    Column("tenant", Text),
+    Column("api_key_id", Uuid(as_uuid=False)),
     # A session's history, newest first.
     Index("ix_executions_session_created", "session_id", "created_at"),
     # A session's last finished runs (the failure streak, read on every run): without it, every
@@ -180,6 +185,8 @@ executions = Table(
     # The reconciler's two sweeps: QUEUED rows that are due, RUNNING rows whose lease ran out.
     Index("ix_executions_status_not_before", "status", "not_before"),
     Index("ix_executions_status_lease", "status", "lease_expires_at"),
+    # A key's unfinished runs, counted against its concurrency on every run it creates.
+    Index("ix_executions_api_key_status", "api_key_id", "status"),
     # One execution per key and session; concurrent duplicates lose on this index, not on a race.
     Index("ux_executions_session_idempotency_key", "session_id", "idempotency_key", unique=True),
 )
@@ -195,4 +202,21 @@ execution_events = Table(
     Column("executor_id", Text),
     Column("reason", Text),
     Index("ix_execution_events_execution", "execution_id", "id"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("tenant", Text, nullable=False),
+    Column("name", Text, nullable=False, default=""),
+    # SHA-256 of the key: the key itself is shown once, at creation, and never stored.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("runs_per_minute", Integer, nullable=False),
+    Column("concurrent_runs", Integer, nullable=False),
+    Column("max_time_limit_ms", Integer, nullable=False),
+    Column("max_memory_limit_mb", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
 )

@@ -39,12 +39,14 @@ class SlidingWindowLimiter:
         self.client = client
         self._admit = client.register_script(_ADMIT_SCRIPT)
 
-    def admit(self, session_id: str, run_id: str) -> None:
-        """Counts the run against its session's window, or raises RateLimited without counting it."""
-        wait_ms = int(self._admit(keys=[KEY_PREFIX + session_id], args=[self.limit, self.window_ms, run_id]))
+    def admit(self, session_id: str, run_id: str, *, limit: int | None = None, per: str = "session") -> None:
+        """Counts the run against the window of its session (or of another subject, with its own
+        limit), or raises RateLimited without counting it."""
+        limit = self.limit if limit is None else limit
+        wait_ms = int(self._admit(keys=[KEY_PREFIX + session_id], args=[limit, self.window_ms, run_id]))
         if wait_ms > 0:
             raise RateLimited(
-                f"at most {self.limit} runs per {self.window_ms // 1000} s per session",
+                f"at most {limit} runs per {self.window_ms // 1000} s per {per}",
                 retry_after_s=math.ceil(wait_ms / 1000),
             )
 

@@ -77,6 +77,12 @@ _NEWEST_OF_SESSION = (
     .order_by(executions.c.created_at.desc(), executions.c.id.desc())
     .limit(bindparam("count"))
 )
+_UNFINISHED_OF_KEY = (
+    select(sqlalchemy.func.count())
+    .select_from(executions)
+    .where(executions.c.api_key_id == bindparam("api_key_id"))
+    .where(executions.c.status.in_([status.value for status in UNFINISHED]))
+)
 _LAST_FINISHED = (
     select(executions.c.status, executions.c.finished_at, executions.c.program_failed)
     .where(executions.c.session_id == bindparam("session_id"))
@@ -160,6 +166,8 @@ _INSERT_QUEUED = _Write(
                 "interactive",
                 "files",
                 "suite",
+                "tenant",
+                "api_key_id",
             )
         )
     )
@@ -232,6 +240,8 @@ class Repository:
             interactive=execution.interactive,
             files=files_to_json(execution.files) or None,
             suite=execution.suite.to_json() if execution.suite is not None else None,
+            tenant=execution.tenant or None,
+            api_key_id=execution.api_key_id,
         )
         try:
             with writing(self.engine) as (conn, one_statement):
@@ -282,6 +292,11 @@ class Repository:
                 Event(type=row.type, at=row.at, attempt=row.attempt, executor_id=row.executor_id, reason=row.reason)
                 for row in conn.execute(query)
             ]
+
+    def unfinished_of_key(self, api_key_id: str) -> int:
+        """How many runs created with the key are QUEUED or RUNNING."""
+        with reading(self.engine) as conn:
+            return int(conn.execute(_UNFINISHED_OF_KEY, {"api_key_id": api_key_id}).scalar_one())
 
     def last_finished(self, session_id: str, count: int) -> list[FinishedRun]:
         """The session's `count` most recently finished runs, newest first."""
@@ -496,6 +511,8 @@ def _to_execution(row: RowMapping) -> Execution:
         interactive=bool(row["interactive"]),
         files=files_from_json(row.get("files")),
         suite=Suite.from_json(row["suite"]) if row.get("suite") else None,
+        tenant=row["tenant"] or "",
+        api_key_id=str(row["api_key_id"]) if row["api_key_id"] else None,
     )
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from common import logs
-from common.errors import InvalidArgument, LceError, Unavailable
+from common import logs, service_auth
+from common.errors import InvalidArgument, LceError, PermissionDenied, Unauthenticated, Unavailable
 from common.grpc_client import deadline
 from common.grpc_server import INFRASTRUCTURE_ERRORS
 from common.job import Compare, Encoding, Suite, TestCase
@@ -27,6 +27,8 @@ from common.outcome import (
     status_to_proto,
 )
 from common.run_events import Kind
+from common.tenancy import ANY_TENANT, caller_from_metadata
+from execution_service.api_keys import ApiKey, ApiKeys
 from execution_service.change_feed import ChangeFeed
 from execution_service.executions import Executions
 from execution_service.models import Event, Execution, RunEvent
@@ -40,11 +42,58 @@ _ENCODING_FROM_PROTO: dict[int, Encoding] = {
 }
 
 
+# The callers whose named tenant is believed: the gateway and the services, or anyone where the
+# deployment identifies nobody (make run on loopback; common/service_auth.py).
+TRUSTED_TO_NAME_A_TENANT = frozenset({*service_auth.INTERNAL_CALLERS, None})
+
+
+class Callers:
+    """Who a call acts for: the tenant, and the API key it was made with.
+
+    A caller with a key of its own sends it (`authorization: Bearer lce_...`); the gateway, which
+    authenticated the request's key itself, names its tenant and key in metadata (common/tenancy.py).
+    Without either, the call acts for the tenant "" (a deployment without keys). The tenant "*"
+    (ANY_TENANT) reads any tenant's executions: the gateway's shared reads, which filter themselves."""
+
+    def __init__(self, keys: ApiKeys) -> None:
+        self.keys = keys
+
+    def of(self, context: grpc.ServicerContext) -> tuple[str | None, ApiKey | None]:
+        """The tenant (None: any) and the API key of the call."""
+        metadata = context.invocation_metadata()
+        bearer = next((value for name, value in metadata if name == "authorization"), None)
+        if isinstance(bearer, str) and bearer.lower().startswith("bearer "):
+            key = self.keys.authenticate(bearer[len("bearer ") :].strip())
+            return key.tenant, key
+        named = caller_from_metadata(metadata)
+        if service_auth.caller() not in TRUSTED_TO_NAME_A_TENANT:
+            raise PermissionDenied("only LCE's own services name a tenant")
+        if named == ANY_TENANT:
+            return None, None
+        if named.key_id is None:
+            return named.tenant, None
+        key = self.keys.by_id(named.key_id)
+        if key is None or key.tenant != named.tenant:
+            raise Unauthenticated("unknown or revoked API key")
+        return key.tenant, key
+
+
 class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
-    def __init__(self, executions: Executions, changes: ChangeFeed) -> None:
+    def __init__(self, executions: Executions, changes: ChangeFeed, callers: Callers) -> None:
         self.executions = executions
         self.changes = changes
+        self.callers = callers
         self._run_watchers = threading.BoundedSemaphore(MAX_RUN_WATCHERS)
+
+    def _tenant(self, context: grpc.ServicerContext) -> str | None:
+        return self.callers.of(context)[0]
+
+    def _own_tenant(self, context: grpc.ServicerContext) -> str:
+        """The tenant a call that creates or lists must act for: one, not any."""
+        tenant = self._tenant(context)
+        if tenant is None:
+            raise InvalidArgument("name one tenant to create or list executions")
+        return tenant
 
     def CreateExecution(
         self, request: pb.CreateExecutionRequest, context: grpc.ServicerContext
@@ -52,6 +101,9 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
         encoding = _ENCODING_FROM_PROTO.get(request.encoding)
         if encoding is None:
             raise InvalidArgument(f"unknown encoding {request.encoding}")
+        tenant, key = self.callers.of(context)
+        if tenant is None:
+            raise InvalidArgument("name one tenant to create an execution")
         execution = self.executions.create(
             request.session_id,
             _optional(request, "time_limit_ms"),
@@ -65,12 +117,15 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             args=list(request.args),
             interactive=request.interactive,
             suite=_suite(request),
+            tenant=tenant,
+            key=key,
             time_left=context.time_remaining,
         )
         return pb.CreateExecutionResponse(execution=execution_to_proto(execution))
 
     def GetExecution(self, request: pb.GetExecutionRequest, context: grpc.ServicerContext) -> pb.GetExecutionResponse:
-        return pb.GetExecutionResponse(execution=execution_to_proto(self.executions.get(request.execution_id)))
+        execution = self.executions.get(request.execution_id, self._tenant(context))
+        return pb.GetExecutionResponse(execution=execution_to_proto(execution))
 
     def ListExecutions(
         self, request: pb.ListExecutionsRequest, context: grpc.ServicerContext
@@ -79,13 +134,14 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             request.session_id,
             request.limit if request.HasField("limit") else None,
             timeout=deadline(context),
+            tenant=self._own_tenant(context),
         )
         return pb.ListExecutionsResponse(executions=[execution_to_proto(execution) for execution in found])
 
     def ListExecutionEvents(
         self, request: pb.ListExecutionEventsRequest, context: grpc.ServicerContext
     ) -> pb.ListExecutionEventsResponse:
-        events = self.executions.events(request.execution_id)
+        events = self.executions.events(request.execution_id, self._tenant(context))
         return pb.ListExecutionEventsResponse(events=[_event_to_proto(event) for event in events])
 
     def WatchExecutions(
@@ -108,7 +164,8 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
 
     def WatchExecution(self, request: pb.WatchExecutionRequest, context: grpc.ServicerContext) -> Iterator[pb.RunEvent]:
         with self._run_watch(context):
-            for event in self.executions.watch(request.execution_id, request.after, context.is_active):
+            tenant = self._tenant(context)
+            for event in self.executions.watch(request.execution_id, request.after, context.is_active, tenant):
                 yield _run_event_to_proto(event)
 
     def InteractExecution(
@@ -118,7 +175,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             first = next(requests, None)
             if first is None:
                 return
-            execution = self.executions.open_interaction(first.execution_id)
+            execution = self.executions.open_interaction(first.execution_id, self._tenant(context))
             relay = _InputRelay(self.executions, execution.id)
             threading.Thread(target=relay.run, args=(first, requests), name="lce-interact", daemon=True).start()
             for event in self.executions.watch(execution.id, "", lambda: context.is_active() and relay.error is None):
@@ -201,9 +258,38 @@ class ExecutorReportServicer(pb_grpc.ExecutorReportServiceServicer):
         return pb.ReportResultResponse(status=status_to_proto(status))
 
 
-def register(server: grpc.Server, executions: Executions, changes: ChangeFeed) -> None:
-    pb_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(executions, changes), server)
+class AccessServicer(pb_grpc.AccessServiceServicer):
+    def __init__(self, keys: ApiKeys) -> None:
+        self.keys = keys
+
+    def Authenticate(self, request: pb.AuthenticateRequest, context: grpc.ServicerContext) -> pb.AuthenticateResponse:
+        return pb.AuthenticateResponse(key=_key_to_proto(self.keys.authenticate(request.api_key)))
+
+    def ListKeys(self, request: pb.ListKeysRequest, context: grpc.ServicerContext) -> pb.ListKeysResponse:
+        return pb.ListKeysResponse(keys=[_key_to_proto(key) for key in self.keys.list()])
+
+
+def _key_to_proto(key: ApiKey) -> pb.ApiKey:
+    message = pb.ApiKey(
+        id=key.id,
+        tenant=key.tenant,
+        name=key.name,
+        admin=key.admin,
+        runs_per_minute=key.runs_per_minute,
+        concurrent_runs=key.concurrent_runs,
+        max_time_limit_ms=key.max_time_limit_ms,
+        max_memory_limit_mb=key.max_memory_limit_mb,
+        created_at=_timestamp(key.created_at),
+    )
+    if key.revoked_at is not None:
+        message.revoked_at.CopyFrom(_timestamp(key.revoked_at))
+    return message
+
+
+def register(server: grpc.Server, executions: Executions, changes: ChangeFeed, keys: ApiKeys) -> None:
+    pb_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(executions, changes, Callers(keys)), server)
     pb_grpc.add_ExecutorReportServiceServicer_to_server(ExecutorReportServicer(executions), server)
+    pb_grpc.add_AccessServiceServicer_to_server(AccessServicer(keys), server)
 
 
 _COMPARE_FROM_PROTO: dict[int, Compare] = {
@@ -278,6 +364,7 @@ def execution_to_proto(execution: Execution) -> pb.Execution:
         encoding=_ENCODING_TO_PROTO[execution.encoding],
         interactive=execution.interactive,
         tests_total=len(execution.suite.cases) if execution.suite is not None else 0,
+        tenant=execution.tenant,
     )
     if execution.started_at is not None:
         message.started_at.CopyFrom(_timestamp(execution.started_at))

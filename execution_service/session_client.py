@@ -9,6 +9,7 @@ import grpc
 from common import grpc_client
 from common.errors import NotFound, Unavailable
 from common.job import SourceFile
+from common.tenancy import Caller
 from lce.session.v1 import session_pb2, session_pb2_grpc
 
 _PEER_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -55,12 +56,14 @@ class SessionClient:
         self._channel = grpc_client.channel(addr)
         self._stub = session_pb2_grpc.SessionServiceStub(self._channel)
 
-    def request_session(self, session_id: str, timeout: float) -> PendingSession:
+    def request_session(self, session_id: str, timeout: float, tenant: str = "") -> PendingSession:
+        """The session as its tenant sees it: another tenant's is NOT_FOUND."""
         request = session_pb2.GetSessionRequest(session_id=session_id)
-        return PendingSession(session_id, self._stub.GetSession.future(request, timeout=timeout))
+        metadata = Caller(tenant).metadata()
+        return PendingSession(session_id, self._stub.GetSession.future(request, timeout=timeout, metadata=metadata))
 
-    def get_session(self, session_id: str, timeout: float) -> SessionSnapshot:
-        return self.request_session(session_id, timeout).result()
+    def get_session(self, session_id: str, timeout: float, tenant: str = "") -> SessionSnapshot:
+        return self.request_session(session_id, timeout, tenant).result()
 
     def close(self) -> None:
         self._channel.close()

@@ -6,6 +6,9 @@ execution_service is unreachable (restarting, its database down) they are retrie
 backoff for up to `report_retry_s`, so a result is kept and delivered once the service is
 back, and the worker takes no other job meanwhile. A lease renewal is not: the next one is
 a few seconds away. Any other failure raises grpc.RpcError to the job.
+
+The channel presents the executor's credentials (its certificate, LCE_EXECUTOR_TOKEN): execution_service
+takes reports from executors only (common/service_auth.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TypeVar
 
 import grpc
 
+from common.config import GrpcSecurity
 from common.grpc_client import DEFAULT_DEADLINE_S, channel
 from common.outcome import outcome_to_proto
 from executor.verdicts import Verdict
@@ -50,12 +54,15 @@ class ReportClient:
         report_retry_s: float,
         deadline_s: float = DEFAULT_DEADLINE_S,
         sleep: Callable[[float], None] = time.sleep,
+        security: GrpcSecurity | None = None,
     ) -> None:
+        """`security`: by default the LCE_GRPC_TLS_* and LCE_EXECUTOR_TOKEN variables'."""
         self.executor_id = executor_id
         self.report_retry_s = report_retry_s
         self.deadline_s = deadline_s
         self._sleep = sleep
-        self._channel: grpc.Channel = channel(addr)
+        security = security or GrpcSecurity.from_env(executor_token=True)
+        self._channel: grpc.Channel = channel(addr, security, token=security.executor_token)
         self._stub = pb_grpc.ExecutorReportServiceStub(self._channel)
 
     def started(self, execution_id: str, attempt: int) -> Start:

@@ -43,6 +43,11 @@ def main() -> None:
         "serving",
         extra={"host": config.listen_host, "port": config.listen_port, "workers": config.workers},
     )
+    if not config.auth:
+        log.warning(
+            "authentication is OFF: anyone who reaches this gateway can run code (LCE_AUTH=on requires API keys)",
+            extra={"host": config.listen_host},
+        )
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,

@@ -23,11 +23,13 @@ from starlette.routing import Match
 
 from common.config import GatewayConfig
 from gateway import http_errors
+from gateway.auth import Authentication, KeyCheck
 from gateway.change_feed import ChangeFollower
 from gateway.clients import Backends
+from gateway.cors import Cors
 from gateway.execution_cache import LiveExecutions, ServeKnownExecutions, TerminalExecutions
 from gateway.execution_reads import ExecutionReads
-from gateway.request_limits import BodyLimits
+from gateway.request_limits import BodyLimits, JsonBodies
 from gateway.routes import router
 from gateway.run_stream import RunStreams
 
@@ -46,6 +48,7 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backends = Backends.open(config)
+        app.state.key_check = KeyCheck(app.state.backends.access, app.state.backends.deadline_s)
         reads = ExecutionReads(app.state.backends, app.state.terminal_executions, app.state.live_executions)
         app.state.execution_reads = reads
         app.state.run_streams = RunStreams(config.redis_url, reads)
@@ -66,8 +69,14 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
     app.state.terminal_executions = TerminalExecutions()
     app.state.live_executions = LiveExecutions()
     # Middleware added later runs earlier: answers from memory (read no body) before the body's bounds.
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodyLimits)
     app.add_middleware(ServeKnownExecutions, terminal=app.state.terminal_executions, live=app.state.live_executions)
+    # Outermost: nothing is answered, not even from memory, before the caller's key is checked.
+    app.add_middleware(Authentication, required=config.auth, keys=lambda: app.state.key_check)
+    # Outside even that: a preflight carries no key, and a refusal (401, 413...) must reach the page.
+    if config.cors_origins:
+        app.add_middleware(Cors, origins=config.cors_origins)
     app.add_exception_handler(http_errors.HttpError, gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(grpc.aio.AioRpcError, backend_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, starlette_error)  # type: ignore[arg-type]

@@ -15,6 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.config import GatewayConfig
 from common.grpc_client import DEFAULT_DEADLINE_S, aio_channel
+from common.tenancy import ANY_TENANT
+from gateway.auth import with_caller
 from lce.execution.v1 import execution_pb2, execution_pb2_grpc
 from lce.session.v1 import session_pb2, session_pb2_grpc
 
@@ -28,8 +30,13 @@ CLOSE_GRACE_S = 5.0
 class Backends:
     session_channel: grpc.aio.Channel
     execution_channel: grpc.aio.Channel
+    # Every call of these carries the request's tenant and API key (gateway/auth.py).
     sessions: session_pb2_grpc.SessionServiceStub
     executions: execution_pb2_grpc.ExecutionServiceStub
+    access: execution_pb2_grpc.AccessServiceStub
+    # Reads of any tenant's execution, for the gateway's shared reads (gateway/execution_reads.py),
+    # which tell each request only of its own tenant's.
+    any_tenants_executions: execution_pb2_grpc.ExecutionServiceStub
     session_health: health_pb2_grpc.HealthStub
     execution_health: health_pb2_grpc.HealthStub
     # Every backend call passes this as its timeout: a slow backend becomes a 503, never a hang.
@@ -37,13 +44,15 @@ class Backends:
 
     @classmethod
     def open(cls, config: GatewayConfig) -> Backends:
-        session_channel = aio_channel(config.session_service_addr)
-        execution_channel = aio_channel(config.execution_service_addr)
+        session_channel = aio_channel(config.session_service_addr, config.grpc_security)
+        execution_channel = aio_channel(config.execution_service_addr, config.grpc_security)
         return cls(
             session_channel=session_channel,
             execution_channel=execution_channel,
-            sessions=session_pb2_grpc.SessionServiceStub(session_channel),
-            executions=execution_pb2_grpc.ExecutionServiceStub(execution_channel),
+            sessions=with_caller(session_pb2_grpc.SessionServiceStub(session_channel)),
+            executions=with_caller(execution_pb2_grpc.ExecutionServiceStub(execution_channel)),
+            access=execution_pb2_grpc.AccessServiceStub(execution_channel),
+            any_tenants_executions=with_caller(execution_pb2_grpc.ExecutionServiceStub(execution_channel), ANY_TENANT),
             session_health=health_pb2_grpc.HealthStub(session_channel),
             execution_health=health_pb2_grpc.HealthStub(execution_channel),
         )

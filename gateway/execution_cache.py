@@ -21,6 +21,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.auth import PRINCIPAL
+
 PREFIX = "/executions/"
 MAX_BYTES = 32 * 1024 * 1024
 MAX_ENTRY_BYTES = 256 * 1024
@@ -37,21 +39,23 @@ class TerminalExecutions:
         self.max_bytes = max_bytes
         self.max_entry_bytes = max_entry_bytes
         self._bytes = 0
-        self._answers: OrderedDict[str, bytes] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[str, bytes]] = OrderedDict()  # id -> (tenant, answer)
 
-    def get(self, execution_id: str) -> bytes | None:
-        answer = self._answers.get(execution_id)
-        if answer is not None:
-            self._answers.move_to_end(execution_id)
-        return answer
+    def get(self, execution_id: str, tenant: str) -> bytes | None:
+        """The answer, if the execution is `tenant`'s (another tenant's is not there at all)."""
+        entry = self._answers.get(execution_id)
+        if entry is None or entry[0] != tenant:
+            return None
+        self._answers.move_to_end(execution_id)
+        return entry[1]
 
-    def put(self, execution_id: str, answer: bytes) -> None:
+    def put(self, execution_id: str, tenant: str, answer: bytes) -> None:
         if len(answer) > self.max_entry_bytes or execution_id in self._answers:
             return
-        self._answers[execution_id] = answer
+        self._answers[execution_id] = (tenant, answer)
         self._bytes += len(answer)
         while self._bytes > self.max_bytes:
-            _, evicted = self._answers.popitem(last=False)
+            _, (_, evicted) = self._answers.popitem(last=False)
             self._bytes -= len(evicted)
 
 
@@ -84,7 +88,8 @@ class LiveExecutions:
         self.max_entries = max_entries
         self.max_remembered = max_remembered
         self._clock = clock
-        self._answers: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # id -> (expires at, answer)
+        # id -> (expires at, tenant, answer)
+        self._answers: OrderedDict[str, tuple[float, str, bytes]] = OrderedDict()
         self._changed: OrderedDict[str, int] = OrderedDict()  # id -> number of its latest change
         self._changes = 0
         self._forgotten_up_to = 0  # changes numbered up to this may be forgotten from _changed
@@ -98,25 +103,26 @@ class LiveExecutions:
     def ticket(self) -> Ticket:
         return Ticket(self._epoch, self._changes)
 
-    def put(self, execution_id: str, answer: bytes, ticket: Ticket) -> None:
+    def put(self, execution_id: str, tenant: str, answer: bytes, ticket: Ticket) -> None:
         if not self._live or ticket.epoch != self._epoch or ticket.changes < self._forgotten_up_to:
             return
         if self._changed.get(execution_id, 0) > ticket.changes or len(answer) > MAX_ENTRY_BYTES:
             return
-        self._answers[execution_id] = (self._clock() + self.ttl_s, answer)
+        self._answers[execution_id] = (self._clock() + self.ttl_s, tenant, answer)
         self._answers.move_to_end(execution_id)
         if len(self._answers) > self.max_entries:
             self._answers.popitem(last=False)
 
-    def get(self, execution_id: str) -> bytes | None:
+    def get(self, execution_id: str, tenant: str) -> bytes | None:
+        """The answer, if still vouched for and the execution is `tenant`'s."""
         entry = self._answers.get(execution_id)
         if entry is None:
             return None
-        expires_at, answer = entry
+        expires_at, owner, answer = entry
         if self._clock() >= expires_at:
             del self._answers[execution_id]
             return None
-        return answer
+        return answer if owner == tenant else None
 
     def changed(self, execution_id: str) -> bool:
         """Forgets the execution's answer; True when one was kept and fresh (someone polls it)."""
@@ -168,4 +174,5 @@ class ServeKnownExecutions:
             return None  # a read that waits for the run to end (or a malformed one) is the route's to answer
         # Ids are stored in canonical (lowercase) form; an upper-case spelling of one is the same execution.
         execution_id = path[len(PREFIX) :].lower()
-        return self.terminal.get(execution_id) or self.live.get(execution_id)
+        tenant = PRINCIPAL.get().caller.tenant  # set by the authentication in front (gateway/auth.py)
+        return self.terminal.get(execution_id, tenant) or self.live.get(execution_id, tenant)

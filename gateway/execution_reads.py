@@ -23,8 +23,10 @@ import grpc
 from fastapi.responses import JSONResponse
 
 from gateway import translate
+from gateway.auth import PRINCIPAL
 from gateway.clients import Backends
 from gateway.execution_cache import LiveExecutions, TerminalExecutions, Ticket
+from gateway.http_errors import HttpError
 from lce.execution.v1 import execution_pb2
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,10 @@ class ExecutionReads:
         self._waiters = 0
 
     async def read(self, execution_id: str) -> bytes:
-        """The answer's JSON body; a failed call raises grpc.aio.AioRpcError."""
-        return (await self._read(execution_id)).answer
+        """The answer's JSON body; a failed call raises grpc.aio.AioRpcError, another tenant's execution
+        is 404 (an HttpError). Reads are of any tenant's execution, shared by the requests in flight,
+        and each request is then told only of its own tenant's."""
+        return _owned(await self._read(execution_id), execution_id).answer
 
     async def read_when_finished(self, execution_id: str, seconds: float) -> tuple[bytes, bool]:
         """The answer as soon as the run is terminal, or else its state after `seconds`; and whether
@@ -57,16 +61,16 @@ class ExecutionReads:
         key = execution_id.lower()
         while True:
             if self._waiters >= MAX_WAITERS:
-                read = await self._read(execution_id)
+                read = _owned(await self._read(execution_id), execution_id)
                 return read.answer, read.terminal
-            finished = self._terminal.get(key)
+            finished = self._terminal.get(key, PRINCIPAL.get().caller.tenant)
             if finished is not None:
                 return finished, True
             woken = asyncio.Event()  # taken before the read: a change announced during it wakes us
             self._waiting.setdefault(key, set()).add(woken)
             self._waiters += 1
             try:
-                read = await self._read(execution_id)
+                read = _owned(await self._read(execution_id), execution_id)
                 if read.terminal or loop.time() >= deadline:
                     return read.answer, read.terminal
                 with suppress(TimeoutError):
@@ -112,7 +116,7 @@ class ExecutionReads:
         if not polled:
             return  # nobody here asks: not worth a read, nor the memory
         if change.HasField("finished") and translate.is_terminal(change.finished):
-            self._terminal.put(execution_id, _answer(change.finished))
+            self._terminal.put(execution_id, change.finished.tenant, _answer(change.finished))
         else:
             self._start(self._refresh(execution_id))
         for woken in waiting:  # after the above: they find the new state in memory, or its read on its way
@@ -134,15 +138,16 @@ class ExecutionReads:
         return task
 
     async def _read_and_keep(self, execution_id: str, ticket: Ticket) -> _Read:
-        response = await self._backends.executions.GetExecution(
+        response = await self._backends.any_tenants_executions.GetExecution(
             execution_pb2.GetExecutionRequest(execution_id=execution_id), timeout=self._backends.deadline_s
         )
-        read = _Read(_answer(response.execution), translate.is_terminal(response.execution))
+        execution = response.execution
+        read = _Read(_answer(execution), translate.is_terminal(execution), execution.tenant)
         # Final from now on once terminal; otherwise for as long as the change feed vouches for it.
         if read.terminal:
-            self._terminal.put(response.execution.id, read.answer)
+            self._terminal.put(execution.id, execution.tenant, read.answer)
         else:
-            self._live.put(response.execution.id, read.answer, ticket)
+            self._live.put(execution.id, execution.tenant, read.answer, ticket)
         return read
 
     async def _refresh(self, execution_id: str) -> None:
@@ -164,6 +169,14 @@ class ExecutionReads:
 class _Read(NamedTuple):
     answer: bytes  # the JSON body
     terminal: bool
+    tenant: str
+
+
+def _owned(read: _Read, execution_id: str) -> _Read:
+    """The read, if the execution is the requesting tenant's: another's does not exist for it."""
+    if read.tenant != PRINCIPAL.get().caller.tenant:
+        raise HttpError(404, f"execution {execution_id.lower()} not found")
+    return read
 
 
 def _answer(execution: execution_pb2.Execution) -> bytes:

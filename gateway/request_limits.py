@@ -1,14 +1,17 @@
 """Bounds on what one HTTP request may make a gateway worker hold, and for how long.
 
-- The head (request line and headers): at most MAX_HEAD_BYTES, complete within HEAD_TIMEOUT_S of
-  the connection's start or of the previous response (BoundedHttpToolsProtocol, uvicorn's
-  protocol with the bounds httptools and uvicorn leave out: they buffer a head of any size,
-  copying it whole for each piece that arrives, and wait for it forever).
+- The head (request line and headers): at most MAX_HEAD_BYTES in at most MAX_HEADERS fields,
+  complete within HEAD_TIMEOUT_S of the connection's start or of the previous response
+  (BoundedHttpToolsProtocol, uvicorn's protocol with the bounds httptools and uvicorn leave out:
+  they buffer a head of any size, copying it whole for each piece that arrives, and wait for it
+  forever). A head httptools cannot parse is refused in JSON too.
 - The body: at most MAX_BODY_BYTES, refused from its Content-Length when declared and while it
-  is read otherwise (a chunked body), and complete within BODY_TIMEOUT_S of its head (BodyLimits).
+  is read otherwise (a chunked body), and complete within BODY_TIMEOUT_S of its head (BodyLimits);
+  declared application/json (JsonBodies).
 - Its JSON: an object of bounded depth and number of values (bounded_json_object), so that parsing
   it costs time linear in its size with a small constant, and no more memory than its strings
-  (json.loads builds a nested document of any shape, at a cost many times its size).
+  (json.loads builds a nested document of any shape, at a cost many times its size); strictly
+  JSON (no NaN or Infinity, no number beyond a double, no key twice).
 
 A refusal is JSON {"error": ...} like every other error, and closes the connection: what the
 client still sends is never read.
@@ -18,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -35,6 +39,8 @@ MAX_BODY_BYTES = 6 * MIB + 64 * 1024
 BODY_TIMEOUT_S = 30.0
 # Browsers and proxies keep heads under 8-16 KiB; this API's own headers are short.
 MAX_HEAD_BYTES = 32 * 1024
+# Browsers send about 20 fields; many small ones cost a parser callback and a list entry each.
+MAX_HEADERS = 100
 HEAD_TIMEOUT_S = 10.0
 
 
@@ -110,6 +116,36 @@ class BodyLimits:
             await _refuse(send, refused)
 
 
+class JsonBodies:
+    """ASGI middleware: a request with a body must declare it application/json (else 415, unread).
+
+    A browser sends a body of another type, or of none, to another origin without asking first
+    (no CORS preflight); a JSON one only after the preflight, which LCE_CORS_ORIGINS decides."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _has_body(scope) and not _declared_json(scope):
+            await _refuse(send, BodyRefused(415, "request body must be JSON: send Content-Type: application/json"))
+            return
+        await self.app(scope, receive, send)
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.lstrip(b"0")):
+            return True
+    return False
+
+
+def _declared_json(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value.partition(b";")[0].strip().lower() == b"application/json"
+    return False
+
+
 def _too_large() -> BodyRefused:
     return BodyRefused(413, f"request body over {MAX_BODY_BYTES} bytes")
 
@@ -129,14 +165,15 @@ async def _refuse(send: Send, refused: BodyRefused) -> None:
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, refusing a head over MAX_HEAD_BYTES (431) or slower than
-    HEAD_TIMEOUT_S (408). Pass it to uvicorn as http="gateway.request_limits:BoundedHttpToolsProtocol"."""
+    """uvicorn's httptools protocol, refusing a head over MAX_HEAD_BYTES or MAX_HEADERS (431), or slower
+    than HEAD_TIMEOUT_S (408). Pass it to uvicorn as http="gateway.request_limits:BoundedHttpToolsProtocol"."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Bytes received since the head being awaited began; None while no head is awaited.
         self._head_bytes: int | None = None
         self._head_timer: asyncio.TimerHandle | None = None
+        self._header_count = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -145,6 +182,23 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """A request httptools cannot parse: uvicorn has logged its message, and would answer it in plain text."""
+        self._refuse(400, "malformed HTTP request")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_count = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > MAX_HEADERS:
+            self._refuse(431, f"request head has more than {MAX_HEADERS} header fields")
+            # Stops the parser (its error is answered by send_400_response, which finds the connection
+            # closing): nothing of this request reaches the app.
+            raise _HeadRefused
+        super().on_header(name, value)
 
     def data_received(self, data: bytes) -> None:
         if self._head_bytes is not None:
@@ -202,10 +256,25 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
+class _HeadRefused(Exception):
+    pass
 
 
-_DECODER = json.JSONDecoder()
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: valid JSON syntax, but no double holds it
+        raise HttpError(400, f"request body holds a number out of range: {text[:40]}")
+    return value
+
+
+def _not_json_constant(name: str) -> NoReturn:
+    raise HttpError(400, f"request body is not valid JSON: {name} is not a JSON value")
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_not_json_constant)
 _SPACE = re.compile(r"[ \t\n\r]*")
 # Every body of this API is an object of scalars, short lists and small objects (a run's args, a test
 # suite's cases): deeper or larger structures are refused before they are built.
@@ -260,6 +329,8 @@ class _BoundedReader:
             if not self.text.startswith('"', at):
                 raise _NotJson
             key, at = _DECODER.scan_once(self.text, at)
+            if key in found:  # json.loads keeps the last; another reader may keep the first
+                raise HttpError(400, f"request body repeats the key {json.dumps(key)[:80]}")
             at = _skip_space(self.text, at)
             if not self.text.startswith(":", at):
                 raise _NotJson

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway import schemas, translate
+from gateway.auth import require_admin
 from gateway.clients import Backends
 from gateway.execution_reads import ExecutionReads
 from gateway.http_errors import HttpError, rpc_error_response
@@ -278,6 +279,18 @@ async def close_session(session_id: str, request: Request) -> JSONResponse:
         session_pb2.CloseSessionRequest(session_id=session_id), timeout=services.deadline_s
     )
     return ok(translate.session_state(response.session))
+
+
+@router.get(
+    "/admin/keys",
+    responses={200: {"model": schemas.KeyList}, **schemas.errors(401, 403, 503)},
+)
+async def list_keys(request: Request) -> JSONResponse:
+    """Every API key of the deployment, without secrets: for admin keys only."""
+    require_admin()
+    services = backends(request)
+    response = await services.access.ListKeys(execution_pb2.ListKeysRequest(), timeout=services.deadline_s)
+    return ok(translate.keys_list(response.keys))
 
 
 @router.get(

@@ -260,6 +260,23 @@ class Execution(BaseModel):
     tests_total: int | None = None
 
 
+class ApiKey(BaseModel):
+    id: str
+    tenant: str
+    name: str
+    admin: bool
+    runs_per_minute: int
+    concurrent_runs: int
+    max_time_limit_ms: int
+    max_memory_limit_mb: int
+    created_at: str
+    revoked_at: str | None
+
+
+class KeyList(BaseModel):
+    keys: list[ApiKey]
+
+
 class ExecutionEvent(BaseModel):
     type: Literal["QUEUED", "RUNNING", "RETRIED", "COMPLETED", "FAILED", "TIMEOUT"]
     at: str = Field(description="ISO-8601 UTC with milliseconds, e.g. 2026-01-21T10:00:00.000Z")
@@ -297,13 +314,16 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The documented error responses of a route."""
     descriptions = {
         400: "malformed JSON, a wrong type, a malformed id or an out-of-range value",
-        404: "unknown id",
+        401: "no API key, or an unknown or revoked one (where API keys are on: LCE_AUTH)",
+        403: "an admin endpoint, called with a key that is not an admin's",
+        404: "unknown id, or another tenant's",
         409: "the session is closed",
         413: "source code and files, or stdin, over 1 MiB, or a request body over 6 MiB",
         429: "rate limited",
         503: "a backend service is unavailable (Retry-After: 1)",
     }
+    # Every route but the open ones may answer 401 where API keys are on.
     return {
         status: {"model": RateLimited if status == 429 else Error, "description": descriptions[status]}
-        for status in statuses
+        for status in sorted({401, *statuses})
     }

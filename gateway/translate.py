@@ -9,7 +9,6 @@ even hold.
 from __future__ import annotations
 
 import base64
-import binascii
 import time
 from typing import Any
 
@@ -146,6 +145,26 @@ def stage_json(stage: execution_pb2.StageMetrics) -> Json:
         "memory_kb": stage.memory_kb,
         "exit_code": stage.exit_code if stage.HasField("exit_code") else None,
         "signal": stage.signal or None,
+    }
+
+
+def keys_list(keys: Any) -> Json:
+    return {
+        "keys": [
+            {
+                "id": key.id,
+                "tenant": key.tenant,
+                "name": key.name,
+                "admin": key.admin,
+                "runs_per_minute": key.runs_per_minute,
+                "concurrent_runs": key.concurrent_runs,
+                "max_time_limit_ms": key.max_time_limit_ms,
+                "max_memory_limit_mb": key.max_memory_limit_mb,
+                "created_at": iso_timestamp(key.created_at),
+                "revoked_at": optional_timestamp(key, "revoked_at"),
+            }
+            for key in keys
+        ]
     }
 
 
@@ -324,12 +343,10 @@ def _stdin_field(body: Json, encoding: int) -> bytes:
 
 def program_input(text: str, *, base64_encoded: bool, what: str) -> bytes:
     """Input for a program as a client sends it: text, sent as UTF-8, or base64 of the exact bytes."""
-    if not base64_encoded:
-        return text.encode()
     try:
-        return base64.b64decode(text, validate=True)
-    except binascii.Error as exc:
-        raise HttpError(400, f"{what} is not valid base64") from exc
+        return base64.b64decode(text, validate=True) if base64_encoded else text.encode()
+    except ValueError as exc:  # binascii.Error; base64 of non-ASCII characters; a lone surrogate (no UTF-8)
+        raise HttpError(400, f"{what} is not valid {'base64' if base64_encoded else 'text'}") from exc
 
 
 def _args_field(body: Json) -> list[str]:

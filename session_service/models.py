@@ -52,6 +52,8 @@ sessions = Table(
     # [{"name", "content"}, ...] beside the main file; NULL (never []) when there are none, which lets
     # autosave of the source alone skip reading the row (sessions.py). Nullable: a later release added it.
     Column("files", JSON(none_as_null=True), nullable=True),
+    # The tenant of the API key that created it (common/tenancy.py); NULL without keys.
+    Column("tenant", Text, nullable=True),
     CheckConstraint(
         "status IN ({})".format(", ".join(f"'{status}'" for status in SessionStatus)),
         name="sessions_status_known",

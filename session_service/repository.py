@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, Update, bindparam, select, update
+from sqlalchemy import Engine, Row, Update, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from common.db import reading, writing
@@ -22,12 +22,14 @@ _UPSERT_INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.inser
 
 # Read on every request that names a session (and on every run): built once, so SQLAlchemy skips
 # building the statement and its cache key on each call.
-_BY_ID = select(sessions).where(sessions.c.id == bindparam("session_id"))
+# Another tenant's session is not there at all.
+_OWNED = func.coalesce(sessions.c.tenant, "") == bindparam("owner_tenant")
+_BY_ID = select(sessions).where(sessions.c.id == bindparam("session_id"), _OWNED)
 # The writes, built once too (a bound name may not be a column's, hence set_*).
 _INSERT = sessions.insert().values(
     {
         name: bindparam(f"set_{name}", type_=sessions.c[name].type)
-        for name in ("id", "language_id", "status", "source_code", "files", "created_at", "updated_at")
+        for name in ("id", "language_id", "status", "source_code", "files", "created_at", "updated_at", "tenant")
     }
 )
 
@@ -35,7 +37,7 @@ _INSERT = sessions.insert().values(
 def _update_if_active(*names: str) -> Update:
     return (
         update(sessions)
-        .where(sessions.c.id == bindparam("session_id"), sessions.c.status == SessionStatus.ACTIVE.value)
+        .where(sessions.c.id == bindparam("session_id"), sessions.c.status == SessionStatus.ACTIVE.value, _OWNED)
         .values({name: bindparam(f"set_{name}", type_=sessions.c[name].type) for name in names})
         .returning(*sessions.c)
     )
@@ -79,43 +81,59 @@ class SessionRepository:
                     "set_files": _files_json(record.files),
                     "set_created_at": record.created_at,
                     "set_updated_at": record.updated_at,
+                    "set_tenant": record.tenant or None,
                 },
             )
 
-    def get(self, session_id: str) -> SessionRecord | None:
+    def get(self, session_id: str, tenant: str) -> SessionRecord | None:
+        """The session, if it is `tenant`'s."""
         with reading(self._engine) as connection:
-            row = connection.execute(_BY_ID, {"session_id": uuid.UUID(session_id)}).first()
+            row = connection.execute(_BY_ID, {"session_id": uuid.UUID(session_id), "owner_tenant": tenant}).first()
         return None if row is None else _record(row)
 
-    def save_source_if_no_files(self, session_id: str, source_code: str, now: datetime) -> SessionRecord | None:
+    def save_source_if_no_files(
+        self, session_id: str, tenant: str, source_code: str, now: datetime
+    ) -> SessionRecord | None:
         """The updated session, or None when it is unknown, closed or has files (the WHERE makes this race-free)."""
         return self._update_if_active(
-            _SAVE_SOURCE_IF_NO_FILES, session_id, set_source_code=source_code, set_updated_at=now
+            _SAVE_SOURCE_IF_NO_FILES, session_id, tenant, set_source_code=source_code, set_updated_at=now
         )
 
     def save_if_unchanged(
-        self, session_id: str, source_code: str, files: Sequence[SourceFile], seen: datetime, now: datetime
+        self,
+        session_id: str,
+        tenant: str,
+        source_code: str,
+        files: Sequence[SourceFile],
+        seen: datetime,
+        now: datetime,
     ) -> SessionRecord | None:
         """The updated session, or None when it is unknown, closed, or was written since it read `seen`."""
         return self._update_if_active(
             _SAVE_IF_UNCHANGED,
             session_id,
+            tenant,
             seen_updated_at=seen,
             set_source_code=source_code,
             set_files=_files_json(files),
             set_updated_at=now,
         )
 
-    def close_if_active(self, session_id: str, now: datetime) -> SessionRecord | None:
+    def close_if_active(self, session_id: str, tenant: str, now: datetime) -> SessionRecord | None:
         """The closed session, or None when it is unknown or was already closed."""
-        return self._update_if_active(_CLOSE, session_id, set_status=SessionStatus.INACTIVE.value, set_updated_at=now)
+        return self._update_if_active(
+            _CLOSE, session_id, tenant, set_status=SessionStatus.INACTIVE.value, set_updated_at=now
+        )
 
     def dispose(self) -> None:
         self._engine.dispose()
 
-    def _update_if_active(self, statement: Update, session_id: str, **values: object) -> SessionRecord | None:
+    def _update_if_active(
+        self, statement: Update, session_id: str, tenant: str, **values: object
+    ) -> SessionRecord | None:
         with writing(self._engine) as (connection, _):
-            row = connection.execute(statement, {"session_id": uuid.UUID(session_id), **values}).first()
+            params = {"session_id": uuid.UUID(session_id), "owner_tenant": tenant, **values}
+            row = connection.execute(statement, params).first()
         return None if row is None else _record(row)
 
 
@@ -141,6 +159,7 @@ def _record(row: Row[Any]) -> SessionRecord:
         files=files_from_json(row.files),
         created_at=_utc(row.created_at),
         updated_at=_utc(row.updated_at),
+        tenant=row.tenant or "",
     )
 
 

@@ -8,6 +8,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.job import SourceFile
+from common.tenancy import caller_from_metadata
 from lce.session.v1 import session_pb2, session_pb2_grpc
 from session_service.models import SessionStatus
 from session_service.sessions import LanguageInfo, Session, Sessions
@@ -47,26 +48,33 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self, request: session_pb2.CreateSessionRequest, context: grpc.ServicerContext
     ) -> session_pb2.CreateSessionResponse:
         source_code = request.source_code if request.HasField("source_code") else None
-        session = self._sessions.create(request.language_id, source_code, _files(request.files))
+        session = self._sessions.create(request.language_id, source_code, _files(request.files), _tenant(context))
         return session_pb2.CreateSessionResponse(session=_session(session))
 
     def GetSession(
         self, request: session_pb2.GetSessionRequest, context: grpc.ServicerContext
     ) -> session_pb2.GetSessionResponse:
-        return session_pb2.GetSessionResponse(session=_session(self._sessions.get(request.session_id)))
+        session = self._sessions.get(request.session_id, _tenant(context))
+        return session_pb2.GetSessionResponse(session=_session(session))
 
     def UpdateSource(
         self, request: session_pb2.UpdateSourceRequest, context: grpc.ServicerContext
     ) -> session_pb2.UpdateSourceResponse:
         source_code = request.source_code if request.HasField("source_code") else None
         files = _files(request.file_set.files) if request.HasField("file_set") else None
-        session = self._sessions.update_source(request.session_id, source_code, files)
+        session = self._sessions.update_source(request.session_id, source_code, files, _tenant(context))
         return session_pb2.UpdateSourceResponse(session=_session(session))
 
     def CloseSession(
         self, request: session_pb2.CloseSessionRequest, context: grpc.ServicerContext
     ) -> session_pb2.CloseSessionResponse:
-        return session_pb2.CloseSessionResponse(session=_session(self._sessions.close(request.session_id)))
+        session = self._sessions.close(request.session_id, _tenant(context))
+        return session_pb2.CloseSessionResponse(session=_session(session))
+
+
+def _tenant(context: grpc.ServicerContext) -> str:
+    """The tenant the caller names (common/tenancy.py): the gateway, or execution_service for a run."""
+    return caller_from_metadata(context.invocation_metadata()).tenant
 
 
 def _language(language: LanguageInfo) -> session_pb2.Language:

@@ -71,6 +71,7 @@ class SessionRecord:
     files: tuple[SourceFile, ...]
     created_at: datetime
     updated_at: datetime
+    tenant: str = ""  # "" without API keys
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,9 @@ class Sessions:
         self._repository = repository
         self.catalogue = catalogue
 
-    def create(self, language_id: str, source_code: str | None = None, files: Sequence[SourceFile] = ()) -> Session:
+    def create(
+        self, language_id: str, source_code: str | None = None, files: Sequence[SourceFile] = (), tenant: str = ""
+    ) -> Session:
         language = self.catalogue.get(language_id)
         source = language.template_code if source_code is None else source_code
         check_source(source)
@@ -177,15 +180,17 @@ class Sessions:
             files=tuple(files),
             created_at=now,
             updated_at=now,
+            tenant=tenant,
         )
         self._repository.insert(record)
         return self._session(record)
 
-    def get(self, session_id: str) -> Session:
-        return self._session(self._existing(parse_uuid(session_id, "session_id")))
+    def get(self, session_id: str, tenant: str = "") -> Session:
+        """The session; NotFound for an unknown one or another tenant's."""
+        return self._session(self._existing(parse_uuid(session_id, "session_id"), tenant))
 
     def update_source(
-        self, session_id: str, source_code: str | None, files: Sequence[SourceFile] | None = None
+        self, session_id: str, source_code: str | None, files: Sequence[SourceFile] | None = None, tenant: str = ""
     ) -> Session:
         """Replaces the source, the whole set of files, or both; None leaves that part as it is."""
         canonical_id = parse_uuid(session_id, "session_id")
@@ -193,7 +198,7 @@ class Sessions:
             check_source(source_code)
             if files is None:
                 # Autosave of a session without files: the source's own check is all, so no read.
-                record = self._repository.save_source_if_no_files(canonical_id, source_code, datetime.now(UTC))
+                record = self._repository.save_source_if_no_files(canonical_id, tenant, source_code, datetime.now(UTC))
                 if record is not None:
                     return self._session(record)
         elif files is None:
@@ -201,7 +206,7 @@ class Sessions:
         # Files have rules that need the session's language, and their size counts with the source:
         # read, check what the session would become, and write it only if nobody wrote in between.
         for _ in range(_SAVE_ATTEMPTS):
-            current = self._existing(canonical_id)
+            current = self._existing(canonical_id, tenant)
             if current.status is not SessionStatus.ACTIVE:
                 raise SessionClosed(f"session {canonical_id} is closed")
             source = current.source_code if source_code is None else source_code
@@ -209,22 +214,24 @@ class Sessions:
             check_files(new_files, self.catalogue.get(current.language_id).file_name, source)
             # Strictly later than what was read, so that the write always changes what the next one compares.
             now = max(datetime.now(UTC), current.updated_at + timedelta(microseconds=1))
-            record = self._repository.save_if_unchanged(canonical_id, source, new_files, current.updated_at, now)
+            record = self._repository.save_if_unchanged(
+                canonical_id, tenant, source, new_files, current.updated_at, now
+            )
             if record is not None:
                 return self._session(record)
         raise Unavailable(f"session {canonical_id} kept changing while being saved; try again")
 
-    def close(self, session_id: str) -> Session:
+    def close(self, session_id: str, tenant: str = "") -> Session:
         canonical_id = parse_uuid(session_id, "session_id")
-        record = self._repository.close_if_active(canonical_id, datetime.now(UTC))
+        record = self._repository.close_if_active(canonical_id, tenant, datetime.now(UTC))
         # Nothing closed: unknown (NotFound), or closed before, which is the answer itself.
-        return self._session(record or self._existing(canonical_id))
+        return self._session(record or self._existing(canonical_id, tenant))
 
     def dispose(self) -> None:
         self._repository.dispose()
 
-    def _existing(self, session_id: str) -> SessionRecord:
-        record = self._repository.get(session_id)
+    def _existing(self, session_id: str, tenant: str) -> SessionRecord:
+        record = self._repository.get(session_id, tenant)
         if record is None:
             raise NotFound(f"session {session_id} not found")
         return record

@@ -561,7 +561,7 @@ async def test_a_terminal_execution_is_answered_again_without_a_backend_call(
     _, execution_id = await new_execution(client)
     queued = await client.get(f"/executions/{execution_id}")
     backends.store.complete(execution_id)
-    await until(lambda: app.state.live_executions.get(execution_id) is None, "told of the change")
+    await until(lambda: app.state.live_executions.get(execution_id, "") is None, "told of the change")
     first = await client.get(f"/executions/{execution_id}")
     assert (queued.json()["status"], first.json()["status"]) == ("QUEUED", "COMPLETED")
     calls = backends.store.calls
@@ -593,7 +593,7 @@ async def test_an_unfinished_execution_is_answered_from_memory_until_the_feed_an
     assert {(poll.status_code, poll.content) for poll in polls} == {(200, queued.content)}
     backends.store.start(execution_id)
     # Dropped on the change, then (it is polled) replaced by the state read again at once.
-    await until(lambda: app.state.live_executions.get(execution_id) != queued.content, "told of the change")
+    await until(lambda: app.state.live_executions.get(execution_id, "") != queued.content, "told of the change")
     assert (await client.get(f"/executions/{execution_id}")).json()["status"] == "RUNNING"
 
 
@@ -607,7 +607,7 @@ async def test_a_polled_execution_that_finished_is_in_memory_before_the_next_pol
     await client.get(f"/executions/{execution_id}")
     calls = backends.store.calls
     backends.store.complete(execution_id, carried=carried)
-    await until(lambda: app.state.terminal_executions.get(execution_id) is not None, "in memory")
+    await until(lambda: app.state.terminal_executions.get(execution_id, "") is not None, "in memory")
     body = (await client.get(f"/executions/{execution_id}")).json()
     assert (body["status"], body["stdout"]) == ("COMPLETED", "42\n")
     assert backends.store.calls == calls + reads
@@ -622,8 +622,8 @@ async def test_a_finished_execution_nobody_polls_here_is_not_kept(
     await client.get(f"/executions/{polled}")
     backends.store.complete(unpolled)
     backends.store.complete(polled)
-    await until(lambda: app.state.terminal_executions.get(polled) is not None, "the later change applied")
-    assert app.state.terminal_executions.get(unpolled) is None
+    await until(lambda: app.state.terminal_executions.get(polled, "") is not None, "the later change applied")
+    assert app.state.terminal_executions.get(unpolled, "") is None
 
 
 async def test_concurrent_polls_of_one_execution_share_one_backend_read(
@@ -642,9 +642,9 @@ async def test_a_feed_that_ends_drops_what_it_vouched_for_and_is_followed_again(
     app, client = live_gateway
     _, execution_id = await new_execution(client)
     await client.get(f"/executions/{execution_id}")
-    assert app.state.live_executions.get(execution_id) is not None
+    assert app.state.live_executions.get(execution_id, "") is not None
     backends.store.end_streams()
-    await until(lambda: app.state.live_executions.get(execution_id) is None, "dropped")
+    await until(lambda: app.state.live_executions.get(execution_id, "") is None, "dropped")
     await until(lambda: app.state.live_executions.live, "live again")
 
 
@@ -700,7 +700,7 @@ async def test_openapi_document_describes_routes_and_errors(client: httpx.AsyncC
     assert response.status_code == 200
     document = response.json()
     run = document["paths"]["/code-sessions/{session_id}/run"]["post"]
-    assert set(run["responses"]) == {"200", "202", "400", "404", "409", "413", "429", "503"}
+    assert set(run["responses"]) == {"200", "202", "400", "401", "404", "409", "413", "429", "503"}
     assert "requestBody" in run
     assert {"wait", "Idempotency-Key"} <= {parameter["name"] for parameter in run["parameters"]}
     run_body = run["requestBody"]["content"]["application/json"]["schema"]["properties"]
@@ -771,7 +771,10 @@ async def test_autosave_rejects_missing_or_wrong_source(client: httpx.AsyncClien
     session_id = await new_session(client)
     assert_error(await client.patch(f"/code-sessions/{session_id}", json={}), 400, "source_code is required")
     assert_error(await client.patch(f"/code-sessions/{session_id}", json={"source_code": 1}), 400, "string")
-    assert_error(await client.patch(f"/code-sessions/{session_id}", content=b"nope"), 400, "JSON")
+    response = await client.patch(
+        f"/code-sessions/{session_id}", content=b"nope", headers={"content-type": "application/json"}
+    )
+    assert_error(response, 400, "JSON")
 
 
 @pytest.mark.parametrize("limit", ["abc", "1.5", "10.0", "1_0", "", " 5", "true", "9" * 5000])
@@ -874,7 +877,9 @@ async def test_body_over_cap_is_413_before_parsing(client: httpx.AsyncClient, ba
             yield b"a" * (1024 * 1024)
         yield b'"}'
 
-    response = await client.patch(f"/code-sessions/{uuid.uuid4()}", content=chunked())
+    response = await client.patch(
+        f"/code-sessions/{uuid.uuid4()}", content=chunked(), headers={"content-type": "application/json"}
+    )
     assert "content-length" not in response.request.headers
     assert_error(response, 413, "request body")
     assert backends.store.calls == calls

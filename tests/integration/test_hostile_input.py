@@ -10,6 +10,8 @@ service frozen by the attack is stopped with it, and no other test waits behind 
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -225,3 +227,213 @@ def test_ordinary_clients_are_served_while_hostile_sources_are_run(client: httpx
     assert not observed.attack_answers.keys() - {202, 429}, f"attack answers beside 202 and 429: {figures}"
     assert observed.accepted, f"no attack run was accepted: {figures}"
     assert not left, f"{len(left)} accepted runs not terminal {DRAIN_BOUND_S:.0f} s after the attack: {figures}"
+
+
+# --- hostile requests, made by hand ------------------------------------------------------------
+
+ORIGINAL_SOURCE = "print('original')\n"
+# Every escape JSON allows in a string, and characters written as themselves (DEL needs no escape),
+# then what the string reads as.
+WRITTEN = (
+    rb'"q\" b\\ s\/ \b\f\n\r\t \u0041\u00e9\u00E9\u20ac \ud83d\ude00 \u0001\u001f\u007f\u2028'
+    + " é€😀 \x7f".encode()
+    + b'"'
+)
+READ = 'q" b\\ s/ \b\f\n\r\t Aéé€ 😀 \x01\x1f\x7f\u2028 é€😀 \x7f'
+
+
+@pytest.fixture
+def session_id(client: httpx.Client) -> str:
+    python_id = next(item["id"] for item in client.get("/languages").json()["languages"] if item["name"] == "python")
+    created = client.post("/code-sessions", json={"language_id": python_id, "source_code": ORIGINAL_SOURCE})
+    assert created.status_code == 201, created.text
+    return created.json()["session_id"]  # type: ignore[no-any-return]
+
+
+def assert_refused(response: httpx.Response, status: int, words: str = "") -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    message = response.json()["error"]
+    assert isinstance(message, str) and words in message, message
+
+
+def patch_raw(client: httpx.Client, session_id: str, body: bytes) -> httpx.Response:
+    return client.patch(f"/code-sessions/{session_id}", content=body, headers={"Content-Type": "application/json"})
+
+
+def source_of(client: httpx.Client, session_id: str) -> str:
+    return client.get(f"/code-sessions/{session_id}").json()["source_code"]  # type: ignore[no-any-return]
+
+
+def test_every_json_string_escape_is_read_exactly(client: httpx.Client, session_id: str) -> None:
+    # An escaped key is the same key.
+    saved = patch_raw(client, session_id, b'{"source\\u005fcode": ' + WRITTEN + b"}")
+    assert saved.status_code == 200, saved.text
+    assert source_of(client, session_id) == READ
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (rb'{"source_code": "\ud800"}', "lone surrogates"),
+        (rb'{"source_code": "x\udc00"}', "lone surrogates"),
+        (rb'{"source_code": "\ude00\ud83d"}', "lone surrogates"),
+        (b'{"source_code": "\xed\xa0\x80"}', ""),  # a surrogate written in UTF-8 itself
+        (b'{"files": [{"name": "a.py", "content": "\\udfff"}]}', "lone surrogates"),
+        (rb'{"source_code": "\x"}', "not valid JSON"),
+        (rb'{"source_code": "\u12"}', "not valid JSON"),
+        (b'{"source_code": "tab\tinside"}', "not valid JSON"),  # a control character must be escaped
+        (b'{"source_code": "\xff"}', "not valid JSON"),
+        (b'{"source_code": "\\u0000"}', "NUL"),
+        (b'{"source_code": "print(1)\\u0000"}', "NUL"),
+        (b'{"files": [{"name": "a.py", "content": "\\u0000"}]}', "NUL"),
+        (b'{"files": [{"name": "a\\u0000.py", "content": ""}]}', ""),
+        (b'{"source_code": "a", "source_code": "b"}', 'repeats the key "source_code"'),
+        (b'{"source_code": "a", "source\\u005fcode": "b"}', 'repeats the key "source_code"'),
+        (b'{"source_code": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", "nests deeper"),
+        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "nests deeper"),
+    ],
+    ids=[
+        "lone high surrogate",
+        "lone low surrogate",
+        "surrogates reversed",
+        "surrogate in UTF-8",
+        "surrogate in a file",
+        "unknown escape",
+        "short escape",
+        "raw control character",
+        "invalid UTF-8",
+        "NUL",
+        "NUL after code",
+        "NUL in a file",
+        "NUL in a file name",
+        "duplicate key",
+        "duplicate key, escaped",
+        "10000 nested arrays",
+        "10000 nested objects",
+    ],
+)
+def test_a_refused_string_leaves_the_source_as_it_was(
+    client: httpx.Client, session_id: str, body: bytes, words: str
+) -> None:
+    started = time.monotonic()
+    assert_refused(patch_raw(client, session_id, body), 400, words)
+    assert time.monotonic() - started < 1.0
+    assert source_of(client, session_id) == ORIGINAL_SOURCE
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("text/plain", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("multipart/form-data; boundary=x", 415),
+        ("application/jsonp", 415),
+        ("application/json-patch+json", 415),
+        ("", 415),  # sent without a Content-Type at all
+        ("application/json; charset=utf-8", 200),
+        ("Application/JSON", 200),
+    ],
+)
+def test_a_body_must_be_declared_json(client: httpx.Client, session_id: str, content_type: str, status: int) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.patch(f"/code-sessions/{session_id}", content=b'{"source_code": "print(2)"}', headers=headers)
+    if status == 200:
+        assert response.status_code == 200, response.text
+        assert source_of(client, session_id) == "print(2)"
+    else:
+        assert_refused(response, status, "Content-Type: application/json")
+        assert source_of(client, session_id) == ORIGINAL_SOURCE
+
+
+def test_an_empty_body_needs_no_content_type(client: httpx.Client, session_id: str) -> None:
+    # The body of a run is optional: no body, no type. (The session is closed: nothing runs.)
+    assert client.patch(f"/code-sessions/{session_id}/close").status_code == 200
+    assert_refused(client.post(f"/code-sessions/{session_id}/run"), 409)
+    assert_refused(client.post(f"/code-sessions/{session_id}/run", headers={"Content-Type": "text/plain"}), 409)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"time_limit_ms": 1e999}', "out of range"),
+        (b'{"time_limit_ms": ' + b"1" + b"0" * 400 + b"}", "out of range"),
+        (b'{"time_limit_ms": -' + b"9" * 400 + b"}", "out of range"),
+        (b'{"time_limit_ms": ' + b"9" * 5000 + b"}", "not valid JSON"),
+        (b'{"time_limit_ms": -0}', "between 100 and 60000, got 0"),
+        (b'{"time_limit_ms": 1.0}', "must be an integer"),
+        (b'{"time_limit_ms": 2e3}', "must be an integer"),
+        (b'{"memory_limit_mb": 4294967424}', "out of range"),
+        (b'{"time_limit_ms": NaN}', "NaN is not a JSON value"),
+        (b'{"compare": "tokens", "float_tolerance": Infinity, "tests": [{}]}', "Infinity is not a JSON value"),
+        (b'{"compare": "tokens", "float_tolerance": -Infinity, "tests": [{}]}', "-Infinity is not a JSON value"),
+        (b'{"compare": "tokens", "float_tolerance": -1e999, "tests": [{}]}', "out of range"),
+        (b'{"args": ["a\\u0000b"]}', "NUL"),
+        (b'{"stdin": "\\ud800"}', "lone surrogates"),
+        (b'{"encoding": "base64", "stdin": "\\u00f5"}', "stdin is not valid base64"),
+        (b'{"encoding": "base64", "stdin": "not base64!"}', "stdin is not valid base64"),
+        (b'{"time_limit_ms": 1000, "time_limit_ms": 2000}', "repeats the key"),
+    ],
+)
+def test_a_refused_run_creates_nothing(client: httpx.Client, session_id: str, body: bytes, words: str) -> None:
+    response = client.post(
+        f"/code-sessions/{session_id}/run", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert_refused(response, 400, words)
+    assert client.get(f"/code-sessions/{session_id}/executions").json()["executions"] == []
+
+
+def test_nul_in_stdin_is_data(client: httpx.Client, session_id: str) -> None:
+    saved = client.patch(
+        f"/code-sessions/{session_id}", json={"source_code": "import sys\nprint(sys.stdin.buffer.read().hex())\n"}
+    )
+    assert saved.status_code == 200, saved.text
+    accepted = client.post(f"/code-sessions/{session_id}/run?wait=30", json={"stdin": "a\u0000b"})
+    assert accepted.status_code == 200, accepted.text
+    assert (accepted.json()["status"], accepted.json()["stdout"]) == ("COMPLETED", "610062\n")
+
+
+def raw_exchange(stack: Stack, request: bytes) -> bytes:
+    """Sends `request` on a connection of its own and reads until the server closes it."""
+    with socket.create_connection((stack.config.host, stack.config.gateway_port), timeout=CLIENT_TIMEOUT_S) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_refusal(answer: bytes, status: int) -> str:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].split()[1] == str(status), answer[:300]
+    assert "content-type: application/json" in (line.lower() for line in lines[1:])
+    return json.loads(body)["error"]  # type: ignore[no-any-return]
+
+
+def test_a_request_of_too_many_header_fields_is_refused(hostile_stack: Stack) -> None:
+    fields = "".join(f"X-Field-{n}: {n}\r\n" for n in range(500)).encode()
+    answer = raw_exchange(hostile_stack, b"GET /health HTTP/1.1\r\nHost: lce\r\n" + fields + b"\r\n")
+    assert "more than 100 header fields" in json_refusal(answer, 431)
+    # As many as a browser and a proxy or two send are served.
+    fields = "".join(f"X-Field-{n}: {n}\r\n" for n in range(60)).encode()
+    answer = raw_exchange(
+        hostile_stack, b"GET /health HTTP/1.1\r\nHost: lce\r\nConnection: close\r\n" + fields + b"\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /health HTTP/1.1\r\nHost: lce\r\nX-Nul: a\x00b\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: lce\r\nBad Name: x\r\n\r\n",
+        b"POST /code-sessions HTTP/1.1\r\nHost: lce\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n",
+        b"POST /code-sessions HTTP/1.1\r\nHost: lce\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        b"POST /code-sessions HTTP/1.1\r\nHost: lce\r\nContent-Length: -1\r\n\r\n",
+        b"NOT-HTTP\r\n\r\n",
+    ],
+    ids=["NUL in a header", "space in a name", "length and chunks", "two lengths", "negative length", "not HTTP"],
+)
+def test_a_malformed_request_is_refused_in_json(hostile_stack: Stack, request_bytes: bytes) -> None:
+    assert json_refusal(raw_exchange(hostile_stack, request_bytes), 400) == "malformed HTTP request"

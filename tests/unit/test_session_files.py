@@ -241,14 +241,20 @@ class InterferingRepository(SessionRepository):
         self.times = times
 
     def save_if_unchanged(
-        self, session_id: str, source_code: str, files: Sequence[SourceFile], seen: datetime, now: datetime
+        self,
+        session_id: str,
+        tenant: str,
+        source_code: str,
+        files: Sequence[SourceFile],
+        seen: datetime,
+        now: datetime,
     ) -> SessionRecord | None:
         if self.times > 0:
             self.times -= 1
-            other = self.get(session_id)
+            other = self.get(session_id, tenant)
             assert other is not None
-            super().save_if_unchanged(session_id, "# another writer", other.files, other.updated_at, now)
-        return super().save_if_unchanged(session_id, source_code, files, seen, now)
+            super().save_if_unchanged(session_id, tenant, "# another writer", other.files, other.updated_at, now)
+        return super().save_if_unchanged(session_id, tenant, source_code, files, seen, now)
 
 
 @pytest.fixture
