@@ -298,6 +298,11 @@ def start_server(
             "LCE_GRPC_TLS_CA, or LCE_GRPC_ALLOW_PLAINTEXT=1 where the network encrypts (a service mesh)"
         )
     policy = service_auth.CallerPolicy.of(security)
+    if not (policy.identifies or service_auth.is_loopback(listen_addr)):
+        raise ConfigError(
+            f"{listen_addr} is reachable beyond this host but identifies no caller: set LCE_INTERNAL_TOKEN and "
+            "LCE_EXECUTOR_TOKEN, or LCE_GRPC_TLS_* (client certificates)"
+        )
     pools = ServicePools(threads_per_service)
     server = grpc.server(
         futures.ThreadPoolExecutor(HEALTH_THREADS, thread_name_prefix="health"),

@@ -19,7 +19,7 @@ def main() -> None:
     service = build_service(config)
     try:
         metrics.serve(config.metrics_listen_addr)
-        running = start_server(config.listen_addr, service.register, SERVICE_NAMES)
+        running = start_server(config.listen_addr, service.register, SERVICE_NAMES, security=config.grpc_security)
         service.reconciler.start()
         service.changes.start()
         log.info("runs of a lost executor are queued again within %.0f s", lease_recovery_bound(config))

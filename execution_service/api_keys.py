@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import string
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from common.errors import InvalidArgument, NotFound, Unauthenticated
 from execution_service.models import api_keys
 
 KEY_PREFIX = "lce_"
+_TENANT_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._-")
 CACHE_S = 5.0
 _CACHE_ENTRIES = 10_000
 # What a key may do unless told otherwise: the documented per-session rules still hold beneath.
@@ -54,7 +56,7 @@ class ApiKeys:
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self._clock = clock
-        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self._cache: dict[str, tuple[float, ApiKey]] = {}
         self._lock = threading.Lock()
 
     def create(
@@ -69,8 +71,8 @@ class ApiKeys:
         max_memory_limit_mb: int = DEFAULT_MAX_MEMORY_LIMIT_MB,
     ) -> tuple[str, ApiKey]:
         """The new key's secret (shown once, never stored) and its record."""
-        if not tenant or len(tenant) > 200:
-            raise InvalidArgument("a tenant is 1 to 200 characters")
+        if not 0 < len(tenant) <= 200 or not _TENANT_CHARACTERS.issuperset(tenant):
+            raise InvalidArgument("a tenant is 1 to 200 of ASCII letters, digits, '.', '_' and '-'")
         if min(runs_per_minute, concurrent_runs, max_time_limit_ms, max_memory_limit_mb) < 1:
             raise InvalidArgument("a key's limits are positive")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -131,10 +133,12 @@ class ApiKeys:
         with self.engine.connect() as conn:
             row = conn.execute(select(api_keys).where(column == value, api_keys.c.revoked_at.is_(None))).mappings()
             found = row.first()
-        key = _to_key(found) if found is not None else None
+        if found is None:
+            return None  # not kept: a flood of unknown keys must not push out the known ones
+        key = _to_key(found)
         with self._lock:
             if len(self._cache) >= _CACHE_ENTRIES:
-                self._cache.clear()
+                self._cache.pop(next(iter(self._cache)))
             self._cache[cache_key] = (now + CACHE_S, key)
         return key
 

@@ -289,7 +289,7 @@ class Executions:
             check_suite(suite, stdin, args, interactive)
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
-            earlier = self._earlier_execution(session_id, idempotency_key)
+            earlier = self._earlier_execution(session_id, idempotency_key, tenant)
             if earlier is not None:
                 return earlier
         # The session is asked for, and its last finished runs are read while the answer travels.
@@ -519,11 +519,14 @@ class Executions:
         finally:
             logs.execution_id.reset(token)
 
-    def _earlier_execution(self, session_id: str, idempotency_key: str) -> Execution | None:
-        """The execution this key created within the window; a key whose window is over is released."""
+    def _earlier_execution(self, session_id: str, idempotency_key: str, tenant: str) -> Execution | None:
+        """The execution this key created within the window; a key whose window is over is released.
+        Another tenant's session does not exist for the caller, whatever key it names."""
         earlier = self.repository.find_by_key(session_id, idempotency_key)
         if earlier is None:
             return None
+        if earlier.tenant != tenant:
+            raise NotFound(f"session {session_id} not found")
         if idempotency_key_expired(earlier.created_at, self.clock(), self.idempotency_window):
             self.repository.release_key(earlier.id, idempotency_key)
             return None

@@ -78,7 +78,12 @@ def serve(config: ExecutorConfig, launcher: Launcher) -> None:
     """Takes jobs until told to stop; health says SERVING meanwhile and NOT_SERVING once draining is over."""
     connection = redis.Redis.from_url(config.redis_url)
     connection.ping()  # fail at start, not on the first job, when Redis is unreachable
-    reports = ReportClient(config.execution_service_addr, config.executor_id, report_retry_s=config.report_retry_s)
+    reports = ReportClient(
+        config.execution_service_addr,
+        config.executor_id,
+        report_retry_s=config.report_retry_s,
+        security=config.grpc_security,
+    )
     events = RunEvents.from_url(config.redis_url)
     jobs.install(
         jobs.Runtime(
@@ -93,7 +98,10 @@ def serve(config: ExecutorConfig, launcher: Launcher) -> None:
     executor_metrics.SANDBOX.labels(launcher.mode).set(1)
     common_metrics.serve(config.metrics_listen_addr)  # before health says SERVING: then it is all up
     health = start_server(
-        config.health_listen_addr, lambda server: None, [HEALTH_SERVICE_NAME, sandbox_health_name(launcher.mode)]
+        config.health_listen_addr,
+        lambda server: None,
+        [HEALTH_SERVICE_NAME, sandbox_health_name(launcher.mode)],
+        security=config.grpc_security,
     )
     log.info(
         "executor ready",

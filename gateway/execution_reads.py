@@ -152,7 +152,7 @@ class ExecutionReads:
 
     async def _refresh(self, execution_id: str) -> None:
         try:
-            await self.read(execution_id)
+            await self._read(execution_id)  # of whichever tenant: kept for the polls that follow
         except grpc.aio.AioRpcError as err:
             # The poll that follows reads it itself and answers the error if it persists.
             log.debug("refresh of a changed execution failed", extra={"code": err.code().name})

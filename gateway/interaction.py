@@ -19,6 +19,7 @@ import json
 from contextlib import suppress
 from typing import Any
 
+import grpc
 import redis.exceptions
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
@@ -66,7 +67,7 @@ class Interaction:
             async for event in self.streams.events(self.execution, None):
                 if event.kind:
                     await self._send(event.message())
-        except (redis.exceptions.RedisError, OSError):
+        except (redis.exceptions.RedisError, grpc.aio.AioRpcError, HttpError, OSError):
             await self._send_error(503, "the run's events cannot be read: reconnect, or read GET /executions/{id}")
             return _CLOSE_BROKEN
         return _CLOSE_NORMAL

@@ -402,7 +402,10 @@ def _tolerance_field(body: Json) -> float | None:
         return None
     if type(value) not in (int, float):
         raise HttpError(400, "float_tolerance must be a number")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise HttpError(400, "float_tolerance is out of range") from None
 
 
 def _is_unicode(text: str) -> bool:

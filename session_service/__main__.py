@@ -18,7 +18,7 @@ def main() -> None:
     servicer = build_servicer(config.database_url)
     try:
         metrics.serve(config.metrics_listen_addr)
-        running = start_server(config.listen_addr, servicer.register, [SERVICE_NAME])
+        running = start_server(config.listen_addr, servicer.register, [SERVICE_NAME], security=config.grpc_security)
         log.info("started", extra={"port": running.port, "listen_addr": config.listen_addr})
         serve_until_signalled(running, name="session_service")
     finally:

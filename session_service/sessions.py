@@ -125,6 +125,8 @@ def _check_file_name(name: str, field: str, main_file: str) -> None:
         raise InvalidArgument(f"{field}.name may hold only ASCII letters, digits, '_', '.', '-' and '/'")
     if any(segment in ("", ".", "..") for segment in name.split("/")):
         raise InvalidArgument(f"{field}.name must be a relative path without empty, '.' or '..' segments")
+    if name.startswith("-"):  # a compiler would read it as an option
+        raise InvalidArgument(f"{field}.name must not start with '-'")
     if name == main_file:
         raise InvalidArgument(f"{field}.name must not be {main_file}, the language's main file")
 

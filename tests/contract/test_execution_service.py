@@ -783,6 +783,22 @@ class TestSuites:
         assert_error(rpc_error(lambda: create(harness, crashing)), grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")
 
 
+class TestTenancy:
+    def test_another_tenants_idempotency_key_finds_nothing(self, harness: Harness) -> None:
+        session_id = harness.sessions.add()
+        as_acme = (("lce-tenant", "acme"),)
+        request = pb.CreateExecutionRequest(session_id=session_id, idempotency_key="k-1")
+        first = harness.executions.CreateExecution(request, timeout=TIMEOUT_S, metadata=as_acme).execution
+        again = harness.executions.CreateExecution(request, timeout=TIMEOUT_S, metadata=as_acme).execution
+        assert again.id == first.id and first.tenant == "acme"
+        as_globex = (("lce-tenant", "globex"),)
+        failure = rpc_error(lambda: harness.executions.CreateExecution(request, timeout=TIMEOUT_S, metadata=as_globex))
+        assert_error(failure, grpc.StatusCode.NOT_FOUND, "not_found")
+        read = pb.GetExecutionRequest(execution_id=first.id)
+        failure = rpc_error(lambda: harness.executions.GetExecution(read, timeout=TIMEOUT_S, metadata=as_globex))
+        assert_error(failure, grpc.StatusCode.NOT_FOUND, "not_found")
+
+
 class TestDeadline:
     def test_nothing_is_created_once_the_callers_deadline_is_too_close(self, harness: Harness, redis_url: str) -> None:
         session_id = harness.sessions.add()

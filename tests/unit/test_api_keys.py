@@ -57,7 +57,7 @@ def test_a_revoked_key_fails_once_the_cache_lets_go(engine: sqlalchemy.Engine) -
     assert any(listed.id == key.id and listed.revoked_at for listed in keys.list())
 
 
-@pytest.mark.parametrize(("tenant", "limit"), [("", 1), ("x" * 201, 1), ("acme", 0)])
+@pytest.mark.parametrize(("tenant", "limit"), [("", 1), ("x" * 201, 1), ("*", 1), ("a b", 1), ("acme", 0)])
 def test_bad_keys_are_refused(engine: sqlalchemy.Engine, tenant: str, limit: int) -> None:
     with pytest.raises(InvalidArgument):
         ApiKeys(engine).create(tenant, concurrent_runs=limit)

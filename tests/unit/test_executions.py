@@ -476,7 +476,7 @@ class TestIdempotencyKey:
         session_id = str(uuid.uuid4())
         first = queued(executions, key="k", session_id=session_id)
         clock.advance(24 * 3600)
-        assert executions._earlier_execution(session_id, "k") is None
+        assert executions._earlier_execution(session_id, "k", "") is None
         second = queued(executions, key="k", session_id=session_id)
         assert second != first
         assert executions.get(first).idempotency_key is None

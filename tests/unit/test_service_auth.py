@@ -324,7 +324,11 @@ def test_nobody_is_identified_without_security(serve: Callable[..., RunningServe
 def test_plaintext_is_served_on_loopback_only(serve: Callable[..., RunningServer]) -> None:
     with pytest.raises(ConfigError, match="LCE_GRPC_ALLOW_PLAINTEXT"):
         serve(GrpcSecurity(), "0.0.0.0:0")
-    assert serve(GrpcSecurity(allow_plaintext=True), "0.0.0.0:0").port > 0
+    # Allowed plaintext beyond loopback still identifies its callers: tokens.
+    with pytest.raises(ConfigError, match="identifies no caller"):
+        serve(GrpcSecurity(allow_plaintext=True), "0.0.0.0:0")
+    tokens = {"executor_tokens": ("e" * 32,), "internal_tokens": ("i" * 32,)}
+    assert serve(GrpcSecurity(allow_plaintext=True, **tokens), "0.0.0.0:0").port > 0
 
 
 @pytest.fixture(scope="module")

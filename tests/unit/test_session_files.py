@@ -87,6 +87,7 @@ def test_relative_paths_of_the_allowed_characters_are_accepted(name: str) -> Non
         ("../a.py", "relative path"),
         ("lib/../../a.py", "relative path"),
         ("main.py", "main file"),
+        ("-ofoo.c", "must not start with '-'"),
     ],
 )
 def test_each_bad_name_is_refused_with_its_rule(name: str, rule: str) -> None:

@@ -433,6 +433,7 @@ def test_a_suite_request() -> None:
         ({"tests": [{"stdin": "%"}], "encoding": "base64"}, "tests[0].stdin is not valid base64"),
         ({"tests": [{}], "compare": "fuzzy"}, "compare must be one of exact, tokens, trim"),
         ({"tests": [{}], "float_tolerance": True}, "float_tolerance must be a number"),
+        ({"tests": [{}], "float_tolerance": 10**400}, "float_tolerance is out of range"),
         ({"tests": [{}], "stop_on_first_failure": 1}, "stop_on_first_failure must be true or false"),
     ],
 )
