@@ -18,10 +18,10 @@ from dataclasses import replace
 
 from common.job import Compare, Encoding, ExecutionJob, Suite, TestCase, encode_output
 from common.languages import Language
-from common.outcome import CaseOutcome, CaseStatus, Status
+from common.outcome import CaseOutcome, CaseStatus, Reason, Status
 from common.run_events import Kind
 from executor import jobs, verdicts
-from executor.compile_cache import Artifact, collect, place
+from executor.compile_cache import Artifact, NotCacheable, collect, place
 from executor.launcher import StageOutcome
 from executor.output_compare import exact_equal, tokens_equal, trimmed_equal
 from executor.verdicts import Verdict
@@ -44,13 +44,16 @@ def run_suite(job: ExecutionJob, suite: Suite, language: Language, runtime: jobs
     """The run's verdict: COMPLETED once every case has its own, FAILED when the compile failed (every
     case then SKIPPED). Raises when the machinery fails (the run is then retried as an internal error)."""
     events = _CaseEvents(job, runtime)
-    compiled, files = _build(job, language, runtime)
+    try:
+        compiled, files = _build(job, language, runtime)
+    except NotCacheable as refused:
+        # The program built something no case can be given (a link, a huge file, too many): its own doing.
+        message = f"the build cannot be copied to the test cases: {refused}\n".encode()
+        failed = Verdict(status=Status.FAILED, reason=Reason.COMPILE_ERROR, stderr=encode_output(message, job.encoding))
+        return replace(failed, tests=_all_skipped(suite, events))
     compile_stage = (verdicts.stage_metrics("compile", compiled),) if compiled is not None else ()
     if compiled is not None and verdicts.compile_failed(compiled):
-        skipped = [CaseOutcome(case.name, CaseStatus.SKIPPED) for case in suite.cases]
-        for index, case in enumerate(skipped):
-            events.append(index, case)
-        return replace(verdicts.compile_error(compiled, job.encoding), tests=tuple(skipped))
+        return replace(verdicts.compile_error(compiled, job.encoding), tests=_all_skipped(suite, events))
 
     def run_case(case: TestCase) -> CaseOutcome:
         with runtime.launcher.workspace() as workdir:
@@ -69,6 +72,13 @@ def run_suite(job: ExecutionJob, suite: Suite, language: Language, runtime: jobs
     )
 
 
+def _all_skipped(suite: Suite, events: _CaseEvents) -> tuple[CaseOutcome, ...]:
+    skipped = tuple(CaseOutcome(case.name, CaseStatus.SKIPPED) for case in suite.cases)
+    for index, case in enumerate(skipped):
+        events.append(index, case)
+    return skipped
+
+
 def _build(job: ExecutionJob, language: Language, runtime: jobs.Runtime) -> tuple[StageOutcome | None, list[Artifact]]:
     """The compile stage's outcome (None when none ran) and the files every case starts with: the
     program's own, then what the compile built, which replaces a program file of the same name as it
@@ -83,8 +93,7 @@ def _build(job: ExecutionJob, language: Language, runtime: jobs.Runtime) -> tupl
         compiled = jobs.build(job, language, workdir, runtime, run_follows=False)
         if compiled is not None and verdicts.compile_failed(compiled):
             return compiled, []
-        # NotCacheable here (a build the cache would refuse: a link, a huge file) fails the run as an internal error.
-        built = collect(workdir, language.artifacts)
+        built = collect(workdir, language.artifacts)  # NotCacheable for a build no case can be given
     names = {artifact.name for artifact in built}
     return compiled, [file for file in program if file.name not in names] + list(built)
 

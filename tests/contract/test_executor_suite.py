@@ -317,3 +317,13 @@ def test_sandboxed_cases_each_get_a_fresh_sandbox(sandboxed: SuiteExecutor) -> N
     assert outcome.sandbox != "none"
     assert outcome.tests_passed == 12, [(case.stdout, case.stderr) for case in outcome.tests]
     assert [stage.name for stage in outcome.stages] == ["compile"]
+
+
+def test_a_build_no_case_can_be_given_is_the_programs_compile_error(executor: SuiteExecutor) -> None:
+    # 301 classes: more artifacts than a build may hand to its cases (compile_cache.MAX_FILES).
+    classes = " ".join(f"static class C{n} {{}}" for n in range(300))
+    source = f"public class Main {{ {classes} public static void main(String[] a) {{ }} }}\n"
+    _, outcome = executor.run_suite("java", source, suite_of(Case("one"), Case("two")))
+    assert (outcome.status, outcome.reason) == (Status.FAILED, Reason.COMPILE_ERROR)
+    assert "cannot be copied to the test cases" in outcome.stderr
+    assert [case.status for case in outcome.tests] == [CaseStatus.SKIPPED, CaseStatus.SKIPPED]
