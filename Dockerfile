@@ -15,13 +15,13 @@ ENV LCE_DATA_DIR=/data
 FROM base AS session_service
 COPY session_service ./session_service
 USER lce
-EXPOSE 50051
+EXPOSE 7051
 CMD ["python", "-m", "session_service"]
 
 FROM base AS execution_service
 COPY execution_service ./execution_service
 USER lce
-EXPOSE 50052
+EXPOSE 7052
 CMD ["python", "-m", "execution_service"]
 
 FROM base AS gateway
@@ -38,5 +38,5 @@ FROM base AS executor
 COPY scripts/install-system-deps.sh ./scripts/
 RUN bash scripts/install-system-deps.sh && rm -rf /var/lib/apt/lists/*
 COPY executor ./executor
-EXPOSE 50053
+EXPOSE 7053
 CMD ["python", "-m", "executor"]

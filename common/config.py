@@ -209,7 +209,7 @@ class SessionServiceConfig:
     @classmethod
     def from_env(cls) -> SessionServiceConfig:
         return cls(
-            listen_addr=env_str("LCE_SESSION_LISTEN", "127.0.0.1:50051"),
+            listen_addr=env_str("LCE_SESSION_LISTEN", "127.0.0.1:7051"),
             database_url=database_url("session"),
             metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
             grpc_security=GrpcSecurity.from_env(internal_token=True),
@@ -241,11 +241,11 @@ class ExecutionServiceConfig:
     @classmethod
     def from_env(cls) -> ExecutionServiceConfig:
         return cls(
-            listen_addr=env_str("LCE_EXECUTION_LISTEN", "127.0.0.1:50052"),
+            listen_addr=env_str("LCE_EXECUTION_LISTEN", "127.0.0.1:7052"),
             database_url=database_url("execution"),
             redis_url=env_str("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
             queue_name=env_str("LCE_QUEUE_NAME", "lce-executions"),
-            session_service_addr=env_str("LCE_SESSION_SERVICE_ADDR", "127.0.0.1:50051"),
+            session_service_addr=env_str("LCE_SESSION_SERVICE_ADDR", "127.0.0.1:7051"),
             runs_per_minute=env_int("LCE_RUNS_PER_MINUTE", 10, minimum=1),
             failure_streak_limit=env_int("LCE_FAILURE_STREAK_LIMIT", 5, minimum=1),
             failure_cooldown_s=env_int("LCE_FAILURE_COOLDOWN_S", 60, minimum=1),
@@ -301,8 +301,8 @@ class ExecutorConfig:
         return cls(
             redis_url=env_str("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
             queue_name=env_str("LCE_QUEUE_NAME", "lce-executions"),
-            execution_service_addr=env_str("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:50052"),
-            health_listen_addr=env_str("LCE_EXECUTOR_HEALTH_LISTEN", "127.0.0.1:50053"),
+            execution_service_addr=env_str("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:7052"),
+            health_listen_addr=env_str("LCE_EXECUTOR_HEALTH_LISTEN", "127.0.0.1:7053"),
             executor_id=env_str("LCE_EXECUTOR_ID", f"{os.uname().nodename}-{os.getpid()}"),
             # At most 1 MiB: a result (two streams, invalid bytes tripled as U+FFFD) must fit one gRPC message.
             output_limit_bytes=env_int("LCE_OUTPUT_LIMIT_BYTES", 1024 * 1024, minimum=1024, maximum=1024 * 1024),
@@ -343,8 +343,8 @@ class GatewayConfig:
             listen_host=host or "127.0.0.1",
             listen_port=listen_port,
             workers=env_int("LCE_GATEWAY_WORKERS", 1, minimum=1),
-            session_service_addr=env_str("LCE_SESSION_SERVICE_ADDR", "127.0.0.1:50051"),
-            execution_service_addr=env_str("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:50052"),
+            session_service_addr=env_str("LCE_SESSION_SERVICE_ADDR", "127.0.0.1:7051"),
+            execution_service_addr=env_str("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:7052"),
             redis_url=env_str("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
             auth=_auth_setting(host or "127.0.0.1"),
             grpc_security=GrpcSecurity.from_env(internal_token=True),

@@ -28,15 +28,18 @@ from common.config import GRPC_TLS_VARIABLES, GrpcSecurity
 
 log = logging.getLogger("devstack")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Below the kernel's ephemeral range (32768-60999 on Linux), where another program's outgoing
+# connection can hold a port; the last two digits are gRPC's customary 50051, 50052, ...
+SESSION_PORT, EXECUTION_PORT, FIRST_EXECUTOR_HEALTH_PORT = 7051, 7052, 7053
 
 
 @dataclass
 class StackConfig:
     host: str = "127.0.0.1"
     gateway_port: int = 8080
-    session_port: int = 50051
-    execution_port: int = 50052
-    # One health port per executor; empty: 50053, 50054, ... in order.
+    session_port: int = SESSION_PORT
+    execution_port: int = EXECUTION_PORT
+    # One health port per executor; empty: FIRST_EXECUTOR_HEALTH_PORT and on, in order.
     executor_health_ports: tuple[int, ...] = ()
     executors: int = 2
     # uvicorn worker processes: the gateway is CPU-bound Python, one process per core.
@@ -61,6 +64,7 @@ class Service:
     env: dict[str, str]
     health: tuple[str, int] | str  # (grpc host, port) or an HTTP URL
     process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0  # time.monotonic() of the process's start
 
 
 class Stack:
@@ -134,7 +138,7 @@ class Stack:
             ),
         ]
         for index in range(c.executors):
-            port = c.executor_health_ports[index] if c.executor_health_ports else 50053 + index
+            port = c.executor_health_ports[index] if c.executor_health_ports else FIRST_EXECUTOR_HEALTH_PORT + index
             services.append(
                 Service(
                     f"executor-{index + 1}",
@@ -180,10 +184,11 @@ class Stack:
 
     def start_service(self, service: Service, timeout_s: float = 60.0) -> None:
         """Starts one service (again, after a stop or a crash) and waits until it is healthy."""
-        self._spawn(service)
+        self.spawn(service)
         self._wait_healthy(service, timeout_s)
 
-    def _spawn(self, service: Service) -> None:
+    def spawn(self, service: Service) -> None:
+        """Starts one service's process without waiting for it to be healthy."""
         output = None
         if self.config.log_dir is not None:
             self.config.log_dir.mkdir(parents=True, exist_ok=True)
@@ -197,6 +202,7 @@ class Stack:
             # Own process group: Ctrl-C in the terminal reaches us, and we stop children in order.
             start_new_session=True,
         )
+        service.started_at = time.monotonic()
         if output is not None:
             output.close()
 

@@ -127,3 +127,14 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client.flushall()
     yield redis_server.url
     client.flushall()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A Redis of the test's own: nothing it does meets the session's stacks (the chaos tests restart it)."""
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()

@@ -232,16 +232,6 @@ def private_postgres() -> Iterator[PostgresServer]:
         server.cleanup()
 
 
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
-
-
 # --- the stack --------------------------------------------------------------------------------
 
 

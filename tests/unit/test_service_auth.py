@@ -427,7 +427,7 @@ def test_a_client_verifies_the_server_against_its_ca(
 
 
 def test_compose_names_with_underscores_verify(serve: Callable[..., RunningServer], certs: Path) -> None:
-    """docker-compose.yml dials session_service:50051 and execution_service:50052."""
+    """docker-compose.yml dials session_service:7051 and execution_service:7052."""
     running = serve(tls(certs, "execution_service"))
     credentials = service_auth.channel_credentials(tls(certs, "gateway"))
     options = [("grpc.ssl_target_name_override", "execution_service")]
