@@ -34,6 +34,8 @@ from gateway.translate import program_input
 MAX_MESSAGE_BYTES = 512 * 1024
 _CLOSE_NORMAL = 1000
 _CLOSE_BROKEN = 1011  # the run's events cannot be read: reconnect, or read GET /executions/{id}
+# How long what a departed client sent may take to reach the run's input.
+_DRAIN_S = 5.0
 
 
 class Interaction:
@@ -52,22 +54,29 @@ class Interaction:
         typed = asyncio.create_task(self._relay_input())
         try:
             await asyncio.wait({events, typed}, return_when=asyncio.FIRST_COMPLETED)
+            if events.done() and events.exception() is not None and not typed.done():
+                # The client left while its events were being sent: what it sent before it left still
+                # reaches the program, before the end of file.
+                await asyncio.wait({typed}, timeout=_DRAIN_S)
         finally:
             for task in (events, typed):
                 task.cancel()
             with suppress(redis.exceptions.RedisError):
                 await self.streams.send_input(self.execution_id, None)
-        if events.done() and not events.cancelled():
-            with suppress(WebSocketDisconnect, RuntimeError):  # the client may have left meanwhile
+        if typed.done() and not typed.cancelled():
+            typed.exception()  # retrieved: a client that left while it was told of an error is no failure
+        if events.done() and not events.cancelled() and events.exception() is None:
+            with suppress(WebSocketDisconnect, RuntimeError, OSError):  # the client may have left meanwhile
                 await self.websocket.close(events.result())
 
     async def _send_events(self) -> int:
-        """Sends the run's events; the close code to end with."""
+        """Sends the run's events; the close code to end with. Raises ClientDisconnected (an OSError)
+        once the client has left."""
         try:
             async for event in self.streams.events(self.execution, None):
                 if event.kind:
                     await self._send(event.message())
-        except (redis.exceptions.RedisError, grpc.aio.AioRpcError, HttpError, OSError):
+        except (redis.exceptions.RedisError, grpc.aio.AioRpcError, HttpError):
             await self._send_error(503, "the run's events cannot be read: reconnect, or read GET /executions/{id}")
             return _CLOSE_BROKEN
         return _CLOSE_NORMAL

@@ -56,15 +56,22 @@ def launcher(work_root: Path) -> Iterator[SandboxLauncher]:
 
 
 def processes_of(uid: int) -> list[int]:
+    """The live processes of a uid. A zombie is not one: it runs nothing and holds nothing but its pid,
+    and the kernel reaps those of a torn-down pid namespace on its own, a moment later under load."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid == uid:
+                if entry.stat().st_uid == uid and _state(entry) != "Z":
                     found.append(int(entry.name))
-            except FileNotFoundError:
+            except (FileNotFoundError, ProcessLookupError):
                 pass
     return found
+
+
+def _state(process: Path) -> str:
+    # /proc/<pid>/stat: "pid (comm) state ..."; comm may contain spaces, so split after its ")".
+    return (process / "stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 class Sandboxed:
