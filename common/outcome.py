@@ -152,18 +152,26 @@ class RunOutcome:
         return sum(case.passed for case in self.tests)
 
 
+# What a run, or one case of a suite, wrote and cost: the same fields in the dataclasses, the
+# proto messages and storage (exit_code, optional, is mapped beside them).
+OUTPUT_FIELDS = ("stdout", "stderr", "stdout_truncated", "stderr_truncated", "execution_time_ms", "memory_kb")
+
+
+def output_of(source: RunOutcome | CaseOutcome) -> dict[str, Any]:
+    return {name: getattr(source, name) for name in OUTPUT_FIELDS} | {"exit_code": source.exit_code}
+
+
+def _output_from_proto(message: pb.RunResult | pb.TestCaseResult) -> dict[str, Any]:
+    exit_code = message.exit_code if message.HasField("exit_code") else None
+    return {name: getattr(message, name) for name in OUTPUT_FIELDS} | {"exit_code": exit_code}
+
+
 def outcome_to_proto(outcome: RunOutcome) -> pb.RunResult:
     return pb.RunResult(
         status=status_to_proto(outcome.status),
         reason=_REASON_TO_PROTO[outcome.reason],
         signal=outcome.signal,
-        stdout=outcome.stdout,
-        stderr=outcome.stderr,
-        stdout_truncated=outcome.stdout_truncated,
-        stderr_truncated=outcome.stderr_truncated,
-        exit_code=outcome.exit_code,
-        execution_time_ms=outcome.execution_time_ms,
-        memory_kb=outcome.memory_kb,
+        **output_of(outcome),
         stages=[_stage_to_proto(stage) for stage in outcome.stages],
         sandbox=outcome.sandbox,
         tests=[_case_to_proto(case) for case in outcome.tests],
@@ -180,13 +188,7 @@ def outcome_from_proto(result: pb.RunResult) -> RunOutcome:
         status=status,
         reason=reason,
         signal=result.signal,
-        stdout=result.stdout,
-        stderr=result.stderr,
-        stdout_truncated=result.stdout_truncated,
-        stderr_truncated=result.stderr_truncated,
-        exit_code=result.exit_code if result.HasField("exit_code") else None,
-        execution_time_ms=result.execution_time_ms,
-        memory_kb=result.memory_kb,
+        **_output_from_proto(result),
         stages=tuple(_stage_from_proto(stage) for stage in result.stages),
         sandbox=result.sandbox,
         tests=tuple(_case_from_proto(case) for case in result.tests),
@@ -226,13 +228,7 @@ def _case_to_proto(case: CaseOutcome) -> pb.TestCaseResult:
         reason=_REASON_TO_PROTO[case.reason],
         signal=case.signal,
         passed=case.passed,
-        stdout=case.stdout,
-        stderr=case.stderr,
-        stdout_truncated=case.stdout_truncated,
-        stderr_truncated=case.stderr_truncated,
-        exit_code=case.exit_code,
-        execution_time_ms=case.execution_time_ms,
-        memory_kb=case.memory_kb,
+        **output_of(case),
     )
 
 
@@ -247,13 +243,7 @@ def _case_from_proto(case: pb.TestCaseResult) -> CaseOutcome:
         reason=reason,
         signal=case.signal,
         passed=case.passed,
-        stdout=case.stdout,
-        stderr=case.stderr,
-        stdout_truncated=case.stdout_truncated,
-        stderr_truncated=case.stderr_truncated,
-        exit_code=case.exit_code if case.HasField("exit_code") else None,
-        execution_time_ms=case.execution_time_ms,
-        memory_kb=case.memory_kb,
+        **_output_from_proto(case),
     )
 
 
@@ -274,13 +264,7 @@ def case_to_json(case: CaseOutcome) -> dict[str, object]:
         "status": case.status.value,
         "reason": case.reason_text,
         "passed": case.passed,
-        "stdout": case.stdout,
-        "stderr": case.stderr,
-        "stdout_truncated": case.stdout_truncated,
-        "stderr_truncated": case.stderr_truncated,
-        "exit_code": case.exit_code,
-        "execution_time_ms": case.execution_time_ms,
-        "memory_kb": case.memory_kb,
+        **output_of(case),
     }
 
 

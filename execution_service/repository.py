@@ -42,6 +42,7 @@ from common.outcome import (
     Status,
     case_from_json,
     case_to_json,
+    output_of,
     reason_from_text,
 )
 from execution_service.models import (
@@ -418,13 +419,7 @@ class Repository:
             executor_id=executor_id,
             lease_expires_at=None,
             reason=outcome.reason_text,
-            stdout=outcome.stdout,
-            stderr=outcome.stderr,
-            stdout_truncated=outcome.stdout_truncated,
-            stderr_truncated=outcome.stderr_truncated,
-            exit_code=outcome.exit_code,
-            execution_time_ms=outcome.execution_time_ms,
-            memory_kb=outcome.memory_kb,
+            **output_of(outcome),
             stages=[asdict(stage) for stage in outcome.stages],
             sandbox=outcome.sandbox,
             warnings=list(warnings),
