@@ -9,7 +9,7 @@ STUBS_STAMP := lce/.generated
 .PHONY: run test bench protos lint system-deps clean
 
 # Brings up the whole system in the foreground (gateway on http://127.0.0.1:8080); Ctrl-C stops it.
-run: $(STUBS_STAMP) system-deps
+run: $(STUBS_STAMP) system-deps packages
 	$(PY) -m devstack
 
 # A private CA, a certificate per service, the service tokens and compose's store passwords, into
@@ -20,11 +20,11 @@ certs:
 	@bash scripts/gen-certs.sh data/certs $(CERTS_OWNER)
 
 # `make run` with mTLS and tokens between every service.
-run-secure: $(STUBS_STAMP) system-deps certs
+run-secure: $(STUBS_STAMP) system-deps packages certs
 	LCE_CERTS_DIR=data/certs $(PY) -m devstack
 
 # Lint, then the whole suite: unit, contract, sandbox red team, integration (real services as processes).
-test: $(STUBS_STAMP) system-deps
+test: $(STUBS_STAMP) system-deps packages
 	$(VENV)/bin/ruff check .
 	LCE_TEST_POSTGRES_URL="$$(PY=$(PY) bash scripts/ensure-test-postgres.sh)" $(PY) -m pytest
 
@@ -51,6 +51,12 @@ protos: $(STUBS_STAMP)
 # As root on Debian: the toolchains of the eight languages, bubblewrap, Redis, PostgreSQL when missing.
 system-deps:
 	@bash scripts/install-system-deps.sh
+
+# The libraries runs may use (executor/packages.toml), into read-only trees under LCE_PACKAGES_DIR
+# (default /var/lib/lce/packages); a set already installed is kept.
+.PHONY: packages
+packages: $(DEPS_STAMP) system-deps
+	$(PY) -m executor.packages install
 
 lint: $(STUBS_STAMP)
 	$(VENV)/bin/ruff check .

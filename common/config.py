@@ -21,6 +21,8 @@ REPORT_RETRY_MAX_S = 600
 DEFAULT_COMPILE_TIME_LIMIT_MS = 10_000
 DEFAULT_COMPILE_MEMORY_LIMIT_MB = 512
 DEFAULT_COMPILE_CACHE_DIR = Path("/var/cache/lce/compile")
+# The libraries runs may use (executor/packages.py), installed at setup; read-only for everyone else.
+DEFAULT_PACKAGES_DIR = Path("/var/lib/lce/packages")
 
 
 class ConfigError(ValueError):
@@ -264,6 +266,10 @@ class ExecutionServiceConfig:
         )
 
 
+def packages_dir() -> Path:
+    return Path(env_str("LCE_PACKAGES_DIR", str(DEFAULT_PACKAGES_DIR)))
+
+
 def compile_cache_dir(work_root: Path) -> Path:
     """LCE_COMPILE_CACHE_DIR, refused inside the work root: every sandbox sees its own work dir."""
     directory = Path(env_str("LCE_COMPILE_CACHE_DIR", str(DEFAULT_COMPILE_CACHE_DIR)))
@@ -294,6 +300,7 @@ class ExecutorConfig:
     compile_cache_mb: int = 512
     metrics_listen_addr: str = ""
     grpc_security: GrpcSecurity = GrpcSecurity()
+    packages_dir: Path = DEFAULT_PACKAGES_DIR
 
     @classmethod
     def from_env(cls) -> ExecutorConfig:
@@ -314,6 +321,7 @@ class ExecutorConfig:
             compile_cache_mb=env_int("LCE_COMPILE_CACHE_MB", 512, minimum=0),
             metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
             grpc_security=GrpcSecurity.from_env(executor_token=True),
+            packages_dir=packages_dir(),
         )
 
 

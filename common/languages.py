@@ -28,6 +28,9 @@ from functools import cache
 # Language ids are UUIDv5 of the name in this namespace: the same in every deployment.
 _LANGUAGE_NAMESPACE = uuid.UUID("6f1d6f5e-3c1a-4f0e-9a55-6c0de0e1ce01")
 
+# Where the sandbox shows the declared libraries' trees (executor/packages.py), one folder per language.
+PACKAGES_IN_SANDBOX = "/opt/lce/packages"
+
 DEFAULT_TIME_LIMIT_MS = 5000
 DEFAULT_MEMORY_MB = 256
 
@@ -70,6 +73,8 @@ LANGUAGES: tuple[Language, ...] = (
         template_code='print("Hello World")\n',
         run=("python3", "-B", "main.py"),
         version_command=("python3", "--version"),
+        # One BLAS thread: a run has one CPU's worth of time, and a thread per host core would meet its process limit.
+        env={"PYTHONPATH": f"{PACKAGES_IN_SANDBOX}/python", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
     ),
     Language(
         name="javascript",
@@ -78,6 +83,7 @@ LANGUAGES: tuple[Language, ...] = (
         template_code='console.log("Hello World");\n',
         run=("node", "main.js"),
         version_command=("node", "--version"),
+        env={"NODE_PATH": f"{PACKAGES_IN_SANDBOX}/javascript/node_modules"},
     ),
     Language(
         name="c",
@@ -174,6 +180,8 @@ LANGUAGES: tuple[Language, ...] = (
         template_code='puts "Hello World"\n',
         run=("ruby", "main.rb"),
         version_command=("ruby", "--version"),
+        # The trailing colon keeps the default gem paths (the gems Ruby bundles).
+        env={"GEM_PATH": f"{PACKAGES_IN_SANDBOX}/ruby:"},
     ),
 )
 

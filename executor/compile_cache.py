@@ -41,7 +41,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,7 @@ from pathlib import Path
 from common.config import ExecutorConfig
 from common.job import SourceFile
 from common.languages import LANGUAGES, Language, detect_version, matches
+from executor.packages import installed_sets
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,16 @@ class Artifact:
     data: bytes
 
 
-def cache_key(language: Language, toolchain_version: str, source: bytes, files: Sequence[SourceFile] = ()) -> str:
-    """The content address of one compile: equal keys mean the same compile of the same program."""
+def cache_key(
+    language: Language,
+    toolchain_version: str,
+    source: bytes,
+    files: Sequence[SourceFile] = (),
+    libraries: str = "",
+) -> str:
+    """The content address of one compile: equal keys mean the same compile of the same program.
+
+    `libraries` is the digest of the language's installed library set (executor/packages.py), if any."""
     declared: dict[str, object] = {
         "format": FORMAT,
         "machine": os.uname().machine,
@@ -107,6 +116,8 @@ def cache_key(language: Language, toolchain_version: str, source: bytes, files: 
         "env": language.env,
         "artifacts": list(language.artifacts),
     }
+    if libraries:
+        declared["libraries"] = libraries
     if files:
         # Inside the length-prefixed header, so no source can pass for a shorter one plus files.
         declared["files"] = sorted([file.name, hashlib.sha256(file.content.encode()).hexdigest()] for file in files)
@@ -356,12 +367,14 @@ def _check_ancestor(path: Path) -> None:
 
 
 class CompileCache:
-    def __init__(self, root: Path, budget_bytes: int) -> None:
+    def __init__(self, root: Path, budget_bytes: int, libraries: Mapping[str, str] | None = None) -> None:
         if budget_bytes <= 0:
             raise ValueError("a compile cache needs a positive size budget")
         prepare_root(root)
         self.root = root
         self.budget_bytes = budget_bytes
+        # Each language's installed library set digest: a compile may read those libraries.
+        self.libraries = dict(libraries or {})
         self.max_entry_bytes = min(MAX_ENTRY_BYTES, budget_bytes)
         self._known_bytes: int | None = None  # the total at the last scan plus this process's stores since
         self._stored_since_scan = 0
@@ -373,7 +386,8 @@ class CompileCache:
             log.info("compile cache off (LCE_COMPILE_CACHE_MB=0)")
             return None
         try:
-            cache = cls(config.compile_cache_dir, config.compile_cache_mb * MIB)
+            libraries = {name: found.digest for name, found in installed_sets(config.packages_dir).items()}
+            cache = cls(config.compile_cache_dir, config.compile_cache_mb * MIB, libraries)
         except (OSError, UnsafeCacheDir) as exc:
             log.error("compile cache off: %s", exc)
             return None
@@ -395,7 +409,7 @@ class CompileCache:
         version = detect_version(language)
         if version == "unavailable":
             return None
-        return cache_key(language, version, source, files)
+        return cache_key(language, version, source, files, self.libraries.get(language.name, ""))
 
     def load(self, key: str, workdir: Path) -> bool:
         """Places a cached build into the work dir; False on a miss (or any trouble: then compile)."""

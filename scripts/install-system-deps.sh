@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages LCE needs and does not find: the toolchains of the eight languages
-# (as the sandbox sees them, under /usr/bin), bubblewrap, libseccomp, prlimit and redis-server.
+# (as the sandbox sees them, under /usr/bin; npm installs JavaScript's libraries), bubblewrap, libseccomp,
+# prlimit and redis-server.
 # As root on Debian it installs them with apt-get; anywhere else it names what is missing and fails.
 # With --bench, also what `make bench` uses (wrk).
 set -euo pipefail
@@ -9,6 +10,7 @@ set -euo pipefail
 declare -A PACKAGE_OF=(
   [python3]=python3
   [node]=nodejs
+  [npm]=npm
   [gcc]=gcc
   [g++]=g++
   [go]=golang-go

@@ -11,10 +11,13 @@ confined (the launcher), detect (the start-up probe).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from common.config import ExecutorConfig
+from executor import packages
 from executor.launcher import Launcher
 from executor.process import UnconfinedLauncher
+from executor.sandbox.bwrap import ReadOnlyTree
 from executor.sandbox.detect import SandboxUnavailable, detect
 
 __all__ = ["SandboxUnavailable", "select_launcher"]
@@ -22,11 +25,22 @@ __all__ = ["SandboxUnavailable", "select_launcher"]
 log = logging.getLogger(__name__)
 
 
+def library_trees(packages_dir: Path) -> list[ReadOnlyTree]:
+    """The declared libraries' current trees, each shown read-only at its language's folder in every sandbox."""
+    stale = packages.stale_or_missing(packages_dir, packages.declared_sets())
+    if stale:
+        log.warning(
+            "declared libraries not installed (runs go without them); run python -m executor.packages install",
+            extra={"languages": stale, "packages_dir": str(packages_dir)},
+        )
+    return [ReadOnlyTree(found.tree, found.sandbox_path) for found in packages.installed_sets(packages_dir).values()]
+
+
 def select_launcher(config: ExecutorConfig) -> Launcher:
     """The launcher every compile and run goes through; raises SandboxUnavailable when none is safe."""
     if config.sandbox_mode != "none":
         try:
-            launcher = detect(config.sandbox_mode, config.work_root)
+            launcher = detect(config.sandbox_mode, config.work_root, library_trees(config.packages_dir))
         except SandboxUnavailable as exc:
             if not config.allow_unconfined:
                 raise

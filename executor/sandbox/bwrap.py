@@ -12,11 +12,12 @@ Two modes, both ending with the program as the slot's uid, no capability, no-new
 In both, pid 1 is our own init (init.c), as the slot uid and out of the program's reach: how the
 program ended is what it tells, never bwrap's exit code.
 
-The file system is built from nothing: read-only binds of /usr (its /usr/local hidden) and the
-few /etc entries the eight runtimes need (measured: linker cache, Debian alternatives, the JDK's and PHP's config),
-a fresh /proc and minimal /dev, small private tmpfs /tmp and /dev/shm, and the work dir bound
-read-write at the same absolute path as on the host (the language table's {workdir} relies on
-it). Everything else, /etc/passwd and /etc/shadow included, does not exist inside.
+The file system is built from nothing: read-only binds of /usr (its /usr/local hidden), the
+few /etc entries the eight runtimes need (measured: linker cache, Debian alternatives, the JDK's and PHP's config)
+and the declared libraries' trees (executor/packages.py), a fresh /proc and minimal /dev, small
+private tmpfs /tmp and /dev/shm, and the work dir bound read-write at the same absolute path as on
+the host (the language table's {workdir} relies on it). Everything else, /etc/passwd and /etc/shadow
+included, does not exist inside.
 """
 
 from __future__ import annotations
@@ -26,9 +27,20 @@ import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 BWRAP = "/usr/bin/bwrap"
+
+
+@dataclass(frozen=True)
+class ReadOnlyTree:
+    """A host directory every sandbox sees read-only at `inside` (the declared libraries: executor/packages.py)."""
+
+    host: Path
+    inside: str
+
+
 SETPRIV = "/usr/bin/setpriv"
 _SH = "/bin/sh"
 # Where the sandbox sees its init (init.c); its basename is pid 1's process name.
@@ -93,7 +105,15 @@ WAITING_SHELL = 'cd -- "$0" && unset OLDPWD && nl=\'\n\' && IFS= read -r script 
 
 
 def sandbox_argv(
-    mode: str, *, workdir: Path, uid: int, info_fd: int, seccomp_fd: int, init: Path, status_fd: int
+    mode: str,
+    *,
+    workdir: Path,
+    uid: int,
+    info_fd: int,
+    seccomp_fd: int,
+    init: Path,
+    status_fd: int,
+    read_only_trees: Sequence[ReadOnlyTree] = (),
 ) -> list[str]:
     """The argv of a sandbox that waits for its command, from a root process that already joined the cgroup.
 
@@ -119,7 +139,7 @@ def sandbox_argv(
     ]
     own_init = ["--ro-bind", str(init), INIT, "--as-pid-1"]
     wait_for_command = [INIT, str(status_fd), _SH, "-c", WAITING_SHELL, str(workdir)]
-    sandbox = _common(workdir, info_fd, seccomp_fd)
+    sandbox = _common(workdir, info_fd, seccomp_fd, read_only_trees)
     if mode == USERNS:
         # --disable-userns: the program cannot nest a user namespace to regain (namespaced) capabilities.
         isolation = ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
@@ -155,7 +175,7 @@ def command_script(command: Sequence[str], env: Mapping[str, str], *, cpu_second
     return (" && ".join(steps).replace("\n", "'\"$nl\"'") + "\n").encode()
 
 
-def _common(workdir: Path, info_fd: int, seccomp_fd: int) -> list[str]:
+def _common(workdir: Path, info_fd: int, seccomp_fd: int, read_only_trees: Sequence[ReadOnlyTree]) -> list[str]:
     argv = [
         "--info-fd",
         str(info_fd),
@@ -187,6 +207,7 @@ def _common(workdir: Path, info_fd: int, seccomp_fd: int) -> list[str]:
     argv += ["--perms", "0755", "--dir", "/etc"]
     for entry in _ETC_ENTRIES:
         argv += ["--ro-bind-try", entry, entry]
+    argv += _read_only_trees(read_only_trees)
     argv += ["--proc", "/proc", *_proc_masks(), "--dev", "/dev"]
     for tmp in ("/tmp", "/dev/shm"):
         argv += ["--size", str(TMP_BYTES), "--perms", "1777", "--tmpfs", tmp]
@@ -196,6 +217,19 @@ def _common(workdir: Path, info_fd: int, seccomp_fd: int) -> list[str]:
             argv += ["--perms", "0711", "--dir", str(parent)]
     # The shell gets no environment: the command's is exactly what command_script exports.
     argv += ["--bind", str(workdir), str(workdir), "--remount-ro", "/", "--clearenv"]
+    return argv
+
+
+def _read_only_trees(trees: Sequence[ReadOnlyTree]) -> list[str]:
+    argv = []
+    made: set[str] = set()
+    for tree in trees:
+        # Parents made 0755 first: root-mode bwrap would create them 0700.
+        for parent in reversed(Path(tree.inside).parents[:-1]):
+            if str(parent) not in made:
+                made.add(str(parent))
+                argv += ["--perms", "0755", "--dir", str(parent)]
+        argv += ["--ro-bind", str(tree.host), tree.inside]
     return argv
 
 

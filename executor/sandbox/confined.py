@@ -23,6 +23,7 @@ from pathlib import Path
 from executor.launcher import LimitExceeded, Limits, LiveStdin, StageOutcome
 from executor.process import OutputListener
 from executor.sandbox import workspace
+from executor.sandbox.bwrap import ReadOnlyTree
 from executor.sandbox.cgroups import CgroupTree
 from executor.sandbox.prepared import Prepared, Preparer
 from executor.sandbox.prespawn import Ran, Sandbox, slot_of_cgroup
@@ -57,8 +58,10 @@ class SandboxLauncher:
         cgroups: CgroupTree,
         slots: SlotPool,
         workspace_bytes: int = WORKSPACE_BYTES,
+        read_only_trees: Sequence[ReadOnlyTree] = (),
     ) -> None:
         self.mode = mode
+        self.read_only_trees = tuple(read_only_trees)
         self.work_root = work_root
         self.cgroups = cgroups
         self.slots = slots
@@ -158,7 +161,12 @@ class SandboxLauncher:
 
     def _spawn(self, execution: _Execution, workdir: Path) -> Sandbox:
         execution.stages += 1
-        return Sandbox(self.mode, self.cgroups, uid=execution.slot.uid, workdir=workdir, stage=execution.stages - 1)
+        return self._sandbox(execution.slot.uid, workdir, stage=execution.stages - 1)
+
+    def _sandbox(self, uid: int, workdir: Path, stage: int = 0) -> Sandbox:
+        return Sandbox(
+            self.mode, self.cgroups, uid=uid, workdir=workdir, stage=stage, read_only_trees=self.read_only_trees
+        )
 
     def _prepare(self, with_sandbox: bool = True) -> Prepared:
         """A slot and its fresh work dir, with the first stage's sandbox waiting in it."""
@@ -166,7 +174,7 @@ class SandboxLauncher:
         try:
             workdir = workspace.create(self.work_root, slot.uid, self.workspace_bytes)
             try:
-                sandbox = Sandbox(self.mode, self.cgroups, uid=slot.uid, workdir=workdir) if with_sandbox else None
+                sandbox = self._sandbox(slot.uid, workdir) if with_sandbox else None
             except BaseException:
                 workspace.remove(workdir)
                 raise

@@ -8,10 +8,11 @@ writable cgroup tree, no mount capability) and the mode is rejected with the rea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from executor.launcher import Limits
-from executor.sandbox.bwrap import INIT, MODES
+from executor.sandbox.bwrap import INIT, MODES, ReadOnlyTree
 from executor.sandbox.cgroups import CgroupTree
 from executor.sandbox.confined import SandboxLauncher
 from executor.sandbox.slots import SlotPool
@@ -30,7 +31,7 @@ _PROBE_SCRIPT = (
 _PROBE_LIMITS = Limits(wall_time_ms=10_000, cpu_time_ms=5_000, memory_mb=64)
 
 
-def detect(requested: str, work_root: Path) -> SandboxLauncher:
+def detect(requested: str, work_root: Path, read_only_trees: Sequence[ReadOnlyTree] = ()) -> SandboxLauncher:
     """The first mode of `requested` ("auto": all, most confined first) whose probe passes."""
     modes = MODES if requested == "auto" else (requested,)
     if requested != "auto" and requested not in MODES:
@@ -41,7 +42,7 @@ def detect(requested: str, work_root: Path) -> SandboxLauncher:
         raise SandboxUnavailable(f"no usable cgroup tree: {exc}") from exc
     failures = []
     for mode in modes:
-        launcher = SandboxLauncher(mode, work_root, cgroups=cgroups, slots=SlotPool())
+        launcher = SandboxLauncher(mode, work_root, cgroups=cgroups, slots=SlotPool(), read_only_trees=read_only_trees)
         try:
             problem = _probe(launcher)
         except (OSError, RuntimeError) as exc:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from executor.launcher import Limits, LiveStdin
 from executor.process import Captured, OutputListener, capture, discard, start
-from executor.sandbox.bwrap import command_script, sandbox_argv
+from executor.sandbox.bwrap import ReadOnlyTree, command_script, sandbox_argv
 from executor.sandbox.cgroups import CgroupTree, RunCgroup
 from executor.sandbox.init_binary import init_binary
 from executor.sandbox.seccomp import filter_fd
@@ -62,7 +62,16 @@ class Ran:
 class Sandbox:
     """A sandbox waiting for its command, in the work dir of the slot uid it runs as."""
 
-    def __init__(self, mode: str, cgroups: CgroupTree, *, uid: int, workdir: Path, stage: int = 0) -> None:
+    def __init__(
+        self,
+        mode: str,
+        cgroups: CgroupTree,
+        *,
+        uid: int,
+        workdir: Path,
+        stage: int = 0,
+        read_only_trees: Sequence[ReadOnlyTree] = (),
+    ) -> None:
         self.workdir = workdir
         self._group = cgroups.create(cgroup_name(uid, stage))
         self._used = False
@@ -81,6 +90,7 @@ class Sandbox:
                     seccomp_fd=seccomp_fd,
                     init=init_binary(),
                     status_fd=status_write,
+                    read_only_trees=read_only_trees,
                 ),
             ]
             passed = (info_write, seccomp_fd, status_write)

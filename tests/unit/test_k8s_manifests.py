@@ -64,7 +64,9 @@ DEFAULTED = {
     "executor": TLS
     | {"LCE_EXECUTOR_TOKEN", "LCE_OUTPUT_LIMIT_BYTES", "LCE_REPORT_RETRY_S", "LCE_COMPILE_CACHE_MB"}
     # Never unconfined; and no metrics port, since nothing may reach an executor.
-    | {"LCE_SANDBOX_ALLOW_UNCONFINED", "LCE_METRICS_LISTEN"},
+    | {"LCE_SANDBOX_ALLOW_UNCONFINED", "LCE_METRICS_LISTEN"}
+    # The image installs the declared libraries where the executor looks by default.
+    | {"LCE_PACKAGES_DIR"},
     # A client only: plaintext is a server's setting. No CORS unless a deployment names its origins.
     "gateway": TLS | {"LCE_INTERNAL_TOKEN", "LCE_GRPC_ALLOW_PLAINTEXT", "LCE_CORS_ORIGINS"},
 }
