@@ -6,6 +6,7 @@
     │   └── PayloadTooLarge       INVALID_ARGUMENT      source code over 1 MiB (kind tells it apart)
     ├── SessionClosed             FAILED_PRECONDITION   autosave or run on a closed session
     ├── NotInteractive            FAILED_PRECONDITION   talking to a run created without `interactive`
+    ├── NotRetryable              FAILED_PRECONDITION   an operator's retry of a run the machinery did not fail
     ├── Unauthenticated           UNAUTHENTICATED       no API key, or an unknown or revoked one
     ├── PermissionDenied          PERMISSION_DENIED     a key that may not do this (an admin call)
     ├── RateLimited               RESOURCE_EXHAUSTED    abuse rules, a key's limits; carries retry_after_s
@@ -62,6 +63,11 @@ class NotInteractive(LceError):
     kind = "not_interactive"
 
 
+class NotRetryable(LceError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    kind = "not_retryable"
+
+
 class Unauthenticated(LceError):
     code = grpc.StatusCode.UNAUTHENTICATED
     kind = "unauthenticated"
@@ -99,6 +105,7 @@ ALL_ERRORS: tuple[type[LceError], ...] = (
     InvalidArgument,
     PayloadTooLarge,
     SessionClosed,
+    NotRetryable,
     RateLimited,
     DeadlinePassed,
     Unavailable,

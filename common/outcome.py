@@ -61,6 +61,15 @@ def status_from_proto(value: int) -> Status | None:
     return _STATUS_FROM_PROTO.get(value)
 
 
+def reason_to_proto(reason: Reason) -> int:
+    return _REASON_TO_PROTO[reason]
+
+
+def reason_from_proto(value: int) -> Reason | None:
+    """None for a value this release does not know (REASON_UNSPECIFIED is Reason.NONE)."""
+    return _REASON_FROM_PROTO.get(value)
+
+
 def reason_text(reason: Reason, signal: str = "") -> str:
     """The reason as storage and JSON carry it."""
     return f"{_SIGNAL_PREFIX}{signal}" if reason is Reason.SIGNAL else reason.value

@@ -103,6 +103,19 @@ class RunEvents:
             self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_S
             log.warning("run event not appended; appends paused", extra={"kind": kind.value, "error": repr(err)})
 
+    def start_over(self, execution_id: str, kind: Kind, **fields: str | int) -> None:
+        """Replaces the run's events with this one: an operator retried the run after its end, and a
+        reader from the start must not stop at the old result."""
+        key = stream_key(execution_id)
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.xadd(key, {"kind": kind.value, **fields}, maxlen=MAX_ENTRIES, approximate=True)
+                pipe.expire(key, EXPIRY_S)
+                pipe.execute()
+        except redis.exceptions.RedisError as err:
+            log.warning("run events not restarted", extra={"kind": kind.value, "error": repr(err)})
+
     def exists(self, execution_id: str) -> bool:
         return bool(self.client.exists(stream_key(execution_id)))
 

@@ -3,13 +3,15 @@
     QUEUED ──> RUNNING ──> COMPLETED | FAILED | TIMEOUT
       ^ └─────────│────────────^
       └─RETRIED───┘  (the machinery failed an attempt; attempts.py)
-A terminal state is final. A repeated or late report changes nothing; the database's
+A terminal state is final, but for an operator's retry of a dead letter (FAILED internal_error ->
+QUEUED, `retry_dead_letter`). A repeated or late report changes nothing; the database's
 conditional updates (repository.py) are what make that hold between concurrent replicas.
 Only the current attempt may start, and only its executor, while its lease lasts, runs it.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import re
@@ -28,6 +30,7 @@ from common.errors import (
     InvalidArgument,
     NotFound,
     NotInteractive,
+    NotRetryable,
     PayloadTooLarge,
     RateLimited,
     SessionClosed,
@@ -433,6 +436,43 @@ class Executions:
         self.sessions.get_session(session_id, timeout, tenant)
         return self.repository.list_for_session(session_id, count)
 
+    def find(
+        self, status: Status | None, reason: Reason | None, limit: int | None, page_token: str = ""
+    ) -> tuple[list[Execution], str]:
+        """Executions of every tenant by status and reason, newest first, and the next page's token
+        ("" after the last page). For operators: the servicer checks who asks."""
+        count = resolve_list_limit(limit)
+        found = self.repository.find(status, reason, count, parse_page_token(page_token))
+        last = found[-1] if len(found) == count else None
+        return found, page_token_after(last) if last else ""
+
+    def retry_dead_letter(self, execution_id: str, operator: str) -> Execution:
+        """A new attempt of a run the machinery failed (FAILED, internal_error), queued now with the
+        same snapshot. NotRetryable for any other run, or an interactive one whose input is gone."""
+        execution_id = parse_uuid(execution_id, "execution_id")
+        ended = self.get(execution_id)
+        reason = ended.outcome.reason if ended.outcome else None
+        if ended.status != Status.FAILED or reason is not Reason.INTERNAL_ERROR:
+            shown = ended.outcome.reason_text if ended.outcome else ""
+            raise NotRetryable(
+                f"only a run the machinery failed (FAILED, internal_error) can be retried; this one is "
+                f"{ended.status.value}{f' ({shown})' if shown else ''}, the program's own result"
+                if ended.status in TERMINAL
+                else f"only a run the machinery failed can be retried; this one is {ended.status.value}"
+            )
+        if ended.interactive:
+            raise NotRetryable("an interactive run cannot be retried: the input its client sent cannot be replayed")
+        queued = self.repository.requeue(execution_id, ended, f"operator_retry by {operator}", self.clock())
+        if queued is None:
+            raise NotRetryable("the run changed meanwhile (another operator retried it)")
+        self.on_change(execution_id, None)
+        if self.run_events is not None:
+            fields = {"status": Status.QUEUED.value, "attempt": queued.attempt, "reason": "operator_retry"}
+            self.run_events.start_over(execution_id, Kind.STATUS, **fields)
+        self._enqueue(queued)
+        log.warning("dead letter retried by an operator", extra={"attempt": queued.attempt, "operator": operator})
+        return queued
+
     def report_started(self, execution_id: str, executor_id: str, attempt: int) -> bool:
         """Hands the current attempt to the executor that reports it, under a lease; False when the run
         is over or the attempt is not the current one (a stale delivery), which must then not run.
@@ -585,6 +625,21 @@ def _refuse_when_too_late(seconds_left: float | None) -> None:
 
 def bounded_warnings(warnings: Sequence[str]) -> list[str]:
     return [warning[:MAX_WARNING_CHARS] for warning in warnings[:MAX_WARNINGS]]
+
+
+def page_token_after(last: Execution) -> str:
+    """Where the next page of FindExecutions starts: just after this execution (newest first)."""
+    return base64.urlsafe_b64encode(f"{last.created_at.isoformat()}|{last.id}".encode()).decode()
+
+
+def parse_page_token(token: str) -> tuple[datetime, str] | None:
+    if not token:
+        return None
+    try:
+        created_at, _, execution_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
+        return datetime.fromisoformat(created_at), parse_uuid(execution_id, "page_token")
+    except (ValueError, InvalidArgument) as exc:
+        raise InvalidArgument("page_token is not one a previous page gave") from exc
 
 
 def check_idempotency_key(key: str) -> None:

@@ -37,6 +37,7 @@ from common.job import Encoding, Suite, files_from_json, files_to_json
 from common.outcome import (
     TERMINAL,
     UNFINISHED,
+    Reason,
     RunOutcome,
     Stage,
     Status,
@@ -44,6 +45,7 @@ from common.outcome import (
     case_to_json,
     output_of,
     reason_from_text,
+    reason_text,
 )
 from execution_service.models import (
     RETRIED,
@@ -186,28 +188,28 @@ _RETRY = _Write(
         executions.c.attempt == _ATTEMPT, sets=("status", "attempt", "executor_id", "lease_expires_at", "not_before")
     )
 )
+# A result's columns, as an unfinished row has them: an operator's retry of a dead letter clears them.
+_NO_RESULT = {
+    **dict.fromkeys(("finished_at", "exit_code", "tests")),
+    **dict.fromkeys(("reason", "stdout", "stderr", "sandbox"), ""),
+    **dict.fromkeys(("stdout_truncated", "stderr_truncated", "program_failed"), False),
+    **dict.fromkeys(("execution_time_ms", "memory_kb"), 0),
+    "stages": [],
+    "warnings": [],
+}
+_RESULT_COLUMNS = tuple(_NO_RESULT)
+_REQUEUE = _Write(
+    _transition(
+        executions.c.attempt == _ATTEMPT,
+        executions.c.reason == bindparam("when_reason"),
+        sets=("status", "attempt", "executor_id", "lease_expires_at", "not_before", *_RESULT_COLUMNS),
+    ),
+    returned=tuple(executions.c),
+)
 _FINISH = _Write(
     _transition(
         (executions.c.attempt == _ATTEMPT) | (executions.c.status == Status.QUEUED.value),
-        sets=(
-            "status",
-            "finished_at",
-            "executor_id",
-            "lease_expires_at",
-            "reason",
-            "stdout",
-            "stderr",
-            "stdout_truncated",
-            "stderr_truncated",
-            "exit_code",
-            "execution_time_ms",
-            "memory_kb",
-            "stages",
-            "sandbox",
-            "warnings",
-            "tests",
-            "program_failed",
-        ),
+        sets=("status", "executor_id", "lease_expires_at", *_RESULT_COLUMNS),
     ),
     # The whole row: the finished execution is announced with its result (execution_service/change_feed.py).
     returned=tuple(executions.c),
@@ -293,6 +295,46 @@ class Repository:
                 Event(type=row.type, at=row.at, attempt=row.attempt, executor_id=row.executor_id, reason=row.reason)
                 for row in conn.execute(query)
             ]
+
+    def find(
+        self, status: Status | None, reason: Reason | None, limit: int, after: tuple[datetime, str] | None
+    ) -> list[Execution]:
+        """Executions of every tenant with this status and reason (None: any), newest first, from just
+        after `after` (the (created_at, id) of the previous page's last)."""
+        query = select(*_LISTED_COLUMNS).order_by(executions.c.created_at.desc(), executions.c.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(executions.c.status == status.value)
+        if reason is Reason.SIGNAL:
+            query = query.where(executions.c.reason.startswith(reason_text(Reason.SIGNAL, ""), autoescape=True))
+        elif reason is not None:
+            query = query.where(executions.c.reason == reason.value)
+        if after is not None:
+            cursor = tuple_(literal(after[0], UtcDateTime), literal(after[1], executions.c.id.type))
+            query = query.where(tuple_(executions.c.created_at, executions.c.id) < cursor)
+        with reading(self.engine) as conn:
+            return [_to_execution(row) for row in conn.execute(query).mappings()]
+
+    def requeue(self, execution_id: str, ended: Execution, reason: str, now: datetime) -> Execution | None:
+        """The terminal `ended` (its status, attempt and reason) -> QUEUED as its next attempt, due now,
+        its result cleared; recorded as a RETRIED event with `reason`. None when the row is no longer as
+        `ended` says (someone else retried it first)."""
+        change = (
+            _when(execution_id, [ended.status], ended.attempt)
+            | {"when_reason": ended.outcome.reason_text if ended.outcome else ""}
+            | _values(
+                status=Status.QUEUED.value,
+                attempt=ended.attempt + 1,
+                executor_id="",
+                lease_expires_at=None,
+                not_before=now,
+                **_NO_RESULT,
+            )
+        )
+        with writing(self.engine) as (conn, one_statement):
+            written = _write_with_event(
+                conn, one_statement, _REQUEUE, change, execution_id, RETRIED, now, attempt=ended.attempt, reason=reason
+            )
+        return _to_execution(written) if written is not None else None
 
     def unfinished_of_key(self, api_key_id: str) -> int:
         """How many runs created with the key are QUEUED or RUNNING."""

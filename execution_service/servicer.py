@@ -19,11 +19,14 @@ from common.grpc_server import INFRASTRUCTURE_ERRORS
 from common.job import Compare, Encoding, Suite, TestCase
 from common.outcome import (
     CaseStatus,
+    Reason,
     RunOutcome,
     Status,
     case_status_to_proto,
     outcome_from_proto,
     outcome_to_proto,
+    reason_from_proto,
+    status_from_proto,
     status_to_proto,
 )
 from common.run_events import Kind
@@ -122,6 +125,39 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             time_left=context.time_remaining,
         )
         return pb.CreateExecutionResponse(execution=execution_to_proto(execution))
+
+    def FindExecutions(
+        self, request: pb.FindExecutionsRequest, context: grpc.ServicerContext
+    ) -> pb.FindExecutionsResponse:
+        self._require_operator(context)
+        status = status_from_proto(request.status)
+        reason = reason_from_proto(request.reason)
+        if (request.status and status is None) or reason is None:
+            raise InvalidArgument(f"unknown status {request.status} or reason {request.reason}")
+        found, next_page = self.executions.find(
+            status,
+            None if reason is Reason.NONE else reason,
+            request.limit if request.HasField("limit") else None,
+            request.page_token,
+        )
+        return pb.FindExecutionsResponse(
+            executions=[execution_to_proto(execution) for execution in found], next_page_token=next_page
+        )
+
+    def RetryExecution(
+        self, request: pb.RetryExecutionRequest, context: grpc.ServicerContext
+    ) -> pb.RetryExecutionResponse:
+        operator = self._require_operator(context)
+        execution = self.executions.retry_dead_letter(request.execution_id, operator)
+        return pb.RetryExecutionResponse(execution=execution_to_proto(execution))
+
+    def _require_operator(self, context: grpc.ServicerContext) -> str:
+        """Who operates: an admin key, or (without a key) LCE's own services and a deployment without
+        keys, as `Callers.of` admits them. PermissionDenied for any other key."""
+        _, key = self.callers.of(context)
+        if key is not None and not key.admin:
+            raise PermissionDenied("this call needs an admin API key")
+        return f"key {key.id}" if key is not None else "an internal caller"
 
     def GetExecution(self, request: pb.GetExecutionRequest, context: grpc.ServicerContext) -> pb.GetExecutionResponse:
         execution = self.executions.get(request.execution_id, self._tenant(context))

@@ -1,9 +1,10 @@
 """Answers GET /executions/{id} from memory, before any routing or backend call.
 
 Each gateway process keeps two kinds of answer:
-- A terminal execution's (TerminalExecutions). It never changes again (execution_service's
-  transitions are monotonic), so its serialized answer is final: anyone reading it again costs
-  the gateway one dictionary lookup. Bounded in bytes, least recently used out first.
+- A terminal execution's (TerminalExecutions). It changes again only when an operator retries a run
+  the machinery failed (POST /executions/{id}/retry): the change feed announces that, and its answer
+  goes; so does every one when the feed was away. Otherwise anyone reading it again costs the
+  gateway one dictionary lookup. Bounded in bytes, least recently used out first.
 - An unfinished execution's (LiveExecutions), which is what a client polling for a result asks
   over and over. It is kept only while the change feed (gateway/change_feed.py) vouches that
   execution_service announced no change of it since it was read, and never longer than
@@ -58,6 +59,16 @@ class TerminalExecutions:
             _, (_, evicted) = self._answers.popitem(last=False)
             self._bytes -= len(evicted)
 
+    def discard(self, execution_id: str) -> None:
+        """The execution is unfinished again (an operator retried it)."""
+        entry = self._answers.pop(execution_id, None)
+        if entry is not None:
+            self._bytes -= len(entry[1])
+
+    def clear(self) -> None:
+        self._answers.clear()
+        self._bytes = 0
+
 
 @dataclass(frozen=True)
 class Ticket:
@@ -103,10 +114,14 @@ class LiveExecutions:
     def ticket(self) -> Ticket:
         return Ticket(self._epoch, self._changes)
 
-    def put(self, execution_id: str, tenant: str, answer: bytes, ticket: Ticket) -> None:
+    def vouches(self, execution_id: str, ticket: Ticket) -> bool:
+        """Whether the feed, live since the ticket was taken, announced no change of the execution since."""
         if not self._live or ticket.epoch != self._epoch or ticket.changes < self._forgotten_up_to:
-            return
-        if self._changed.get(execution_id, 0) > ticket.changes or len(answer) > MAX_ENTRY_BYTES:
+            return False
+        return self._changed.get(execution_id, 0) <= ticket.changes
+
+    def put(self, execution_id: str, tenant: str, answer: bytes, ticket: Ticket) -> None:
+        if not self.vouches(execution_id, ticket) or len(answer) > MAX_ENTRY_BYTES:
             return
         self._answers[execution_id] = (self._clock() + self.ttl_s, tenant, answer)
         self._answers.move_to_end(execution_id)

@@ -85,6 +85,8 @@ class ExecutionReads:
 
     def feed_restarted(self) -> None:
         """The change feed is live again: changes may have been missed meanwhile; every wait looks again."""
+        # A terminal run retried by an operator while the feed was away would be answered as it ended.
+        self._terminal.clear()
         for waiting in self._waiting.values():
             for woken in waiting:
                 woken.set()
@@ -110,12 +112,15 @@ class ExecutionReads:
         do not join it. An execution someone polls is kept in its final state when the change
         carries it, or else read again at once."""
         execution_id = change.execution_id
+        finished = change.HasField("finished") and translate.is_terminal(change.finished)
+        if not finished:
+            self._terminal.discard(execution_id)  # a terminal run an operator retried
         waiting = self._waiting.pop(execution_id, set())
         in_flight = self._in_flight.pop(execution_id, None)
         polled = self._live.changed(execution_id) or in_flight is not None or bool(waiting)
         if not polled:
             return  # nobody here asks: not worth a read, nor the memory
-        if change.HasField("finished") and translate.is_terminal(change.finished):
+        if finished:
             self._terminal.put(execution_id, change.finished.tenant, _answer(change.finished))
         else:
             self._start(self._refresh(execution_id))
@@ -143,8 +148,9 @@ class ExecutionReads:
         )
         execution = response.execution
         read = _Read(_answer(execution), translate.is_terminal(execution), execution.tenant)
-        # Final from now on once terminal; otherwise for as long as the change feed vouches for it.
-        if read.terminal:
+        # Kept until an operator retries it once terminal (if no retry overtook the read); otherwise for
+        # as long as the change feed vouches for it.
+        if read.terminal and self._live.vouches(execution.id, ticket):
             self._terminal.put(execution.id, execution.tenant, read.answer)
         else:
             self._live.put(execution.id, execution.tenant, read.answer, ticket)

@@ -293,6 +293,52 @@ async def list_keys(request: Request) -> JSONResponse:
     return ok(translate.keys_list(response.keys))
 
 
+_STATUS_NAMES = ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT"]
+
+
+@router.get(
+    "/executions",
+    responses={200: {"model": schemas.FoundExecutions}, **schemas.errors(400, 401, 403, 503)},
+    openapi_extra={
+        "parameters": [
+            {"name": "status", "in": "query", "required": False, "schema": {"type": "string", "enum": _STATUS_NAMES}},
+            {"name": "reason", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+            },
+            {"name": "page_token", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
+        ]
+    },
+)
+async def find_executions(request: Request) -> JSONResponse:
+    """Executions of every tenant by status and reason, newest first (admin keys only): e.g. the dead
+    letters, `?status=FAILED&reason=internal_error`."""
+    require_admin()
+    find = translate.find_executions_request(request.query_params)
+    services = backends(request)
+    response = await services.executions.FindExecutions(find, timeout=services.deadline_s)
+    return ok(translate.executions_found(response))
+
+
+@router.post(
+    "/executions/{execution_id}/retry",
+    status_code=202,
+    responses={202: {"model": schemas.ExecutionRetried}, **schemas.errors(400, 401, 403, 404, 409, 503)},
+)
+async def retry_execution(execution_id: str, request: Request) -> JSONResponse:
+    """A new attempt of a run the machinery failed (FAILED, internal_error), with the same snapshot
+    (admin keys only); 409 for any other run: a program's own failure is its result."""
+    require_admin()
+    services = backends(request)
+    response = await services.executions.RetryExecution(
+        execution_pb2.RetryExecutionRequest(execution_id=execution_id), timeout=services.deadline_s
+    )
+    return ok(translate.execution_retried(response.execution), 202)
+
+
 @router.get(
     "/health",
     responses={200: {"model": schemas.Health}, 503: {"model": schemas.Health, "description": "a backend is down"}},

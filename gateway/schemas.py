@@ -201,6 +201,25 @@ class ExecutionList(BaseModel):
     executions: list[ExecutionSummary]
 
 
+class FoundExecution(ExecutionSummary):
+    session_id: str
+    language: str
+    attempt: int
+    reason: str | None = Field(description="null until the run is over, and for a run that completed")
+    finished_at: str | None
+
+
+class FoundExecutions(BaseModel):
+    executions: list[FoundExecution]
+    next_page_token: str | None = Field(description="pass as page_token for the next page; null on the last")
+
+
+class ExecutionRetried(BaseModel):
+    execution_id: str
+    status: Literal["QUEUED"]
+    attempt: int = Field(description="the new attempt's number")
+
+
 class Stage(BaseModel):
     name: str
     cpu_time_ms: int
@@ -317,7 +336,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "no API key, or an unknown or revoked one (where API keys are on: LCE_AUTH)",
         403: "an admin endpoint, called with a key that is not an admin's",
         404: "unknown id, or another tenant's",
-        409: "the session is closed",
+        409: "the session is closed, or (retry) the run is not one the machinery failed",
         413: "source code and files, or stdin, over 1 MiB, or a request body over 6 MiB",
         429: "rate limited",
         503: "a backend service is unavailable (Retry-After: 1)",

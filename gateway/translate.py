@@ -14,7 +14,16 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from common.outcome import TERMINAL, case_status_name, reason_text_of, status_from_proto
+from common.outcome import (
+    TERMINAL,
+    Reason,
+    Status,
+    case_status_name,
+    reason_text_of,
+    reason_to_proto,
+    status_from_proto,
+    status_to_proto,
+)
 from gateway.http_errors import HttpError
 from lce.execution.v1 import execution_pb2
 from lce.session.v1 import session_pb2
@@ -135,6 +144,28 @@ def execution_summary(execution: execution_pb2.Execution) -> Json:
 
 def executions_list(session_id: str, executions: Any) -> Json:
     return {"session_id": session_id, "executions": [execution_summary(e) for e in executions]}
+
+
+def found_execution(execution: execution_pb2.Execution) -> Json:
+    """One row of an operator's search: the summary, and where and why the run ended."""
+    return execution_summary(execution) | {
+        "session_id": execution.session_id,
+        "language": execution.language,
+        "attempt": execution.attempt,
+        "reason": reason_text_of(execution.result) or None if is_terminal(execution) else None,
+        "finished_at": optional_timestamp(execution, "finished_at"),
+    }
+
+
+def executions_found(response: execution_pb2.FindExecutionsResponse) -> Json:
+    return {
+        "executions": [found_execution(e) for e in response.executions],
+        "next_page_token": response.next_page_token or None,
+    }
+
+
+def execution_retried(execution: execution_pb2.Execution) -> Json:
+    return {"execution_id": execution.id, "status": execution_status(execution.status), "attempt": execution.attempt}
 
 
 def stage_json(stage: execution_pb2.StageMetrics) -> Json:
@@ -443,6 +474,27 @@ def parse_limit(raw: str | None) -> int | None:
     if not INT32_MIN <= value <= INT32_MAX:
         raise HttpError(400, "limit is out of range")
     return value
+
+
+MAX_PAGE_TOKEN_CHARS = 200
+
+
+def find_executions_request(query: Any) -> execution_pb2.FindExecutionsRequest:
+    """The query of GET /executions: status and reason by their names, limit, page_token."""
+    status, reason, token = query.get("status"), query.get("reason"), query.get("page_token", "")
+    statuses, reasons = {s.value for s in Status}, {r.value for r in Reason if r is not Reason.NONE}
+    if status is not None and status not in statuses:
+        raise HttpError(400, f"status must be one of {', '.join(sorted(statuses))}")
+    if reason is not None and reason not in reasons:
+        raise HttpError(400, f"reason must be one of {', '.join(sorted(reasons))}")
+    if len(token) > MAX_PAGE_TOKEN_CHARS:
+        raise HttpError(400, "page_token is not one a previous page gave")
+    return execution_pb2.FindExecutionsRequest(
+        status=status_to_proto(Status(status)) if status else 0,
+        reason=reason_to_proto(Reason(reason)) if reason else 0,
+        limit=parse_limit(query.get("limit")),
+        page_token=token,
+    )
 
 
 def list_executions_request(session_id: str, limit: int | None) -> execution_pb2.ListExecutionsRequest:

@@ -1231,3 +1231,120 @@ class TestWatchExecution:
         execution = create(harness, harness.sessions.add())
         failure = rpc_error(lambda: self.watch(harness, execution.id, after="1-2-3"))
         assert_error(failure, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+
+
+def internal_failure(harness: Harness, execution_id: str, attempt: int = 1) -> None:
+    """The run's attempt fails in the machinery; with no retry left it ends FAILED internal_error."""
+    started(harness, execution_id, "ex-1", attempt)
+    failure = pb.RunResult(status=pb.EXECUTION_STATUS_FAILED, reason=pb.REASON_INTERNAL_ERROR, stderr="sandbox gone")
+    result(harness, execution_id, failure, attempt=attempt)
+
+
+def dead_letters(harness: Harness, **fields: Any) -> pb.FindExecutionsResponse:
+    request = pb.FindExecutionsRequest(status=pb.EXECUTION_STATUS_FAILED, reason=pb.REASON_INTERNAL_ERROR, **fields)
+    return harness.executions.FindExecutions(request, timeout=TIMEOUT_S)
+
+
+def retry(harness: Harness, execution_id: str, metadata: tuple[tuple[str, str], ...] = ()) -> pb.Execution:
+    request = pb.RetryExecutionRequest(execution_id=execution_id)
+    return harness.executions.RetryExecution(request, timeout=TIMEOUT_S, metadata=metadata).execution
+
+
+class TestDeadLetters:
+    def test_a_dead_letter_is_listed_retried_as_its_next_attempt_and_runs(
+        self, make_harness: Factory, redis_url: str
+    ) -> None:
+        harness = make_harness(retry_backoff_s=())
+        session_id = harness.sessions.add()
+        dead = create(harness, session_id).id
+        internal_failure(harness, dead)
+        fine = create(harness, session_id).id
+        started(harness, fine)
+        result(harness, fine, run_result())
+        assert get(harness, dead).status == pb.EXECUTION_STATUS_FAILED
+        listed = [e.id for e in dead_letters(harness, limit=100).executions]  # the database is shared
+        assert dead in listed and fine not in listed
+
+        queued = retry(harness, dead)
+        assert (queued.status, queued.attempt, queued.HasField("result")) == (pb.EXECUTION_STATUS_QUEUED, 2, False)
+        assert not queued.HasField("finished_at")
+        assert dead not in [e.id for e in dead_letters(harness, limit=100).executions]
+        assert rq_job(redis_url, f"{dead}_2").kwargs["payload"]["attempt"] == 2
+        last = events(harness, dead)[-1]
+        assert (last.type, last.attempt, last.reason) == ("RETRIED", 1, "operator_retry by an internal caller")
+
+        assert started(harness, dead, "ex-2", 2) is True
+        assert result(harness, dead, run_result(), executor_id="ex-2", attempt=2) == pb.EXECUTION_STATUS_COMPLETED
+        assert [e.type for e in events(harness, dead)] == [
+            "QUEUED",
+            "RUNNING",
+            "FAILED",
+            "RETRIED",
+            "RUNNING",
+            "COMPLETED",
+        ]
+        assert get(harness, dead).result.stdout == "hi\n"
+
+    def test_a_programs_own_failure_and_an_unfinished_run_are_not_retried(self, harness: Harness) -> None:
+        session_id = harness.sessions.add()
+        crashed = create(harness, session_id).id
+        started(harness, crashed)
+        result(harness, crashed, run_result(pb.EXECUTION_STATUS_FAILED))
+        failure = rpc_error(lambda: retry(harness, crashed))
+        assert_error(failure, grpc.StatusCode.FAILED_PRECONDITION, "not_retryable")
+        assert "runtime_error" in failure.details()  # type: ignore[attr-defined]
+        queued = create(harness, session_id).id
+        assert_error(rpc_error(lambda: retry(harness, queued)), grpc.StatusCode.FAILED_PRECONDITION, "not_retryable")
+        assert [e.type for e in events(harness, crashed)] == ["QUEUED", "RUNNING", "FAILED"]
+        unknown = rpc_error(lambda: retry(harness, str(uuid.uuid4())))
+        assert_error(unknown, grpc.StatusCode.NOT_FOUND, "not_found")
+
+    def test_an_interactive_dead_letter_is_not_retried(self, make_harness: Factory) -> None:
+        harness = make_harness(retry_backoff_s=())
+        execution_id = create(harness, harness.sessions.add(), interactive=True).id
+        internal_failure(harness, execution_id)
+        failure = rpc_error(lambda: retry(harness, execution_id))
+        assert_error(failure, grpc.StatusCode.FAILED_PRECONDITION, "not_retryable")
+
+    def test_pages_newest_first_and_a_forged_token_is_refused(self, make_harness: Factory) -> None:
+        harness = make_harness(retry_backoff_s=())
+        session_id = harness.sessions.add()
+        ids = []
+        for _ in range(3):
+            ids.append(create(harness, session_id).id)
+            internal_failure(harness, ids[-1])
+        first = dead_letters(harness, limit=2)
+        assert [e.id for e in first.executions] == ids[:0:-1] and first.next_page_token
+        # The newest first: this test's own, then older ones of the shared database.
+        second = dead_letters(harness, limit=2, page_token=first.next_page_token)
+        assert second.executions[0].id == ids[0]
+        pages, token = 0, second.next_page_token
+        while token:  # every page goes on just after the last; the last one says so
+            page = dead_letters(harness, limit=2, page_token=token)
+            pages, token = pages + 1, page.next_page_token
+            assert not set(ids) & {e.id for e in page.executions}
+        assert pages < 100
+        forged = rpc_error(lambda: dead_letters(harness, page_token="not-a-token"))
+        assert_error(forged, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+        # Any status, any reason: every run of every tenant.
+        anything = harness.executions.FindExecutions(pb.FindExecutionsRequest(limit=100), timeout=TIMEOUT_S)
+        assert {e.id for e in anything.executions} >= set(ids)
+
+    def test_only_an_admin_key_operates(self, make_harness: Factory) -> None:
+        harness = make_harness(retry_backoff_s=())
+        execution_id = create(harness, harness.sessions.add()).id
+        internal_failure(harness, execution_id)
+        user_secret, _ = harness.service.keys.create("acme")
+        admin_secret, admin = harness.service.keys.create("ops", admin=True)
+        as_user = (("authorization", f"Bearer {user_secret}"),)
+        request = pb.FindExecutionsRequest(status=pb.EXECUTION_STATUS_FAILED)
+        denied = rpc_error(lambda: harness.executions.FindExecutions(request, timeout=TIMEOUT_S, metadata=as_user))
+        assert_error(denied, grpc.StatusCode.PERMISSION_DENIED, "permission_denied")
+        assert_error(
+            rpc_error(lambda: retry(harness, execution_id, as_user)),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "permission_denied",
+        )
+        queued = retry(harness, execution_id, (("authorization", f"Bearer {admin_secret}"),))
+        assert queued.attempt == 2
+        assert events(harness, execution_id)[-1].reason == f"operator_retry by key {admin.id}"

@@ -806,7 +806,7 @@ async def test_malformed_language_id_in_body_is_400(client: httpx.AsyncClient) -
 # --- 404 / 405 -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/nope", "/code-sessions/x/y/z", "/executions"])
+@pytest.mark.parametrize("path", ["/nope", "/code-sessions/x/y/z", "/executions/x/y/z"])
 async def test_unknown_route_is_json_404(client: httpx.AsyncClient, path: str) -> None:
     assert_error(await client.get(path), 404)
 

@@ -176,6 +176,28 @@ def test_admin_endpoints_need_an_admin_key(secured: Secured) -> None:
     assert user not in listed.text and admin not in listed.text  # secrets are never stored or shown
 
 
+def test_operators_search_and_retry_with_an_admin_key_only(secured: Secured) -> None:
+    user, _ = secured.new_key("acme")
+    admin, _ = secured.new_key("ops", "--admin")
+    with secured.client(user) as api:
+        execution_id = api.post(f"/code-sessions/{python_session(api)}/run").json()["execution_id"]
+        assert api.get("/executions", params={"status": "FAILED"}).status_code == 403
+        assert api.post(f"/executions/{execution_id}/retry").status_code == 403
+    with secured.client(admin) as api:
+        found = api.get("/executions", params={"limit": 100})
+        assert found.status_code == 200, found.text
+        assert execution_id in {e["execution_id"] for e in found.json()["executions"]}  # every tenant's
+        bad = api.get("/executions", params={"status": "DONE"})
+        assert bad.status_code == 400 and "status must be one of" in bad.json()["error"]
+        assert api.get("/executions", params={"reason": "none"}).status_code == 400
+        assert api.get("/executions", params={"page_token": "x" * 201}).status_code == 400
+        assert api.get("/executions", params={"page_token": "forged"}).status_code == 400
+        # The run (print(42)) ends COMPLETED, or is still going: neither is the machinery's failure.
+        refused = api.post(f"/executions/{execution_id}/retry")
+        assert refused.status_code == 409 and "can be retried" in refused.json()["error"]
+        assert api.post("/executions/00000000-0000-4000-8000-000000000000/retry").status_code == 404
+
+
 def test_a_revoked_key_stops_working(secured: Secured) -> None:
     secret, record = secured.new_key("acme")
     with secured.client(secret) as api:

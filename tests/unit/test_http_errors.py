@@ -43,6 +43,7 @@ def test_server_side_failures_never_leak_details() -> None:
         (errors.RateLimited("x", 7), 429),
         (errors.DeadlinePassed("x"), 503),
         (errors.Unavailable("x"), 503),
+        (errors.NotRetryable("x"), 409),
     ],
 )
 def test_each_domain_error_maps_to_its_http_status(error: errors.LceError, status: int) -> None:
@@ -52,8 +53,8 @@ def test_each_domain_error_maps_to_its_http_status(error: errors.LceError, statu
 def test_domain_error_table_is_covered() -> None:
     """A new domain error must be added to the parametrized test above (and so, thought about here)."""
     assert {cls.__name__ for cls in errors.ALL_ERRORS} == {
-        "NotFound", "InvalidArgument", "PayloadTooLarge", "SessionClosed", "RateLimited", "DeadlinePassed",
-        "Unavailable",
+        "NotFound", "InvalidArgument", "PayloadTooLarge", "SessionClosed", "NotRetryable", "RateLimited",
+        "DeadlinePassed", "Unavailable",
     }  # fmt: skip
 
 
