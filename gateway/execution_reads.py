@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, TypeVar
 import grpc
 from fastapi.responses import JSONResponse
 
-from gateway import translate
+from common import execution_json
 from gateway.auth import PRINCIPAL
 from gateway.clients import Backends
 from gateway.execution_cache import LiveExecutions, TerminalExecutions, Ticket
@@ -112,7 +112,7 @@ class ExecutionReads:
         do not join it. An execution someone polls is kept in its final state when the change
         carries it, or else read again at once."""
         execution_id = change.execution_id
-        finished = change.HasField("finished") and translate.is_terminal(change.finished)
+        finished = change.HasField("finished") and execution_json.is_terminal(change.finished)
         if not finished:
             self._terminal.discard(execution_id)  # a terminal run an operator retried
         waiting = self._waiting.pop(execution_id, set())
@@ -147,7 +147,7 @@ class ExecutionReads:
             execution_pb2.GetExecutionRequest(execution_id=execution_id), timeout=self._backends.deadline_s
         )
         execution = response.execution
-        read = _Read(_answer(execution), translate.is_terminal(execution), execution.tenant)
+        read = _Read(_answer(execution), execution_json.is_terminal(execution), execution.tenant)
         # Kept until an operator retries it once terminal (if no retry overtook the read); otherwise for
         # as long as the change feed vouches for it.
         if read.terminal and self._live.vouches(execution.id, ticket):
@@ -187,4 +187,4 @@ def _owned(read: _Read, execution_id: str) -> _Read:
 
 def _answer(execution: execution_pb2.Execution) -> bytes:
     """The JSON body of GET /executions/{id}."""
-    return bytes(JSONResponse(translate.execution_detail(execution)).body)
+    return bytes(JSONResponse(execution_json.execution_detail(execution)).body)

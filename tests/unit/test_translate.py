@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common import execution_json
 from gateway import translate
 from gateway.http_errors import HttpError
 from lce.execution.v1 import execution_pb2
@@ -42,21 +43,21 @@ def stamp(seconds: int, nanos: int = 0) -> Timestamp:
     ],
 )
 def test_iso_timestamp(seconds: int, nanos: int, text: str) -> None:
-    assert translate.iso_timestamp(stamp(seconds, nanos)) == text
+    assert execution_json.iso_timestamp(stamp(seconds, nanos)) == text
 
 
 def test_unset_timestamp_is_null() -> None:
     execution = execution_pb2.Execution(created_at=stamp(1))
-    assert translate.optional_timestamp(execution, "started_at") is None
-    assert translate.optional_timestamp(execution, "created_at") == "1970-01-01T00:00:01.000Z"
+    assert execution_json.optional_timestamp(execution, "started_at") is None
+    assert execution_json.optional_timestamp(execution, "created_at") == "1970-01-01T00:00:01.000Z"
 
 
 def test_statuses_lose_their_enum_prefix() -> None:
-    names = [translate.execution_status(v) for v in range(1, 6)]
+    names = [execution_json.execution_status(v) for v in range(1, 6)]
     assert names == ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT"]
     assert translate.session_status(session_pb2.SESSION_STATUS_ACTIVE) == "ACTIVE"
     assert translate.session_status(session_pb2.SESSION_STATUS_INACTIVE) == "INACTIVE"
-    assert translate.execution_status(99) == "UNSPECIFIED"
+    assert execution_json.execution_status(99) == "UNSPECIFIED"
 
 
 # --- languages and sessions ----------------------------------------------------------------
@@ -135,7 +136,7 @@ def finished(status: int = execution_pb2.EXECUTION_STATUS_COMPLETED, **result: A
 
 
 def test_pending_execution_has_no_result_keys() -> None:
-    assert translate.execution_detail(queued()) == {
+    assert execution_json.execution_detail(queued()) == {
         "execution_id": "e-1",
         "status": "QUEUED",
         "session_id": "s-1",
@@ -154,8 +155,8 @@ def test_warnings_are_carried_in_every_state() -> None:
     pending.warnings.append(warning)
     done = finished(execution_pb2.EXECUTION_STATUS_TIMEOUT)
     done.warnings.append(warning)
-    assert translate.execution_detail(pending)["warnings"] == [warning]
-    assert translate.execution_detail(done)["warnings"] == [warning]
+    assert execution_json.execution_detail(pending)["warnings"] == [warning]
+    assert execution_json.execution_detail(done)["warnings"] == [warning]
     assert translate.execution_created(pending) == {"execution_id": "e-1", "status": "QUEUED", "warnings": [warning]}
 
 
@@ -200,7 +201,7 @@ def test_terminal_execution_carries_the_result() -> None:
         execution_pb2.StageMetrics(name="compile", cpu_time_ms=300, wall_time_ms=350, memory_kb=50000, exit_code=0),
         execution_pb2.StageMetrics(name="run", cpu_time_ms=5000, wall_time_ms=5001, memory_kb=1000, signal="SIGKILL"),
     ]
-    body = translate.execution_detail(
+    body = execution_json.execution_detail(
         finished(
             execution_pb2.EXECUTION_STATUS_TIMEOUT,
             reason=execution_pb2.REASON_TIME_LIMIT_EXCEEDED_CPU,
@@ -231,7 +232,7 @@ def test_terminal_execution_carries_the_result() -> None:
 
 
 def test_completed_execution_reason_is_null_and_exit_code_zero() -> None:
-    body = translate.execution_detail(finished(exit_code=0, stdout="Hello World\n", execution_time_ms=120))
+    body = execution_json.execution_detail(finished(exit_code=0, stdout="Hello World\n", execution_time_ms=120))
     assert body["reason"] is None
     assert body["exit_code"] == 0
     assert body["stdout"] == "Hello World\n"
@@ -368,11 +369,11 @@ def test_a_finished_execution_names_its_encoding_and_compile_limits() -> None:
     execution = finished(execution_pb2.EXECUTION_STATUS_COMPLETED, stdout="aGk=")
     execution.encoding = execution_pb2.ENCODING_BASE64
     execution.compile_time_limit_ms, execution.compile_memory_limit_mb = 2000, 128
-    body = translate.execution_detail(execution)
+    body = execution_json.execution_detail(execution)
     assert (body["encoding"], body["stdout"]) == ("base64", "aGk=")
     assert (body["compile_time_limit_ms"], body["compile_memory_limit_mb"]) == (2000, 128)
     execution.encoding = execution_pb2.ENCODING_UNSPECIFIED
-    assert translate.execution_detail(execution)["encoding"] == "utf8"
+    assert execution_json.execution_detail(execution)["encoding"] == "utf8"
 
 
 @pytest.mark.parametrize(("raw", "value"), [(None, None), ("1", 1.0), ("0.5", 0.5), ("30", 30.0), ("2.", 2.0)])
@@ -453,11 +454,11 @@ def test_a_finished_suite_carries_its_cases() -> None:
     ]
     execution = finished(tests=cases)
     execution.tests_total = 3
-    body = translate.execution_detail(execution)
+    body = execution_json.execution_detail(execution)
     assert (body["tests_passed"], body["tests_total"]) == (1, 3)
     assert [(c["name"], c["status"], c["reason"], c["passed"]) for c in body["tests"]] == [
         ("a", "COMPLETED", None, True),
         ("case 2", "FAILED", "signal:SIGSEGV", False),
         ("case 3", "SKIPPED", None, False),
     ]
-    assert "tests" not in translate.execution_detail(finished())
+    assert "tests" not in execution_json.execution_detail(finished())
