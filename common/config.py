@@ -219,6 +219,30 @@ class SessionServiceConfig:
 
 
 @dataclass(frozen=True)
+class WebhookConfig:
+    """Webhooks (README "Webhooks"). Without a secret, a run's callback_url is refused. `allow` holds
+    LCE_CALLBACK_ALLOW's host:port and CIDR entries (checked by execution_service/callback_targets.py);
+    `retry_s` the waits before each retry of a failed delivery."""
+
+    secret: str = ""
+    allow: tuple[str, ...] = ()
+    retry_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
+    timeout_s: float = 5.0
+
+    @classmethod
+    def from_env(cls) -> WebhookConfig:
+        secrets = env_tokens("LCE_WEBHOOK_SECRET")
+        if len(secrets) > 1:
+            raise ConfigError("LCE_WEBHOOK_SECRET is one secret")
+        return cls(
+            secret=secrets[0] if secrets else "",
+            allow=tuple(entry.strip() for entry in env_str("LCE_CALLBACK_ALLOW", "").split(",") if entry.strip()),
+            retry_s=env_floats("LCE_WEBHOOK_RETRY_S", cls.retry_s, minimum=0.1),
+            timeout_s=env_float("LCE_WEBHOOK_TIMEOUT_S", cls.timeout_s, minimum=0.5, maximum=60),
+        )
+
+
+@dataclass(frozen=True)
 class ExecutionServiceConfig:
     listen_addr: str
     database_url: str
@@ -239,6 +263,7 @@ class ExecutionServiceConfig:
     compile_time_limit_ms: int = DEFAULT_COMPILE_TIME_LIMIT_MS
     compile_memory_limit_mb: int = DEFAULT_COMPILE_MEMORY_LIMIT_MB
     grpc_security: GrpcSecurity = GrpcSecurity()
+    webhooks: WebhookConfig = WebhookConfig()
 
     @classmethod
     def from_env(cls) -> ExecutionServiceConfig:
@@ -263,6 +288,7 @@ class ExecutionServiceConfig:
                 "LCE_COMPILE_MEMORY_LIMIT_MB", DEFAULT_COMPILE_MEMORY_LIMIT_MB, minimum=128, maximum=8192
             ),
             grpc_security=GrpcSecurity.from_env(executor_token=True, internal_token=True),
+            webhooks=WebhookConfig.from_env(),
         )
 
 

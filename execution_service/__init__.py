@@ -12,20 +12,24 @@ import grpc
 import redis
 from sqlalchemy import Engine
 
-from common.config import ExecutionServiceConfig
+from common import execution_json
+from common.config import ConfigError, ExecutionServiceConfig
 from common.db import make_engine
 from common.run_events import RunEvents
 from common.run_input import RunInput
 from execution_service import servicer
 from execution_service.api_keys import ApiKeys
 from execution_service.attempts import RetryPolicy
+from execution_service.callback_targets import AllowList
 from execution_service.change_feed import ChangeFeed
 from execution_service.executions import CompileLimits, Executions
 from execution_service.job_queue import JobQueue
+from execution_service.models import Execution
 from execution_service.rate_limit import SlidingWindowLimiter
 from execution_service.reconciler import Reconciler
 from execution_service.repository import Repository, create_schema
 from execution_service.session_client import SessionClient
+from execution_service.webhooks import Webhooks
 
 SERVICE_NAMES = (
     "lce.execution.v1.ExecutionService",
@@ -51,11 +55,13 @@ class ExecutionService:
     sessions: SessionClient
     changes: ChangeFeed
     keys: ApiKeys
+    webhooks: Webhooks
 
     def register(self, server: grpc.Server) -> None:
         servicer.register(server, self.executions, self.changes, self.keys)
 
     def close(self) -> None:
+        self.webhooks.stop()
         self.changes.close()
         self.reconciler.stop()
         self.sessions.close()
@@ -64,7 +70,12 @@ class ExecutionService:
 
 
 def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.0) -> ExecutionService:
-    """Creates the tables if missing and wires the parts; the reconciler and change feed are built but not started."""
+    """Creates the tables if missing and wires the parts; the reconciler, change feed and webhooks are
+    built but not started."""
+    try:
+        allow = AllowList.parse(config.webhooks.allow)
+    except ValueError as exc:
+        raise ConfigError(f"LCE_CALLBACK_ALLOW: {exc}") from exc
     engine = make_engine(config.database_url)
     create_schema(engine)
     repository = Repository(engine)
@@ -97,9 +108,23 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
         idempotency_window_s=config.idempotency_window_s,
         compile_limits=CompileLimits(config.compile_time_limit_ms, config.compile_memory_limit_mb),
         enqueue_grace_s=enqueue_grace_s,
-        on_change=lambda execution_id, finished: changes.publish(servicer.change_to_proto(execution_id, finished)),
+        on_change=lambda execution_id, finished: changed(execution_id, finished),
         run_events=run_events,
         run_input=RunInput(run_events.client),
+        callbacks=allow if config.webhooks.secret else None,
     )
+    webhooks = Webhooks(
+        repository,
+        config.webhooks,
+        allow,
+        lambda execution: execution_json.execution_detail(servicer.execution_to_proto(execution)),
+        clock=executions.clock,
+    )
+
+    def changed(execution_id: str, finished: Execution | None) -> None:
+        changes.publish(servicer.change_to_proto(execution_id, finished))
+        if finished is not None and finished.callback_url is not None:
+            webhooks.wake()
+
     reconciler = Reconciler(executions, queue, interval_s=config.reconcile_interval_s)
-    return ExecutionService(executions, reconciler, engine, client, sessions, changes, ApiKeys(engine))
+    return ExecutionService(executions, reconciler, engine, client, sessions, changes, ApiKeys(engine), webhooks)

@@ -22,6 +22,7 @@ def main() -> None:
         running = start_server(config.listen_addr, service.register, SERVICE_NAMES, security=config.grpc_security)
         service.reconciler.start()
         service.changes.start()
+        service.webhooks.start()
         log.info("runs of a lost executor are queued again within %.0f s", lease_recovery_bound(config))
         # The change streams never end by themselves: ended first, they leave the drain only real calls.
         serve_until_signalled(running, name="execution_service", on_drain=service.changes.end_streams)

@@ -41,12 +41,14 @@ from common.job import Compare, Encoding, ExecutionJob, Suite, encode_output
 from common.outcome import TERMINAL, UNFINISHED, Reason, RunOutcome, Status
 from common.run_events import Kind, RunEvents, decode_entry, is_entry_id
 from common.run_input import MAX_CHUNK_BYTES, MAX_INPUT_BYTES, Appended, RunInput
+from execution_service import callback_targets
 from execution_service.api_keys import ApiKey
 from execution_service.attempts import INTERNAL_ERROR, RetryPolicy, is_infrastructure_failure
+from execution_service.callback_targets import AllowList
 from execution_service.job_queue import JobQueue
 from execution_service.models import Event, Execution, FinishedRun, RunEvent
 from execution_service.rate_limit import SlidingWindowLimiter
-from execution_service.repository import Repository
+from execution_service.repository import PENDING, Repository
 from execution_service.session_client import SessionClient, SessionSnapshot
 
 log = logging.getLogger(__name__)
@@ -230,6 +232,7 @@ class Executions:
         on_change: Callable[[str, Execution | None], None] = lambda execution_id, finished: None,
         run_events: RunEvents | None = None,
         run_input: RunInput | None = None,
+        callbacks: AllowList | None = None,
     ) -> None:
         self.repository = repository
         self.sessions = sessions
@@ -251,6 +254,8 @@ class Executions:
         self.run_events = run_events
         # Interactive runs' stdin, as their clients send it (common/run_input.py).
         self.run_input = run_input
+        # Where webhooks may go (callback_targets.py); None: webhooks are off (no LCE_WEBHOOK_SECRET).
+        self.callbacks = callbacks
 
     def create(
         self,
@@ -269,6 +274,7 @@ class Executions:
         suite: Suite | None = None,
         tenant: str = "",
         key: ApiKey | None = None,
+        callback_url: str | None = None,
         time_left: Callable[[], float | None] = lambda: None,
     ) -> Execution:
         """Snapshots the session's code and queues a run of it. Once this returns, the run is never lost:
@@ -290,6 +296,8 @@ class Executions:
         check_input(stdin, args)
         if suite is not None:
             check_suite(suite, stdin, args, interactive)
+        if callback_url is not None:
+            self._check_callback(callback_url)
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
             earlier = self._earlier_execution(session_id, idempotency_key, tenant)
@@ -343,6 +351,8 @@ class Executions:
             interactive=interactive,
             tenant=tenant,
             api_key_id=key.id if key is not None else None,
+            callback_url=callback_url,
+            callback_state=PENDING if callback_url is not None else None,
         )
         try:
             inserted = self.repository.insert_queued(execution, not_before=now + self.enqueue_grace)
@@ -571,6 +581,14 @@ class Executions:
             self.repository.release_key(earlier.id, idempotency_key)
             return None
         return earlier
+
+    def _check_callback(self, url: str) -> None:
+        if self.callbacks is None:
+            raise InvalidArgument("webhooks are off on this deployment (it has no LCE_WEBHOOK_SECRET)")
+        try:
+            callback_targets.checked_addresses(callback_targets.parse(url), self.callbacks)
+        except callback_targets.RefusedTarget as refused:
+            raise InvalidArgument(str(refused)) from refused
 
     def _refuse_during_failure_cooldown(self, recent: Sequence[FinishedRun]) -> None:
         wait_s = failure_cooldown_remaining_s(recent, self.failure_streak_limit, self.failure_cooldown_s, self.clock())

@@ -1,8 +1,9 @@
-"""`python -m execution_service.keys create|list|revoke`: API keys for a platform team to script.
+"""`python -m execution_service.keys create|list|revoke|webhook-secret`: API keys for a platform team to script.
 
 Works on execution_service's database (LCE_DATABASE_URL, as the service reads it). `create` prints
 the key once, on its own line, then its record as JSON; `list` prints one JSON record per key,
-never a secret; `revoke ID` ends a key (within a few seconds on every replica).
+never a secret; `revoke ID` ends a key (within a few seconds on every replica); `webhook-secret ID`
+prints the secret the key's webhooks are signed with (derived from LCE_WEBHOOK_SECRET), for its owner.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from common.db import make_engine
 from execution_service import api_keys
 from execution_service.api_keys import ApiKey, ApiKeys
 from execution_service.repository import create_schema
+from execution_service.webhooks import webhook_secret
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "list":
         for key in keys.list():
             print(_json(key))
+    elif args.command == "webhook-secret":
+        found = keys.by_id(args.key_id)
+        if not config.webhooks.secret or found is None:
+            print("no such key, or no LCE_WEBHOOK_SECRET set", file=sys.stderr)
+            return 1
+        print(webhook_secret(config.webhooks.secret, found.id))
     else:
         print(_json(keys.revoke(args.key_id)))
     return 0
@@ -60,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="every key, without secrets")
     revoke = commands.add_parser("revoke", help="end a key")
     revoke.add_argument("key_id")
+    webhooks = commands.add_parser("webhook-secret", help="the secret the key's webhooks are signed with")
+    webhooks.add_argument("key_id")
     return parser
 
 

@@ -29,6 +29,7 @@ from common.job import Encoding, SourceFile, Suite
 from common.outcome import RunOutcome, Status
 
 RETRIED = "RETRIED"  # the event type of an attempt that failed and was queued again
+WEBHOOK = "WEBHOOK"  # the event type of an attempt to deliver the run's webhook
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class Execution:
     suite: Suite | None = None  # a test suite instead of one run (judge mode)
     tenant: str = ""  # "" without API keys
     api_key_id: str | None = None
+    # The webhook (execution_service/webhooks.py): where the finished run is POSTed, and its delivery so far.
+    callback_url: str | None = None
+    callback_state: str | None = None  # pending, delivered or failed; None without a callback_url
+    callback_attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,12 @@ executions = Table(
     # Who it belongs to: the tenant of the API key that created it (NULL without keys), and that key.
     Column("tenant", Text),
     Column("api_key_id", Uuid(as_uuid=False)),
+    # The webhook's outbox (execution_service/webhooks.py): the URL, the delivery's state, the attempts
+    # made, and when the next attempt is due (or until when a replica's claim on it lasts).
+    Column("callback_url", Text),
+    Column("callback_state", String(16)),
+    Column("callback_attempts", Integer),
+    Column("callback_next_at", UtcDateTime),
     # A session's history, newest first.
     Index("ix_executions_session_created", "session_id", "created_at"),
     # A session's last finished runs (the failure streak, read on every run): without it, every
@@ -187,6 +198,10 @@ executions = Table(
     Index("ix_executions_status_lease", "status", "lease_expires_at"),
     # A key's unfinished runs, counted against its concurrency on every run it creates.
     Index("ix_executions_api_key_status", "api_key_id", "status"),
+    # Deliveries that are due, for the webhook sender's sweep.
+    Index("ix_executions_callback_due", "callback_state", "callback_next_at"),
+    # An operator's search by status (FindExecutions), newest first.
+    Index("ix_executions_status_created", "status", "created_at"),
     # One execution per key and session; concurrent duplicates lose on this index, not on a race.
     Index("ux_executions_session_idempotency_key", "session_id", "idempotency_key", unique=True),
 )

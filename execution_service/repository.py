@@ -25,6 +25,7 @@ from sqlalchemy import (
     bindparam,
     insert,
     literal,
+    or_,
     select,
     tuple_,
     update,
@@ -49,6 +50,7 @@ from common.outcome import (
 )
 from execution_service.models import (
     RETRIED,
+    WEBHOOK,
     AttemptRef,
     Event,
     Execution,
@@ -171,6 +173,9 @@ _INSERT_QUEUED = _Write(
                 "suite",
                 "tenant",
                 "api_key_id",
+                "callback_url",
+                "callback_state",
+                "callback_attempts",
             )
         )
     )
@@ -198,11 +203,13 @@ _NO_RESULT = {
     "warnings": [],
 }
 _RESULT_COLUMNS = tuple(_NO_RESULT)
+# The webhook's delivery: a retried run's new result is delivered anew.
+_CALLBACK = ("callback_state", "callback_attempts", "callback_next_at")
 _REQUEUE = _Write(
     _transition(
         executions.c.attempt == _ATTEMPT,
         executions.c.reason == bindparam("when_reason"),
-        sets=("status", "attempt", "executor_id", "lease_expires_at", "not_before", *_RESULT_COLUMNS),
+        sets=("status", "attempt", "executor_id", "lease_expires_at", "not_before", *_RESULT_COLUMNS, *_CALLBACK),
     ),
     returned=tuple(executions.c),
 )
@@ -213,6 +220,40 @@ _FINISH = _Write(
     ),
     # The whole row: the finished execution is announced with its result (execution_service/change_feed.py).
     returned=tuple(executions.c),
+)
+
+
+PENDING, DELIVERED, GAVE_UP = "pending", "delivered", "failed"  # a webhook delivery's states
+# Never tried, its retry's wait is over, or a replica's claim on it expired.
+_CALLBACK_DUE = or_(
+    executions.c.callback_next_at.is_(None), executions.c.callback_next_at <= bindparam("now", type_=UtcDateTime)
+)
+_DUE_CALLBACKS = (
+    select(executions)
+    .where(executions.c.callback_state == PENDING)
+    .where(executions.c.status.in_([status.value for status in TERMINAL]))
+    .where(_CALLBACK_DUE)
+    .order_by(executions.c.finished_at)
+    .limit(bindparam("count"))
+)
+_CLAIM_CALLBACK = (
+    update(executions)
+    .where(executions.c.id == bindparam("execution_id"))
+    .where(executions.c.callback_state == PENDING)
+    .where(executions.c.callback_attempts == bindparam("attempts"))
+    .where(_CALLBACK_DUE)
+    .values(callback_next_at=bindparam("until", type_=UtcDateTime))
+)
+_RECORD_CALLBACK = (
+    update(executions)
+    .where(executions.c.id == bindparam("execution_id"))
+    .where(executions.c.callback_state == PENDING)
+    .where(executions.c.callback_attempts == bindparam("before"))
+    .values(
+        callback_attempts=bindparam("attempts"),
+        callback_state=bindparam("state"),
+        callback_next_at=bindparam("next_at", type_=UtcDateTime),
+    )
 )
 
 
@@ -245,6 +286,9 @@ class Repository:
             suite=execution.suite.to_json() if execution.suite is not None else None,
             tenant=execution.tenant or None,
             api_key_id=execution.api_key_id,
+            callback_url=execution.callback_url,
+            callback_state=execution.callback_state,
+            callback_attempts=execution.callback_attempts,
         )
         try:
             with writing(self.engine) as (conn, one_statement):
@@ -328,6 +372,9 @@ class Repository:
                 lease_expires_at=None,
                 not_before=now,
                 **_NO_RESULT,
+                callback_state=PENDING if ended.callback_url else None,
+                callback_attempts=0,
+                callback_next_at=None,
             )
         )
         with writing(self.engine) as (conn, one_statement):
@@ -335,6 +382,37 @@ class Repository:
                 conn, one_statement, _REQUEUE, change, execution_id, RETRIED, now, attempt=ended.attempt, reason=reason
             )
         return _to_execution(written) if written is not None else None
+
+    def due_callbacks(self, now: datetime, limit: int) -> list[Execution]:
+        """Finished runs whose webhook delivery is pending and due, the longest finished first."""
+        with reading(self.engine) as conn:
+            rows = conn.execute(_DUE_CALLBACKS, {"now": now, "count": limit}).mappings()
+            return [_to_execution(row) for row in rows]
+
+    def claim_callback(self, execution_id: str, attempts: int, now: datetime, until: datetime) -> bool:
+        """Takes the due delivery for one attempt, until `until`: False when another replica took it first."""
+        with writing(self.engine) as (conn, _):
+            claimed = conn.execute(
+                _CLAIM_CALLBACK, {"execution_id": execution_id, "attempts": attempts, "now": now, "until": until}
+            )
+        return claimed.rowcount == 1
+
+    def record_callback(
+        self, execution_id: str, attempt: int, state: str, next_at: datetime | None, reason: str, now: datetime
+    ) -> None:
+        """The attempt's outcome: the delivery's new state (and when it is next due), and its WEBHOOK event."""
+        with writing(self.engine) as (conn, _):
+            recorded = conn.execute(
+                _RECORD_CALLBACK,
+                {"execution_id": execution_id, "before": attempt - 1, "attempts": attempt, "state": state}
+                | {"next_at": next_at},
+            )
+            if recorded.rowcount == 1:
+                event = {"event_type": WEBHOOK, "event_at": now, "event_attempt": attempt}
+                conn.execute(
+                    _EVENT,
+                    {"event_execution_id": execution_id, "event_executor_id": "", "event_reason": reason} | event,
+                )
 
     def unfinished_of_key(self, api_key_id: str) -> int:
         """How many runs created with the key are QUEUED or RUNNING."""
@@ -550,6 +628,9 @@ def _to_execution(row: RowMapping) -> Execution:
         suite=Suite.from_json(row["suite"]) if row.get("suite") else None,
         tenant=row["tenant"] or "",
         api_key_id=str(row["api_key_id"]) if row["api_key_id"] else None,
+        callback_url=row.get("callback_url"),
+        callback_state=row.get("callback_state"),
+        callback_attempts=row.get("callback_attempts") or 0,
     )
 
 

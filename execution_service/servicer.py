@@ -122,6 +122,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             suite=_suite(request),
             tenant=tenant,
             key=key,
+            callback_url=_optional(request, "callback_url"),
             time_left=context.time_remaining,
         )
         return pb.CreateExecutionResponse(execution=execution_to_proto(execution))

@@ -155,6 +155,12 @@ class RunBody(BaseModel):
         None, ge=0, description="with compare tokens: numbers equal within this absolute or relative tolerance"
     )
     stop_on_first_failure: bool = Field(False, description="with tests: the cases after the first failure are SKIPPED")
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="when the run ends, its JSON (as GET /executions/{id}) is POSTed here, signed (README Webhooks); "
+        "https, or http where LCE_CALLBACK_ALLOW admits it; loopback, private and metadata addresses are refused",
+    )
 
 
 class SessionState(BaseModel):

@@ -261,6 +261,7 @@ def create_execution_request(
         compare=_compare_field(body),
         float_tolerance=_tolerance_field(body),
         stop_on_first_failure=_field(body, "stop_on_first_failure", bool, "true or false", required=False) or False,
+        callback_url=_field(body, "callback_url", str, "a string", required=False),
     )
 
 

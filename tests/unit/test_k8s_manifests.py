@@ -60,7 +60,10 @@ DEFAULTED = {
         "LCE_IDEMPOTENCY_WINDOW_S",
         "LCE_COMPILE_TIME_LIMIT_MS",
         "LCE_COMPILE_MEMORY_LIMIT_MB",
-    },
+    }
+    # Webhooks stay off until a deployment adds its secret (and, if it must, its allow list).
+    | {"LCE_WEBHOOK_SECRET", "LCE_WEBHOOK_SECRET_FILE", "LCE_CALLBACK_ALLOW", "LCE_WEBHOOK_RETRY_S"}
+    | {"LCE_WEBHOOK_TIMEOUT_S"},
     "executor": TLS
     | {"LCE_EXECUTOR_TOKEN", "LCE_OUTPUT_LIMIT_BYTES", "LCE_REPORT_RETRY_S", "LCE_COMPILE_CACHE_MB"}
     # Never unconfined; and no metrics port, since nothing may reach an executor.
