@@ -63,12 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    # --url and --key go before or after the command.
-    target = argparse.ArgumentParser(add_help=False)
-    target.add_argument("--url", default=argparse.SUPPRESS, help=f"the gateway (LCE_URL; default {DEFAULT_URL})")
-    target.add_argument("--key", default=argparse.SUPPRESS, help="an API key (LCE_API_KEY)")
-    top = argparse.ArgumentParser(prog="lce", description="Run code on LCE and manage its sessions.", parents=[target])
-    top.set_defaults(url=None, key=None)
+    # --url and --key go before or after the command: after it, they are only set when given.
+    top = argparse.ArgumentParser(
+        prog="lce", description="Run code on LCE and manage its sessions.", parents=[_target_options(None)]
+    )
+    target = _target_options(argparse.SUPPRESS)
     commands = top.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", parents=[target], help="run a program and show its output as it comes")
@@ -117,6 +116,13 @@ def parser() -> argparse.ArgumentParser:
         )
     )
     return top
+
+
+def _target_options(default: Any) -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--url", default=default, help=f"the gateway (LCE_URL; default {DEFAULT_URL})")
+    options.add_argument("--key", default=default, help="an API key (LCE_API_KEY)")
+    return options
 
 
 def print_json(value: Any) -> int:
@@ -168,6 +174,7 @@ def show_status(client: Client, args: argparse.Namespace) -> int:
             print(f"{event.status} (attempt {event.fields.get('attempt', 1)})", file=sys.stderr, flush=True)
         final = event.execution or final
     assert final is not None, "a stream ends with its result"
+    print(f"{final.status} {final.reason or ''}".rstrip(), file=sys.stderr)
     print_json(final.raw)
     return exit_status(final)
 

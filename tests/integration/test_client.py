@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from common.config import GrpcSecurity, InternalClientConfig
@@ -18,6 +23,7 @@ from lce.execution.v1 import execution_pb2
 from lce.session.v1 import session_pb2
 from lce_client import (
     AsyncClient,
+    AuthError,
     BadRequestError,
     Client,
     ConflictError,
@@ -31,8 +37,9 @@ from lce_client import (
     UnreachableError,
 )
 from lce_client.grpc import connect, connect_aio
-from tests.conftest import free_port
+from tests.conftest import RedisServer, free_port
 from tests.integration.test_interactive import GUESS_THE_NUMBER, Player
+from tests.integration.test_tenancy import Secured, secured_stack
 
 pytestmark = pytest.mark.integration
 
@@ -236,3 +243,68 @@ def test_the_grpc_helper_reaches_both_services(lce: Client, stack: Stack, python
             return len(listed.languages)
 
     assert asyncio.run(languages()) == 8
+
+
+INTERNAL_TOKEN = "internal-" + "i" * 40
+EXECUTOR_TOKEN = "executor-" + "e" * 40
+
+
+@pytest.fixture(scope="module")
+def secured(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    """API keys on, and the services identifying their callers by tokens."""
+    tmp = tmp_path_factory.mktemp("client-secured")
+    tokens = {"LCE_INTERNAL_TOKEN": INTERNAL_TOKEN, "LCE_EXECUTOR_TOKEN": EXECUTOR_TOKEN}
+    with secured_stack(redis_server, tmp, "lce_client_auth", **tokens) as running:
+        yield running
+
+
+def test_api_keys_travel_as_bearer_tokens(secured: Secured, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LCE_API_KEY", raising=False)
+    secret, _ = secured.new_key("acme")
+    with Client(secured.url, key=secret) as lce:
+        python = next(language.id for language in lce.languages() if language.name == "python")
+        session = lce.create_session(python, "print(input())\n")
+        started = lce.run(session.session_id, RunOptions(interactive=True))
+        with lce.interact(started.execution_id) as interaction:  # the WebSocket carries the key too
+            interaction.send("over the socket\n")
+            assert list(interaction)[-1].execution.stdout == "over the socket\n"  # type: ignore[union-attr]
+    for key in (None, "lce_not-a-key"):
+        with Client(secured.url, key=key) as refused, pytest.raises(AuthError) as denied:
+            refused.languages()
+        assert denied.value.status == 401 and "API key" in denied.value.message
+    monkeypatch.setenv("LCE_API_KEY", secret)
+    with Client(secured.url) as from_environment:
+        assert len(from_environment.languages()) == 8
+
+
+def test_the_cli_sends_its_key(secured: Secured, tmp_path: Path) -> None:
+    secret, _ = secured.new_key("globex")
+    (tmp_path / "hi.py").write_text("print('with a key')\n")
+    lce = [str(Path(sys.executable).parent / "lce"), "--url", secured.url]
+
+    def command(*args: str, key: str | None) -> subprocess.CompletedProcess[str]:
+        env = {name: value for name, value in os.environ.items() if name != "LCE_API_KEY"}
+        if key is not None:
+            env["LCE_API_KEY"] = key
+        return subprocess.run([*lce, *args], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+
+    assert command("run", "hi.py", key=secret).stdout == "with a key\n"
+    assert command("run", "hi.py", "--key", secret, key="lce_wrong").stdout == "with a key\n"
+    refused = command("run", "hi.py", key=None)
+    assert refused.returncode == 3 and "401" in refused.stderr
+
+
+def test_the_grpc_helper_presents_the_internal_token(secured: Secured, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = secured.stack.config
+    monkeypatch.setenv("LCE_SESSION_SERVICE_ADDR", f"127.0.0.1:{config.session_port}")
+    monkeypatch.setenv("LCE_EXECUTION_SERVICE_ADDR", f"127.0.0.1:{config.execution_port}")
+    monkeypatch.setenv("LCE_INTERNAL_TOKEN", INTERNAL_TOKEN)
+    with connect() as services:  # everything from the environment, as a deployment's process has it
+        listed = services.sessions.ListLanguages(session_pb2.ListLanguagesRequest(), timeout=5)
+        assert len(listed.languages) == 8
+    without_token = InternalClientConfig(
+        f"127.0.0.1:{config.session_port}", f"127.0.0.1:{config.execution_port}", GrpcSecurity()
+    )
+    with connect(without_token) as services, pytest.raises(grpc.RpcError) as refused:
+        services.sessions.ListLanguages(session_pb2.ListLanguagesRequest(), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
