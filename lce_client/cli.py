@@ -26,7 +26,7 @@ from lce_client.calls import DEFAULT_URL, RunOptions
 from lce_client.client import Client
 from lce_client.errors import LceError
 from lce_client.interaction import Interaction
-from lce_client.models import Event, Execution, Language
+from lce_client.models import Event, Language
 from lce_client.programs import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -37,7 +37,7 @@ from lce_client.programs import (
     language_by_name,
     program,
 )
-from lce_client.terminal import LiveOutput, Spinner
+from lce_client.terminal import Watch
 
 # An interactive run's input is sent as it is read, at most this much a message (the API takes 64 KiB).
 INPUT_CHUNK_BYTES = 32 * 1024
@@ -99,22 +99,18 @@ def parser() -> argparse.ArgumentParser:
     create.set_defaults(command=create_session)
     get = actions.add_parser("get", parents=[target], help="a session with its source")
     get.add_argument("session_id", metavar="ID")
-    get.set_defaults(command=lambda client, args: print_json(asdict(client.session(args.session_id))))
+    get.set_defaults(command=show_session)
     update = actions.add_parser("update", parents=[target], help="save files into a session")
     update.add_argument("session_id", metavar="ID")
     update.add_argument("files", nargs="+", type=Path, metavar="FILE")
     update.set_defaults(command=update_session)
     close = actions.add_parser("close", parents=[target], help="close a session")
     close.add_argument("session_id", metavar="ID")
-    close.set_defaults(command=lambda client, args: print_json(asdict(client.close_session(args.session_id))))
+    close.set_defaults(command=close_session)
     executions = actions.add_parser("executions", parents=[target], help="a session's runs, newest first")
     executions.add_argument("session_id", metavar="ID")
     executions.add_argument("--limit", type=int, default=10)
-    executions.set_defaults(
-        command=lambda client, args: print_json(
-            [asdict(item) for item in client.executions(args.session_id, args.limit)]
-        )
-    )
+    executions.set_defaults(command=list_executions)
     return top
 
 
@@ -160,9 +156,21 @@ def create_session(client: Client, args: argparse.Namespace) -> int:
     return print_json(asdict(client.create_session(language.id, source, files)))
 
 
+def show_session(client: Client, args: argparse.Namespace) -> int:
+    return print_json(asdict(client.session(args.session_id)))
+
+
 def update_session(client: Client, args: argparse.Namespace) -> int:
     source, files = program(args.files)
     return print_json(asdict(client.update_session(args.session_id, source, files)))
+
+
+def close_session(client: Client, args: argparse.Namespace) -> int:
+    return print_json(asdict(client.close_session(args.session_id)))
+
+
+def list_executions(client: Client, args: argparse.Namespace) -> int:
+    return print_json([asdict(item) for item in client.executions(args.session_id, args.limit)])
 
 
 def show_status(client: Client, args: argparse.Namespace) -> int:
@@ -245,60 +253,6 @@ def _send_input(interaction: Interaction) -> None:
         interaction.close_stdin()
     except Exception:  # the socket closed (the run ended) while we read: the input has nowhere to go
         return
-
-
-class Watch:
-    """Shows a run's events on our terminal: output as it comes, test verdicts, a spinner while queued;
-    what went wrong on stderr at the end."""
-
-    def __init__(self, execution_id: str, encoding: str) -> None:
-        self.spinner = Spinner(sys.stderr, f"queued ({execution_id})")
-        self.output = LiveOutput(sys.stdout.buffer, sys.stderr.buffer, encoding)
-
-    def follow(self, events: Iterable[Event]) -> Execution:
-        self.spinner.start()
-        final = None
-        try:
-            for event in events:
-                final = self._show(event) or final
-        finally:
-            self.spinner.stop()
-        if final is None:
-            raise LceError(None, "the run's events ended before its result")
-        self.output.finish(final)
-        _report(final)
-        return final
-
-    def _show(self, event: Event) -> Execution | None:
-        if event.kind == "status" and event.status == "QUEUED":
-            self.spinner.start()
-            return None
-        self.spinner.stop()
-        if event.kind in ("stdout", "stderr"):
-            self.output.write(event)
-        elif event.kind == "test":
-            print(f"{event.fields['name']}: {_verdict(event.fields)}", flush=True)
-        elif event.kind == "error":
-            print(f"lce: input refused: {event.fields.get('message')}", file=sys.stderr, flush=True)
-        return event.execution
-
-
-def _verdict(case: dict[str, Any]) -> str:
-    if case["passed"]:
-        return "passed"
-    if case["status"] == "COMPLETED":
-        return "FAILED: wrong output"
-    return f"FAILED: {case['status']} {case.get('reason') or ''}".rstrip()
-
-
-def _report(final: Execution) -> None:
-    for warning in final.warnings:
-        print(f"lce: warning: {warning}", file=sys.stderr)
-    if final.tests is not None:
-        print(f"{final.tests_passed}/{final.tests_total} passed", flush=True)
-    if final.status == "TIMEOUT" or (final.status == "FAILED" and final.reason != "runtime_error"):
-        print(f"lce: {final.status}: {final.reason}", file=sys.stderr)
-    sys.stderr.flush()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection as AsyncConnection
 from websockets.asyncio.client import connect as async_connect
-from websockets.exceptions import ConnectionClosedOK, InvalidStatus
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from lce_client.calls import auth_headers
@@ -37,6 +37,12 @@ def handshake_error(exc: Exception, url: str) -> LceError:
         response = exc.response
         return error_for(response.status_code, response.headers, response.body or b"")
     return UnreachableError(f"cannot open a WebSocket to {url}: {exc}")
+
+
+def broken(exc: ConnectionClosedError) -> LceError:
+    """The socket closed before the result: 1011 when the gateway cannot read the run's events."""
+    reason = exc.rcvd.reason if exc.rcvd is not None else ""
+    return UnreachableError(f"the run's WebSocket closed before its result ({reason or exc}); GET the execution")
 
 
 def _options(key: str | None) -> dict[str, Any]:
@@ -81,6 +87,8 @@ class Interaction:
                 yield from_message(message)
         except ConnectionClosedOK:
             return
+        except ConnectionClosedError as exc:
+            raise broken(exc) from exc
 
 
 class AsyncInteraction:
@@ -116,3 +124,5 @@ class AsyncInteraction:
                 yield from_message(message)
         except ConnectionClosedOK:
             return
+        except ConnectionClosedError as exc:
+            raise broken(exc) from exc

@@ -1,10 +1,14 @@
-"""What `lce run` shows while a run goes on: its output as it comes, and a spinner while it is queued."""
+"""What `lce run` shows while a run goes on: its output as it comes, test verdicts, a spinner while it is
+queued, and at the end why it failed."""
 
 from __future__ import annotations
 
+import sys
 import threading
-from typing import BinaryIO, TextIO
+from collections.abc import Iterable
+from typing import Any, BinaryIO, TextIO
 
+from lce_client.errors import LceError
 from lce_client.models import Event, Execution
 
 SPINNER_FRAMES = "|/-\\"
@@ -77,3 +81,57 @@ class LiveOutput:
         stream.write(new)
         stream.flush()
         self._written[name] = max(self._written[name], offset + len(data))
+
+
+class Watch:
+    """Shows a run's events on our terminal: output as it comes, test verdicts, a spinner while queued;
+    what went wrong on stderr at the end."""
+
+    def __init__(self, execution_id: str, encoding: str) -> None:
+        self.spinner = Spinner(sys.stderr, f"queued ({execution_id})")
+        self.output = LiveOutput(sys.stdout.buffer, sys.stderr.buffer, encoding)
+
+    def follow(self, events: Iterable[Event]) -> Execution:
+        self.spinner.start()
+        final = None
+        try:
+            for event in events:
+                final = self._show(event) or final
+        finally:
+            self.spinner.stop()
+        if final is None:
+            raise LceError(None, "the run's events ended before its result")
+        self.output.finish(final)
+        _report(final)
+        return final
+
+    def _show(self, event: Event) -> Execution | None:
+        if event.kind == "status" and event.status == "QUEUED":
+            self.spinner.start()
+            return None
+        self.spinner.stop()
+        if event.kind in ("stdout", "stderr"):
+            self.output.write(event)
+        elif event.kind == "test":
+            print(f"{event.fields['name']}: {_verdict(event.fields)}", flush=True)
+        elif event.kind == "error":
+            print(f"lce: input refused: {event.fields.get('message')}", file=sys.stderr, flush=True)
+        return event.execution
+
+
+def _verdict(case: dict[str, Any]) -> str:
+    if case["passed"]:
+        return "passed"
+    if case["status"] == "COMPLETED":
+        return "FAILED: wrong output"
+    return f"FAILED: {case['status']} {case.get('reason') or ''}".rstrip()
+
+
+def _report(final: Execution) -> None:
+    for warning in final.warnings:
+        print(f"lce: warning: {warning}", file=sys.stderr)
+    if final.tests is not None:
+        print(f"{final.tests_passed}/{final.tests_total} passed", flush=True)
+    if final.status == "TIMEOUT" or (final.status == "FAILED" and final.reason != "runtime_error"):
+        print(f"lce: {final.status}: {final.reason}", file=sys.stderr)
+    sys.stderr.flush()

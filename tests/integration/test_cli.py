@@ -29,6 +29,7 @@ LCE = Path(sys.executable).parent / "lce"
 HELLO = "import sys\nprint('hello', sys.argv[1:])\nprint('to stderr', file=sys.stderr)\nsys.exit(3)\n"
 ADD = "a, b = map(int, input().split())\nprint(a + b)\n"
 SPINNER_FRAME = re.compile(rb"\r([|/\\-]) queued \(")
+Lce = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def env(stack: Stack) -> dict[str, str]:
 
 
 @pytest.fixture
-def lce(env: dict[str, str], tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+def lce(env: dict[str, str], tmp_path: Path) -> Lce:
     """Runs `lce ARGS` in tmp_path; stdin from `given`."""
 
     def command(*args: str, given: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -63,7 +64,7 @@ def test_the_setup_installs_one_command() -> None:
     assert all(command in shown.stdout for command in ("run", "languages", "session", "status"))
 
 
-def test_run_shows_stdout_and_stderr_apart_and_exits_as_the_program(lce, tmp_path: Path) -> None:
+def test_run_shows_stdout_and_stderr_apart_and_exits_as_the_program(lce: Lce, tmp_path: Path) -> None:
     write(tmp_path, "hello.py", HELLO)
     done = lce("run", "hello.py", "--arg", "a", "--arg", "b c")
     assert (done.returncode, done.stdout, done.stderr) == (3, "hello ['a', 'b c']\n", "to stderr\n")
@@ -77,14 +78,14 @@ def test_run_shows_stdout_and_stderr_apart_and_exits_as_the_program(lce, tmp_pat
         ("hi.rb", "puts 'ruby says hi'\nexit 7\n", "ruby says hi\n"),
     ],
 )
-def test_the_language_comes_from_the_extension(lce, tmp_path: Path, name: str, source: str, expected: str) -> None:
+def test_the_language_comes_from_the_extension(lce: Lce, tmp_path: Path, name: str, source: str, expected: str) -> None:
     write(tmp_path, name, source)
     done = lce("run", name)
     assert done.stdout == expected, done.stderr
     assert done.returncode == (7 if name.endswith(".rb") else 0)
 
 
-def test_lang_names_the_language_when_the_extension_does_not(lce, tmp_path: Path) -> None:
+def test_lang_names_the_language_when_the_extension_does_not(lce: Lce, tmp_path: Path) -> None:
     write(tmp_path, "script", "print(6 * 7)\n")
     refused = lce("run", "script")
     assert refused.returncode == EXIT_ERROR and "--lang" in refused.stderr
@@ -93,7 +94,7 @@ def test_lang_names_the_language_when_the_extension_does_not(lce, tmp_path: Path
     assert unknown.returncode == EXIT_ERROR and "python" in unknown.stderr
 
 
-def test_stdin_from_a_file_and_from_ours(lce, tmp_path: Path) -> None:
+def test_stdin_from_a_file_and_from_ours(lce: Lce, tmp_path: Path) -> None:
     write(tmp_path, "add.py", ADD)
     write(tmp_path, "numbers.txt", "40 2\n")
     assert lce("run", "add.py", "--stdin", "numbers.txt").stdout == "42\n"
@@ -102,7 +103,7 @@ def test_stdin_from_a_file_and_from_ours(lce, tmp_path: Path) -> None:
     assert missing.returncode == EXIT_ERROR and "absent.txt" in missing.stderr
 
 
-def test_a_program_of_several_files(lce, tmp_path: Path) -> None:
+def test_a_program_of_several_files(lce: Lce, tmp_path: Path) -> None:
     write(tmp_path, "main.py", "from helper import greet\nfrom lib.numbers import twice\nprint(greet(), twice(21))\n")
     write(tmp_path, "helper.py", "def greet():\n    return 'files say'\n")
     write(tmp_path, "lib/numbers.py", "def twice(n):\n    return 2 * n\n")
@@ -110,7 +111,7 @@ def test_a_program_of_several_files(lce, tmp_path: Path) -> None:
     assert (done.returncode, done.stdout) == (0, "files say 42\n"), done.stderr
 
 
-def test_limits_and_the_statuses_without_an_exit_code(lce, tmp_path: Path) -> None:
+def test_limits_and_the_statuses_without_an_exit_code(lce: Lce, tmp_path: Path) -> None:
     write(tmp_path, "loop.py", "while True:\n    pass\n")
     timed_out = lce("run", "loop.py", "--time-limit", "300")
     assert timed_out.returncode == EXIT_TIMEOUT
@@ -128,7 +129,7 @@ def test_limits_and_the_statuses_without_an_exit_code(lce, tmp_path: Path) -> No
     assert refused.returncode == EXIT_ERROR and "400" in refused.stderr and "time_limit_ms" in refused.stderr
 
 
-def test_a_test_folder_that_passes_and_one_that_fails(lce, tmp_path: Path) -> None:
+def test_a_test_folder_that_passes_and_one_that_fails(lce: Lce, tmp_path: Path) -> None:
     write(tmp_path, "add.py", ADD)
     for name, given, expected in (("1", "2 3\n", "5\n"), ("2", "10 20\n", "30\n"), ("10", "0 0\n", "0\n")):
         write(tmp_path, f"good/{name}.in", given)
@@ -148,7 +149,7 @@ def test_a_test_folder_that_passes_and_one_that_fails(lce, tmp_path: Path) -> No
     assert lonely.returncode == EXIT_ERROR and "1.out is missing" in lonely.stderr
 
 
-def test_json_prints_the_finished_execution(lce, tmp_path: Path) -> None:
+def test_json_prints_the_finished_execution(lce: Lce, tmp_path: Path) -> None:
     write(tmp_path, "hello.py", HELLO)
     done = lce("run", "hello.py", "--json", "--arg", "x")
     execution = json.loads(done.stdout)
@@ -157,7 +158,7 @@ def test_json_prints_the_finished_execution(lce, tmp_path: Path) -> None:
     assert done.returncode == 3 and done.stderr == ""
 
 
-def test_languages(lce) -> None:
+def test_languages(lce: Lce) -> None:
     listed = lce("languages")
     assert listed.returncode == 0
     names = [line.split()[0] for line in listed.stdout.splitlines()]
@@ -166,7 +167,7 @@ def test_languages(lce) -> None:
     assert {language["name"] for language in as_json} == set(names) and all(lang["id"] for lang in as_json)
 
 
-def test_session_commands(lce, tmp_path: Path) -> None:
+def test_session_commands(lce: Lce, tmp_path: Path) -> None:
     write(tmp_path, "main.py", "print('first')\n")
     created = json.loads(lce("session", "create", "main.py").stdout)
     assert created["status"] == "ACTIVE"
@@ -188,7 +189,7 @@ def test_session_commands(lce, tmp_path: Path) -> None:
     assert unknown.returncode == EXIT_ERROR and "404" in unknown.stderr
 
 
-def test_status_and_watch(lce, stack: Stack) -> None:
+def test_status_and_watch(lce: Lce, stack: Stack) -> None:
     with Client(stack.config.gateway_url) as client:
         python = next(language.id for language in client.languages() if language.name == "python")
         session = client.create_session(python, "import time\ntime.sleep(1)\nprint('slept')\nraise SystemExit(5)\n")
@@ -201,7 +202,7 @@ def test_status_and_watch(lce, stack: Stack) -> None:
     assert shown.returncode == 0 and json.loads(shown.stdout)["exit_code"] == 5
 
 
-def test_the_target_from_flags_or_the_environment(lce, stack: Stack, tmp_path: Path) -> None:
+def test_the_target_from_flags_or_the_environment(lce: Lce, stack: Stack, tmp_path: Path) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     unreachable = lce("--url", nowhere, "languages")
     assert unreachable.returncode == EXIT_ERROR and f"cannot reach the LCE gateway at {nowhere}" in unreachable.stderr

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosedError
+from websockets.frames import Close
 
 from gateway import schemas
 from lce_client import calls
@@ -25,6 +27,7 @@ from lce_client.errors import (
     error_for,
 )
 from lce_client.events import MAX_RECONNECTS, SseParser, StreamFollower, from_message
+from lce_client.interaction import broken
 from lce_client.models import Event, Execution, Language
 from lce_client.programs import (
     EXIT_FAILED,
@@ -270,3 +273,8 @@ def test_wait_is_sent_as_the_api_reads_it() -> None:
     assert calls.get_execution("e", 0.0000001).params == {"wait": "0.001"}
     with pytest.raises(ValueError):
         calls.get_execution("e", 31)
+
+
+def test_a_websocket_closed_before_the_result_is_an_error_that_says_why() -> None:
+    error = broken(ConnectionClosedError(Close(1011, "the run's events cannot be read"), None))
+    assert isinstance(error, UnreachableError) and "the run's events cannot be read" in error.message
