@@ -34,10 +34,11 @@ bench: $(STUBS_STAMP)
 	@bash scripts/install-system-deps.sh --bench
 	$(PY) -m bench
 
-# Python dependencies into a venv; reinstalled when pyproject.toml changes.
+# Python dependencies into a venv, and the project in editable mode (.venv/bin/lce runs lce_client from
+# this tree); reinstalled when pyproject.toml changes.
 $(DEPS_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
 # Python stubs generated from protos/ into lce/ (gitignored, never edited by hand).

@@ -397,3 +397,20 @@ def _auth_setting(listen_host: str) -> bool:
     if value:
         return value == "on"
     return listen_host not in _LOOPBACK_HOSTS and not listen_host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class InternalClientConfig:
+    """An internal caller's (lce_client/grpc.py): where the two services are, with the deployment's security."""
+
+    session_service_addr: str
+    execution_service_addr: str
+    grpc_security: GrpcSecurity = GrpcSecurity()
+
+    @classmethod
+    def from_env(cls) -> InternalClientConfig:
+        return cls(
+            session_service_addr=env_str("LCE_SESSION_SERVICE_ADDR", "127.0.0.1:7051"),
+            execution_service_addr=env_str("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:7052"),
+            grpc_security=GrpcSecurity.from_env(internal_token=True),
+        )

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,11 @@ class Secured:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
-@pytest.fixture(scope="module")
-def secured(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
-    with fresh_database("lce_auth") as database_url:
-        tmp = tmp_path_factory.mktemp("secured")
-        config = stack_config(tmp, database_url=database_url, redis_url=redis_server.url, LCE_AUTH="on")
+@contextmanager
+def secured_stack(redis_server: RedisServer, tmp: Path, database_prefix: str, **env: str) -> Iterator[Secured]:
+    """A stack of one executor with LCE_AUTH=on (and `env`), on a database of its own."""
+    with fresh_database(database_prefix) as database_url:
+        config = stack_config(tmp, database_url=database_url, redis_url=redis_server.url, LCE_AUTH="on", **env)
         config.executors = 1
         stack = Stack(config)
         stack.start()
@@ -67,6 +68,12 @@ def secured(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory)
             yield Secured(stack, database_url)
         finally:
             stack.stop()
+
+
+@pytest.fixture(scope="module")
+def secured(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    with secured_stack(redis_server, tmp_path_factory.mktemp("secured"), "lce_auth") as running:
+        yield running
 
 
 def python_session(api: httpx.Client, source: str = "print(42)\n") -> str:
