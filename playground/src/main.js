@@ -19,7 +19,8 @@ const page = {
   sessionId: null,
   running: false,
   pendingSave: null, // the debounce timer
-  saving: Promise.resolve(),
+  saving: Promise.resolve(), // the last save queued (never rejects: queueSave's caller hears of failures)
+  dirty: false, // edited since the last save
   channel: null, // the interactive run's WebSocket, while it runs
   attempt: 1,
 };
@@ -52,7 +53,8 @@ function showError(error) {
     notify(error.message, { label: "Enter a key", run: () => askForKey(error.message) });
     askForKey(error.message);
   } else if (error.status === 409 && /closed/.test(error.serverMessage)) {
-    notify(error.message, { label: "Start a new session with this code", run: () => startSession(editor.text()) });
+    const goOn = () => startSession(editor.text()).catch(showError);
+    notify(error.message, { label: "Start a new session with this code", run: goOn });
   } else {
     notify(error.message);
   }
@@ -115,45 +117,54 @@ async function startSession(source) {
   return page.sessionId;
 }
 
-async function ensureSession() {
-  return page.sessionId || startSession(editor.text());
-}
-
 function scheduleSave() {
+  page.dirty = true;
   clearTimeout(page.pendingSave);
   showSaveState("Editing…");
   page.pendingSave = setTimeout(() => {
     page.pendingSave = null;
-    page.saving = save().catch((error) => {
+    queueSave().catch((error) => {
       showSaveState("Not saved", true);
       showError(error);
     });
   }, AUTOSAVE_DELAY_MS);
 }
 
-async function save() {
-  showSaveState("Saving…");
-  if (!page.sessionId) {
-    await startSession(editor.text());
-    return;
-  }
-  await call("PATCH", `/code-sessions/${page.sessionId}`, { source_code: editor.text() });
-  showSaveState("Saved");
+/** One save at a time, in order: the first creates the session, the next ones find it. */
+function queueSave() {
+  const saved = page.saving.then(save);
+  page.saving = saved.catch(() => {});
+  return saved;
 }
 
-/** Saves now what the debounce still holds, so that a run runs what is on screen. */
-async function flushSave() {
-  if (page.pendingSave !== null) {
-    clearTimeout(page.pendingSave);
-    page.pendingSave = null;
-    page.saving = save();
+async function save() {
+  if (!page.dirty && page.sessionId) return;
+  const source = editor.text();
+  page.dirty = false; // an edit while this is on its way marks it again
+  showSaveState("Saving…");
+  try {
+    if (page.sessionId) await call("PATCH", `/code-sessions/${page.sessionId}`, { source_code: source });
+    else await startSession(source);
+  } catch (error) {
+    page.dirty = true;
+    throw error;
   }
-  await page.saving;
+  showSaveState(page.dirty ? "Editing…" : "Saved");
+}
+
+/** Saves now what is not saved yet (a session created if none), so that a run runs what is on screen. */
+async function flushSave() {
+  clearTimeout(page.pendingSave);
+  page.pendingSave = null;
+  await queueSave();
+  return page.sessionId;
 }
 
 async function switchLanguage(id) {
   clearTimeout(page.pendingSave);
   page.pendingSave = null;
+  await page.saving; // a save on its way belongs to the language left behind
+  page.dirty = false;
   page.languageId = id;
   localStorage.setItem(LAST_LANGUAGE, id);
   editor.load(languageName(id), await template(id));
@@ -305,8 +316,7 @@ async function start(body, judge) {
   if (judge) tests.clearResults();
   showStatus("QUEUED");
   try {
-    const sessionId = await ensureSession();
-    await flushSave();
+    const sessionId = await flushSave();
     const created = await call("POST", `/code-sessions/${sessionId}/run`, body);
     showWarnings(created.warnings);
     showResult(body.interactive ? await typeTo(created.execution_id) : await follow(created.execution_id, onEvent));

@@ -182,6 +182,17 @@ def test_closed_session_is_explained_and_can_go_on_in_a_new_one(page: Page, api:
     expect(page.locator("#output")).to_have_text("still here\n")
 
 
+def test_rate_limit_is_explained_with_its_retry_time(page: Page, api: httpx.Client) -> None:
+    open_page(page)
+    put_code(page, "pass\n")
+    session_id = session_of(page)
+    answers = [api.post(f"/code-sessions/{session_id}/run").status_code for _ in range(10)]
+    assert answers == [202] * 10  # the session's runs of this minute, all taken
+    page.click("#run")
+    expect(page.locator("#notice-text")).to_have_text(re.compile(r"^Too many runs: try again in \d+ s\.$"))
+    expect(page.locator("#status .badge")).to_have_text("NOT RUN")
+
+
 def test_too_large_input_is_explained(page: Page) -> None:
     open_page(page)
     page.locator("#stdin").evaluate("(node) => { node.value = 'x'.repeat(1024 * 1024 + 1); }")
