@@ -189,7 +189,8 @@ async function loadLanguages() {
 }
 
 async function openSession(id) {
-  const session = await call("GET", `/code-sessions/${id}`);
+  // From the link: only ever a path segment. The page goes on with the id the server answers.
+  const session = await call("GET", `/code-sessions/${encodeURIComponent(id)}`);
   page.sessionId = session.session_id;
   page.languageId = session.language_id;
   $("language").value = session.language_id;
@@ -218,7 +219,7 @@ $("language").onchange = () => switchLanguage($("language").value).catch(showErr
 function write(text, kind) {
   const output = $("output");
   const last = output.lastChild;
-  if (last && last.className === kind) last.textContent += text;
+  if (last && last.className === kind) last.append(text); // a text node more: no copy of what is there
   else {
     const span = document.createElement("span");
     span.className = kind;
