@@ -60,7 +60,9 @@ function humanMessage(status, serverMessage, retryAfter) {
   const detail = serverMessage ? ` (${serverMessage})` : "";
   switch (status) {
     case 401:
-      return "This server needs an API key: enter yours under “API key”.";
+      return savedKey()
+        ? "This server refused your API key (unknown or revoked): enter another under “API key”."
+        : "This server needs an API key: enter yours under “API key”.";
     case 404:
       return `Not found: it may have been removed, or belong to another API key${detail}.`;
     case 409:
