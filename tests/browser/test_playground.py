@@ -126,6 +126,19 @@ def test_interactive_program_reads_what_is_typed(page: Page) -> None:
     expect(page.locator("#typing")).to_be_hidden()
 
 
+def test_a_saved_key_does_no_harm_where_keys_are_off(page: Page) -> None:
+    page.add_init_script("localStorage.setItem('lce.apiKey', 'lce_from-another-server')")
+    open_page(page)
+    put_code(page, 'print(input("? ") + "!")\n')
+    page.check("#interactive")
+    page.click("#run")  # the WebSocket offers the key as a subprotocol: it must still be accepted
+    expect(page.locator("#output")).to_have_text("? ", timeout=RUN_TIMEOUT_MS)
+    page.fill("#typed", "hi")
+    page.press("#typed", "Enter")
+    wait_finished(page)
+    expect(page.locator("#output")).to_have_text("? hi\nhi!\n")
+
+
 def test_reload_and_shared_link_restore_the_code(page: Page) -> None:
     open_page(page)
     pick(page, "ruby")
