@@ -24,8 +24,20 @@ USER lce
 EXPOSE 7052
 CMD ["python", "-m", "execution_service"]
 
+# The playground page and /docs' Swagger UI (gateway/playground.py), built with Debian's npm from the
+# locked packages; only the built files reach the gateway image.
+FROM debian:bookworm-slim AS playground
+RUN apt-get update && apt-get install -y --no-install-recommends npm && rm -rf /var/lib/apt/lists/*
+WORKDIR /playground
+COPY playground/package.json playground/package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY playground/build.mjs ./
+COPY playground/src ./src
+RUN npm run build
+
 FROM base AS gateway
 COPY gateway ./gateway
+COPY --from=playground /playground/dist ./playground/dist
 USER lce
 EXPOSE 8080
 CMD ["python", "-m", "gateway"]

@@ -5,11 +5,13 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 PROTOS := $(shell find protos -name '*.proto')
 STUBS_STAMP := lce/.generated
+PLAYGROUND_STAMP := playground/dist/.built
+PLAYGROUND_SOURCES := $(shell find playground/src -type f) playground/package.json playground/package-lock.json playground/build.mjs
 
 .PHONY: run test bench protos lint system-deps clean
 
 # Brings up the whole system in the foreground (gateway on http://127.0.0.1:8080); Ctrl-C stops it.
-run: $(STUBS_STAMP) system-deps packages
+run: $(STUBS_STAMP) system-deps packages $(PLAYGROUND_STAMP)
 	$(PY) -m devstack
 
 # A private CA, a certificate per service, the service tokens and compose's store passwords, into
@@ -20,11 +22,11 @@ certs:
 	@bash scripts/gen-certs.sh data/certs $(CERTS_OWNER)
 
 # `make run` with mTLS and tokens between every service.
-run-secure: $(STUBS_STAMP) system-deps packages certs
+run-secure: $(STUBS_STAMP) system-deps packages $(PLAYGROUND_STAMP) certs
 	LCE_CERTS_DIR=data/certs $(PY) -m devstack
 
 # Lint, then the whole suite: unit, contract, sandbox red team, integration (real services as processes).
-test: $(STUBS_STAMP) system-deps packages
+test: $(STUBS_STAMP) system-deps packages $(PLAYGROUND_STAMP) browser-deps
 	$(VENV)/bin/ruff check .
 	LCE_TEST_POSTGRES_URL="$$(PY=$(PY) bash scripts/ensure-test-postgres.sh)" $(PY) -m pytest
 
@@ -49,6 +51,20 @@ $(STUBS_STAMP): $(PROTOS) $(DEPS_STAMP)
 
 protos: $(STUBS_STAMP)
 
+# The playground page and /docs' Swagger UI (gateway/playground.py): npm packages at their locked versions,
+# bundled into playground/dist (gitignored); built again when a source changes. Install scripts stay off:
+# the build needs none.
+.PHONY: playground browser-deps
+$(PLAYGROUND_STAMP): $(PLAYGROUND_SOURCES) | system-deps
+	cd playground && npm ci --ignore-scripts --no-audit --no-fund && npm run build
+	@touch $@
+
+playground: $(PLAYGROUND_STAMP)
+
+# Debian's chromium, which tests/browser drives.
+browser-deps:
+	@bash scripts/install-system-deps.sh --browser
+
 # As root on Debian: the toolchains of the eight languages, bubblewrap, Redis, PostgreSQL when missing.
 system-deps:
 	@bash scripts/install-system-deps.sh
@@ -64,4 +80,4 @@ lint: $(STUBS_STAMP)
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf lce $(VENV) data
+	rm -rf lce $(VENV) data playground/dist playground/node_modules

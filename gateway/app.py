@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from common.config import GatewayConfig
-from gateway import http_errors
+from gateway import http_errors, playground
 from gateway.auth import Authentication, KeyCheck
 from gateway.change_feed import ChangeFollower
 from gateway.clients import Backends
@@ -65,7 +65,16 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
             await app.state.backends.close()
 
     # routes= rather than include_router: FastAPI wraps an included router in one more routing layer per request.
-    app = FastAPI(title="LCE", version="1.0.0", description=DESCRIPTION, lifespan=lifespan, routes=router.routes)
+    # The docs come from the build, not FastAPI's CDN (gateway/playground.py); ReDoc is not offered.
+    app = FastAPI(
+        title="LCE",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        routes=router.routes + playground.routes(),
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.terminal_executions = TerminalExecutions()
     app.state.live_executions = LiveExecutions()
     # Middleware added later runs earlier: answers from memory (read no body) before the body's bounds.

@@ -1,11 +1,12 @@
 """API keys at the front door: who is calling, for which tenant.
 
-Every request but the open ones (health, the API's documents, CORS preflights) carries a key,
-as `Authorization: Bearer <key>` or `X-API-Key: <key>`: none, or an unknown or revoked one, is
-401. The key is checked with execution_service (which owns keys) and the answer kept for a few
-seconds. The caller's tenant and key then ride on every backend call the request makes (the
-stubs are wrapped by `with_caller`), and the services keep each tenant to its own sessions and
-executions. Authentication is off only where the deployment says so (LCE_AUTH=off, the default
+Every request but the open ones (health, the API's documents, the pages of gateway/playground.py,
+CORS preflights) carries a key, as `Authorization: Bearer <key>` or `X-API-Key: <key>` (a browser's
+WebSocket, which cannot set headers, offers the subprotocols `lce` and `lce.key.<key>`): none, or an
+unknown or revoked one, is 401. The key is checked with execution_service (which owns keys) and the
+answer kept for a few seconds. The caller's tenant and key then ride on every backend call the
+request makes (the stubs are wrapped by `with_caller`), and the services keep each tenant to its own
+sessions and executions. Authentication is off only where the deployment says so (LCE_AUTH=off, the default
 on a loopback address), and the gateway says so at start.
 """
 
@@ -20,14 +21,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.tenancy import Caller
+from gateway import playground
 from gateway.http_errors import HttpError, rpc_error_response
 from lce.execution.v1 import execution_pb2, execution_pb2_grpc
 
-# Paths anyone may call: what probes, browsers and API explorers fetch before they hold a key.
-OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+# Paths anyone may call: what probes, browsers and API explorers fetch before they hold a key (and the
+# pages, playground.is_open).
+OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+# A WebSocket's key as a subprotocol, offered beside WEBSOCKET_PROTOCOL, which the accepted socket speaks.
+WEBSOCKET_PROTOCOL = "lce"
+WEBSOCKET_KEY_PREFIX = "lce.key."
 CACHE_S = 5.0  # a revoked key stops working within this long
 _CACHE_ENTRIES = 10_000
 
@@ -77,6 +83,8 @@ class Authentication:
         self.keys = keys  # made in the app's lifespan, with the backends
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and WEBSOCKET_PROTOCOL in scope.get("subprotocols", ()):
+            send = _speaking_lce(send)
         if not self.required or not _guarded(scope):
             await self.app(scope, receive, send)
             return
@@ -103,7 +111,8 @@ def _guarded(scope: Scope) -> bool:
     if scope["type"] not in ("http", "websocket"):
         return False
     preflight = scope["type"] == "http" and scope["method"] == "OPTIONS"
-    return not preflight and scope["path"] not in OPEN_PATHS
+    page = scope["type"] == "http" and playground.is_open(scope["path"])
+    return not preflight and not page and scope["path"] not in OPEN_PATHS
 
 
 def _presented_key(scope: Scope) -> str:
@@ -112,7 +121,21 @@ def _presented_key(scope: Scope) -> str:
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
+    for protocol in scope.get("subprotocols", ()):
+        if protocol.startswith(WEBSOCKET_KEY_PREFIX):
+            return str(protocol.removeprefix(WEBSOCKET_KEY_PREFIX))
     return headers.get(b"x-api-key", b"").decode("latin-1").strip()
+
+
+def _speaking_lce(send: Send) -> Send:
+    """A browser that offered subprotocols drops a socket accepted without one: accept with `lce`."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "websocket.accept" and not message.get("subprotocol"):
+            message = {**message, "subprotocol": WEBSOCKET_PROTOCOL}
+        await send(message)
+
+    return sending
 
 
 async def _refuse(

@@ -3,7 +3,7 @@
 # (as the sandbox sees them, under /usr/bin; npm installs JavaScript's libraries), bubblewrap, libseccomp,
 # prlimit and redis-server.
 # As root on Debian it installs them with apt-get; anywhere else it names what is missing and fails.
-# With --bench, also what `make bench` uses (wrk).
+# With --bench, also what `make bench` uses (wrk); with --browser, what tests/browser drives (chromium).
 set -euo pipefail
 
 # command under /usr/bin -> Debian package that provides it
@@ -20,10 +20,15 @@ declare -A PACKAGE_OF=(
   [bwrap]=bubblewrap
   [prlimit]=util-linux
   [redis-server]=redis-server
+  # npm installs the playground's packages (playground/package-lock.json) at setup.
+  [npm]=npm
 )
 # `make bench` also wants wrk: a C load generator leaves the 2-core machine to the system under test.
 if [ "${1:-}" = "--bench" ]; then
   PACKAGE_OF[wrk]=wrk
+fi
+if [ "${1:-}" = "--browser" ]; then
+  PACKAGE_OF[chromium]=chromium
 fi
 
 missing=()
