@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -257,15 +258,15 @@ def test_migrates_started_together_run_one_after_the_other() -> None:
 
 def test_a_new_revision_is_written_from_what_the_models_added(tmp_path: Path) -> None:
     """`python -m <service> revision -m ...` autogenerates the next migration against head."""
+    shutil.copytree(SESSION.directory, tmp_path / "session_service" / "migrations")
     metadata = MetaData()
     for table in SESSION.metadata.tables.values():
         table.to_metadata(metadata)
     metadata.tables["sessions"].append_column(sqlalchemy.Column("title", sqlalchemy.Text))
-    scratch = History("session_service", metadata)
-    path = scratch.new_revision("sessions get a title")
-    try:
-        assert path.name == "0002_sessions_get_a_title.py"
-        written = path.read_text()
-        assert "down_revision = '0001'" in written and "sa.Column('title', sa.Text()" in written
-    finally:
-        path.unlink()
+    path = History("session_service", metadata, root=tmp_path).new_revision("sessions get a title")
+    assert path == tmp_path / "session_service" / "migrations" / "versions" / "0002_sessions_get_a_title.py"
+    written = path.read_text()
+    assert 'down_revision = "0001"' in written and 'sa.Column("title", sa.Text()' in written
+    lint = [sys.executable, "-m", "ruff"]
+    assert subprocess.run([*lint, "check", "-q", str(path)]).returncode == 0
+    assert subprocess.run([*lint, "format", "--check", "-q", str(path)]).returncode == 0
