@@ -1,38 +1,28 @@
-"""A service's tables at start: created when missing, and brought up to the current release."""
+"""What the first migration of each service runs: its tables, created where missing.
+
+Before migrations, each service created its tables at start (create_all) and added the nullable
+columns and indexes of later releases to a database that had the tables. The first revision of each
+history does the same with the schema as it stood then, so it both creates a new database and adopts
+one made by any release before migrations, keeping its rows. Later revisions use Alembic's `op`.
+"""
 
 from __future__ import annotations
 
 import logging
 
 import sqlalchemy
-from sqlalchemy import Connection, Engine, MetaData, Table
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy import Connection, MetaData, Table
 
 log = logging.getLogger(__name__)
 
-_ATTEMPTS = 3
 
-
-def create_schema(engine: Engine, metadata: MetaData) -> None:
-    """Creates the tables, columns and indexes if missing (a column or index added in a later release
-    too: create_all skips whatever belongs to a table that exists). Two replicas starting together may
-    race on CREATE or ALTER: the loser's transaction fails, and its retry finds everything in place."""
-    for attempt in range(1, _ATTEMPTS + 1):
-        try:
-            with engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    # Building an index on a large table may take longer than any request's statement may.
-                    conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
-                metadata.create_all(conn, checkfirst=True)
-                for table in metadata.sorted_tables:
-                    _add_missing_columns(conn, table)
-                    for index in table.indexes:
-                        index.create(conn, checkfirst=True)
-            return
-        except DatabaseError as err:
-            if attempt == _ATTEMPTS:
-                raise
-            log.info("schema changed concurrently by another replica; retrying", extra={"error": type(err).__name__})
+def create_missing(conn: Connection, metadata: MetaData) -> None:
+    """Creates the tables, columns and indexes of `metadata` that the database does not have."""
+    metadata.create_all(conn, checkfirst=True)
+    for table in metadata.sorted_tables:
+        _add_missing_columns(conn, table)
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
 
 
 def _add_missing_columns(conn: Connection, table: Table) -> None:

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 import httpx
@@ -31,6 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Below the kernel's ephemeral range (32768-60999 on Linux), where another program's outgoing
 # connection can hold a port; the last two digits are gRPC's customary 50051, 50052, ...
 SESSION_PORT, EXECUTION_PORT, FIRST_EXECUTOR_HEALTH_PORT = 7051, 7052, 7053
+# The services that own tables: `python -m <module> migrate` runs before each starts (common/migrations.py).
+SCHEMA_OWNERS = ("session_service", "execution_service")
 
 
 @dataclass
@@ -177,6 +180,8 @@ class Stack:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             for service in self.services:
+                if service.module in SCHEMA_OWNERS:
+                    self.migrate(service, timeout_s)
                 self.start_service(service, timeout_s)
         except BaseException:
             self.stop()
@@ -187,12 +192,35 @@ class Stack:
         self.spawn(service)
         self._wait_healthy(service, timeout_s)
 
+    def migrate(self, service: Service, timeout_s: float = 60.0) -> None:
+        """Upgrades the service's schema, as a deployment does before it starts the service."""
+        output = self._log_file(service)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", service.module, "migrate"],
+                cwd=REPO_ROOT,
+                env=service.env,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"`python -m {service.module} migrate` did not end within {timeout_s:.0f} s") from None
+        finally:
+            if output is not None:
+                output.close()
+        if done.returncode != 0:
+            raise RuntimeError(f"`python -m {service.module} migrate` exited with {done.returncode}")
+
+    def _log_file(self, service: Service) -> BinaryIO | None:
+        if self.config.log_dir is None:
+            return None
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        return open(self.config.log_dir / f"{service.name}.log", "ab")  # the caller closes it
+
     def spawn(self, service: Service) -> None:
         """Starts one service's process without waiting for it to be healthy."""
-        output = None
-        if self.config.log_dir is not None:
-            self.config.log_dir.mkdir(parents=True, exist_ok=True)
-            output = open(self.config.log_dir / f"{service.name}.log", "ab")  # noqa: SIM115 - owned by the child
+        output = self._log_file(service)
         service.process = subprocess.Popen(
             [sys.executable, "-m", service.module],
             cwd=REPO_ROOT,

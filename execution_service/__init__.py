@@ -24,10 +24,11 @@ from execution_service.callback_targets import AllowList
 from execution_service.change_feed import ChangeFeed
 from execution_service.executions import CompileLimits, Executions
 from execution_service.job_queue import JobQueue
+from execution_service.migrations import HISTORY
 from execution_service.models import Execution
 from execution_service.rate_limit import SlidingWindowLimiter
 from execution_service.reconciler import Reconciler
-from execution_service.repository import Repository, create_schema
+from execution_service.repository import Repository
 from execution_service.session_client import SessionClient
 from execution_service.webhooks import Webhooks
 
@@ -70,14 +71,15 @@ class ExecutionService:
 
 
 def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.0) -> ExecutionService:
-    """Creates the tables if missing and wires the parts; the reconciler, change feed and webhooks are
-    built but not started."""
+    """Checks the schema (migrates the embedded SQLite file) and wires the parts; the reconciler, change
+    feed and webhooks are built but not started. Raises common.migrations.SchemaError on a schema it
+    cannot run on."""
     try:
         allow = AllowList.parse(config.webhooks.allow)
     except ValueError as exc:
         raise ConfigError(f"LCE_CALLBACK_ALLOW: {exc}") from exc
     engine = make_engine(config.database_url)
-    create_schema(engine)
+    HISTORY.prepare(engine)
     repository = Repository(engine)
     client = redis.Redis.from_url(
         config.redis_url,

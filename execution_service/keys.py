@@ -16,9 +16,10 @@ from typing import Any
 
 from common.config import ExecutionServiceConfig
 from common.db import make_engine
+from common.migrations import SchemaError
 from execution_service import api_keys
 from execution_service.api_keys import ApiKey, ApiKeys
-from execution_service.repository import create_schema
+from execution_service.migrations import HISTORY
 from execution_service.webhooks import webhook_secret
 
 
@@ -26,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config = ExecutionServiceConfig.from_env()
     engine = make_engine(config.database_url)
-    create_schema(engine)
+    try:
+        HISTORY.prepare(engine)
+    except SchemaError as err:
+        print(err, file=sys.stderr)
+        return 2
     keys = ApiKeys(engine)
     if args.command == "create":
         secret, key = keys.create(

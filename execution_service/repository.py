@@ -31,7 +31,6 @@ from sqlalchemy import (
     update,
 )
 
-from common import schema
 from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
 from common.db import reading, writing
 from common.job import Encoding, Suite, files_from_json, files_to_json
@@ -58,14 +57,9 @@ from execution_service.models import (
     UtcDateTime,
     execution_events,
     executions,
-    metadata,
 )
 
 log = logging.getLogger(__name__)
-
-
-def create_schema(engine: Engine) -> None:
-    schema.create_schema(engine, metadata)
 
 
 # The reads on every request path, built once: SQLAlchemy then skips building the statement and

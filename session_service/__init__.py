@@ -7,6 +7,7 @@ session_service`), the contract tests and the integration harness all use it.
 from __future__ import annotations
 
 from common.db import make_engine
+from session_service.migrations import HISTORY
 from session_service.repository import SessionRepository
 from session_service.servicer import SERVICE_NAME, SessionServicer
 from session_service.sessions import Catalogue, Sessions
@@ -15,11 +16,12 @@ __all__ = ["SERVICE_NAME", "SessionServicer", "build_servicer", "build_sessions"
 
 
 def build_sessions(database_url: str) -> Sessions:
-    """Creates missing tables and upserts the languages with the versions detected on this machine."""
+    """Checks the schema (migrates the embedded SQLite file) and upserts the languages with the
+    versions detected on this machine. Raises common.migrations.SchemaError on a schema it cannot run on."""
     repository = SessionRepository(make_engine(database_url))
     catalogue = Catalogue.detect()
     try:
-        repository.create_schema()
+        HISTORY.prepare(repository.engine)
         repository.upsert_languages(catalogue.languages)
     except BaseException:
         repository.dispose()

@@ -1,4 +1,4 @@
-"""Every SQL statement of session_service: schema, the languages upsert, session reads and writes."""
+"""Every SQL statement of session_service: the languages upsert, session reads and writes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from common.db import reading, writing
 from common.job import SourceFile, files_from_json, files_to_json
-from common.schema import create_schema
-from session_service.models import SessionStatus, languages, metadata, sessions
+from session_service.models import SessionStatus, languages, sessions
 from session_service.sessions import LanguageInfo, SessionRecord
 
 # Both dialects spell "insert, or update on conflict" the same way, each with its own insert().
@@ -56,8 +55,9 @@ class SessionRepository:
             raise ValueError(f"unsupported database dialect {engine.dialect.name!r}")
         self._engine = engine
 
-    def create_schema(self) -> None:
-        create_schema(self._engine, metadata)
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     def upsert_languages(self, catalogue: Iterable[LanguageInfo]) -> None:
         rows = [_language_row(language) for language in catalogue]

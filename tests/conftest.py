@@ -22,6 +22,10 @@ import psycopg
 import pytest
 import redis
 
+from common.db import make_engine
+from execution_service.migrations import HISTORY as EXECUTION_SCHEMA
+from session_service.migrations import HISTORY as SESSION_SCHEMA
+
 ADMIN_URL = os.environ.get("LCE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,11 +54,22 @@ def fresh_database(prefix: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def migrated(url: str) -> str:
+    """The database at head for both services, as `python -m <service> migrate` leaves it."""
+    engine = make_engine(url)
+    try:
+        for history in (SESSION_SCHEMA, EXECUTION_SCHEMA):
+            history.upgrade(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for this test session's unit and contract tests."""
+    """A fresh PostgreSQL database, migrated, for this test session's unit and contract tests."""
     with fresh_database("lce_test") as url:
-        yield url
+        yield migrated(url)
 
 
 class RedisServer:

@@ -283,7 +283,11 @@ def test_program_sees_only_its_own_environment(
     source = "import os\nfor k in sorted(os.environ): print(k, os.environ[k])\n"
     result = run_one(executor, reports[0], "python", source)
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
-    assert set(lines) <= {"PATH", "HOME", "LANG", "TMPDIR", "LC_CTYPE"}  # LC_CTYPE: Python's own coercion
+    python = by_name("python")
+    assert python is not None
+    # LC_CTYPE: Python's own coercion; the language's own: where its libraries are, one BLAS thread.
+    assert set(lines) <= {"PATH", "HOME", "LANG", "TMPDIR", "LC_CTYPE", *python.env}
+    assert lines["PYTHONPATH"] == "/opt/lce/packages/python"
     assert lines["PATH"] == "/usr/bin:/bin"
     assert lines["HOME"] == lines["TMPDIR"]
     assert not Path(lines["HOME"]).exists()  # the workspace is gone after the run

@@ -17,10 +17,12 @@ from sqlalchemy import create_engine, make_url, text
 from common.errors import KIND_METADATA_KEY
 from common.grpc_server import RunningServer, start_server
 from common.languages import LANGUAGES
+from common.migrations import SchemaError
 from lce.session.v1 import session_pb2, session_pb2_grpc
 from session_service import SERVICE_NAME, SessionServicer, build_servicer
+from session_service.migrations import HISTORY
 from session_service.sessions import MAX_FILES, MAX_SOURCE_BYTES
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, migrated
 
 DEADLINE_S = 10.0
 PYTHON = LANGUAGES[0]
@@ -54,9 +56,9 @@ def served(postgres_url: str) -> Iterator[Served]:
 
 @pytest.fixture
 def scratch_database() -> Iterator[str]:
-    """A database of this test's own on the test PostgreSQL server, dropped (forcibly) afterwards."""
+    """A database of this test's own on the test PostgreSQL server, migrated, dropped (forcibly) afterwards."""
     with fresh_database("lce_scratch") as url:
-        yield url
+        yield migrated(url)
 
 
 def create(served: Served, source_code: str | None = None) -> session_pb2.Session:
@@ -257,11 +259,14 @@ def test_the_files_column_is_added_to_a_database_of_an_earlier_release(scratch_d
         served.stop()
     engine = create_engine(scratch_database)
     try:
-        with engine.begin() as connection:
+        with engine.begin() as connection:  # as a release before files and before migrations left it
             connection.execute(text("ALTER TABLE sessions DROP COLUMN files"))
+            connection.execute(text(f"DROP TABLE {HISTORY.version_table}"))
     finally:
         engine.dispose()
-    served = Served(build_servicer(scratch_database))
+    with pytest.raises(SchemaError):
+        build_servicer(scratch_database)
+    served = Served(build_servicer(migrated(scratch_database)))
     try:
         assert get(served, session.id) == session
         saved = save_files(served, session.id, source_files({"new.py": "N = 1"}))
@@ -403,7 +408,7 @@ def test_health_reports_the_service_serving(served: Served) -> None:
 # Startup
 
 
-def test_replicas_starting_together_on_an_empty_database_all_come_up(scratch_database: str) -> None:
+def test_replicas_starting_together_all_come_up(scratch_database: str) -> None:
     start = threading.Barrier(4)
     built: list[SessionServicer] = []
     failures: list[BaseException] = []

@@ -11,7 +11,6 @@ from common.db import make_engine
 from common.errors import InvalidArgument, NotFound, Unauthenticated
 from execution_service.api_keys import ApiKeys, key_hash
 from execution_service.models import api_keys
-from execution_service.repository import create_schema
 
 
 class Clock:
@@ -24,8 +23,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def engine(postgres_url: str) -> Iterator[sqlalchemy.Engine]:
-    engine = make_engine(postgres_url)
-    create_schema(engine)
+    engine = make_engine(postgres_url)  # migrated by the fixture
     yield engine
     engine.dispose()
 

@@ -4,17 +4,14 @@ retries, leases, idempotency keys, the schema."""
 from __future__ import annotations
 
 import dataclasses
-import threading
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import text
 
 from common.config import DEFAULT_COMPILE_TIME_LIMIT_MS
 from common.db import make_engine
@@ -32,11 +29,11 @@ from execution_service.executions import (
     resolve_list_limit,
 )
 from execution_service.job_queue import JobQueue
+from execution_service.migrations import HISTORY
 from execution_service.models import Execution, FinishedRun
 from execution_service.rate_limit import SlidingWindowLimiter
-from execution_service.repository import Repository, create_schema
+from execution_service.repository import Repository
 from execution_service.session_client import SessionClient, SessionSnapshot
-from tests.conftest import ADMIN_URL
 
 NOW = datetime(2026, 1, 21, 10, 0, 0, tzinfo=UTC)
 
@@ -164,7 +161,7 @@ def executions(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, c
     """Executions over a real database (PostgreSQL and the SQLite default) and a real Redis."""
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else f"sqlite:///{tmp_path}/x.db"
     engine = make_engine(url)
-    create_schema(engine)
+    HISTORY.upgrade(engine)
     client = redis.Redis.from_url(redis_url)
     # Transitions never ask SessionService: nothing listens here, and nothing must need to.
     sessions = SessionClient("127.0.0.1:9")
@@ -482,45 +479,9 @@ class TestIdempotencyKey:
         assert executions.get(first).idempotency_key is None
 
 
-def test_replicas_starting_together_create_the_schema_once() -> None:
-    name = f"lce_schema_race_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = f"{ADMIN_URL.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-        engines = [make_engine(url) for _ in range(6)]
-        barrier = threading.Barrier(len(engines))
-
-        def start(engine: Engine) -> None:
-            barrier.wait()
-            create_schema(engine)
-
-        with ThreadPoolExecutor(len(engines)) as pool:
-            list(pool.map(start, engines))
-        assert {"executions", "execution_events"} <= set(inspect(engines[0]).get_table_names())
-        for engine in engines:
-            engine.dispose()
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def test_an_index_added_later_is_created_on_an_existing_database(executions: Executions) -> None:
+def test_a_row_written_before_a_column_was_added_reads_with_today_s_defaults(executions: Executions) -> None:
+    """The first migration adds such columns to an older database as NULL (tests/unit/test_migrations.py)."""
     engine = executions.repository.engine
-    with engine.begin() as conn:
-        conn.execute(text("DROP INDEX ix_executions_session_finished"))
-    create_schema(engine)
-    assert "ix_executions_session_finished" in {index["name"] for index in inspect(engine).get_indexes("executions")}
-
-
-def test_a_column_added_later_is_added_on_an_existing_database(executions: Executions) -> None:
-    engine = executions.repository.engine
-    with engine.begin() as conn:
-        conn.execute(text("ALTER TABLE executions DROP COLUMN encoding"))
-        conn.execute(text("ALTER TABLE executions DROP COLUMN compile_time_limit_ms"))
-    create_schema(engine)
-    columns = {column["name"] for column in inspect(engine).get_columns("executions")}
-    assert {"encoding", "compile_time_limit_ms"} <= columns
     older = executions.get(queued(executions))
     with engine.begin() as conn:  # a row as a release before these columns wrote it
         conn.execute(text("UPDATE executions SET encoding = NULL, compile_time_limit_ms = NULL"))
