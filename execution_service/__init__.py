@@ -14,18 +14,21 @@ from sqlalchemy import Engine
 
 from common.config import ExecutionServiceConfig
 from common.db import make_engine
+from common.executor_registry import ExecutorRegistry
 from common.run_events import RunEvents
 from common.run_input import RunInput
 from execution_service import servicer
 from execution_service.api_keys import ApiKeys
 from execution_service.attempts import RetryPolicy
 from execution_service.change_feed import ChangeFeed
-from execution_service.executions import CompileLimits, Executions
+from execution_service.executions import CompileLimits, Executions, utc_now
 from execution_service.job_queue import JobQueue
 from execution_service.rate_limit import SlidingWindowLimiter
 from execution_service.reconciler import Reconciler
 from execution_service.repository import Repository, create_schema
+from execution_service.run_counts import RunCounts
 from execution_service.session_client import SessionClient
+from execution_service.system import SystemView
 
 SERVICE_NAMES = (
     "lce.execution.v1.ExecutionService",
@@ -51,20 +54,28 @@ class ExecutionService:
     sessions: SessionClient
     changes: ChangeFeed
     keys: ApiKeys
+    system: SystemView
 
     def register(self, server: grpc.Server) -> None:
-        servicer.register(server, self.executions, self.changes, self.keys)
+        servicer.register(server, self.executions, self.changes, self.keys, self.system)
+
+    def start_background(self) -> None:
+        self.reconciler.start()
+        self.changes.start()
+        self.system.run_counts.start()
 
     def close(self) -> None:
         self.changes.close()
         self.reconciler.stop()
+        self.system.run_counts.stop()
         self.sessions.close()
         self.redis.close()
         self.engine.dispose()
 
 
 def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.0) -> ExecutionService:
-    """Creates the tables if missing and wires the parts; the reconciler and change feed are built but not started."""
+    """Creates the tables if missing and wires the parts; the reconciler, change feed and run counts
+    are built but not started (start_background)."""
     engine = make_engine(config.database_url)
     create_schema(engine)
     repository = Repository(engine)
@@ -85,6 +96,7 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
     changes = ChangeFeed(client, listener, f"{config.queue_name}:execution-changes:v3")
     sessions = SessionClient(config.session_service_addr)
     run_events = RunEvents.from_url(config.redis_url)
+    run_counts = RunCounts(client)
     executions = Executions(
         repository,
         sessions,
@@ -100,6 +112,8 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
         on_change=lambda execution_id, finished: changes.publish(servicer.change_to_proto(execution_id, finished)),
         run_events=run_events,
         run_input=RunInput(run_events.client),
+        run_counts=run_counts,
     )
     reconciler = Reconciler(executions, queue, interval_s=config.reconcile_interval_s)
-    return ExecutionService(executions, reconciler, engine, client, sessions, changes, ApiKeys(engine))
+    system = SystemView(queue, ExecutorRegistry(client), run_counts, utc_now)
+    return ExecutionService(executions, reconciler, engine, client, sessions, changes, ApiKeys(engine), system)

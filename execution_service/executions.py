@@ -44,6 +44,7 @@ from execution_service.job_queue import JobQueue
 from execution_service.models import Event, Execution, FinishedRun, RunEvent
 from execution_service.rate_limit import SlidingWindowLimiter
 from execution_service.repository import Repository
+from execution_service.run_counts import RunCounts
 from execution_service.session_client import SessionClient, SessionSnapshot
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,7 @@ class Executions:
         on_change: Callable[[str, Execution | None], None] = lambda execution_id, finished: None,
         run_events: RunEvents | None = None,
         run_input: RunInput | None = None,
+        run_counts: RunCounts | None = None,
     ) -> None:
         self.repository = repository
         self.sessions = sessions
@@ -248,6 +250,8 @@ class Executions:
         self.run_events = run_events
         # Interactive runs' stdin, as their clients send it (common/run_input.py).
         self.run_input = run_input
+        # The states runs reached lately, for /system (run_counts.py).
+        self.run_counts = run_counts
 
     def create(
         self,
@@ -574,8 +578,12 @@ class Executions:
             log.warning("job not enqueued: redis unavailable; the reconciler will", extra={"error": repr(err)})
 
     def _append_event(self, execution_id: str, kind: Kind, **fields: str | int) -> None:
+        """Tells the run's stream of a state it reached, and counts the state (a retry's QUEUED as RETRIED)."""
         if self.run_events is not None:
             self.run_events.append(execution_id, kind, **fields)
+        if self.run_counts is not None:
+            retried = fields["status"] == Status.QUEUED.value and int(fields.get("attempt", 1)) > 1
+            self.run_counts.record("RETRIED" if retried else str(fields["status"]))
 
 
 def _refuse_when_too_late(seconds_left: float | None) -> None:

@@ -15,7 +15,7 @@ log = logging.getLogger("session_service")
 def main() -> None:
     logs.configure("session_service")
     config = SessionServiceConfig.from_env()
-    servicer = build_servicer(config.database_url)
+    servicer = build_servicer(config.database_url, config.redis_url)
     try:
         metrics.serve(config.metrics_listen_addr)
         running = start_server(config.listen_addr, servicer.register, [SERVICE_NAME], security=config.grpc_security)

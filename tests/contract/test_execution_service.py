@@ -30,7 +30,7 @@ from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_
 from common.errors import KIND_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Unavailable
 from common.grpc_client import channel
 from common.grpc_server import RunningServer, start_server
-from common.job import JOB_FUNCTION, SERIALIZER, Compare, ExecutionJob, Suite
+from common.job import JOB_FUNCTION, SERIALIZER, Compare, ExecutionJob, Suite, queue_for
 from common.outcome import reason_text_of
 from common.run_events import Kind, RunEvents, stream_key
 from execution_service import SERVICE_NAMES, ExecutionService, build_service
@@ -44,6 +44,7 @@ from lce.session.v1 import session_pb2, session_pb2_grpc
 from tests.conftest import free_port
 
 QUEUE = "contract-executions"
+PYTHON_QUEUE = queue_for(QUEUE, "python")  # the stand-in sessions are Python's unless told
 TIMEOUT_S = 5.0
 
 
@@ -255,7 +256,7 @@ class TestCreateExecution:
             }
         }
         assert job.timeout == 60 + (2 * DEFAULT_COMPILE_TIME_LIMIT_MS + 2 * 2000) // 1000 + 2 * 600
-        assert execution.id in Queue(QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids()
+        assert execution.id in Queue(PYTHON_QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids()
 
     def test_a_later_autosave_does_not_change_the_queued_run(self, harness: Harness, redis_url: str) -> None:
         session_id = harness.sessions.add(source_code="print('before')\n")
@@ -538,7 +539,7 @@ class TestReconciler:
         harness.service.reconciler.start()
         wait_for(lambda: Job.exists(execution.id, connection=redis.Redis.from_url(redis_url)))
         assert rq_job(redis_url, execution.id).kwargs["payload"]["source_code"] == "print('again')\n"
-        assert execution.id in Queue(QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids()
+        assert execution.id in Queue(PYTHON_QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids()
 
     def test_runs_with_a_job_or_past_queued_are_left_alone(self, harness: Harness, redis_url: str) -> None:
         waiting = create(harness, harness.sessions.add())
@@ -807,7 +808,7 @@ class TestDeadline:
         assert_error(failure, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline_passed")
         listed = harness.executions.ListExecutions(pb.ListExecutionsRequest(session_id=session_id), timeout=TIMEOUT_S)
         assert list(listed.executions) == []
-        assert Queue(QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids() == []
+        assert Queue(PYTHON_QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids() == []
 
 
 class TestEvents:

@@ -29,7 +29,7 @@ from rq.job import Job, JobStatus
 
 from common.config import ExecutorConfig
 from common.grpc_server import RunningServer, start_server
-from common.job import JOB_FUNCTION, SERIALIZER, Encoding, ExecutionJob
+from common.job import JOB_FUNCTION, SERIALIZER, Encoding, ExecutionJob, queue_for
 from common.languages import LANGUAGES, by_name
 from common.outcome import reason_text_of
 from executor import jobs
@@ -112,7 +112,6 @@ class Executor:
             report_retry_s=report_retry_s,
         )
         self.connection = redis.Redis.from_url(redis_url)
-        self.queue = Queue(QUEUE, connection=self.connection, serializer=SERIALIZER)
         self.reports = ReportClient(
             self.config.execution_service_addr, self.config.executor_id, report_retry_s=report_retry_s
         )
@@ -139,13 +138,16 @@ class Executor:
             attempt=attempt,
             **options,
         )
-        return self.queue.enqueue(JOB_FUNCTION, job.to_payload(), job_id=job.job_id, job_timeout=job.job_timeout_s)
+        queue = Queue(queue_for(QUEUE, language), connection=self.connection, serializer=SERIALIZER)
+        return queue.enqueue(JOB_FUNCTION, job.to_payload(), job_id=job.job_id, job_timeout=job.job_timeout_s)
 
     def work(self) -> None:
         # rq installs its SIGINT/SIGTERM handlers on this (pytest's) main thread: put pytest's back.
         saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
-            build_worker(self.config, self.connection).work(burst=True, logging_level=None)
+            build_worker(self.config, self.connection, [language.name for language in LANGUAGES]).work(
+                burst=True, logging_level=None
+            )
         finally:
             for signum, handler in saved.items():
                 signal.signal(signum, handler)
@@ -447,7 +449,7 @@ def test_executor_process_serves_and_shuts_down_warmly_on_sigterm(
     )
     try:
         wait_until_serving(health_port, process)
-        queue = Queue(QUEUE, connection=redis.Redis.from_url(redis_url), serializer=SERIALIZER)
+        queue = Queue(queue_for(QUEUE, "python"), connection=redis.Redis.from_url(redis_url), serializer=SERIALIZER)
         job = ExecutionJob(str(uuid.uuid4()), "python", "import time\ntime.sleep(1)\nprint('done')\n", 5000, 256)
         queue.enqueue(JOB_FUNCTION, job.to_payload(), job_id=job.execution_id, job_timeout=job.job_timeout_s)
         servicer.wait_for(lambda: len(servicer.started) == 1)
@@ -561,7 +563,8 @@ def leave_a_mark(path: str) -> None:
 def test_a_job_naming_any_other_function_is_dropped_unrun(executor: Executor, tmp_path: Path) -> None:
     """rq would call whatever a job names, as root: write access to Redis must not be enough to run code."""
     mark = tmp_path / "mark"
-    job = executor.queue.enqueue(f"{__name__}.leave_a_mark", str(mark), job_id="hostile")
+    queue = Queue(queue_for(QUEUE, "python"), connection=executor.connection, serializer=SERIALIZER)
+    job = queue.enqueue(f"{__name__}.leave_a_mark", str(mark), job_id="hostile")
     executor.work()
     assert not mark.exists()
     assert not Job.exists(job.id, connection=executor.connection)
