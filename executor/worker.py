@@ -26,6 +26,7 @@ from common import metrics as common_metrics
 from common.config import ExecutorConfig
 from common.grpc_server import start_server
 from common.job import JOB_FUNCTION, SERIALIZER, queue_for
+from common.languages import LANGUAGES
 from common.run_events import RunEvents
 from common.run_input import RunInput
 from executor import jobs
@@ -75,12 +76,19 @@ class ExecutionWorker(SimpleWorker):
             super().execute_job(job, queue)
 
 
+def queue_names(config: ExecutorConfig, languages: list[str]) -> list[str]:
+    """The queues of these languages. An executor serving every language also takes, last, what waits in
+    the one queue of releases before the pools (LCE_QUEUE_NAME itself): any job there is for it, and
+    the upgrade strands none whichever service is upgraded first."""
+    names = [queue_for(config.queue_name, name) for name in languages]
+    every_language = set(languages) >= {language.name for language in LANGUAGES}
+    return [*names, config.queue_name] if every_language else names
+
+
 def build_worker(
     config: ExecutorConfig, connection: redis.Redis, languages: list[str], heartbeat: Heartbeat | None = None
 ) -> ExecutionWorker:
-    queues = [
-        Queue(queue_for(config.queue_name, name), connection=connection, serializer=SERIALIZER) for name in languages
-    ]
+    queues = [Queue(name, connection=connection, serializer=SERIALIZER) for name in queue_names(config, languages)]
     # rq keeps a dead worker's registration for minutes and refuses a second worker of the same
     # name: a restarted executor (same LCE_EXECUTOR_ID, or a container reusing its pid) would not
     # start. The id stays in logs and results; the rq name only has to be unique.
@@ -125,7 +133,7 @@ def serve(config: ExecutorConfig, launcher: Launcher, languages: dict[str, str])
         executor_id=config.executor_id,
         pool=config.pool,
         languages=languages,
-        queues=[queue_for(config.queue_name, name) for name in names],
+        queues=queue_names(config, names),
         sandbox_mode=launcher.mode,
         interval_s=config.heartbeat_s,
     )

@@ -36,7 +36,7 @@ from executor import jobs
 from executor.compile_cache import CompileCache, is_key
 from executor.process import UnconfinedLauncher
 from executor.report_client import ReportClient
-from executor.worker import build_worker
+from executor.worker import build_worker, queue_names
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
 from tests.c_programs import SELF_REWRITING_C, c_printing
@@ -558,6 +558,18 @@ def test_a_compile_error_is_not_cached(
 
 def leave_a_mark(path: str) -> None:
     Path(path).write_text("ran")
+
+
+def test_a_job_left_in_the_single_queue_of_an_earlier_release_is_run(
+    executor: Executor, reports: tuple[StandInReports, RunningServer]
+) -> None:
+    job = ExecutionJob(str(uuid.uuid4()), "ruby", 'puts "from before the pools"\n', 5000, 256)
+    earlier = Queue(QUEUE, connection=executor.connection, serializer=SERIALIZER)
+    earlier.enqueue(JOB_FUNCTION, job.to_payload(), job_id=job.job_id, job_timeout=job.job_timeout_s)
+    executor.work()
+    assert reports[0].results[job.job_id].result.stdout == "from before the pools\n"
+    # Only an executor serving every language reads it: any job there may be of any language.
+    assert queue_names(executor.config, ["java"]) == [f"{QUEUE}:java"]
 
 
 def test_a_job_naming_any_other_function_is_dropped_unrun(executor: Executor, tmp_path: Path) -> None:
