@@ -2,7 +2,9 @@
 
 session_service runs no toolchain: each language's versions come from the executors'
 announcements (common/executor_registry.py), read at most once a second and kept in memory, so a
-session read stays one primary-key query. While Redis cannot be read, the last answer stands.
+session read stays one primary-key query. One caller reads while the others answer from memory, so
+no request waits on another's read; while Redis cannot be read the last answer stands, and the next
+try comes RETRY_AFTER_FAILURE_S later, so an outage costs sessions nothing but stale versions.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from common.executor_registry import ExecutorRegistry, versions_by_language
 log = logging.getLogger(__name__)
 
 MAX_AGE_S = 1.0
+RETRY_AFTER_FAILURE_S = 5.0
 
 
 class LiveToolchains:
@@ -29,7 +32,7 @@ class LiveToolchains:
         self.max_age_s = max_age_s
         self.clock = clock
         self._versions: Mapping[str, tuple[str, ...]] = {}
-        self._read_at: float | None = None
+        self._next_read_at: float | None = None  # None: never read
         self._lock = threading.Lock()
 
     @classmethod
@@ -40,12 +43,13 @@ class LiveToolchains:
 
     def versions(self) -> Mapping[str, tuple[str, ...]]:
         """Language name -> the versions live executors serve it with, the most common first."""
-        with self._lock:
-            now = self.clock()
-            if self._read_at is None or now - self._read_at >= self.max_age_s:
-                self._read_at = now
+        due = self._next_read_at is None or self.clock() >= self._next_read_at
+        if due and self._lock.acquire(blocking=self._next_read_at is None):  # the first read is waited for
+            try:
                 self._refresh()
-            return self._versions
+            finally:
+                self._lock.release()
+        return self._versions
 
     def close(self) -> None:
         self.registry.client.close()
@@ -53,5 +57,7 @@ class LiveToolchains:
     def _refresh(self) -> None:
         try:
             self._versions = versions_by_language(self.registry.live())
+            self._next_read_at = self.clock() + self.max_age_s
         except redis.RedisError as err:
+            self._next_read_at = self.clock() + RETRY_AFTER_FAILURE_S
             log.warning("executors' toolchains not read; the last ones stand", extra={"error": repr(err)})

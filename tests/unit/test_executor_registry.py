@@ -1,5 +1,6 @@
-"""The executors' heartbeat registry (common/executor_registry.py) and the run counts of /system
-(execution_service/run_counts.py), against a real Redis."""
+"""The executors' heartbeat registry (common/executor_registry.py), how session_service reads it
+(session_service/toolchains.py), and the run counts of /system (execution_service/run_counts.py),
+against a real Redis."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from common.executor_registry import (
     versions_by_language,
 )
 from execution_service.run_counts import BUCKET_S, RunCounts
+from session_service.toolchains import RETRY_AFTER_FAILURE_S, LiveToolchains
 
 
 def executor(executor_id: str, **languages: str) -> ExecutorInfo:
@@ -105,3 +107,32 @@ def test_run_counts_are_kept_while_redis_is_down(redis_url: str) -> None:
     down.client = redis.Redis.from_url(redis_url)
     down.flush()
     assert down.recent()[1] == {"QUEUED": 1}
+
+
+def test_session_service_reads_the_registry_at_most_once_a_second(registry: ExecutorRegistry) -> None:
+    now = [100.0]
+    toolchains = LiveToolchains(registry, clock=lambda: now[0])
+    registry.announce(executor("e1", python="3.11.2"), ttl_s=30)
+    assert toolchains.versions() == {"python": ("3.11.2",)}
+    registry.withdraw("e1")
+    now[0] += 0.5
+    assert toolchains.versions() == {"python": ("3.11.2",)}  # kept: read half a second ago
+    now[0] += 0.5
+    assert toolchains.versions() == {}
+
+
+def test_while_redis_is_down_the_last_versions_stand_and_reads_back_off(redis_url: str) -> None:
+    now = [100.0]
+    up = ExecutorRegistry(redis.Redis.from_url(redis_url))
+    up.announce(executor("e1", ruby="3.1.2"), ttl_s=30)
+    toolchains = LiveToolchains(up, clock=lambda: now[0])
+    assert toolchains.versions() == {"ruby": ("3.1.2",)}
+    toolchains.registry = ExecutorRegistry(redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2))
+    now[0] += 1
+    assert toolchains.versions() == {"ruby": ("3.1.2",)}  # the read failed; the last answer stands
+    toolchains.registry = up
+    up.announce(executor("e2", ruby="3.2.0"), ttl_s=30)
+    now[0] += RETRY_AFTER_FAILURE_S - 0.1
+    assert toolchains.versions() == {"ruby": ("3.1.2",)}  # no read before the back-off is over
+    now[0] += 0.1
+    assert toolchains.versions() == {"ruby": ("3.1.2", "3.2.0")}
