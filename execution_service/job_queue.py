@@ -37,7 +37,7 @@ class QueueDepth:
     name: str  # the RQ queue's name (its Redis list is rq:queue:<name>)
     language: str
     depth: int  # jobs waiting
-    oldest_enqueued_at: datetime | None  # of the job at its head; None when empty
+    oldest_seconds: float  # how long the job at its head has waited; 0 when empty
 
 
 class JobQueue:
@@ -78,8 +78,8 @@ class JobQueue:
             pipeline.hmget(Job.key_for(job_id), "status", "started_at")
         return [_job_state(status, started_at) for status, started_at in pipeline.execute()]
 
-    def depths(self) -> list[QueueDepth]:
-        """Every queue's length and the enqueue time of the job at its head, in two round trips."""
+    def depths(self, now: datetime) -> list[QueueDepth]:
+        """Every queue's length and the age of the job at its head, in two round trips."""
         pipeline = self.client.pipeline(transaction=False)
         for queue in self.queues.values():
             pipeline.llen(queue.key)
@@ -92,9 +92,13 @@ class JobQueue:
             pipeline.hget(Job.key_for((head or b"-").decode()), "enqueued_at")
         enqueued = pipeline.execute()
         return [
-            QueueDepth(queue.name, language, length, utcparse(at.decode()) if length and at else None)
+            QueueDepth(queue.name, language, length, _age_s(now, at) if length else 0.0)
             for (language, queue), length, at in zip(self.queues.items(), lengths, enqueued, strict=True)
         ]
+
+
+def _age_s(now: datetime, enqueued_at: bytes | None) -> float:
+    return 0.0 if enqueued_at is None else max(0.0, (now - utcparse(enqueued_at.decode())).total_seconds())
 
 
 def _job_state(status: bytes | None, started_at: bytes | None) -> JobState | None:

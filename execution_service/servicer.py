@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any
@@ -33,7 +33,6 @@ from common.tenancy import ANY_TENANT, caller_from_metadata
 from execution_service.api_keys import ApiKey, ApiKeys
 from execution_service.change_feed import ChangeFeed
 from execution_service.executions import Executions
-from execution_service.job_queue import QueueDepth
 from execution_service.models import Event, Execution, RunEvent
 from execution_service.system import System, SystemView
 from lce.execution.v1 import execution_pb2 as pb
@@ -132,7 +131,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
         _, key = self.callers.of(context)
         if key is not None and not key.admin:
             raise PermissionDenied("the system's state is for admin keys only")
-        return system_to_proto(self.system.snapshot(), self.system.oldest_seconds)
+        return system_to_proto(self.system.snapshot())
 
     def GetExecution(self, request: pb.GetExecutionRequest, context: grpc.ServicerContext) -> pb.GetExecutionResponse:
         execution = self.executions.get(request.execution_id, self._tenant(context))
@@ -297,11 +296,11 @@ def _key_to_proto(key: ApiKey) -> pb.ApiKey:
     return message
 
 
-def system_to_proto(system: System, oldest_seconds: Callable[[QueueDepth], float]) -> pb.GetSystemResponse:
+def system_to_proto(system: System) -> pb.GetSystemResponse:
     return pb.GetSystemResponse(
         queues=[
             pb.QueueState(
-                name=queue.name, language=queue.language, depth=queue.depth, oldest_seconds=oldest_seconds(queue)
+                name=queue.name, language=queue.language, depth=queue.depth, oldest_seconds=queue.oldest_seconds
             )
             for queue in system.queues
         ],

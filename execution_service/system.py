@@ -38,12 +38,10 @@ class SystemView:
 
     def snapshot(self) -> System:
         """Raises redis.RedisError."""
-        return System(self.queue.depths(), self.registry.live(), self.run_counts.recent())
+        return System(self.queues(), self.registry.live(), self.run_counts.recent())
 
-    def oldest_seconds(self, depth: QueueDepth) -> float:
-        if depth.oldest_enqueued_at is None:
-            return 0.0
-        return max(0.0, (self.clock() - depth.oldest_enqueued_at).total_seconds())
+    def queues(self) -> list[QueueDepth]:
+        return self.queue.depths(self.clock())
 
 
 class SystemCollector(Collector):
@@ -71,9 +69,9 @@ class SystemCollector(Collector):
         oldest = GaugeMetricFamily(
             "lce_queue_oldest_seconds", "How long the run at the head of each queue has waited", labels=["queue"]
         )
-        for queue in self.view.queue.depths():
+        for queue in self.view.queues():
             depth.add_metric([queue.name], queue.depth)
-            oldest.add_metric([queue.name], self.view.oldest_seconds(queue))
+            oldest.add_metric([queue.name], queue.oldest_seconds)
         alive = GaugeMetricFamily(
             "lce_executors_alive", "Live executors (announced within their TTL)", labels=["pool", "sandbox_mode"]
         )
