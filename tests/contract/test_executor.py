@@ -138,7 +138,10 @@ class Executor:
             attempt=attempt,
             **options,
         )
-        queue = Queue(queue_for(QUEUE, language), connection=self.connection, serializer=SERIALIZER)
+        # A language LCE does not know has no queue of its own: the earlier releases' single queue is
+        # the one way such a job still reaches an executor.
+        name = queue_for(QUEUE, language) if by_name(language) else QUEUE
+        queue = Queue(name, connection=self.connection, serializer=SERIALIZER)
         return queue.enqueue(JOB_FUNCTION, job.to_payload(), job_id=job.job_id, job_timeout=job.job_timeout_s)
 
     def work(self) -> None:
