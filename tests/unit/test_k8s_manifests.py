@@ -6,6 +6,7 @@ against their template, who may reach whom, the executors' pools and queues and 
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -535,6 +536,22 @@ def test_every_pod_but_the_executor_meets_the_restricted_pod_security_level(over
                 "readOnlyRootFilesystem": True,
                 "capabilities": {"drop": ["ALL"]},
             }, container["name"]
+
+
+def test_every_pool_s_pods_are_the_default_pool_s_but_for_its_pool_and_languages(overlay: list[Object]) -> None:
+    """A pool's Deployment is a copy of the base executor's: no drift in privileges, probes or resources."""
+
+    def pod(deployment: str) -> Object:
+        template = copy.deepcopy(find(overlay, "Deployment", deployment)["spec"]["template"])
+        template["metadata"]["labels"].pop("app.kubernetes.io/name")
+        for variable in template["spec"]["containers"][0]["env"]:
+            if variable["name"] in ("LCE_EXECUTOR_POOL", "LCE_EXECUTOR_LANGUAGES"):
+                variable["value"] = "<per pool>"
+        return template  # type: ignore[no-any-return]
+
+    default = pod("executor")
+    for pool in executor_pools(overlay):
+        assert pod(pool) == default, pool
 
 
 def test_every_executor_pool_gets_only_what_the_sandbox_needs(overlay: list[Object]) -> None:
