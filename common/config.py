@@ -80,6 +80,17 @@ def _check_bounds(name: str, value: float, minimum: float | None, maximum: float
         raise ConfigError(f"{name} must be <= {maximum}, got {value}")
 
 
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def env_name(name: str, default: str) -> str:
+    """A short lower-case name (letters, digits, '_', '-'), as a label and a Kubernetes name allow."""
+    value = env_str(name, default)
+    if not _NAME.fullmatch(value):
+        raise ConfigError(f"{name} must be 1 to 63 lower-case letters, digits, '_' or '-', got {value!r}")
+    return value
+
+
 def env_bool(name: str, default: bool = False) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -206,6 +217,8 @@ class SessionServiceConfig:
     listen_addr: str
     database_url: str
     metrics_listen_addr: str = ""  # host:port of /metrics (common/metrics.py); empty: not served
+    # Read only: the executors' announcements (common/executor_registry.py), for the languages' versions.
+    redis_url: str = "redis://127.0.0.1:6379/0"
     grpc_security: GrpcSecurity = GrpcSecurity()
 
     @classmethod
@@ -214,6 +227,7 @@ class SessionServiceConfig:
             listen_addr=env_str("LCE_SESSION_LISTEN", "127.0.0.1:7051"),
             database_url=database_url("session"),
             metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
+            redis_url=env_str("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
             grpc_security=GrpcSecurity.from_env(internal_token=True),
         )
 
@@ -327,6 +341,11 @@ class ExecutorConfig:
     metrics_listen_addr: str = ""
     grpc_security: GrpcSecurity = GrpcSecurity()
     packages_dir: Path = DEFAULT_PACKAGES_DIR
+    # Its pool (a label in /system and the metrics), the languages it serves (empty: every one whose
+    # toolchain it finds), and how often it announces itself (executor/heartbeat.py).
+    pool: str = "default"
+    languages: tuple[str, ...] = ()
+    heartbeat_s: float = 2.0
 
     @classmethod
     def from_env(cls) -> ExecutorConfig:
@@ -348,6 +367,9 @@ class ExecutorConfig:
             metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
             grpc_security=GrpcSecurity.from_env(executor_token=True),
             packages_dir=packages_dir(),
+            pool=env_name("LCE_EXECUTOR_POOL", "default"),
+            languages=tuple(sorted({part.strip() for part in env_str("LCE_EXECUTOR_LANGUAGES", "").split(",")} - {""})),
+            heartbeat_s=env_float("LCE_EXECUTOR_HEARTBEAT_S", 2.0, minimum=0.1, maximum=60),
         )
 
 

@@ -121,6 +121,13 @@ def as_text(decoded: str) -> str:
     return decoded.replace("\0", "\ufffd")
 
 
+def queue_for(prefix: str, language: str) -> str:
+    """The RQ queue of a language's runs, `<LCE_QUEUE_NAME>:<language>` (e.g. lce-executions:java, whose
+    Redis list is rq:queue:lce-executions:java): one queue per language, so each pool of executors
+    listens to its languages' queues and scales on their length."""
+    return f"{prefix}:{language}"
+
+
 def job_id(execution_id: str, attempt: int) -> str:
     return execution_id if attempt <= 1 else f"{execution_id}_{attempt}"
 

@@ -45,6 +45,8 @@ class StackConfig:
     # One health port per executor; empty: FIRST_EXECUTOR_HEALTH_PORT and on, in order.
     executor_health_ports: tuple[int, ...] = ()
     executors: int = 2
+    # Variables of each executor's own, by its index (LCE_EXECUTOR_LANGUAGES, LCE_EXECUTOR_POOL: a pool of its own).
+    executor_env: tuple[dict[str, str], ...] = ()
     # uvicorn worker processes: the gateway is CPU-bound Python, one process per core.
     gateway_workers: int = 2
     database_url: str | None = None  # None: each service keeps a SQLite file under data_dir
@@ -120,6 +122,7 @@ class Stack:
                     **base,
                     **store,
                     "LCE_SESSION_LISTEN": session_addr,
+                    "LCE_REDIS_URL": c.redis_url,
                     **self._metrics_env(0),
                     **self._secured("session_service", "internal"),
                 },
@@ -142,22 +145,8 @@ class Stack:
         ]
         for index in range(c.executors):
             port = c.executor_health_ports[index] if c.executor_health_ports else FIRST_EXECUTOR_HEALTH_PORT + index
-            services.append(
-                Service(
-                    f"executor-{index + 1}",
-                    "executor",
-                    {
-                        **base,
-                        "LCE_EXECUTION_SERVICE_ADDR": execution_addr,
-                        "LCE_REDIS_URL": c.redis_url,
-                        "LCE_EXECUTOR_HEALTH_LISTEN": f"{c.host}:{port}",
-                        "LCE_EXECUTOR_ID": f"executor-{index + 1}",
-                        **self._metrics_env(2 + index),
-                        **self._secured("executor", "executor"),
-                    },
-                    (c.host, port),
-                )
-            )
+            own = c.executor_env[index] if index < len(c.executor_env) else {}
+            services.append(self.executor(index + 1, port, metrics_offset=2 + index, **own))
         services.append(
             Service(
                 "gateway",
@@ -175,6 +164,25 @@ class Stack:
             )
         )
         return services
+
+    def executor(self, number: int, health_port: int, *, metrics_offset: int | None = None, **env: str) -> Service:
+        """Executor number `number` (its id executor-<number>), with `env` of its own; not started."""
+        c = self.config
+        return Service(
+            f"executor-{number}",
+            "executor",
+            {
+                **self._base_env(),
+                "LCE_EXECUTION_SERVICE_ADDR": f"{c.host}:{c.execution_port}",
+                "LCE_REDIS_URL": c.redis_url,
+                "LCE_EXECUTOR_HEALTH_LISTEN": f"{c.host}:{health_port}",
+                "LCE_EXECUTOR_ID": f"executor-{number}",
+                **(self._metrics_env(metrics_offset) if metrics_offset is not None else {}),
+                **self._secured("executor", "executor"),
+                **env,
+            },
+            (c.host, health_port),
+        )
 
     def start(self, timeout_s: float = 60.0) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)

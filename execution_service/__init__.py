@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from common import execution_json
 from common.config import ConfigError, ExecutionServiceConfig
 from common.db import make_engine
+from common.executor_registry import ExecutorRegistry
 from common.run_events import RunEvents
 from common.run_input import RunInput
 from execution_service import servicer
@@ -22,14 +23,16 @@ from execution_service.api_keys import ApiKeys
 from execution_service.attempts import RetryPolicy
 from execution_service.callback_targets import AllowList
 from execution_service.change_feed import ChangeFeed
-from execution_service.executions import CompileLimits, Executions
+from execution_service.executions import CompileLimits, Executions, utc_now
 from execution_service.job_queue import JobQueue
 from execution_service.migrations import HISTORY
 from execution_service.models import Execution
 from execution_service.rate_limit import SlidingWindowLimiter
 from execution_service.reconciler import Reconciler
 from execution_service.repository import Repository
+from execution_service.run_counts import RunCounts
 from execution_service.session_client import SessionClient
+from execution_service.system import SystemView
 from execution_service.webhooks import Webhooks
 
 SERVICE_NAMES = (
@@ -56,15 +59,23 @@ class ExecutionService:
     sessions: SessionClient
     changes: ChangeFeed
     keys: ApiKeys
+    system: SystemView
     webhooks: Webhooks
 
     def register(self, server: grpc.Server) -> None:
-        servicer.register(server, self.executions, self.changes, self.keys)
+        servicer.register(server, self.executions, self.changes, self.keys, self.system)
+
+    def start_background(self) -> None:
+        self.reconciler.start()
+        self.changes.start()
+        self.system.run_counts.start()
+        self.webhooks.start()
 
     def close(self) -> None:
         self.webhooks.stop()
         self.changes.close()
         self.reconciler.stop()
+        self.system.run_counts.stop()
         self.sessions.close()
         self.redis.close()
         self.engine.dispose()
@@ -72,8 +83,8 @@ class ExecutionService:
 
 def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.0) -> ExecutionService:
     """Checks the schema (migrates the embedded SQLite file) and wires the parts; the reconciler, change
-    feed and webhooks are built but not started. Raises common.migrations.SchemaError on a schema it
-    cannot run on."""
+    feed, run counts and webhooks are built but not started (start_background). Raises
+    common.migrations.SchemaError on a schema it cannot run on."""
     try:
         allow = AllowList.parse(config.webhooks.allow)
     except ValueError as exc:
@@ -98,6 +109,7 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
     changes = ChangeFeed(client, listener, f"{config.queue_name}:execution-changes:v3")
     sessions = SessionClient(config.session_service_addr)
     run_events = RunEvents.from_url(config.redis_url)
+    run_counts = RunCounts(client)
     executions = Executions(
         repository,
         sessions,
@@ -113,6 +125,7 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
         on_change=lambda execution_id, finished: changed(execution_id, finished),
         run_events=run_events,
         run_input=RunInput(run_events.client),
+        run_counts=run_counts,
         callbacks=allow if config.webhooks.secret else None,
     )
     webhooks = Webhooks(
@@ -129,4 +142,6 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
             webhooks.wake()
 
     reconciler = Reconciler(executions, queue, interval_s=config.reconcile_interval_s)
-    return ExecutionService(executions, reconciler, engine, client, sessions, changes, ApiKeys(engine), webhooks)
+    system = SystemView(queue, ExecutorRegistry(client), run_counts, utc_now)
+    keys = ApiKeys(engine)
+    return ExecutionService(executions, reconciler, engine, client, sessions, changes, keys, system, webhooks)

@@ -49,6 +49,7 @@ from execution_service.job_queue import JobQueue
 from execution_service.models import Event, Execution, FinishedRun, RunEvent
 from execution_service.rate_limit import SlidingWindowLimiter
 from execution_service.repository import PENDING, Repository
+from execution_service.run_counts import RunCounts
 from execution_service.session_client import SessionClient, SessionSnapshot
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,7 @@ class Executions:
         run_events: RunEvents | None = None,
         run_input: RunInput | None = None,
         callbacks: AllowList | None = None,
+        run_counts: RunCounts | None = None,
     ) -> None:
         self.repository = repository
         self.sessions = sessions
@@ -256,6 +258,8 @@ class Executions:
         self.run_input = run_input
         # Where webhooks may go (callback_targets.py); None: webhooks are off (no LCE_WEBHOOK_SECRET).
         self.callbacks = callbacks
+        # The states runs reached lately, for /system (run_counts.py).
+        self.run_counts = run_counts
 
     def create(
         self,
@@ -632,8 +636,12 @@ class Executions:
             log.warning("job not enqueued: redis unavailable; the reconciler will", extra={"error": repr(err)})
 
     def _append_event(self, execution_id: str, kind: Kind, **fields: str | int) -> None:
+        """Tells the run's stream of a state it reached, and counts the state (a retry's QUEUED as RETRIED)."""
         if self.run_events is not None:
             self.run_events.append(execution_id, kind, **fields)
+        if self.run_counts is not None:
+            retried = fields["status"] == Status.QUEUED.value and int(fields.get("attempt", 1)) > 1
+            self.run_counts.record("RETRIED" if retried else str(fields["status"]))
 
 
 def _refuse_when_too_late(seconds_left: float | None) -> None:

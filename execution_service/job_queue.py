@@ -1,4 +1,5 @@
-"""Enqueueing runs as RQ jobs, one per attempt (common.job.job_id), and reading what became of them."""
+"""Enqueueing runs as RQ jobs, one per attempt (common.job.job_id), on their language's queue
+(common.job.queue_for), and reading what became of them and how long each queue is."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from rq.exceptions import DuplicateJobError
 from rq.job import Job, JobStatus
 from rq.utils import utcparse
 
-from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob
+from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob, queue_for
+from common.languages import LANGUAGES
 
 # A finished job only needs to outlive the executor's report; the database keeps the result.
 RESULT_TTL_S = 3600
@@ -30,15 +32,29 @@ class JobState:
     started_at: datetime | None
 
 
+@dataclass(frozen=True)
+class QueueDepth:
+    name: str  # the RQ queue's name (its Redis list is rq:queue:<name>)
+    language: str
+    depth: int  # jobs waiting
+    oldest_seconds: float  # how long the job at its head has waited; 0 when empty
+
+
 class JobQueue:
-    def __init__(self, client: redis.Redis, queue_name: str) -> None:
+    """One RQ queue per language: `<prefix>:<language>`."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
-        self.queue = Queue(queue_name, connection=client, serializer=SERIALIZER)
+        self.queues = {
+            language.name: Queue(queue_for(prefix, language.name), connection=client, serializer=SERIALIZER)
+            for language in LANGUAGES
+        }
 
     def enqueue(self, job: ExecutionJob) -> bool:
-        """Queues the attempt; False when its job already exists (then nothing is queued twice)."""
+        """Queues the attempt on its language's queue; False when its job already exists (then
+        nothing is queued twice, whichever queue holds it: RQ's job ids are global)."""
         try:
-            self.queue.enqueue_call(
+            self.queues[job.language].enqueue_call(
                 func=JOB_FUNCTION,
                 kwargs={"payload": job.to_payload()},
                 job_id=job.job_id,
@@ -61,6 +77,28 @@ class JobQueue:
         for job_id in job_ids:
             pipeline.hmget(Job.key_for(job_id), "status", "started_at")
         return [_job_state(status, started_at) for status, started_at in pipeline.execute()]
+
+    def depths(self, now: datetime) -> list[QueueDepth]:
+        """Every queue's length and the age of the job at its head, in two round trips."""
+        pipeline = self.client.pipeline(transaction=False)
+        for queue in self.queues.values():
+            pipeline.llen(queue.key)
+            pipeline.lindex(queue.key, 0)
+        answers = pipeline.execute()
+        lengths, heads = answers[0::2], answers[1::2]
+        pipeline = self.client.pipeline(transaction=False)
+        for head in heads:
+            # The head of an empty queue: a job id that is no key, answered None like a job gone meanwhile.
+            pipeline.hget(Job.key_for((head or b"-").decode()), "enqueued_at")
+        enqueued = pipeline.execute()
+        return [
+            QueueDepth(queue.name, language, length, _age_s(now, at) if length else 0.0)
+            for (language, queue), length, at in zip(self.queues.items(), lengths, enqueued, strict=True)
+        ]
+
+
+def _age_s(now: datetime, enqueued_at: bytes | None) -> float:
+    return 0.0 if enqueued_at is None else max(0.0, (now - utcparse(enqueued_at.decode())).total_seconds())
 
 
 def _job_state(status: bytes | None, started_at: bytes | None) -> JobState | None:

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common import logs, service_auth
 from common.errors import InvalidArgument, LceError, PermissionDenied, Unauthenticated, Unavailable
+from common.executor_registry import ExecutorInfo
 from common.grpc_client import deadline
 from common.grpc_server import INFRASTRUCTURE_ERRORS
 from common.job import Compare, Encoding, Suite, TestCase
@@ -29,12 +30,14 @@ from common.outcome import (
     status_from_proto,
     status_to_proto,
 )
+from common.release import VERSION
 from common.run_events import Kind
 from common.tenancy import ANY_TENANT, caller_from_metadata
 from execution_service.api_keys import ApiKey, ApiKeys
 from execution_service.change_feed import ChangeFeed
 from execution_service.executions import Executions
 from execution_service.models import Event, Execution, RunEvent
+from execution_service.system import System, SystemView
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
 
@@ -82,10 +85,11 @@ class Callers:
 
 
 class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
-    def __init__(self, executions: Executions, changes: ChangeFeed, callers: Callers) -> None:
+    def __init__(self, executions: Executions, changes: ChangeFeed, callers: Callers, system: SystemView) -> None:
         self.executions = executions
         self.changes = changes
         self.callers = callers
+        self.system = system
         self._run_watchers = threading.BoundedSemaphore(MAX_RUN_WATCHERS)
 
     def _tenant(self, context: grpc.ServicerContext) -> str | None:
@@ -159,6 +163,10 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
         if key is not None and not key.admin:
             raise PermissionDenied("this call needs an admin API key")
         return f"key {key.id}" if key is not None else "an internal caller"
+
+    def GetSystem(self, request: pb.GetSystemRequest, context: grpc.ServicerContext) -> pb.GetSystemResponse:
+        self._require_operator(context)
+        return system_to_proto(self.system.snapshot())
 
     def GetExecution(self, request: pb.GetExecutionRequest, context: grpc.ServicerContext) -> pb.GetExecutionResponse:
         execution = self.executions.get(request.execution_id, self._tenant(context))
@@ -323,8 +331,44 @@ def _key_to_proto(key: ApiKey) -> pb.ApiKey:
     return message
 
 
-def register(server: grpc.Server, executions: Executions, changes: ChangeFeed, keys: ApiKeys) -> None:
-    pb_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(executions, changes, Callers(keys)), server)
+def system_to_proto(system: System) -> pb.GetSystemResponse:
+    return pb.GetSystemResponse(
+        queues=[
+            pb.QueueState(
+                name=queue.name, language=queue.language, depth=queue.depth, oldest_seconds=queue.oldest_seconds
+            )
+            for queue in system.queues
+        ],
+        executors=[_executor_to_proto(executor) for executor in system.executors],
+        runs=[pb.RunCounts(minutes=minutes, by_state=counts) for minutes, counts in system.runs.items()],
+        version=VERSION,
+    )
+
+
+def _executor_to_proto(executor: ExecutorInfo) -> pb.ExecutorState:
+    started_at = Timestamp()
+    started_at.FromNanoseconds(int(executor.started_at * 1e9))
+    return pb.ExecutorState(
+        executor_id=executor.executor_id,
+        pool=executor.pool,
+        languages=executor.languages,
+        sandbox_mode=executor.sandbox_mode,
+        slots_busy=executor.slots_busy,
+        slots_total=executor.slots_total,
+        host=executor.host,
+        pid=executor.pid,
+        version=executor.version,
+        started_at=started_at,
+        queues=executor.queues,
+    )
+
+
+def register(
+    server: grpc.Server, executions: Executions, changes: ChangeFeed, keys: ApiKeys, system: SystemView
+) -> None:
+    pb_grpc.add_ExecutionServiceServicer_to_server(
+        ExecutionServicer(executions, changes, Callers(keys), system), server
+    )
     pb_grpc.add_ExecutorReportServiceServicer_to_server(ExecutorReportServicer(executions), server)
     pb_grpc.add_AccessServiceServicer_to_server(AccessServicer(keys), server)
 

@@ -8,7 +8,8 @@ import sys
 import redis.exceptions
 
 from common import logs
-from common.config import ExecutorConfig
+from common.config import ConfigError, ExecutorConfig
+from executor.heartbeat import served_languages
 from executor.sandbox import select_launcher
 from executor.worker import serve
 
@@ -25,12 +26,17 @@ def main() -> int:
             logging.getLogger(name).setLevel(logging.WARNING)
     config = ExecutorConfig.from_env()
     try:
+        languages = served_languages(config.languages)
+    except ConfigError as err:
+        log.critical("refusing to start", extra={"error": str(err)})
+        return 2
+    try:
         launcher = select_launcher(config)
     except Exception as err:  # whatever the sandbox's probe raised, the message must reach the operator
         log.critical("refusing to start", extra={"error": str(err)})
         return 2
     try:
-        serve(config, launcher)
+        serve(config, launcher, languages)
     except redis.exceptions.ConnectionError as err:
         log.critical("cannot reach Redis", extra={"redis_url": config.redis_url, "error": str(err)})
         return 1

@@ -1,4 +1,6 @@
-"""The executor process: one RQ SimpleWorker on the executions queue, beside a gRPC health server.
+"""The executor process: one RQ SimpleWorker on the queues of the languages it serves (one queue per
+language, common.job.queue_for; taken in turn), beside a gRPC health server and its heartbeat
+(executor/heartbeat.py).
 
 SimpleWorker runs each job in this process instead of forking a work horse per job: the
 launcher already isolates user code, and the fork cost about 12 ms per job against 4 ms.
@@ -18,17 +20,19 @@ import uuid
 import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
-from rq.worker import WorkerStatus
+from rq.worker import DequeueStrategy, WorkerStatus
 
 from common import metrics as common_metrics
 from common.config import ExecutorConfig
 from common.grpc_server import start_server
-from common.job import JOB_FUNCTION, SERIALIZER
+from common.job import JOB_FUNCTION, SERIALIZER, queue_for
+from common.languages import LANGUAGES
 from common.run_events import RunEvents
 from common.run_input import RunInput
 from executor import jobs
 from executor import metrics as executor_metrics
 from executor.compile_cache import CompileCache
+from executor.heartbeat import Heartbeat
 from executor.launcher import Launcher
 from executor.report_client import ReportClient
 
@@ -50,7 +54,10 @@ def sandbox_health_name(mode: str) -> str:
 class ExecutionWorker(SimpleWorker):
     """rq's SimpleWorker that runs LCE's job function only. rq calls whatever function a job names, as
     the executor (root, outside any sandbox): a job naming anything else is dropped unrun, so write
-    access to Redis alone never runs code here."""
+    access to Redis alone never runs code here. Its heartbeat counts the job as a busy slot."""
+
+    # Named apart from rq's own Worker.heartbeat (its registration's TTL).
+    announcer: Heartbeat | None = None
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         try:
@@ -62,19 +69,36 @@ class ExecutionWorker(SimpleWorker):
             job.delete()
             self.set_state(WorkerStatus.IDLE)
             return
-        super().execute_job(job, queue)
+        if self.announcer is None:
+            super().execute_job(job, queue)
+            return
+        with self.announcer.busy():
+            super().execute_job(job, queue)
 
 
-def build_worker(config: ExecutorConfig, connection: redis.Redis) -> SimpleWorker:
-    queue = Queue(config.queue_name, connection=connection, serializer=SERIALIZER)
+def queue_names(config: ExecutorConfig, languages: list[str]) -> list[str]:
+    """The queues of these languages. An executor serving every language also takes, last, what waits in
+    the one queue of releases before the pools (LCE_QUEUE_NAME itself): any job there is for it, and
+    the upgrade strands none whichever service is upgraded first."""
+    names = [queue_for(config.queue_name, name) for name in languages]
+    every_language = set(languages) >= {language.name for language in LANGUAGES}
+    return [*names, config.queue_name] if every_language else names
+
+
+def build_worker(
+    config: ExecutorConfig, connection: redis.Redis, languages: list[str], heartbeat: Heartbeat | None = None
+) -> ExecutionWorker:
+    queues = [Queue(name, connection=connection, serializer=SERIALIZER) for name in queue_names(config, languages)]
     # rq keeps a dead worker's registration for minutes and refuses a second worker of the same
     # name: a restarted executor (same LCE_EXECUTOR_ID, or a container reusing its pid) would not
     # start. The id stays in logs and results; the rq name only has to be unique.
     name = f"{config.executor_id}-{uuid.uuid4().hex[:8]}"
-    return ExecutionWorker([queue], name=name, connection=connection, serializer=SERIALIZER)
+    worker = ExecutionWorker(queues, name=name, connection=connection, serializer=SERIALIZER)
+    worker.announcer = heartbeat
+    return worker
 
 
-def serve(config: ExecutorConfig, launcher: Launcher) -> None:
+def serve(config: ExecutorConfig, launcher: Launcher, languages: dict[str, str]) -> None:
     """Takes jobs until told to stop; health says SERVING meanwhile and NOT_SERVING once draining is over."""
     connection = redis.Redis.from_url(config.redis_url)
     connection.ping()  # fail at start, not on the first job, when Redis is unreachable
@@ -103,13 +127,33 @@ def serve(config: ExecutorConfig, launcher: Launcher) -> None:
         [HEALTH_SERVICE_NAME, sandbox_health_name(launcher.mode)],
         security=config.grpc_security,
     )
+    names = sorted(languages)
+    heartbeat = Heartbeat.build(
+        connection,
+        executor_id=config.executor_id,
+        pool=config.pool,
+        languages=languages,
+        queues=queue_names(config, names),
+        sandbox_mode=launcher.mode,
+        interval_s=config.heartbeat_s,
+    )
+    worker = build_worker(config, connection, names, heartbeat)
+    heartbeat.start()
     log.info(
         "executor ready",
-        extra={"queue": config.queue_name, "sandbox": launcher.mode, "health_port": health.port},
+        extra={
+            "pool": config.pool,
+            "languages": languages,
+            "queues": heartbeat.info.queues,
+            "sandbox": launcher.mode,
+            "health_port": health.port,
+        },
     )
     try:
-        build_worker(config, connection).work(logging_level=None)
+        # In turn: a busy language's queue never starves the others this executor serves.
+        worker.work(logging_level=None, dequeue_strategy=DequeueStrategy.ROUND_ROBIN)
     finally:
+        heartbeat.stop()
         health.stop(SHUTDOWN_GRACE_S)
         launcher.close()
         reports.close()

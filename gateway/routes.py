@@ -16,6 +16,7 @@ import grpc
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from common.release import VERSION
 from gateway import schemas, translate
 from gateway.auth import require_admin
 from gateway.clients import Backends
@@ -337,6 +338,19 @@ async def retry_execution(execution_id: str, request: Request) -> JSONResponse:
         execution_pb2.RetryExecutionRequest(execution_id=execution_id), timeout=services.deadline_s
     )
     return ok(translate.execution_retried(response.execution), 202)
+
+
+@router.get(
+    "/system",
+    responses={200: {"model": schemas.System}, **schemas.errors(401, 403, 503)},
+)
+async def get_system(request: Request) -> JSONResponse:
+    """The run queues, the live executors and their pools, recent runs by state, the services' releases:
+    for admin keys only."""
+    require_admin()
+    services = backends(request)
+    response = await services.executions.GetSystem(execution_pb2.GetSystemRequest(), timeout=services.deadline_s)
+    return ok(translate.system(response, VERSION))
 
 
 @router.get(

@@ -35,7 +35,11 @@ class LanguageSummary(BaseModel):
     id: str
     name: str
     runtime: str
-    version: str
+    version: str = Field(
+        description="the toolchain version most live executors serving the language have; 'unavailable' when none does"
+    )
+    versions: list[str] = Field(description="every version live executors serve it with, the most common first")
+    available: bool = Field(description="a live executor serves it; a run of it is accepted and queued either way")
     default_time_limit_ms: int
     default_memory_mb: int
 
@@ -300,6 +304,54 @@ class ApiKey(BaseModel):
 
 class KeyList(BaseModel):
     keys: list[ApiKey]
+
+
+class QueueState(BaseModel):
+    name: str = Field(description="the RQ queue, <LCE_QUEUE_NAME>:<language>; its Redis list is rq:queue:<name>")
+    language: str
+    depth: int = Field(description="runs waiting")
+    oldest_seconds: float = Field(description="how long the run at its head has waited; 0 when empty")
+
+
+class ExecutorSlots(BaseModel):
+    busy: int
+    total: int
+
+
+class ExecutorState(BaseModel):
+    id: str
+    pool: str
+    languages: dict[str, str] = Field(description="the languages it serves -> its toolchain's version")
+    sandbox_mode: str
+    slots: ExecutorSlots = Field(description="busy as of its last heartbeat")
+    queues: list[str]
+    host: str
+    pid: int
+    version: str
+    started_at: str
+
+
+class RunCountWindow(BaseModel):
+    minutes: int
+    by_state: dict[str, int] = Field(
+        description="runs that reached each state in the window: QUEUED (accepted), RETRIED, RUNNING, COMPLETED, "
+        "FAILED, TIMEOUT"
+    )
+
+
+class ServiceVersions(BaseModel):
+    gateway: str
+    execution_service: str
+    executors: list[str] = Field(description="the releases live executors run")
+
+
+class System(BaseModel):
+    queues: list[QueueState]
+    queued: int = Field(description="runs waiting in every queue")
+    oldest_queued_seconds: float
+    executors: list[ExecutorState] = Field(description="the live executors (announced within their TTL)")
+    runs: list[RunCountWindow] = Field(description="the last 1, 5 and 15 minutes")
+    services: ServiceVersions
 
 
 class ExecutionEvent(BaseModel):

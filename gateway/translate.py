@@ -58,6 +58,8 @@ def language_summary(language: session_pb2.Language) -> Json:
         "name": language.name,
         "runtime": language.runtime,
         "version": language.version,
+        "versions": list(language.versions),
+        "available": language.available,
         "default_time_limit_ms": language.default_time_limit_ms,
         "default_memory_mb": language.default_memory_mb,
     }
@@ -161,6 +163,40 @@ def keys_list(keys: Any) -> Json:
             }
             for key in keys
         ]
+    }
+
+
+def system(state: execution_pb2.GetSystemResponse, gateway_version: str) -> Json:
+    queues = [
+        {"name": q.name, "language": q.language, "depth": q.depth, "oldest_seconds": round(q.oldest_seconds, 3)}
+        for q in state.queues
+    ]
+    executors = [
+        {
+            "id": e.executor_id,
+            "pool": e.pool,
+            "languages": dict(sorted(e.languages.items())),
+            "sandbox_mode": e.sandbox_mode,
+            "slots": {"busy": e.slots_busy, "total": e.slots_total},
+            "queues": list(e.queues),
+            "host": e.host,
+            "pid": e.pid,
+            "version": e.version,
+            "started_at": iso_timestamp(e.started_at),
+        }
+        for e in state.executors
+    ]
+    return {
+        "queues": queues,
+        "queued": sum(q["depth"] for q in queues),
+        "oldest_queued_seconds": max((q["oldest_seconds"] for q in queues), default=0.0),
+        "executors": executors,
+        "runs": [{"minutes": w.minutes, "by_state": dict(sorted(w.by_state.items()))} for w in state.runs],
+        "services": {
+            "gateway": gateway_version,
+            "execution_service": state.version,
+            "executors": sorted({e.version for e in state.executors}),
+        },
     }
 
 

@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
         return migrations.main(HISTORY, argv, lambda: database_url("session"))
     config = SessionServiceConfig.from_env()
     try:
-        servicer = build_servicer(config.database_url)
+        servicer = build_servicer(config.database_url, config.redis_url)
     except migrations.SchemaError as err:
         log.error("%s", err)
         return 2

@@ -1,4 +1,9 @@
-"""Every SQL statement of session_service: the languages upsert, session reads and writes."""
+"""Every SQL statement of session_service: the languages upsert, session reads and writes.
+
+The `languages` table holds the reference rows sessions point at (a foreign key); nothing reads it.
+Its `version` column is no longer written: versions are the live executors' (toolchains.py), and a
+row added now stores "" there.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,11 @@ from typing import Any
 from sqlalchemy import Engine, Row, Update, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from common import languages as reference
 from common.db import reading, writing
 from common.job import SourceFile, files_from_json, files_to_json
 from session_service.models import SessionStatus, languages, sessions
-from session_service.sessions import LanguageInfo, SessionRecord
+from session_service.sessions import SessionRecord
 
 # Both dialects spell "insert, or update on conflict" the same way, each with its own insert().
 _UPSERT_INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
@@ -59,12 +65,16 @@ class SessionRepository:
     def engine(self) -> Engine:
         return self._engine
 
-    def upsert_languages(self, catalogue: Iterable[LanguageInfo]) -> None:
+    def upsert_languages(self, catalogue: Iterable[reference.Language]) -> None:
         rows = [_language_row(language) for language in catalogue]
         insert = _UPSERT_INSERTS[self._engine.dialect.name](languages).values(rows)
         statement = insert.on_conflict_do_update(
             index_elements=[languages.c.id],
-            set_={column.name: insert.excluded[column.name] for column in languages.c if column.name != "id"},
+            set_={
+                column.name: insert.excluded[column.name]
+                for column in languages.c
+                if column.name not in ("id", "version")
+            },
         )
         with self._engine.begin() as connection:
             connection.execute(statement)
@@ -137,12 +147,12 @@ class SessionRepository:
         return None if row is None else _record(row)
 
 
-def _language_row(language: LanguageInfo) -> dict[str, object]:
+def _language_row(language: reference.Language) -> dict[str, object]:
     return {
         "id": uuid.UUID(language.id),
         "name": language.name,
         "runtime": language.runtime,
-        "version": language.version,
+        "version": "",
         "template_code": language.template_code,
         "file_name": language.file_name,
         "default_time_limit_ms": language.default_time_limit_ms,

@@ -87,6 +87,8 @@ def _language(language: LanguageInfo) -> session_pb2.Language:
         file_name=language.file_name,
         default_time_limit_ms=language.default_time_limit_ms,
         default_memory_mb=language.default_memory_mb,
+        versions=language.versions,
+        available=language.available,
     )
 
 

@@ -3,15 +3,15 @@
 A session is ACTIVE from creation until closed, then INACTIVE for good: autosave on a
 closed session is refused, closing it again answers the closed session. Its program is
 source_code (the language's main file) plus up to 32 other files. Languages are
-reference data from common.languages, with versions detected once at startup and served
-from memory, so reading a session costs one primary-key query.
+reference data from common.languages; their versions are those live executors serve
+(toolchains.py), kept in memory, so reading a session costs one primary-key query.
 """
 
 from __future__ import annotations
 
 import string
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,8 @@ MAX_FILE_NAME_CHARS = 255
 _FILE_NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_.-/")
 # An autosave that reads the row first writes only if nobody wrote in between, and else reads again.
 _SAVE_ATTEMPTS = 5
+# A language's version while no live executor serves it (what a missing toolchain always answered).
+UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True)
@@ -44,19 +46,26 @@ class LanguageInfo:
     file_name: str
     default_time_limit_ms: int
     default_memory_mb: int
+    # What live executors serve it with, the most common first; version is the first, or UNAVAILABLE.
+    versions: tuple[str, ...] = ()
+
+    @property
+    def available(self) -> bool:
+        return bool(self.versions)
 
     @classmethod
-    def detected(cls, language: reference.Language) -> LanguageInfo:
-        """The language as this machine has it: its reference data plus the installed toolchain's version."""
+    def served(cls, language: reference.Language, versions: tuple[str, ...]) -> LanguageInfo:
+        """The language's reference data with the versions live executors serve it with."""
         return cls(
             id=language.id,
             name=language.name,
             runtime=language.runtime,
-            version=reference.detect_version(language),
+            version=versions[0] if versions else UNAVAILABLE,
             template_code=language.template_code,
             file_name=language.file_name,
             default_time_limit_ms=language.default_time_limit_ms,
             default_memory_mb=language.default_memory_mb,
+            versions=versions,
         )
 
 
@@ -144,27 +153,32 @@ def _place(tree: dict[str, Any], segments: list[str]) -> bool:
 
 
 class Catalogue:
-    """The languages, in the order of common.languages."""
+    """The languages, in the order of common.languages, with the versions `served` gives (language
+    name -> versions, the most common first: toolchains.LiveToolchains.versions)."""
 
-    def __init__(self, languages: Iterable[LanguageInfo]) -> None:
-        self.languages = tuple(languages)
-        self._by_id = {language.id: language for language in self.languages}
+    def __init__(self, served: Callable[[], Mapping[str, tuple[str, ...]]]) -> None:
+        self.served = served
+        self._by_id = {language.id: language for language in reference.LANGUAGES}
 
-    @classmethod
-    def detect(cls) -> Catalogue:
-        return cls(LanguageInfo.detected(language) for language in reference.LANGUAGES)
+    @property
+    def languages(self) -> tuple[LanguageInfo, ...]:
+        served = self.served()
+        return tuple(LanguageInfo.served(language, served.get(language.name, ())) for language in reference.LANGUAGES)
 
     def get(self, language_id: str) -> LanguageInfo:
         language = self._by_id.get(parse_uuid(language_id, "language_id"))
         if language is None:
             raise NotFound(f"language {language_id} not found")
-        return language
+        return LanguageInfo.served(language, self.served().get(language.name, ()))
 
 
 class Sessions:
-    def __init__(self, repository: SessionRepository, catalogue: Catalogue) -> None:
+    def __init__(
+        self, repository: SessionRepository, catalogue: Catalogue, on_dispose: Callable[[], None] = lambda: None
+    ) -> None:
         self._repository = repository
         self.catalogue = catalogue
+        self._on_dispose = on_dispose
 
     def create(
         self, language_id: str, source_code: str | None = None, files: Sequence[SourceFile] = (), tenant: str = ""
@@ -231,6 +245,7 @@ class Sessions:
 
     def dispose(self) -> None:
         self._repository.dispose()
+        self._on_dispose()
 
     def _existing(self, session_id: str, tenant: str) -> SessionRecord:
         record = self._repository.get(session_id, tenant)

@@ -28,9 +28,11 @@ from sqlalchemy import select
 from common import job as jobs
 from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS, ExecutionServiceConfig
 from common.errors import KIND_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Unavailable
+from common.executor_registry import ExecutorInfo, ExecutorRegistry
 from common.grpc_client import channel
 from common.grpc_server import RunningServer, start_server
-from common.job import JOB_FUNCTION, SERIALIZER, Compare, ExecutionJob, Suite
+from common.job import JOB_FUNCTION, SERIALIZER, Compare, ExecutionJob, Suite, queue_for
+from common.languages import LANGUAGES
 from common.outcome import reason_text_of
 from common.run_events import Kind, RunEvents, stream_key
 from execution_service import SERVICE_NAMES, ExecutionService, build_service
@@ -44,6 +46,7 @@ from lce.session.v1 import session_pb2, session_pb2_grpc
 from tests.conftest import free_port
 
 QUEUE = "contract-executions"
+PYTHON_QUEUE = queue_for(QUEUE, "python")  # the stand-in sessions are Python's unless told
 TIMEOUT_S = 5.0
 
 
@@ -255,7 +258,7 @@ class TestCreateExecution:
             }
         }
         assert job.timeout == 60 + (2 * DEFAULT_COMPILE_TIME_LIMIT_MS + 2 * 2000) // 1000 + 2 * 600
-        assert execution.id in Queue(QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids()
+        assert execution.id in Queue(PYTHON_QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids()
 
     def test_a_later_autosave_does_not_change_the_queued_run(self, harness: Harness, redis_url: str) -> None:
         session_id = harness.sessions.add(source_code="print('before')\n")
@@ -538,7 +541,7 @@ class TestReconciler:
         harness.service.reconciler.start()
         wait_for(lambda: Job.exists(execution.id, connection=redis.Redis.from_url(redis_url)))
         assert rq_job(redis_url, execution.id).kwargs["payload"]["source_code"] == "print('again')\n"
-        assert execution.id in Queue(QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids()
+        assert execution.id in Queue(PYTHON_QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids()
 
     def test_runs_with_a_job_or_past_queued_are_left_alone(self, harness: Harness, redis_url: str) -> None:
         waiting = create(harness, harness.sessions.add())
@@ -799,6 +802,43 @@ class TestTenancy:
         assert_error(failure, grpc.StatusCode.NOT_FOUND, "not_found")
 
 
+class TestSystem:
+    def test_queues_executors_and_runs_as_they_are(self, harness: Harness, redis_url: str) -> None:
+        first = create(harness, harness.sessions.add(language="ruby"))
+        time.sleep(0.2)
+        create(harness, harness.sessions.add(language="ruby"))
+        create(harness, harness.sessions.add())
+        announced = ExecutorInfo("e1", "java", {"java": "17.0.9"}, "bwrap-userns", 1, 1, "h", 7, "0.1.0", 1.7e9)
+        ExecutorRegistry(redis.Redis.from_url(redis_url)).announce(announced, ttl_s=30)
+        assert started(harness, first.id)
+        harness.service.system.run_counts.flush()  # what the service's own thread does every second
+
+        system = harness.executions.GetSystem(pb.GetSystemRequest(), timeout=TIMEOUT_S)
+        queues = {queue.language: queue for queue in system.queues}
+        assert set(queues) == {language.name for language in LANGUAGES}
+        assert queues["ruby"].name == queue_for(QUEUE, "ruby")
+        # The started run's job is still in the list here: no real executor took it.
+        assert (queues["ruby"].depth, queues["python"].depth, queues["java"].depth) == (2, 1, 0)
+        assert queues["ruby"].oldest_seconds >= 0.2 > queues["python"].oldest_seconds
+        assert queues["java"].oldest_seconds == 0
+        (executor,) = system.executors
+        assert (executor.executor_id, executor.pool, dict(executor.languages)) == ("e1", "java", {"java": "17.0.9"})
+        assert (executor.slots_busy, executor.slots_total, executor.sandbox_mode) == (1, 1, "bwrap-userns")
+        assert [window.minutes for window in system.runs] == [1, 5, 15]
+        assert dict(system.runs[0].by_state) == {"QUEUED": 3, "RUNNING": 1}
+        assert system.version
+
+    def test_a_key_that_is_not_an_admin_s_is_refused(self, harness: Harness) -> None:
+        user, _ = harness.service.keys.create("acme")
+        admin, _ = harness.service.keys.create("ops", admin=True)
+        as_user = (("authorization", f"Bearer {user}"),)
+        request = pb.GetSystemRequest()
+        failure = rpc_error(lambda: harness.executions.GetSystem(request, timeout=TIMEOUT_S, metadata=as_user))
+        assert failure.code() == grpc.StatusCode.PERMISSION_DENIED
+        as_admin = (("authorization", f"Bearer {admin}"),)
+        assert harness.executions.GetSystem(pb.GetSystemRequest(), timeout=TIMEOUT_S, metadata=as_admin).queues
+
+
 class TestDeadline:
     def test_nothing_is_created_once_the_callers_deadline_is_too_close(self, harness: Harness, redis_url: str) -> None:
         session_id = harness.sessions.add()
@@ -807,7 +847,7 @@ class TestDeadline:
         assert_error(failure, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline_passed")
         listed = harness.executions.ListExecutions(pb.ListExecutionsRequest(session_id=session_id), timeout=TIMEOUT_S)
         assert list(listed.executions) == []
-        assert Queue(QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids() == []
+        assert Queue(PYTHON_QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids() == []
 
 
 class TestEvents:

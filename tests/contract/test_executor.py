@@ -29,14 +29,14 @@ from rq.job import Job, JobStatus
 
 from common.config import ExecutorConfig
 from common.grpc_server import RunningServer, start_server
-from common.job import JOB_FUNCTION, SERIALIZER, Encoding, ExecutionJob
+from common.job import JOB_FUNCTION, SERIALIZER, Encoding, ExecutionJob, queue_for
 from common.languages import LANGUAGES, by_name
 from common.outcome import reason_text_of
 from executor import jobs
 from executor.compile_cache import CompileCache, is_key
 from executor.process import UnconfinedLauncher
 from executor.report_client import ReportClient
-from executor.worker import build_worker
+from executor.worker import build_worker, queue_names
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
 from tests.c_programs import SELF_REWRITING_C, c_printing
@@ -112,7 +112,6 @@ class Executor:
             report_retry_s=report_retry_s,
         )
         self.connection = redis.Redis.from_url(redis_url)
-        self.queue = Queue(QUEUE, connection=self.connection, serializer=SERIALIZER)
         self.reports = ReportClient(
             self.config.execution_service_addr, self.config.executor_id, report_retry_s=report_retry_s
         )
@@ -139,13 +138,19 @@ class Executor:
             attempt=attempt,
             **options,
         )
-        return self.queue.enqueue(JOB_FUNCTION, job.to_payload(), job_id=job.job_id, job_timeout=job.job_timeout_s)
+        # A language LCE does not know has no queue of its own: the earlier releases' single queue is
+        # the one way such a job still reaches an executor.
+        name = queue_for(QUEUE, language) if by_name(language) else QUEUE
+        queue = Queue(name, connection=self.connection, serializer=SERIALIZER)
+        return queue.enqueue(JOB_FUNCTION, job.to_payload(), job_id=job.job_id, job_timeout=job.job_timeout_s)
 
     def work(self) -> None:
         # rq installs its SIGINT/SIGTERM handlers on this (pytest's) main thread: put pytest's back.
         saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
-            build_worker(self.config, self.connection).work(burst=True, logging_level=None)
+            build_worker(self.config, self.connection, [language.name for language in LANGUAGES]).work(
+                burst=True, logging_level=None
+            )
         finally:
             for signum, handler in saved.items():
                 signal.signal(signum, handler)
@@ -451,7 +456,7 @@ def test_executor_process_serves_and_shuts_down_warmly_on_sigterm(
     )
     try:
         wait_until_serving(health_port, process)
-        queue = Queue(QUEUE, connection=redis.Redis.from_url(redis_url), serializer=SERIALIZER)
+        queue = Queue(queue_for(QUEUE, "python"), connection=redis.Redis.from_url(redis_url), serializer=SERIALIZER)
         job = ExecutionJob(str(uuid.uuid4()), "python", "import time\ntime.sleep(1)\nprint('done')\n", 5000, 256)
         queue.enqueue(JOB_FUNCTION, job.to_payload(), job_id=job.execution_id, job_timeout=job.job_timeout_s)
         servicer.wait_for(lambda: len(servicer.started) == 1)
@@ -562,10 +567,23 @@ def leave_a_mark(path: str) -> None:
     Path(path).write_text("ran")
 
 
+def test_a_job_left_in_the_single_queue_of_an_earlier_release_is_run(
+    executor: Executor, reports: tuple[StandInReports, RunningServer]
+) -> None:
+    job = ExecutionJob(str(uuid.uuid4()), "ruby", 'puts "from before the pools"\n', 5000, 256)
+    earlier = Queue(QUEUE, connection=executor.connection, serializer=SERIALIZER)
+    earlier.enqueue(JOB_FUNCTION, job.to_payload(), job_id=job.job_id, job_timeout=job.job_timeout_s)
+    executor.work()
+    assert reports[0].results[job.job_id].result.stdout == "from before the pools\n"
+    # Only an executor serving every language reads it: any job there may be of any language.
+    assert queue_names(executor.config, ["java"]) == [f"{QUEUE}:java"]
+
+
 def test_a_job_naming_any_other_function_is_dropped_unrun(executor: Executor, tmp_path: Path) -> None:
     """rq would call whatever a job names, as root: write access to Redis must not be enough to run code."""
     mark = tmp_path / "mark"
-    job = executor.queue.enqueue(f"{__name__}.leave_a_mark", str(mark), job_id="hostile")
+    queue = Queue(queue_for(QUEUE, "python"), connection=executor.connection, serializer=SERIALIZER)
+    job = queue.enqueue(f"{__name__}.leave_a_mark", str(mark), job_id="hostile")
     executor.work()
     assert not mark.exists()
     assert not Job.exists(job.id, connection=executor.connection)

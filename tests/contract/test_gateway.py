@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from common.config import GatewayConfig
 from common.errors import InvalidArgument, NotFound, PayloadTooLarge, RateLimited, SessionClosed
 from common.grpc_server import RunningServer, start_server
+from common.release import VERSION
 from gateway import schemas
 from gateway.app import create_app
 from gateway.request_limits import MAX_BODY_BYTES
@@ -50,6 +51,8 @@ PYTHON = session_pb2.Language(
     file_name="main.py",
     default_time_limit_ms=5000,
     default_memory_mb=256,
+    versions=["3.11.2", "3.12.1"],
+    available=True,
 )
 JAVASCRIPT = session_pb2.Language(
     id="0b7e5a1c-3d2f-5e8a-b4c6-9f1d2e3a4b05",
@@ -62,6 +65,29 @@ JAVASCRIPT = session_pb2.Language(
     default_memory_mb=256,
 )
 LANGUAGES = {language.id: language for language in (PYTHON, JAVASCRIPT)}
+SYSTEM = execution_pb2.GetSystemResponse(
+    queues=[
+        execution_pb2.QueueState(name="q:python", language="python", depth=0),
+        execution_pb2.QueueState(name="q:java", language="java", depth=3, oldest_seconds=12.34567),
+    ],
+    executors=[
+        execution_pb2.ExecutorState(
+            executor_id="e1",
+            pool="default",
+            languages={"python": "3.11.2"},
+            sandbox_mode="bwrap-userns",
+            slots_busy=1,
+            slots_total=1,
+            host="node-1",
+            pid=7,
+            version="0.1.0",
+            started_at=Timestamp(seconds=1768989600),
+            queues=["q:python"],
+        )
+    ],
+    runs=[execution_pb2.RunCounts(minutes=1, by_state={"QUEUED": 4, "COMPLETED": 3})],
+    version="0.1.0",
+)
 
 
 def check_uuid(value: str, what: str) -> None:
@@ -256,6 +282,10 @@ class StandInExecutions(execution_pb2_grpc.ExecutionServiceServicer):
             with self.store.lock:
                 self.store.watchers.remove(changes)
 
+    def GetSystem(self, request: Any, context: Any) -> execution_pb2.GetSystemResponse:
+        self.store.count()
+        return SYSTEM
+
     def ListExecutions(self, request: Any, context: Any) -> execution_pb2.ListExecutionsResponse:
         self.store.count()
         session = self.store.session(request.session_id)
@@ -382,6 +412,37 @@ async def test_health_reports_each_backend(client: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ok", "services": {"session": "SERVING", "execution": "SERVING"}}
 
 
+async def test_system(client: httpx.AsyncClient) -> None:
+    response = await client.get("/system")
+    assert response.status_code == 200
+    body = response.json()
+    conforms(body, schemas.System)
+    assert body == {
+        "queues": [
+            {"name": "q:python", "language": "python", "depth": 0, "oldest_seconds": 0.0},
+            {"name": "q:java", "language": "java", "depth": 3, "oldest_seconds": 12.346},
+        ],
+        "queued": 3,
+        "oldest_queued_seconds": 12.346,
+        "executors": [
+            {
+                "id": "e1",
+                "pool": "default",
+                "languages": {"python": "3.11.2"},
+                "sandbox_mode": "bwrap-userns",
+                "slots": {"busy": 1, "total": 1},
+                "queues": ["q:python"],
+                "host": "node-1",
+                "pid": 7,
+                "version": "0.1.0",
+                "started_at": "2026-01-21T10:00:00.000Z",
+            }
+        ],
+        "runs": [{"minutes": 1, "by_state": {"COMPLETED": 3, "QUEUED": 4}}],
+        "services": {"gateway": VERSION, "execution_service": "0.1.0", "executors": ["0.1.0"]},
+    }
+
+
 async def test_list_languages(client: httpx.AsyncClient) -> None:
     response = await client.get("/languages")
     assert response.status_code == 200
@@ -393,6 +454,8 @@ async def test_list_languages(client: httpx.AsyncClient) -> None:
         "name": "python",
         "runtime": "cpython",
         "version": "3.11.2",
+        "versions": ["3.11.2", "3.12.1"],
+        "available": True,
         "default_time_limit_ms": 5000,
         "default_memory_mb": 256,
     }
@@ -407,6 +470,8 @@ async def test_get_language(client: httpx.AsyncClient) -> None:
         "name": "javascript",
         "runtime": "node",
         "version": "18.19.0",
+        "versions": [],  # no live executor serves it
+        "available": False,
         "template_code": "console.log('Hello World');\n",
         "file_name": "main.js",
         "default_time_limit_ms": 5000,

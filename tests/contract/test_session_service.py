@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,10 +12,12 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, make_url, text
 
 from common.errors import KIND_METADATA_KEY
+from common.executor_registry import ExecutorInfo, ExecutorRegistry
 from common.grpc_server import RunningServer, start_server
 from common.languages import LANGUAGES
 from common.migrations import SchemaError
@@ -22,11 +25,12 @@ from lce.session.v1 import session_pb2, session_pb2_grpc
 from session_service import SERVICE_NAME, SessionServicer, build_servicer
 from session_service.migrations import HISTORY
 from session_service.sessions import MAX_FILES, MAX_SOURCE_BYTES
-from tests.conftest import fresh_database, migrated
+from tests.conftest import RedisServer, fresh_database, migrated
 
 DEADLINE_S = 10.0
 PYTHON = LANGUAGES[0]
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
+ServicerFor = Callable[[str], SessionServicer]
 
 
 class Served:
@@ -48,8 +52,14 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(postgres_url: str) -> Iterator[Served]:
-    served = Served(build_servicer(postgres_url))
+def servicer_for(redis_server: RedisServer) -> ServicerFor:
+    """Builds a servicer on a database, reading executors' announcements from the test run's Redis."""
+    return lambda database_url: build_servicer(database_url, redis_server.url)
+
+
+@pytest.fixture(scope="module")
+def served(servicer_for: ServicerFor, postgres_url: str) -> Iterator[Served]:
+    served = Served(servicer_for(postgres_url))
     yield served
     served.stop()
 
@@ -97,6 +107,36 @@ def kind_of(err: grpc.RpcError) -> str | None:
 # Languages
 
 
+def announce(redis_url: str, executor_id: str, languages: dict[str, str]) -> None:
+    info = ExecutorInfo(executor_id, "default", languages, "bwrap-userns", 1, 0, "host", 1, "0.1.0", time.time())
+    ExecutorRegistry(redis.Redis.from_url(redis_url)).announce(info, ttl_s=30)
+
+
+@pytest.fixture
+def executors(redis_server: RedisServer) -> Iterator[Callable[[str, dict[str, str]], None]]:
+    """Announces executors in the registry (as executor/heartbeat.py does); all withdrawn afterwards."""
+    announced: list[str] = []
+
+    def add(executor_id: str, languages: dict[str, str]) -> None:
+        announce(redis_server.url, executor_id, languages)
+        announced.append(executor_id)
+
+    yield add
+    registry = ExecutorRegistry(redis.Redis.from_url(redis_server.url))
+    for executor_id in announced:
+        registry.withdraw(executor_id)
+
+
+def languages_once(served: Served, changed: Callable[[list[Any]], bool]) -> list[Any]:
+    """ListLanguages once its answer shows `changed` (the registry is read at most once a second)."""
+    deadline = time.monotonic() + 5
+    while True:
+        languages = list(served.call("ListLanguages", session_pb2.ListLanguagesRequest()).languages)
+        if changed(languages) or time.monotonic() > deadline:
+            return languages
+        time.sleep(0.1)
+
+
 def test_list_languages_answers_the_eight_languages_in_table_order(served: Served) -> None:
     languages = served.call("ListLanguages", session_pb2.ListLanguagesRequest()).languages
     assert [language.id for language in languages] == [language.id for language in LANGUAGES]
@@ -104,12 +144,37 @@ def test_list_languages_answers_the_eight_languages_in_table_order(served: Serve
         "python", "javascript", "c", "cpp", "go", "java", "php", "ruby",
     ]  # fmt: skip
     for answered, reference in zip(languages, LANGUAGES, strict=True):
-        assert answered.version not in ("", "unavailable"), answered.name
         assert answered.runtime == reference.runtime
         assert answered.template_code == reference.template_code
         assert answered.file_name == reference.file_name
         assert answered.default_time_limit_ms == reference.default_time_limit_ms
         assert answered.default_memory_mb == reference.default_memory_mb
+
+
+def test_languages_no_executor_serves_are_unavailable(served: Served) -> None:
+    languages = languages_once(served, lambda found: not any(language.available for language in found))
+    assert [(language.version, list(language.versions), language.available) for language in languages] == [
+        ("unavailable", [], False)
+    ] * len(LANGUAGES)
+
+
+def test_versions_are_those_live_executors_announce(served: Served, executors: Any) -> None:
+    executors("a", {"python": "3.11.2", "ruby": "3.1.2"})
+    executors("b", {"python": "3.11.2"})
+    executors("c", {"python": "3.12.1"})
+    languages = {
+        language.name: language for language in languages_once(served, lambda found: len(found[0].versions) == 2)
+    }
+    assert (languages["python"].version, list(languages["python"].versions)) == ("3.11.2", ["3.11.2", "3.12.1"])
+    assert languages["python"].available
+    assert (languages["ruby"].version, list(languages["ruby"].versions), languages["ruby"].available) == (
+        "3.1.2",
+        ["3.1.2"],
+        True,
+    )
+    assert (languages["java"].version, languages["java"].available) == ("unavailable", False)
+    session = create(served)
+    assert (session.language.version, list(session.language.versions)) == ("3.11.2", ["3.11.2", "3.12.1"])
 
 
 @pytest.mark.parametrize("reference", LANGUAGES, ids=lambda language: language.name)
@@ -121,7 +186,7 @@ def test_get_language_answers_the_listed_language(served: Served, reference: Any
     assert answered == listed[reference.id]
 
 
-def test_languages_table_holds_the_reference_data_with_versions(served: Served, postgres_url: str) -> None:
+def test_languages_table_holds_the_reference_data_but_no_version(served: Served, postgres_url: str) -> None:
     engine = create_engine(postgres_url)
     try:
         with engine.connect() as connection:
@@ -129,7 +194,8 @@ def test_languages_table_holds_the_reference_data_with_versions(served: Served, 
     finally:
         engine.dispose()
     assert {(str(row.id), row.name) for row in rows} == {(language.id, language.name) for language in LANGUAGES}
-    assert all(row.version not in ("", "unavailable") for row in rows)
+    # Sessions point at these rows; versions are the live executors', never stored.
+    assert {row.version for row in rows} == {""}
 
 
 # Sessions
@@ -141,7 +207,6 @@ def test_create_session_starts_active_with_the_template(served: Served) -> None:
     assert session.status == session_pb2.SESSION_STATUS_ACTIVE
     assert session.source_code == PYTHON.template_code
     assert session.language.id == PYTHON.id
-    assert session.language.version
     assert session.created_at == session.updated_at
     assert session.created_at.seconds > 0
 
@@ -251,8 +316,10 @@ def test_a_bad_file_name_is_explained_by_its_place(served: Served) -> None:
     assert err.details().startswith("files[1].name ")
 
 
-def test_the_files_column_is_added_to_a_database_of_an_earlier_release(scratch_database: str) -> None:
-    served = Served(build_servicer(scratch_database))
+def test_the_files_column_is_added_to_a_database_of_an_earlier_release(
+    servicer_for: ServicerFor, scratch_database: str
+) -> None:
+    served = Served(servicer_for(scratch_database))
     try:
         session = create(served, "print('before files')")
     finally:
@@ -265,8 +332,8 @@ def test_the_files_column_is_added_to_a_database_of_an_earlier_release(scratch_d
     finally:
         engine.dispose()
     with pytest.raises(SchemaError):
-        build_servicer(scratch_database)
-    served = Served(build_servicer(migrated(scratch_database)))
+        servicer_for(scratch_database)
+    served = Served(servicer_for(migrated(scratch_database)))
     try:
         assert get(served, session.id) == session
         saved = save_files(served, session.id, source_files({"new.py": "N = 1"}))
@@ -386,8 +453,8 @@ def test_closed_session_refuses_autosave_but_keeps_its_source(served: Served) ->
     assert session.status == session_pb2.SESSION_STATUS_INACTIVE
 
 
-def test_database_outage_is_unavailable(scratch_database: str, postgres_url: str) -> None:
-    served = Served(build_servicer(scratch_database))
+def test_database_outage_is_unavailable(servicer_for: ServicerFor, scratch_database: str, postgres_url: str) -> None:
+    served = Served(servicer_for(scratch_database))
     try:
         session = create(served)
         admin_url = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -408,7 +475,7 @@ def test_health_reports_the_service_serving(served: Served) -> None:
 # Startup
 
 
-def test_replicas_starting_together_all_come_up(scratch_database: str) -> None:
+def test_replicas_starting_together_all_come_up(servicer_for: ServicerFor, scratch_database: str) -> None:
     start = threading.Barrier(4)
     built: list[SessionServicer] = []
     failures: list[BaseException] = []
@@ -416,7 +483,7 @@ def test_replicas_starting_together_all_come_up(scratch_database: str) -> None:
     def start_replica() -> None:
         start.wait()
         try:
-            built.append(build_servicer(scratch_database))
+            built.append(servicer_for(scratch_database))
         except BaseException as err:
             failures.append(err)
 
@@ -431,9 +498,9 @@ def test_replicas_starting_together_all_come_up(scratch_database: str) -> None:
     assert len(built) == 4
 
 
-def test_sqlite_file_keeps_sessions_across_restarts(tmp_path: Path) -> None:
+def test_sqlite_file_keeps_sessions_across_restarts(servicer_for: ServicerFor, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'session.db'}"
-    first = Served(build_servicer(url))
+    first = Served(servicer_for(url))
     try:
         session = create(first, "print('sqlite')")
         saved = first.call(
@@ -441,7 +508,7 @@ def test_sqlite_file_keeps_sessions_across_restarts(tmp_path: Path) -> None:
         ).session
     finally:
         first.stop()
-    second = Served(build_servicer(url))
+    second = Served(servicer_for(url))
     try:
         languages = second.call("ListLanguages", session_pb2.ListLanguagesRequest()).languages
         assert [language.id for language in languages] == [language.id for language in LANGUAGES]

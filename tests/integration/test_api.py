@@ -45,6 +45,11 @@ def test_languages_list_and_detail(api: httpx.Client) -> None:
         assert detail["id"] == summary["id"]
         assert uuid.UUID(detail["id"])
         assert detail["version"] and detail["version"] != "unavailable"
+        # The stack's executors serve every language, all with this machine's toolchains.
+        assert (detail["versions"], detail["available"]) == ([detail["version"]], True)
+        assert {key: summary[key] for key in ("version", "versions", "available")} == {
+            key: detail[key] for key in ("version", "versions", "available")
+        }
         assert detail["template_code"] and detail["file_name"]
         assert detail["default_time_limit_ms"] > 0 and detail["default_memory_mb"] > 0
 

@@ -12,12 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from devstack import Stack
+from lce.execution.v1 import execution_pb2, execution_pb2_grpc
 from tests.conftest import RedisServer, fresh_database
 from tests.integration.conftest import TERMINAL, stack_config
 
@@ -203,6 +205,32 @@ def test_operators_search_and_retry_with_an_admin_key_only(secured: Secured) -> 
         refused = api.post(f"/executions/{execution_id}/retry")
         assert refused.status_code == 409 and "can be retried" in refused.json()["error"]
         assert api.post("/executions/00000000-0000-4000-8000-000000000000/retry").status_code == 404
+
+
+def test_system_is_for_admin_keys_only(secured: Secured) -> None:
+    user, _ = secured.new_key("acme")
+    admin, _ = secured.new_key("ops", "--admin")
+    with secured.client(None) as anonymous:
+        assert anonymous.get("/system").status_code == 401
+    with secured.client(user) as api:
+        refused = api.get("/system")
+    assert (refused.status_code, refused.json()) == (403, {"error": "this endpoint needs an admin API key"})
+    with secured.client(admin) as api:
+        answer = api.get("/system")
+    assert answer.status_code == 200, answer.text
+    assert "executor-1" in {executor["id"] for executor in answer.json()["executors"]}
+    assert len(answer.json()["queues"]) == 8
+    # A key of its own sent straight to execution_service is judged the same way.
+    address = f"127.0.0.1:{secured.stack.config.execution_port}"
+    with grpc.insecure_channel(address) as channel:
+        stub = execution_pb2_grpc.ExecutionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as denied:
+            stub.GetSystem(execution_pb2.GetSystemRequest(), metadata=[("authorization", f"Bearer {user}")], timeout=10)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        allowed = stub.GetSystem(
+            execution_pb2.GetSystemRequest(), metadata=[("authorization", f"Bearer {admin}")], timeout=10
+        )
+        assert len(allowed.queues) == 8
 
 
 def test_a_revoked_key_stops_working(secured: Secured) -> None:

@@ -22,6 +22,8 @@ CONFIGS = {
     "gateway": GatewayConfig,
 }
 READ_BY_EVERY_SERVICE = {"LCE_LOG_LEVEL"}
+# Pools of executors besides the default one: executors too (README "Pools").
+EXECUTOR_POOLS = {"executor_java"}
 
 
 class RecordingEnviron(dict[str, str]):
@@ -53,23 +55,39 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
+def config_of(name: str) -> Any:
+    return ExecutorConfig if name in EXECUTOR_POOLS else CONFIGS[name]
+
+
 def lce_services(compose: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for name, service in compose["services"].items():
-        if name in CONFIGS:
+        if name in CONFIGS or name in EXECUTOR_POOLS:
             yield name, service
 
 
 def test_every_service_is_there(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {*CONFIGS, "postgres", "redis"}
+    assert set(compose["services"]) == {*CONFIGS, *EXECUTOR_POOLS, "postgres", "redis"}
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", sorted({*CONFIGS, *EXECUTOR_POOLS}))
 def test_environment_is_what_the_service_reads(
     compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     given = set(compose["services"][name]["environment"])
-    unread = given - variables_read(CONFIGS[name], monkeypatch, tmp_path)
+    unread = given - variables_read(config_of(name), monkeypatch, tmp_path)
     assert not unread, f"{name} is given variables it never reads: {sorted(unread)}"
+
+
+def test_the_java_pool_is_the_executor_serving_java_alone(compose: dict[str, Any]) -> None:
+    default, java = compose["services"]["executor"], compose["services"]["executor_java"]
+    assert {key: value for key, value in java.items() if key not in ("environment", "profiles")} == {
+        key: value for key, value in default.items() if key != "environment"
+    }
+    assert java["environment"] == default["environment"] | {
+        "LCE_EXECUTOR_POOL": "java",
+        "LCE_EXECUTOR_LANGUAGES": "java",
+    }
+    assert java["profiles"] == ["java-pool"]  # started only when asked for
 
 
 def test_peers_point_at_listening_services(compose: dict[str, Any]) -> None:
@@ -94,13 +112,14 @@ def test_only_the_owners_of_stores_get_their_urls(compose: dict[str, Any]) -> No
     with_redis = {n for n, s in lce_services(compose) if "LCE_REDIS_URL" in s["environment"]}
     assert with_database == {"session_service", "execution_service"}
     # The gateway reads runs' event streams (/executions/{id}/stream); it never touches queues or counters.
-    assert with_redis == {"execution_service", "executor", "gateway"}
+    # session_service reads the executors' announcements.
+    assert with_redis == {"session_service", "execution_service", "executor", "executor_java", "gateway"}
 
 
 def test_only_the_executor_is_privileged_and_it_scales(compose: dict[str, Any]) -> None:
     for name, service in lce_services(compose):
         privileged = {"cap_add", "security_opt", "privileged", "volumes"} & set(service)
-        assert bool(privileged) == (name == "executor"), name
+        assert bool(privileged) == (name == "executor" or name in EXECUTOR_POOLS), name
     executor = compose["services"]["executor"]
     assert "privileged" not in executor
     assert "ports" not in executor and "container_name" not in executor

@@ -2,10 +2,11 @@
 renders it, every object is validated against the schemas of one Kubernetes release (KEDA's, which
 have none there, against their structure), and the wiring is checked against the code: the variables
 each service reads, peers against Services and listen ports, probes against container ports, Secrets
-against their template, who may reach whom, the executors' queue and the migration Job's commands."""
+against their template, who may reach whom, the executors' pools and queues and the migration Job's commands."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -22,6 +23,8 @@ import yaml
 from rq.queue import Queue
 
 from common.config import ExecutionServiceConfig, ExecutorConfig, GatewayConfig, SessionServiceConfig
+from common.job import queue_for
+from common.languages import LANGUAGES
 from execution_service.models import metadata as execution_tables
 from gateway.auth import OPEN_PATHS
 from session_service.models import metadata as session_tables
@@ -31,7 +34,8 @@ K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 SECRETS_EXAMPLE = K8S / "secrets.example.yaml"
 # The oldest Kubernetes release the manifests are for, and the newest the bundled schemas know.
 KUBERNETES_VERSIONS = ("1.33", "1.37")
-OVERLAYS = ("dev", "production")
+# java-pool: production with a pool of executors for Java alone (the example of a pool per language).
+OVERLAYS = ("dev", "production", "java-pool")
 CONFIGS: dict[str, Any] = {
     "session-service": SessionServiceConfig,
     "execution-service": ExecutionServiceConfig,
@@ -68,6 +72,7 @@ DEFAULTED = {
     | {"LCE_WEBHOOK_TIMEOUT_S"},
     "executor": TLS
     | {"LCE_EXECUTOR_TOKEN", "LCE_OUTPUT_LIMIT_BYTES", "LCE_REPORT_RETRY_S", "LCE_COMPILE_CACHE_MB"}
+    | {"LCE_EXECUTOR_HEARTBEAT_S"}
     # Never unconfined; and no metrics port, since nothing may reach an executor.
     | {"LCE_SANDBOX_ALLOW_UNCONFINED", "LCE_METRICS_LISTEN"}
     # The image installs the declared libraries where the executor looks by default.
@@ -121,20 +126,22 @@ def render(directory: Path) -> list[Object]:
 
 
 def apply_json_patch(objects: list[Object], target: dict[str, str], operations: list[dict[str, Any]]) -> None:
-    """RFC 6902's replace, the one operation the overlays use, on the one object the target names."""
+    """RFC 6902's replace and remove, the operations the overlays use, on the one object the target names."""
     assert set(target) <= {"kind", "name"}, target
     (obj,) = [o for o in objects if o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"]]
     for operation in operations:
-        assert operation["op"] == "replace", f"unsupported patch operation {operation['op']!r}"
+        assert operation["op"] in ("replace", "remove"), f"unsupported patch operation {operation['op']!r}"
         *parents, last = [part.replace("~1", "/").replace("~0", "~") for part in operation["path"].split("/")[1:]]
         node = obj
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node[part]
-        if isinstance(node, list):
-            node[int(last)] = operation["value"]  # IndexError when there is nothing to replace
+        key: int | str = int(last) if isinstance(node, list) else last
+        if isinstance(node, dict):
+            assert last in node, f"nothing at {operation['path']}"
+        if operation["op"] == "remove":
+            del node[key]  # IndexError when there is nothing to remove
         else:
-            assert last in node, f"nothing to replace at {operation['path']}"
-            node[last] = operation["value"]
+            node[key] = operation["value"]  # IndexError when there is nothing to replace
 
 
 def pod_specs(objects: list[Object]) -> Iterator[tuple[Object, Object]]:
@@ -169,6 +176,16 @@ def find(objects: list[Object], kind: str, name: str) -> Object:
 def deployment_container(objects: list[Object], name: str) -> Object:
     (container,) = find(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"]
     return container
+
+
+def executor_pools(objects: list[Object]) -> list[str]:
+    """The Deployments of executors, one per pool: the pods the executor NetworkPolicy holds."""
+    return [
+        obj["metadata"]["name"]
+        for obj in objects
+        if obj["kind"] == "Deployment"
+        and obj["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "executor"
+    ]
 
 
 def env_of(container: Object) -> dict[str, Object]:
@@ -378,15 +395,17 @@ def test_every_variable_a_service_reads_is_set_or_deliberately_defaulted(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    spec = find(overlay, "Deployment", name)["spec"]["template"]["spec"]
-    recorder = RecordingEnviron()
-    recorder.update(environment(deployment_container(overlay, name), spec, example_secrets, tmp_path))
-    monkeypatch.setattr(os, "environ", recorder)
-    CONFIGS[name].from_env()  # the manifest's values are ones the service accepts
-    read = recorder.asked | READ_BY_EVERY_SERVICE
-    given = set(env_of(deployment_container(overlay, name)))
-    assert given - read == set(), f"{name} is given variables it never reads"
-    assert read - given == DEFAULTED[name], f"{name}: what is left to its default is not what DEFAULTED says"
+    # Every pool of executors is an executor.
+    for deployment in executor_pools(overlay) if name == "executor" else [name]:
+        spec = find(overlay, "Deployment", deployment)["spec"]["template"]["spec"]
+        recorder = RecordingEnviron()
+        recorder.update(environment(deployment_container(overlay, deployment), spec, example_secrets, tmp_path))
+        monkeypatch.setattr(os, "environ", recorder)
+        CONFIGS[name].from_env()  # the manifest's values are ones the service accepts
+        read = recorder.asked | READ_BY_EVERY_SERVICE
+        given = set(env_of(deployment_container(overlay, deployment)))
+        assert given - read == set(), f"{deployment} is given variables it never reads"
+        assert read - given == DEFAULTED[name], f"{deployment}: what is left to its default is not what DEFAULTED says"
 
 
 @pytest.mark.parametrize("variable", sorted(PEERS))
@@ -423,7 +442,8 @@ def test_the_gateway_is_reached_through_its_service(overlay: list[Object]) -> No
 
 
 def test_grpc_services_have_native_grpc_probes_on_their_listening_port(overlay: list[Object]) -> None:
-    for name, variable in GRPC_LISTEN.items():
+    listening = {**GRPC_LISTEN, **dict.fromkeys(executor_pools(overlay), GRPC_LISTEN["executor"])}
+    for name, variable in listening.items():
         container = deployment_container(overlay, name)
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             port = container[kind]["grpc"]["port"]
@@ -467,20 +487,40 @@ def test_every_deployment_has_a_disruption_budget(overlay: list[Object]) -> None
 def test_autoscaled_deployments_leave_the_count_to_their_autoscaler(overlay: list[Object]) -> None:
     hpa = find(overlay, "HorizontalPodAutoscaler", "gateway")["spec"]
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gateway"}
-    scaled = find(overlay, "ScaledObject", "executor")["spec"]
-    assert scaled["scaleTargetRef"]["name"] == "executor"
-    assert scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
-    for name in ("gateway", "executor"):
+    for pool in executor_pools(overlay):
+        scaled = find(overlay, "ScaledObject", pool)["spec"]
+        assert scaled["scaleTargetRef"]["name"] == pool
+        assert scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
+    for name in ("gateway", *executor_pools(overlay)):
         assert "replicas" not in find(overlay, "Deployment", name)["spec"]
 
 
-def test_executors_scale_on_the_rq_list_of_the_queue_they_serve(overlay: list[Object]) -> None:
-    (trigger,) = find(overlay, "ScaledObject", "executor")["spec"]["triggers"]
-    queue = env_of(deployment_container(overlay, "executor"))["LCE_QUEUE_NAME"]["value"]
-    assert env_of(deployment_container(overlay, "execution-service"))["LCE_QUEUE_NAME"]["value"] == queue
-    assert trigger["metadata"]["listName"] == Queue.redis_queue_namespace_prefix + queue
-    auth = find(overlay, "TriggerAuthentication", trigger["authenticationRef"]["name"])
-    assert {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]} == {"username", "password"}
+def served_languages(executor: Object) -> set[str]:
+    """What an executor serves by its LCE_EXECUTOR_LANGUAGES (empty: every language; the image has them all)."""
+    listed = env_of(executor)["LCE_EXECUTOR_LANGUAGES"]["value"]
+    return {name.strip() for name in listed.split(",")} if listed else {language.name for language in LANGUAGES}
+
+
+def test_each_pool_scales_on_the_rq_lists_of_exactly_the_queues_it_serves(overlay: list[Object]) -> None:
+    queue = env_of(deployment_container(overlay, "execution-service"))["LCE_QUEUE_NAME"]["value"]
+    served: list[str] = []
+    for pool in executor_pools(overlay):
+        executor = deployment_container(overlay, pool)
+        assert env_of(executor)["LCE_QUEUE_NAME"]["value"] == queue
+        assert env_of(executor)["LCE_EXECUTOR_POOL"]["value"] == (
+            "default" if pool == "executor" else pool.removeprefix("executor-")
+        )
+        languages = served_languages(executor)
+        served += languages
+        triggers = find(overlay, "ScaledObject", pool)["spec"]["triggers"]
+        # RQ's own key for each queue the pool listens to, and no other.
+        expected = {Queue.redis_queue_namespace_prefix + queue_for(queue, language) for language in languages}
+        assert sorted(trigger["metadata"]["listName"] for trigger in triggers) == sorted(expected), pool
+        for trigger in triggers:
+            auth = find(overlay, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+            assert {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]} == {"username", "password"}
+    # Every language has a pool, and one only: a run never waits for executors that are not there.
+    assert sorted(served) == sorted(language.name for language in LANGUAGES)
 
 
 # --- privileges ---
@@ -490,7 +530,7 @@ def test_every_pod_but_the_executor_meets_the_restricted_pod_security_level(over
     for obj, spec in pod_specs(overlay):
         assert spec["automountServiceAccountToken"] is False
         assert not {"hostNetwork", "hostPID", "hostIPC"} & set(spec)
-        if obj["metadata"]["name"] == "executor":
+        if obj["metadata"]["name"] in executor_pools(overlay):
             continue
         pod = spec["securityContext"]
         assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0
@@ -505,9 +545,30 @@ def test_every_pod_but_the_executor_meets_the_restricted_pod_security_level(over
             }, container["name"]
 
 
-def test_the_executor_gets_only_what_the_sandbox_needs(overlay: list[Object]) -> None:
-    spec = find(overlay, "Deployment", "executor")["spec"]["template"]["spec"]
-    executor = deployment_container(overlay, "executor")
+def test_every_pool_s_pods_are_the_default_pool_s_but_for_its_pool_and_languages(overlay: list[Object]) -> None:
+    """A pool's Deployment is a copy of the base executor's: no drift in privileges, probes or resources."""
+
+    def pod(deployment: str) -> Object:
+        template = copy.deepcopy(find(overlay, "Deployment", deployment)["spec"]["template"])
+        template["metadata"]["labels"].pop("app.kubernetes.io/name")
+        for variable in template["spec"]["containers"][0]["env"]:
+            if variable["name"] in ("LCE_EXECUTOR_POOL", "LCE_EXECUTOR_LANGUAGES"):
+                variable["value"] = "<per pool>"
+        return template  # type: ignore[no-any-return]
+
+    default = pod("executor")
+    for pool in executor_pools(overlay):
+        assert pod(pool) == default, pool
+
+
+def test_every_executor_pool_gets_only_what_the_sandbox_needs(overlay: list[Object]) -> None:
+    for pool in executor_pools(overlay):
+        check_sandbox_privileges(overlay, pool)
+
+
+def check_sandbox_privileges(overlay: list[Object], pool: str) -> None:
+    spec = find(overlay, "Deployment", pool)["spec"]["template"]["spec"]
+    executor = deployment_container(overlay, pool)
     context = executor["securityContext"]
     assert context["privileged"] is False
     assert context["capabilities"]["drop"] == ["ALL"]
@@ -584,17 +645,21 @@ def reaches(overlay: list[Object], source: Pod, destination: Pod, port: int) -> 
 
 def test_network_policies_admit_exactly_the_designed_paths(overlay: list[Object]) -> None:
     namespace = find(overlay, "Deployment", "gateway")["metadata"]["namespace"]
+    pools = executor_pools(overlay)
     ours = {
         name: Pod(pod_labels(overlay, name), namespace)
-        for name in ("session-service", "execution-service", "executor", "gateway")
+        for name in ("session-service", "execution-service", *pools, "gateway")
     }
     ours["migrate"] = Pod(find(overlay, "Job", "migrate")["spec"]["template"]["metadata"]["labels"], namespace)
-    ports = {name: [p["containerPort"] for p in deployment_container(overlay, name)["ports"]] for name in CONFIGS}
+    ports = {
+        name: [p["containerPort"] for p in deployment_container(overlay, name)["ports"]]
+        for name in ("session-service", "execution-service", *pools, "gateway")
+    }
     designed = {
         ("gateway", "session-service", 7051),
         ("gateway", "execution-service", 7052),
         ("execution-service", "session-service", 7051),
-        ("executor", "execution-service", 7052),
+        *((pool, "execution-service", 7052) for pool in pools),
     }
     for source, source_pod in ours.items():
         for destination, destination_ports in ports.items():
@@ -604,7 +669,7 @@ def test_network_policies_admit_exactly_the_designed_paths(overlay: list[Object]
     stores = {"postgresql": 5432, "redis": 6379}
     store_clients = {
         "postgresql": {"session-service", "execution-service", "migrate"},
-        "redis": {"execution-service", "executor", "gateway"},
+        "redis": {"session-service", "execution-service", *pools, "gateway"},
     }
     for store, port in stores.items():
         store_pod = Pod({"app.kubernetes.io/name": store}, namespace)
@@ -620,8 +685,9 @@ def test_network_policies_admit_exactly_the_designed_paths(overlay: list[Object]
     # Nothing reaches an executor on its own policy's word, whatever the others' egress says.
     policies = [o for o in overlay if o["kind"] == "NetworkPolicy"]
     for source in [*ours.values(), ingress_controller, prometheus]:
-        for port in ports["executor"]:
-            assert not allowed(policies, "ingress", ours["executor"], source, port)
+        for pool in pools:
+            for port in ports[pool]:
+                assert not allowed(policies, "ingress", ours[pool], source, port)
 
 
 # --- the migration Job ---

@@ -27,6 +27,7 @@ from session_service.sessions import (
     Sessions,
     check_files,
 )
+from tests.conftest import RedisServer
 
 PYTHON = LANGUAGES[0]
 JAVA = next(language for language in LANGUAGES if language.name == "java")
@@ -228,8 +229,8 @@ def test_session_detail_answers_the_files_in_order() -> None:
 
 
 @pytest.fixture(scope="module")
-def sessions(postgres_url: str) -> Iterator[Sessions]:
-    built = build_sessions(postgres_url)
+def sessions(postgres_url: str, redis_server: RedisServer) -> Iterator[Sessions]:
+    built = build_sessions(postgres_url, redis_server.url)
     yield built
     built.dispose()
 
@@ -261,7 +262,7 @@ class InterferingRepository(SessionRepository):
 @pytest.fixture
 def interfered(sessions: Sessions, postgres_url: str) -> Iterator[tuple[Sessions, InterferingRepository]]:
     repository = InterferingRepository(postgres_url, times=0)
-    yield Sessions(repository, Catalogue(sessions.catalogue.languages)), repository
+    yield Sessions(repository, Catalogue(sessions.catalogue.served)), repository
     repository.dispose()
 
 

@@ -14,13 +14,14 @@ from common.languages import LANGUAGES
 from session_service import build_sessions
 from session_service.models import SessionStatus
 from session_service.sessions import MAX_SOURCE_BYTES, Catalogue, Sessions, check_source
+from tests.conftest import RedisServer
 
 PYTHON = LANGUAGES[0]
 
 
 @pytest.fixture(scope="module")
-def sessions(postgres_url: str) -> Iterator[Sessions]:
-    built = build_sessions(postgres_url)
+def sessions(postgres_url: str, redis_server: RedisServer) -> Iterator[Sessions]:
+    built = build_sessions(postgres_url, redis_server.url)
     yield built
     built.dispose()
 
@@ -60,13 +61,20 @@ def test_source_with_nul_is_an_invalid_argument_not_a_size_error() -> None:
 
 
 def test_catalogue_keeps_the_order_of_the_language_table() -> None:
-    catalogue = Catalogue.detect()
+    catalogue = Catalogue(lambda: {})
     assert [language.id for language in catalogue.languages] == [language.id for language in LANGUAGES]
-    assert all(language.version for language in catalogue.languages)
+
+
+def test_catalogue_reports_the_served_versions_and_unavailable_languages() -> None:
+    catalogue = Catalogue(lambda: {"python": ("3.11.2", "3.12.1")})
+    python, javascript = catalogue.languages[:2]
+    assert (python.version, python.versions, python.available) == ("3.11.2", ("3.11.2", "3.12.1"), True)
+    assert (javascript.version, javascript.versions, javascript.available) == ("unavailable", (), False)
+    assert catalogue.get(PYTHON.id) == python
 
 
 def test_catalogue_tells_malformed_from_unknown_language_ids() -> None:
-    catalogue = Catalogue.detect()
+    catalogue = Catalogue(lambda: {})
     with pytest.raises(InvalidArgument, match="language_id must be a UUID"):
         catalogue.get("python")
     with pytest.raises(NotFound):

@@ -23,6 +23,8 @@ LANGUAGE = session_pb2.Language(
     file_name="main.js",
     default_time_limit_ms=5000,
     default_memory_mb=256,
+    versions=["18.19.0", "20.11.1"],
+    available=True,
 )
 
 
@@ -71,6 +73,8 @@ def test_languages_list_shape() -> None:
         "name": "javascript",
         "runtime": "node",
         "version": "18.19.0",
+        "versions": ["18.19.0", "20.11.1"],
+        "available": True,
         "default_time_limit_ms": 5000,
         "default_memory_mb": 256,
     }
@@ -80,7 +84,7 @@ def test_language_detail_adds_template_and_file_name() -> None:
     body = translate.language_detail(LANGUAGE)
     assert body["template_code"] == "console.log('Hello World');"
     assert body["file_name"] == "main.js"
-    assert len(body) == 8
+    assert len(body) == 10
 
 
 def test_session_detail_shape() -> None:

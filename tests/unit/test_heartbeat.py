@@ -1,0 +1,48 @@
+"""What an executor serves and announces (executor/heartbeat.py), with the real toolchains and Redis."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from common.config import ConfigError
+from common.executor_registry import ExecutorRegistry
+from common.languages import by_name, detect_version
+from executor.heartbeat import Heartbeat, served_languages
+
+
+def test_a_configured_subset_is_served_with_its_versions() -> None:
+    python, java = by_name("python"), by_name("java")
+    assert python is not None and java is not None
+    assert served_languages(["java", "python"]) == {"java": detect_version(java), "python": detect_version(python)}
+
+
+def test_every_installed_language_is_served_by_default() -> None:
+    assert set(served_languages([])) == {"python", "javascript", "c", "cpp", "go", "java", "php", "ruby"}
+
+
+def test_an_unknown_language_stops_the_executor() -> None:
+    with pytest.raises(ConfigError, match="unknown languages cobol"):
+        served_languages(["python", "cobol"])
+
+
+def test_busy_slots_are_announced_as_of_the_beat(redis_url: str) -> None:
+    heartbeat = Heartbeat.build(
+        redis.Redis.from_url(redis_url),
+        executor_id="e1",
+        pool="java",
+        languages={"java": "17.0.9"},
+        queues=["q:java"],
+        sandbox_mode="none",
+        interval_s=60,
+    )
+    registry = ExecutorRegistry(redis.Redis.from_url(redis_url))
+    heartbeat.beat()
+    (idle,) = registry.live()
+    with heartbeat.busy():
+        heartbeat.beat()
+        (busy,) = registry.live()
+    assert (idle.slots_busy, busy.slots_busy, busy.slots_total) == (0, 1, 1)
+    assert (busy.pool, busy.languages, busy.queues) == ("java", {"java": "17.0.9"}, ("q:java",))
+    heartbeat.stop()
+    assert registry.live() == []
