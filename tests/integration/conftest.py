@@ -69,6 +69,18 @@ def stack(stack_database: str, redis_server: RedisServer, tmp_path_factory: pyte
     assert not failed, f"services exited with an error on SIGTERM: {failed}"
 
 
+def start_gateway(stack: Stack, name: str, **env: str) -> tuple[Service, str]:
+    """Another gateway process on the stack's services, with `env` beside the stack's gateway's own
+    (one worker unless `env` says otherwise, and a /metrics port of its own); the service and its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    own = {"LCE_GATEWAY_LISTEN": f"127.0.0.1:{port}", "LCE_GATEWAY_WORKERS": "1"}
+    own["LCE_METRICS_LISTEN"] = f"127.0.0.1:{free_port()}"
+    gateway = Service(name, "gateway", {**stack.find("gateway").env, **own, **env}, f"{url}/health")
+    stack.start_service(gateway)
+    return gateway, url
+
+
 def metrics_url(service: Service) -> str:
     """Where a service of a stack of stack_config serves /metrics."""
     return f"http://{service.env['LCE_METRICS_LISTEN']}/metrics"

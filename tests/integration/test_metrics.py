@@ -22,8 +22,7 @@ from websockets.sync.client import connect
 from devstack import Service, Stack
 from execution_service import SERVICE_NAMES as EXECUTION_SERVICES
 from session_service import SERVICE_NAME as SESSION_SERVICE
-from tests.conftest import free_port
-from tests.integration.conftest import metrics_url, new_session, wait_terminal
+from tests.integration.conftest import metrics_url, new_session, start_gateway, wait_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -182,15 +181,7 @@ def test_every_grpc_port_lists_its_services_through_reflection(stack: Stack, ser
 @contextmanager
 def own_gateway(stack: Stack, workers: int) -> Iterator[Service]:
     """Another gateway on the stack's backends, with `workers` processes and /metrics of its own."""
-    port = free_port()
-    env = {
-        **stack.find("gateway").env,
-        "LCE_GATEWAY_LISTEN": f"127.0.0.1:{port}",
-        "LCE_GATEWAY_WORKERS": str(workers),
-        "LCE_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
-    }
-    gateway = Service("own-gateway", "gateway", env, f"http://127.0.0.1:{port}/health")
-    stack.start_service(gateway)
+    gateway, _ = start_gateway(stack, "own-gateway", LCE_GATEWAY_WORKERS=str(workers))
     try:
         yield gateway
     finally:
