@@ -68,7 +68,6 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        route = route_template(scope)
         method = scope.get("method", "GET")  # a WebSocket handshake is a GET
         method = method if method in _METHODS else "other"
         answered = False
@@ -76,6 +75,7 @@ class RequestMetrics:
         def count(status: int) -> None:
             nonlocal answered
             answered = True
+            route = route_template(scope)  # once answered: the router has said which route took it
             LATENCY.labels(route, method).observe(time.perf_counter() - started)
             REQUESTS.labels(route, method, str(status)).inc()
 
@@ -109,7 +109,12 @@ def _status_of(message: Message) -> int | None:
 
 def route_template(scope: Scope) -> str:
     """The path template of the route that takes the request ("/executions/{execution_id}"), or of the
-    first one whose path matched when none takes its method (answered 405); UNMATCHED otherwise."""
+    first one whose path matched when none takes its method (answered 405); UNMATCHED otherwise.
+    Starlette's router names the route it chose in the scope; a request answered before routing
+    (from memory, a refusal) is matched here as the router would."""
+    routed = scope.get("route")
+    if routed is not None:
+        return str(routed.path)
     partial = None
     for route in scope["app"].router.routes:
         match, _ = route.matches(scope)
