@@ -387,6 +387,7 @@ class GatewayConfig:
     grpc_security: GrpcSecurity = GrpcSecurity()
     # The web origins whose pages may call the API from a browser (gateway/cors.py); none: no CORS at all.
     cors_origins: tuple[str, ...] = ()
+    metrics_listen_addr: str = ""  # host:port of /metrics of every gateway process (gateway/metrics.py)
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -405,6 +406,7 @@ class GatewayConfig:
             auth=_auth_setting(host or "127.0.0.1"),
             grpc_security=GrpcSecurity.from_env(internal_token=True),
             cors_origins=env_origins("LCE_CORS_ORIGINS"),
+            metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
         )
 
 

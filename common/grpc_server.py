@@ -17,6 +17,9 @@ process, health included, so work on a request path must be bounded by itself.
 Security (common/service_auth.py): with LCE_GRPC_TLS_* the port serves TLS and requires client
 certificates; where callers are identified, each call is admitted by who makes it, and its servicer
 can ask `service_auth.caller()`. Plaintext is served on loopback only, unless LCE_GRPC_ALLOW_PLAINTEXT.
+
+Every server also serves gRPC server reflection (grpc.reflection.v1alpha), so grpcurl lists and
+describes its services without the protos; service_auth says who may ask.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ from typing import Any
 import grpc
 import redis.exceptions
 import sqlalchemy.exc
+from google.protobuf import descriptor_pool
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from common import logs, metrics, service_auth
 from common.config import ConfigError, GrpcSecurity
@@ -317,6 +322,7 @@ def start_server(
     register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(reflected_services(service_names), server)
     if security.tls:
         port = server.add_secure_port(listen_addr, service_auth.server_credentials(security))
     else:
@@ -327,6 +333,21 @@ def start_server(
     for name in ("", *service_names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(server=server, port=port, health=health_servicer, pools=pools)
+
+
+def reflected_services(service_names: Iterable[str]) -> tuple[str, ...]:
+    """What server reflection lists (grpcurl): of the names health reports, those that are gRPC services
+    whose schema this process knows (an executor's health names are none), then health and reflection."""
+    pool = descriptor_pool.Default()
+
+    def known(name: str) -> bool:
+        try:
+            pool.FindServiceByName(name)
+        except KeyError:
+            return False
+        return True
+
+    return (*filter(known, service_names), HEALTH_SERVICE, reflection.SERVICE_NAME)
 
 
 def wait_for_stop_signal() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +22,14 @@ GRPC_HANDLING_SECONDS = Histogram(
 )
 
 
-def serve(listen_addr: str) -> int | None:
-    """Serves /metrics at host:port on a thread of its own; the bound port (0 picks one), or None when off."""
+def serve(listen_addr: str, registry: CollectorRegistry = REGISTRY) -> int | None:
+    """Serves /metrics at host:port on a thread of its own; the bound port (0 picks one), or None when off.
+    `registry`: what it serves (the gateway's adds up its worker processes)."""
     if not listen_addr:
         return None
     host, _, port = listen_addr.rpartition(":")
     # "[::]:9464", as gRPC's listen addresses are written, binds the IPv6 host "::".
-    server, _thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1")
+    server, _thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
     bound: int = server.server_port
     log.info("serving metrics", extra={"metrics_port": bound})
     return bound

@@ -3,7 +3,9 @@ servers and channels (README "Security model").
 
 A caller is an EXECUTOR, the GATEWAY or another SERVICE. Executors may call ExecutorReportService
 and nothing else; the others may call everything but it. Health checks are open to anyone who
-completes the handshake, so that probes work. A servicer asks `caller()` who is calling.
+completes the handshake, so that probes work. Server reflection (the schema, as grpcurl reads it) is
+open to every identified member, executors included: it reveals nothing protos/ does not, but which
+services a port serves is still nobody else's business. A servicer asks `caller()` who is calling.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ CERTIFICATE_NAMES = {
 
 EXECUTOR_REPORT_SERVICE = "lce.execution.v1.ExecutorReportService"
 HEALTH_SERVICE = "grpc.health.v1.Health"
+REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 # Where a service's token travels; "authorization" is left to the API keys of the callers' clients.
 TOKEN_METADATA_KEY = "lce-service-token"
 
@@ -89,6 +92,8 @@ class CallerPolicy:
         if service == HEALTH_SERVICE or not self.identifies:
             return None
         who = self.identify(token, common_name)
+        if service == REFLECTION_SERVICE:
+            return who
         if (who == EXECUTOR) != (service == EXECUTOR_REPORT_SERVICE):
             raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"the {who} may not call {service}")
         return who

@@ -88,7 +88,7 @@ class Stack:
 
     def _metrics_env(self, offset: int) -> dict[str, str]:
         """The processes share one host, so LCE_METRICS_LISTEN=host:port is the first of consecutive
-        ports: session_service, execution_service, then each executor (port 0: each picks one)."""
+        ports: session_service, execution_service, each executor, then the gateway (port 0: each picks one)."""
         listen = self.config.extra_env.get("LCE_METRICS_LISTEN", "")
         if not listen:
             return {}
@@ -158,6 +158,7 @@ class Stack:
                     "LCE_REDIS_URL": c.redis_url,
                     "LCE_SESSION_SERVICE_ADDR": session_addr,
                     "LCE_EXECUTION_SERVICE_ADDR": execution_addr,
+                    **self._metrics_env(2 + c.executors),
                     **self._secured("gateway", "internal"),
                 },
                 f"{c.gateway_url}/health",

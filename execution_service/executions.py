@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import redis.exceptions
+from prometheus_client import Counter
 
 from common import logs
 from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
@@ -85,6 +86,20 @@ MIN_TIME_TO_CREATE_S = 0.25
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+# Counted by the replica that commits the transition (each run is created and ends once, whichever
+# replica does it); served by common.metrics at LCE_METRICS_LISTEN.
+RUNS_CREATED = Counter("lce_executions_created", "Runs accepted, by language", ["language"])
+RUNS_FINISHED = Counter(
+    "lce_executions_finished",
+    "Runs that reached a terminal state, by language, status and reason (internal_error: the machinery gave up)",
+    ["language", "status", "reason"],
+)
+RETRIES = Counter(
+    "lce_execution_retries",
+    "Attempts the machinery failed that were followed by a new attempt, by why the attempt failed",
+    ["reason"],
+)
 
 
 @dataclass(frozen=True)
@@ -373,6 +388,7 @@ class Executions:
             if winner is None:
                 raise Unavailable("the execution of this idempotency key was not found; retry")
             return winner
+        RUNS_CREATED.labels(session.language).inc()
         log.info("execution queued", extra={"session_id": session_id, "language": session.language})
         # Before the job: a fast executor's RUNNING must follow it in the run's stream.
         self._append_event(execution_id, Kind.STATUS, status=Status.QUEUED.value, attempt=1)
@@ -530,6 +546,7 @@ class Executions:
         elif finished := self.repository.finish(
             execution_id, executor_id, attempt, outcome, self.clock(), warnings=bounded_warnings(warnings)
         ):
+            count_finished(finished)
             self.on_change(execution_id, finished)
             self._append_event(execution_id, Kind.RESULT, status=finished.status.value)
             log.info(
@@ -541,11 +558,11 @@ class Executions:
 
     def end_attempt(
         self, execution_id: str, attempt: int, executor_id: str, reason: str, *, allowed: frozenset[Status] = UNFINISHED
-    ) -> None:
+    ) -> bool:
         """The machinery failed `attempt`: queue the next one after its backoff, or, with no retry
         left, end the run FAILED with reason internal_error. An interactive run that started is never
-        retried: what its client sent cannot be replayed. Nothing happens when `attempt` is no longer
-        the current one or the row's status left `allowed` (another replica or a report decided first)."""
+        retried: what its client sent cannot be replayed. Nothing happens (False) when `attempt` is no
+        longer the current one or the row's status left `allowed` (another replica or a report decided first)."""
         now = self.clock()
         execution = self.repository.get(execution_id)
         replayable = execution is None or not (execution.interactive and execution.status == Status.RUNNING)
@@ -563,13 +580,19 @@ class Executions:
                         "reason": reason[:MAX_INTERNAL_DETAIL_CHARS],
                     }
                     self._append_event(execution_id, Kind.STATUS, **retried)
+                    # The kind of failure only: an internal error's detail would make a series per message.
+                    RETRIES.labels(reason.partition(":")[0]).inc()
                     log.warning("attempt failed; retrying", extra={"attempt": attempt, "reason": reason})
+                    return True
             elif finished := self.repository.finish(
                 execution_id, executor_id, attempt, gave_up(attempt, reason, encoding, replayable), now, allowed=allowed
             ):
+                count_finished(finished)
                 self.on_change(execution_id, finished)
                 self._append_event(execution_id, Kind.RESULT, status=finished.status.value)
                 log.error("attempt failed; no retry left", extra={"attempt": attempt, "reason": reason})
+                return True
+            return False
         finally:
             logs.execution_id.reset(token)
 
@@ -647,6 +670,11 @@ class Executions:
 def _refuse_when_too_late(seconds_left: float | None) -> None:
     if seconds_left is not None and seconds_left < MIN_TIME_TO_CREATE_S:
         raise DeadlinePassed("the request's deadline passed before the run could be created; it was not created")
+
+
+def count_finished(finished: Execution) -> None:
+    reason = finished.outcome.reason_text if finished.outcome is not None else ""
+    RUNS_FINISHED.labels(finished.language, finished.status.value, reason).inc()
 
 
 def bounded_warnings(warnings: Sequence[str]) -> list[str]:

@@ -21,12 +21,13 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
+from prometheus_client import Counter
 from rq.job import JobStatus
 
 from common import logs
 from common.config import ExecutionServiceConfig
 from common.job import job_id
-from common.outcome import Status
+from common.outcome import UNFINISHED, Status
 from execution_service.attempts import JOB_LOST, LEASE_EXPIRED, START_LOST
 from execution_service.executions import Executions, job_for, utc_now
 from execution_service.job_queue import ENDED, JobQueue, JobState
@@ -38,6 +39,11 @@ SWEEP_BATCH = 200
 # The most due QUEUED rows one sweep looks at; the next sweep goes on from the oldest again.
 SWEEP_MAX_ROWS = 10_000
 QUEUED_ONLY = frozenset({Status.QUEUED})
+
+ENQUEUED = "enqueued_missing_job"
+# What this replica's sweeps changed: an attempt enqueued (ENQUEUED), or ended for the reason of
+# attempts.py (then retried or given up, as lce_execution_retries and lce_executions_finished say).
+ACTIONS = Counter("lce_reconciler_actions", "Attempts the reconciler enqueued or ended, by action", ["action"])
 
 
 class Reconciler:
@@ -84,13 +90,11 @@ class Reconciler:
                 if state is None:
                     acted += self._enqueue(ref)
                 elif state.status in ENDED:
-                    self.executions.end_attempt(ref.execution_id, ref.attempt, ref.executor_id, JOB_LOST)
+                    self._end_attempt(ref, JOB_LOST)
                     acted += 1
                 elif self._start_lost(state, now):
                     # Only while still QUEUED: a start landing meanwhile makes the attempt live after all.
-                    self.executions.end_attempt(
-                        ref.execution_id, ref.attempt, ref.executor_id, START_LOST, allowed=QUEUED_ONLY
-                    )
+                    self._end_attempt(ref, START_LOST, allowed=QUEUED_ONLY)
                     acted += 1
             if len(due) < SWEEP_BATCH:
                 break
@@ -103,8 +107,12 @@ class Reconciler:
             return 0
         expired = self.repository.expired_leases(now, SWEEP_BATCH)
         for ref in expired:
-            self.executions.end_attempt(ref.execution_id, ref.attempt, ref.executor_id, LEASE_EXPIRED)
+            self._end_attempt(ref, LEASE_EXPIRED)
         return len(expired)
+
+    def _end_attempt(self, ref: AttemptRef, reason: str, *, allowed: frozenset[Status] = UNFINISHED) -> None:
+        if self.executions.end_attempt(ref.execution_id, ref.attempt, ref.executor_id, reason, allowed=allowed):
+            ACTIONS.labels(reason).inc()
 
     def _judging_leases(self, now: datetime) -> bool:
         if self._renewable_since is None:
@@ -123,6 +131,7 @@ class Reconciler:
         execution = self.repository.get(ref.execution_id)
         if execution is None or execution.attempt != ref.attempt or not self.queue.enqueue(job_for(execution)):
             return 0
+        ACTIONS.labels(ENQUEUED).inc()
         token = logs.execution_id.set(execution.id)
         log.info("enqueued an attempt that had no job", extra={"attempt": execution.attempt})
         logs.execution_id.reset(token)

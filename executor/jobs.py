@@ -75,6 +75,7 @@ def run_execution(payload: dict[str, Any]) -> dict[str, str]:
     try:
         start = runtime.reports.started(job.execution_id, job.attempt)
         if not start.should_run:
+            metrics.SKIPPED.inc()
             log.info("not running it: the run is over or this attempt is stale", extra={"attempt": job.attempt})
             return {"status": "skipped", "reason": "not the current attempt"}
         # The work dir is torn down (and the next execution's prepared) once the result is reported:

@@ -1,5 +1,5 @@
 """What an executor counts (served by common.metrics at LCE_METRICS_LISTEN): its sandbox mode,
-its verdicts and how long their stages took."""
+its verdicts and how long their stages took, and the deliveries it was told not to run."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ RUNS = Counter(
     "Executions this executor ran to a verdict, by language, status and reason",
     ["language", "status", "reason"],
 )
+# A job whose run was over, or whose attempt was no longer the current one, when the executor took it:
+# a retry's old delivery, or a job of a run that another executor finished.
+SKIPPED = Counter("lce_executor_jobs_skipped", "Jobs taken but not run: their run was over or their attempt stale")
 STAGE_SECONDS = Histogram(
     "lce_executor_stage_seconds",
     "Wall time of a compile or run stage, by language",

@@ -4,6 +4,10 @@ uvicorn gets an import-string factory so that each worker builds its own app (an
 channels) after it is spawned, and a logging config rather than our already-configured root
 logger, because spawned workers start with fresh logging. SIGTERM/SIGINT are uvicorn's: stop
 accepting, finish in-flight requests, run the lifespan shutdown (closing the channels).
+
+Metrics (gateway/metrics.py): every process writes its samples to a directory made fresh at each
+start (gateway/samples_dir.py) before anything imports prometheus-client (it picks its multiprocess
+mode on import); the workers inherit it, and this process serves /metrics at LCE_METRICS_LISTEN.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import uvicorn
 
 from common import logs
 from common.config import GatewayConfig
+from gateway import samples_dir
 from gateway.interaction import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("gateway")
@@ -39,6 +44,15 @@ def logging_config() -> dict[str, Any]:
 def main() -> None:
     logs.configure("gateway")
     config = GatewayConfig.from_env()
+    samples_dir.make_fresh()
+    # Imported only now: prometheus-client must see the directory first.
+    from gateway import metrics
+
+    metrics.serve(config.metrics_listen_addr)
+    serve(config)
+
+
+def serve(config: GatewayConfig) -> None:
     log.info(
         "serving",
         extra={"host": config.listen_host, "port": config.listen_port, "workers": config.workers},

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from common.config import GatewayConfig
-from gateway import http_errors, playground
+from gateway import http_errors, metrics, playground
 from gateway.auth import Authentication, KeyCheck
 from gateway.change_feed import ChangeFollower
 from gateway.clients import Backends
@@ -63,6 +63,7 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
             await app.state.run_streams.close()
             await reads.close()
             await app.state.backends.close()
+            metrics.process_exiting()
 
     # routes= rather than include_router: FastAPI wraps an included router in one more routing layer per request.
     # The docs come from the build, not FastAPI's CDN (gateway/playground.py); ReDoc is not offered.
@@ -86,6 +87,8 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
     # Outside even that: a preflight carries no key, and a refusal (401, 413...) must reach the page.
     if config.cors_origins:
         app.add_middleware(Cors, origins=config.cors_origins)
+    # Outermost: every answer is counted and timed (gateway/metrics.py), refusals and preflights too.
+    app.add_middleware(metrics.RequestMetrics)
     app.add_exception_handler(http_errors.HttpError, gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(grpc.aio.AioRpcError, backend_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, starlette_error)  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from gateway.clients import Backends
 from gateway.execution_reads import ExecutionReads
 from gateway.http_errors import HttpError, rpc_error_response
 from gateway.interaction import Interaction
+from gateway.metrics import OPEN_STREAMS, counted_stream
 from gateway.request_limits import bounded_json_object
 from lce.execution.v1 import execution_pb2
 from lce.session.v1 import session_pb2
@@ -86,7 +87,7 @@ async def stream_execution(execution_id: str, request: Request) -> Response:
     if streams.full(execution["execution_id"]):
         raise HttpError(503, "too many event streams open on this gateway, retry shortly")
     return StreamingResponse(
-        streams.sse(execution, request.headers.get("last-event-id")),
+        counted_stream("sse", streams.sse(execution, request.headers.get("last-event-id"))),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -114,7 +115,8 @@ async def interact(websocket: WebSocket, execution_id: str) -> None:
         failed = rpc_error_response(err)
         await websocket.send_denial_response(JSONResponse(failed.body, failed.status, failed.headers))
         return
-    await Interaction(websocket, streams, execution).serve()
+    with OPEN_STREAMS.labels("websocket").track_inprogress():
+        await Interaction(websocket, streams, execution).serve()
 
 
 @router.get(

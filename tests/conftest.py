@@ -36,6 +36,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports_in_a_row(count: int) -> int:
+    """The first of `count` consecutive loopback ports that are free now (for LCE_METRICS_LISTEN under devstack)."""
+    while True:
+        first = free_port()
+        if first + count <= 65536 and all(_bindable(port) for port in range(first + 1, first + count)):
+            return first
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _sqlalchemy_url(admin_url: str, database: str) -> str:
     base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     return f"{base}/{database}"

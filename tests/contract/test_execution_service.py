@@ -20,6 +20,7 @@ import grpc
 import pytest
 import redis
 import sqlalchemy.exc
+from prometheus_client import REGISTRY
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.utils import utcformat
@@ -38,7 +39,7 @@ from common.run_events import Kind, RunEvents, stream_key
 from execution_service import SERVICE_NAMES, ExecutionService, build_service
 from execution_service.change_feed import MAX_WATCHERS, ChangeFeed, Watcher
 from execution_service.models import execution_events
-from execution_service.reconciler import SWEEP_BATCH
+from execution_service.reconciler import ENQUEUED, SWEEP_BATCH
 from execution_service.servicer import MAX_CARRIED_BYTES
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
@@ -876,8 +877,10 @@ class TestRecovery:
         harness = make_harness(lease_s=2, retry_backoff_s=(0.5, 0.5, 0.5))
         execution_id = create(harness, harness.sessions.add()).id
         started(harness, execution_id, "ex-killed", 1)
+        taken_back, retried_after_it = reconciled("lease_expired"), retries("lease_expired")
         harness.service.reconciler.start()
         wait_for(lambda: job_exists(redis_url, f"{execution_id}_2"))
+        assert (reconciled("lease_expired") - taken_back, retries("lease_expired") - retried_after_it) == (1, 1)
         execution = get(harness, execution_id)
         assert (execution.status, execution.attempt) == (pb.EXECUTION_STATUS_QUEUED, 2)
         payload = rq_job(redis_url, f"{execution_id}_2").kwargs["payload"]
@@ -1010,8 +1013,21 @@ class TestRecovery:
         ids = [create(harness, session_id).id for _ in range(SWEEP_BATCH + 20)]
         redis.Redis.from_url(redis_url).flushall()
         time.sleep(0.6)
+        enqueued = reconciled(ENQUEUED)
         harness.service.reconciler.sweep()
         assert all(job_exists(redis_url, execution_id) for execution_id in ids)
+        # Every job in Redis now is one this sweep enqueued (rows other tests left QUEUED too), each counted once.
+        queued = Queue(queue_for(QUEUE, "python"), connection=redis.Redis.from_url(redis_url)).count
+        assert reconciled(ENQUEUED) - enqueued == queued
+
+
+def reconciled(action: str) -> float:
+    """lce_reconciler_actions_total of this process (the harness's reconciler runs in it)."""
+    return REGISTRY.get_sample_value("lce_reconciler_actions_total", {"action": action}) or 0.0
+
+
+def retries(reason: str) -> float:
+    return REGISTRY.get_sample_value("lce_execution_retries_total", {"reason": reason}) or 0.0
 
 
 def watch(harness: Harness) -> Iterator[pb.ExecutionChange]:

@@ -304,10 +304,12 @@ def test_already_terminal_execution_is_not_run(
     servicer = reports[0]
     job = executor.enqueue("python", "print('must not run')\n")
     servicer.terminal.add(job.id)
+    skipped = REGISTRY.get_sample_value("lce_executor_jobs_skipped_total") or 0.0
     executor.work()
     assert [request.execution_id for request in servicer.started] == [job.id]
     assert servicer.results == {}
     assert job.get_status(refresh=True) == JobStatus.FINISHED
+    assert REGISTRY.get_sample_value("lce_executor_jobs_skipped_total") == skipped + 1
 
 
 def test_unknown_language_is_an_internal_error(

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack import Stack, StackConfig
-from tests.conftest import RedisServer, free_port, fresh_database
+from devstack import Service, Stack, StackConfig
+from tests.conftest import RedisServer, free_port, free_ports_in_a_row, fresh_database
 
 TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT"}
 
@@ -51,7 +51,11 @@ def stack_database() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def stack(stack_database: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
-    running = Stack(stack_config(tmp, database_url=stack_database, redis_url=redis_server.url))
+    # /metrics of every process: session, execution, the two executors, the gateway (test_metrics.py).
+    metrics = f"127.0.0.1:{free_ports_in_a_row(5)}"
+    running = Stack(
+        stack_config(tmp, database_url=stack_database, redis_url=redis_server.url, LCE_METRICS_LISTEN=metrics)
+    )
     try:
         running.start()
     except BaseException:
@@ -63,6 +67,23 @@ def stack(stack_database: str, redis_server: RedisServer, tmp_path_factory: pyte
     graceful = (0, -signal.SIGTERM)
     failed = [s.name for s in running.services if s.process and s.process.returncode not in graceful]
     assert not failed, f"services exited with an error on SIGTERM: {failed}"
+
+
+def start_gateway(stack: Stack, name: str, **env: str) -> tuple[Service, str]:
+    """Another gateway process on the stack's services, with `env` beside the stack's gateway's own
+    (one worker unless `env` says otherwise, and a /metrics port of its own); the service and its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    own = {"LCE_GATEWAY_LISTEN": f"127.0.0.1:{port}", "LCE_GATEWAY_WORKERS": "1"}
+    own["LCE_METRICS_LISTEN"] = f"127.0.0.1:{free_port()}"
+    gateway = Service(name, "gateway", {**stack.find("gateway").env, **own, **env}, f"{url}/health")
+    stack.start_service(gateway)
+    return gateway, url
+
+
+def metrics_url(service: Service) -> str:
+    """Where a service of a stack of stack_config serves /metrics."""
+    return f"http://{service.env['LCE_METRICS_LISTEN']}/metrics"
 
 
 def _print_logs(log_dir: Path) -> None:

@@ -13,9 +13,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
-from devstack import Service, Stack
+from devstack import Stack
 from gateway.cors import MAX_AGE_S
-from tests.conftest import free_port
+from tests.integration.conftest import start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -23,20 +23,6 @@ ALLOWED = "https://ide.example.com"
 ALSO_ALLOWED = "http://localhost:5173"
 OTHER = "https://evil.example.net"
 API_HEADERS = {"authorization", "content-type", "idempotency-key", "last-event-id", "x-api-key"}
-
-
-def start_gateway(stack: Stack, name: str, **env: str) -> tuple[Service, str]:
-    """Another gateway process on the stack's services, with `env` beside the stack's gateway's own."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    gateway = Service(
-        name,
-        "gateway",
-        {**stack.find("gateway").env, "LCE_GATEWAY_LISTEN": f"127.0.0.1:{port}", "LCE_GATEWAY_WORKERS": "1", **env},
-        f"{url}/health",
-    )
-    stack.start_service(gateway)
-    return gateway, url
 
 
 @pytest.fixture(scope="module")

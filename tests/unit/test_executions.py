@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from common.config import DEFAULT_COMPILE_TIME_LIMIT_MS
@@ -384,6 +385,32 @@ class TestRetries:
                 executions.end_attempt(execution_id, attempt, "ex", "job_ended_without_start")
         recent = executions.repository.last_finished(session_id, 5)
         assert [run.status for run in recent] == [Status.FAILED] * 5
+
+    def test_retries_and_ends_are_counted_once_by_kind(self, executions: Executions) -> None:
+        def counted() -> list[float]:
+            finished = "lce_executions_finished_total"
+            samples = [
+                ("lce_execution_retries_total", {"reason": "internal_error"}),
+                ("lce_execution_retries_total", {"reason": "lease_expired"}),
+                (finished, {"language": "python", "status": "FAILED", "reason": "internal_error"}),
+                (finished, {"language": "python", "status": "COMPLETED", "reason": ""}),
+            ]
+            return [REGISTRY.get_sample_value(name, labels) or 0.0 for name, labels in samples]
+
+        before = counted()
+        execution_id = queued(executions)
+        executions.report_started(execution_id, "ex-1", 1)
+        executions.report_result(execution_id, "ex-1", 1, internal_error())  # its detail is no label
+        for attempt in (2, 3, 4):
+            executions.report_started(execution_id, f"ex-{attempt}", attempt)
+            assert executions.end_attempt(execution_id, attempt, f"ex-{attempt}", "lease_expired") is True
+        assert executions.end_attempt(execution_id, 4, "ex-4", "lease_expired") is False  # a late replica
+        completed = queued(executions)
+        executions.report_started(completed, "ex-1", 1)
+        executions.report_result(completed, "ex-1", 1, outcome(Status.COMPLETED))
+        executions.report_result(completed, "ex-1", 1, outcome(Status.COMPLETED))  # repeated: nothing new
+        after = counted()
+        assert [b - a for a, b in zip(before, after, strict=True)] == [1, 2, 1, 1]
 
 
 def test_due_rows_are_paged_through_in_order(executions: Executions, clock: Clock) -> None:

@@ -681,7 +681,7 @@ def test_network_policies_admit_exactly_the_designed_paths(overlay: list[Object]
             from_ingress = reaches(overlay, ingress_controller, ours[name], port)
             assert from_ingress == ((name, port) == ("gateway", 8080))
             scraped = reaches(overlay, prometheus, ours[name], port)
-            assert scraped == (port == 9464 and name in ("session-service", "execution-service"))
+            assert scraped == (port == 9464 and name in ("session-service", "execution-service", "gateway"))
     # Nothing reaches an executor on its own policy's word, whatever the others' egress says.
     policies = [o for o in overlay if o["kind"] == "NetworkPolicy"]
     for source in [*ours.values(), ingress_controller, prometheus]:

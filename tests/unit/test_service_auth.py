@@ -12,11 +12,13 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from common import grpc_client, healthcheck, service_auth
 from common.config import ConfigError, GrpcSecurity
-from common.grpc_server import RunningServer, start_server
-from common.service_auth import EXECUTOR, GATEWAY, SERVICE, CallerPolicy, Refused
+from common.grpc_server import RunningServer, reflected_services, start_server
+from common.service_auth import EXECUTOR, GATEWAY, REFLECTION_SERVICE, SERVICE, CallerPolicy, Refused
+from lce.execution.v1 import execution_pb2  # noqa: F401 - its services' schema, for reflection to describe
 
 REPO = Path(__file__).resolve().parents[2]
 EXECUTOR_TOKEN = "e" * 64
@@ -203,6 +205,14 @@ DENIED, UNAUTHENTICATED = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNA
         (BOTH, EXECUTIONS, EXECUTOR_TOKEN, "gateway", DENIED),
         (BOTH, REPORTS, INTERNAL_TOKEN, "executor", DENIED),
         (BOTH, EXECUTIONS, None, "gateway", UNAUTHENTICATED),
+        # Reflection: every identified member, none else.
+        (CallerPolicy(), REFLECTION_SERVICE, None, None, None),
+        (TOKENS, REFLECTION_SERVICE, EXECUTOR_TOKEN, None, EXECUTOR),
+        (TOKENS, REFLECTION_SERVICE, INTERNAL_TOKEN, None, SERVICE),
+        (TOKENS, REFLECTION_SERVICE, None, None, UNAUTHENTICATED),
+        (CERTIFICATES, REFLECTION_SERVICE, None, "gateway", GATEWAY),
+        (CERTIFICATES, REFLECTION_SERVICE, None, "executor-7", UNAUTHENTICATED),
+        (BOTH, REFLECTION_SERVICE, INTERNAL_TOKEN, "executor", DENIED),
     ],
 )
 def test_who_may_call_what(
@@ -299,6 +309,33 @@ def test_tokens_over_plaintext(serve: Callable[..., RunningServer]) -> None:
     with grpc_client.channel(addr, GrpcSecurity(), token="w" * 64) as wrong:
         assert call(wrong, REPORT) == UNAUTHENTICATED
     assert healthcheck.check(addr, security=GrpcSecurity())  # probes need no token
+
+
+def reflected(channel: grpc.Channel) -> set[str] | grpc.StatusCode:
+    """The services the server lists through reflection, as grpcurl asks for them; the refusal's code."""
+    try:
+        return set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    except grpc.RpcError as err:
+        return err.code()  # type: ignore[attr-defined, no-any-return]
+
+
+def test_reflection_lists_the_services_to_identified_members_only(serve: Callable[..., RunningServer]) -> None:
+    running = serve(GrpcSecurity(executor_tokens=(EXECUTOR_TOKEN,), internal_tokens=(INTERNAL_TOKEN,)))
+    addr = f"127.0.0.1:{running.port}"
+    served = {REPORTS, EXECUTIONS, HEALTH, REFLECTION_SERVICE}
+    with grpc_client.channel(addr, GrpcSecurity(), token=EXECUTOR_TOKEN) as executor:
+        assert reflected(executor) == served
+    with grpc_client.channel(addr, GrpcSecurity(internal_tokens=(INTERNAL_TOKEN,))) as internal:
+        assert reflected(internal) == served
+        described = ProtoReflectionDescriptorDatabase(internal).FindFileContainingSymbol(EXECUTIONS)
+        assert described.package == "lce.execution.v1"
+    with grpc.insecure_channel(addr) as anonymous:
+        assert reflected(anonymous) == UNAUTHENTICATED
+
+
+def test_reflection_lists_only_services_with_a_known_schema() -> None:
+    """An executor's health names ("lce.executor", its sandbox's) are no gRPC services: not listed."""
+    assert reflected_services(["lce.executor", EXECUTIONS]) == (EXECUTIONS, HEALTH, REFLECTION_SERVICE)
 
 
 def test_asyncio_channels_present_the_internal_token(serve: Callable[..., RunningServer]) -> None:
