@@ -46,6 +46,8 @@ class ExecutorInfo:
     version: str  # LCE's release the executor runs
     started_at: float  # Unix seconds
     queues: tuple[str, ...] = field(default=())  # the RQ queues it listens to
+    # The libraries its runs may use (executor/packages.py): language -> package -> version.
+    packages: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self) | {"queues": list(self.queues)}, separators=(",", ":"))
@@ -59,6 +61,12 @@ class ExecutorInfo:
             isinstance(k, str) and isinstance(v, str) for k, v in languages.items()
         ):
             raise ValueError("languages must map names to versions")
+        packages = value.get("packages", {})
+        if not isinstance(packages, dict) or not all(
+            isinstance(sets, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in sets.items())
+            for sets in packages.values()
+        ):
+            raise ValueError("packages must map languages to package versions")
         return cls(
             executor_id=str(value["executor_id"]),
             pool=str(value["pool"]),
@@ -71,6 +79,7 @@ class ExecutorInfo:
             version=str(value["version"]),
             started_at=float(value["started_at"]),
             queues=tuple(str(queue) for queue in value.get("queues", ())),
+            packages={str(language): dict(sets) for language, sets in packages.items()},
         )
 
 
@@ -121,6 +130,16 @@ def versions_by_language(executors: Iterable[ExecutorInfo]) -> dict[str, tuple[s
         for language, version in executor.languages.items():
             counts.setdefault(language, Counter())[version] += 1
     return {language: _most_common_first(counter) for language, counter in counts.items()}
+
+
+def packages_by_language(executors: Iterable[ExecutorInfo]) -> dict[str, dict[str, str]]:
+    """Each served language's libraries: the set most executors serving it have."""
+    counts: dict[str, Counter[str]] = {}
+    for executor in executors:
+        for language in executor.languages:
+            installed = executor.packages.get(language, {})
+            counts.setdefault(language, Counter())[json.dumps(installed, sort_keys=True)] += 1
+    return {language: json.loads(_most_common_first(counter)[0]) for language, counter in counts.items()}
 
 
 def _most_common_first(counter: Counter[str]) -> tuple[str, ...]:

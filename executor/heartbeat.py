@@ -72,6 +72,7 @@ class Heartbeat:
         queues: Sequence[str],
         sandbox_mode: str,
         interval_s: float,
+        packages: dict[str, dict[str, str]] | None = None,
     ) -> Heartbeat:
         info = ExecutorInfo(
             executor_id=executor_id,
@@ -85,6 +86,7 @@ class Heartbeat:
             version=VERSION,
             started_at=time.time(),
             queues=tuple(queues),
+            packages={language: dict(found) for language, found in (packages or {}).items() if language in languages},
         )
         return cls(ExecutorRegistry(client), info, interval_s)
 

@@ -34,6 +34,7 @@ from executor import metrics as executor_metrics
 from executor.compile_cache import CompileCache
 from executor.heartbeat import Heartbeat
 from executor.launcher import Launcher
+from executor.packages import installed_sets
 from executor.report_client import ReportClient
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ def serve(config: ExecutorConfig, launcher: Launcher, languages: dict[str, str])
         queues=queue_names(config, names),
         sandbox_mode=launcher.mode,
         interval_s=config.heartbeat_s,
+        packages={name: dict(found.packages) for name, found in installed_sets(config.packages_dir).items()},
     )
     worker = build_worker(config, connection, names, heartbeat)
     heartbeat.start()

@@ -47,6 +47,9 @@ class LanguageSummary(BaseModel):
 class Language(LanguageSummary):
     template_code: str
     file_name: str
+    packages: dict[str, str] = Field(
+        description="the libraries its runs may use, name -> version (README: Libraries in the sandbox)"
+    )
 
 
 class LanguageList(BaseModel):

@@ -70,6 +70,7 @@ def language_detail(language: session_pb2.Language) -> Json:
         **language_summary(language),
         "template_code": language.template_code,
         "file_name": language.file_name,
+        "packages": {package.name: package.version for package in language.packages},
     }
 
 

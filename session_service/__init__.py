@@ -29,7 +29,7 @@ def build_sessions(database_url: str, redis_url: str) -> Sessions:
         repository.dispose()
         raise
     toolchains = LiveToolchains.from_url(redis_url)
-    return Sessions(repository, Catalogue(toolchains.versions), on_dispose=toolchains.close)
+    return Sessions(repository, Catalogue(toolchains.versions, toolchains.packages), on_dispose=toolchains.close)
 
 
 def build_servicer(database_url: str, redis_url: str) -> SessionServicer:

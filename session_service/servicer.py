@@ -89,6 +89,7 @@ def _language(language: LanguageInfo) -> session_pb2.Language:
         default_memory_mb=language.default_memory_mb,
         versions=language.versions,
         available=language.available,
+        packages=[session_pb2.Package(name=name, version=version) for name, version in language.packages],
     )
 
 

@@ -48,13 +48,16 @@ class LanguageInfo:
     default_memory_mb: int
     # What live executors serve it with, the most common first; version is the first, or UNAVAILABLE.
     versions: tuple[str, ...] = ()
+    packages: tuple[tuple[str, str], ...] = ()  # the libraries its runs may use: (name, version)
 
     @property
     def available(self) -> bool:
         return bool(self.versions)
 
     @classmethod
-    def served(cls, language: reference.Language, versions: tuple[str, ...]) -> LanguageInfo:
+    def served(
+        cls, language: reference.Language, versions: tuple[str, ...], packages: Mapping[str, str] | None = None
+    ) -> LanguageInfo:
         """The language's reference data with the versions live executors serve it with."""
         return cls(
             id=language.id,
@@ -66,6 +69,7 @@ class LanguageInfo:
             default_time_limit_ms=language.default_time_limit_ms,
             default_memory_mb=language.default_memory_mb,
             versions=versions,
+            packages=tuple(sorted((packages or {}).items())),
         )
 
 
@@ -156,20 +160,28 @@ class Catalogue:
     """The languages, in the order of common.languages, with the versions `served` gives (language
     name -> versions, the most common first: toolchains.LiveToolchains.versions)."""
 
-    def __init__(self, served: Callable[[], Mapping[str, tuple[str, ...]]]) -> None:
+    def __init__(
+        self,
+        served: Callable[[], Mapping[str, tuple[str, ...]]],
+        packages: Callable[[], Mapping[str, Mapping[str, str]]] = dict,
+    ) -> None:
         self.served = served
+        self.packages = packages
         self._by_id = {language.id: language for language in reference.LANGUAGES}
 
     @property
     def languages(self) -> tuple[LanguageInfo, ...]:
-        served = self.served()
-        return tuple(LanguageInfo.served(language, served.get(language.name, ())) for language in reference.LANGUAGES)
+        served, packages = self.served(), self.packages()
+        return tuple(
+            LanguageInfo.served(language, served.get(language.name, ()), packages.get(language.name))
+            for language in reference.LANGUAGES
+        )
 
     def get(self, language_id: str) -> LanguageInfo:
         language = self._by_id.get(parse_uuid(language_id, "language_id"))
         if language is None:
             raise NotFound(f"language {language_id} not found")
-        return LanguageInfo.served(language, self.served().get(language.name, ()))
+        return LanguageInfo.served(language, self.served().get(language.name, ()), self.packages().get(language.name))
 
 
 class Sessions:

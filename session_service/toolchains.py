@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 
 import redis
 
-from common.executor_registry import ExecutorRegistry, versions_by_language
+from common.executor_registry import ExecutorRegistry, packages_by_language, versions_by_language
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class LiveToolchains:
         self.max_age_s = max_age_s
         self.clock = clock
         self._versions: Mapping[str, tuple[str, ...]] = {}
+        self._packages: Mapping[str, Mapping[str, str]] = {}
         self._next_read_at: float | None = None  # None: never read
         self._lock = threading.Lock()
 
@@ -51,12 +52,18 @@ class LiveToolchains:
                 self._lock.release()
         return self._versions
 
+    def packages(self) -> Mapping[str, Mapping[str, str]]:
+        """Language name -> the libraries its runs may use (package -> version), as of the last read."""
+        self.versions()
+        return self._packages
+
     def close(self) -> None:
         self.registry.client.close()
 
     def _refresh(self) -> None:
         try:
-            self._versions = versions_by_language(self.registry.live())
+            live = self.registry.live()
+            self._versions, self._packages = versions_by_language(live), packages_by_language(live)
             self._next_read_at = self.clock() + self.max_age_s
         except redis.RedisError as err:
             self._next_read_at = self.clock() + RETRY_AFTER_FAILURE_S

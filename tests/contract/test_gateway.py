@@ -474,6 +474,7 @@ async def test_get_language(client: httpx.AsyncClient) -> None:
         "available": False,
         "template_code": "console.log('Hello World');\n",
         "file_name": "main.js",
+        "packages": {},
         "default_time_limit_ms": 5000,
         "default_memory_mb": 256,
     }

@@ -43,6 +43,16 @@ def test_numpy_computes_under_the_default_limits(api: httpx.Client, languages: d
     assert result["memory_kb"] < languages["python"]["default_memory_mb"] * 1024
 
 
+def test_each_language_lists_its_libraries(
+    api: httpx.Client, languages: dict[str, dict[str, Any]], installed: dict[str, packages.InstalledSet]
+) -> None:
+    """GET /languages/{id}: what the live executors announce they installed, dependencies included."""
+    for name, found in installed.items():
+        assert languages[name]["packages"] == dict(found.packages)
+    assert languages["python"]["packages"]["numpy"] == packages.declared_sets()["python"]["numpy"]
+    assert languages["c"]["packages"] == {}
+
+
 def test_lodash_from_javascript(api: httpx.Client, languages: dict[str, dict[str, Any]]) -> None:
     source = "const _ = require('lodash');\nconsole.log(JSON.stringify(_.chunk([1, 2, 3, 4, 5], 2)), _.VERSION);\n"
     result = completed(api, languages, "javascript", source)

@@ -60,9 +60,11 @@ class Secured:
 
 @contextmanager
 def secured_stack(redis_server: RedisServer, tmp: Path, database_prefix: str, **env: str) -> Iterator[Secured]:
-    """A stack of one executor with LCE_AUTH=on (and `env`), on a database of its own."""
+    """A stack of one executor with LCE_AUTH=on (and `env`), on a database of its own and a Redis
+    database of its own (the session's stack takes its jobs from database 0)."""
+    own_redis = redis_server.url.rsplit("/", 1)[0] + "/4"
     with fresh_database(database_prefix) as database_url:
-        config = stack_config(tmp, database_url=database_url, redis_url=redis_server.url, LCE_AUTH="on", **env)
+        config = stack_config(tmp, database_url=database_url, redis_url=own_redis, LCE_AUTH="on", **env)
         config.executors = 1
         stack = Stack(config)
         stack.start()

@@ -86,7 +86,7 @@ def hooked(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
         config = stack_config(
             tmp_path_factory.mktemp("hooked"),
             database_url=database_url,
-            redis_url=redis_server.url,
+            redis_url=redis_server.url.rsplit("/", 1)[0] + "/5",  # not the session stack's: its executors
             LCE_WEBHOOK_SECRET=SECRET,
             LCE_CALLBACK_ALLOW=f"127.0.0.1:{receiver.port},127.0.0.1:{idle.port}",
             # Quick retries, and enough of them to outlast a restart of execution_service.

@@ -4,7 +4,9 @@ against a real Redis."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -15,10 +17,12 @@ from common.executor_registry import (
     MAX_ENTRY_BYTES,
     ExecutorInfo,
     ExecutorRegistry,
+    packages_by_language,
     versions_by_language,
 )
 from execution_service.run_counts import BUCKET_S, RunCounts
 from session_service.toolchains import RETRY_AFTER_FAILURE_S, LiveToolchains
+from tests.conftest import RedisServer
 
 
 def executor(executor_id: str, **languages: str) -> ExecutorInfo:
@@ -26,8 +30,20 @@ def executor(executor_id: str, **languages: str) -> ExecutorInfo:
 
 
 @pytest.fixture
-def registry(redis_url: str) -> ExecutorRegistry:
-    return ExecutorRegistry(redis.Redis.from_url(redis_url))
+def own_db(redis_server: RedisServer) -> Iterator[str]:
+    """A Redis database of these tests' own, emptied: the session's stacks announce their executors and
+    count their runs in database 0 while the tests run."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/12"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def registry(own_db: str) -> ExecutorRegistry:
+    return ExecutorRegistry(redis.Redis.from_url(own_db))
 
 
 def test_an_announcement_reads_back_as_announced(registry: ExecutorRegistry) -> None:
@@ -39,10 +55,11 @@ def test_an_announcement_reads_back_as_announced(registry: ExecutorRegistry) -> 
 
 
 def test_an_executor_that_stops_beating_is_gone_after_its_ttl(registry: ExecutorRegistry) -> None:
-    registry.announce(executor("short", python="3.11.2"), ttl_s=0.3)
+    # A TTL long enough that a busy machine reads it before it expires.
+    registry.announce(executor("short", python="3.11.2"), ttl_s=1.5)
     registry.announce(executor("long", python="3.11.2"), ttl_s=30)
     assert [info.executor_id for info in registry.live()] == ["long", "short"]
-    time.sleep(0.5)
+    time.sleep(1.7)
     assert [info.executor_id for info in registry.live()] == ["long"]
     assert registry.client.smembers(IDS_KEY) == {b"long"}  # the expired id is forgotten too
 
@@ -78,9 +95,9 @@ def test_versions_most_executors_have_come_first() -> None:
     assert versions_by_language([executor("a", go="1.22"), executor("b", go="1.21")]) == {"go": ("1.21", "1.22")}
 
 
-def test_run_counts_add_up_per_window_across_replicas(redis_url: str) -> None:
+def test_run_counts_add_up_per_window_across_replicas(own_db: str) -> None:
     now = [1_800_000_000.0]
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(own_db)
     one, other = RunCounts(client, clock=lambda: now[0]), RunCounts(client, clock=lambda: now[0])
     one.record("QUEUED")
     one.record("COMPLETED")
@@ -100,11 +117,11 @@ def test_run_counts_add_up_per_window_across_replicas(redis_url: str) -> None:
     assert one.recent()[1] == {}
 
 
-def test_run_counts_are_kept_while_redis_is_down(redis_url: str) -> None:
+def test_run_counts_are_kept_while_redis_is_down(own_db: str) -> None:
     down = RunCounts(redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2))
     down.record("QUEUED")
     down.flush()  # logged, kept
-    down.client = redis.Redis.from_url(redis_url)
+    down.client = redis.Redis.from_url(own_db)
     down.flush()
     assert down.recent()[1] == {"QUEUED": 1}
 
@@ -121,9 +138,9 @@ def test_session_service_reads_the_registry_at_most_once_a_second(registry: Exec
     assert toolchains.versions() == {}
 
 
-def test_while_redis_is_down_the_last_versions_stand_and_reads_back_off(redis_url: str) -> None:
+def test_while_redis_is_down_the_last_versions_stand_and_reads_back_off(own_db: str) -> None:
     now = [100.0]
-    up = ExecutorRegistry(redis.Redis.from_url(redis_url))
+    up = ExecutorRegistry(redis.Redis.from_url(own_db))
     up.announce(executor("e1", ruby="3.1.2"), ttl_s=30)
     toolchains = LiveToolchains(up, clock=lambda: now[0])
     assert toolchains.versions() == {"ruby": ("3.1.2",)}
@@ -136,3 +153,12 @@ def test_while_redis_is_down_the_last_versions_stand_and_reads_back_off(redis_ur
     assert toolchains.versions() == {"ruby": ("3.1.2",)}  # no read before the back-off is over
     now[0] += 0.1
     assert toolchains.versions() == {"ruby": ("3.1.2", "3.2.0")}
+
+
+def test_the_libraries_most_executors_serving_a_language_have_are_its_own(registry: ExecutorRegistry) -> None:
+    numpy = {"python": {"numpy": "2.3.5"}}
+    for executor_id, packages in (("a", numpy), ("b", numpy), ("c", {"python": {"numpy": "1.26.4"}})):
+        info = dataclasses.replace(executor(executor_id, python="3.11.2"), packages=packages)
+        registry.announce(info, ttl_s=30)
+    registry.announce(executor("d", ruby="3.1.2"), ttl_s=30)
+    assert packages_by_language(registry.live()) == {"python": {"numpy": "2.3.5"}, "ruby": {}}

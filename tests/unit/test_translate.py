@@ -84,7 +84,8 @@ def test_language_detail_adds_template_and_file_name() -> None:
     body = translate.language_detail(LANGUAGE)
     assert body["template_code"] == "console.log('Hello World');"
     assert body["file_name"] == "main.js"
-    assert len(body) == 10
+    assert body["packages"] == {}
+    assert len(body) == 11
 
 
 def test_session_detail_shape() -> None:
