@@ -23,6 +23,13 @@ ENCODINGS: dict[str, int] = {
     if value.number != execution_pb2.ENCODING_UNSPECIFIED
 }
 ENCODING_NAMES = {number: name for name, number in ENCODINGS.items()}
+# "interactive", "batch": a run's lane (README "Priority lanes"), by their proto names.
+PRIORITIES: dict[str, int] = {
+    value.name.removeprefix("PRIORITY_").lower(): value.number
+    for value in execution_pb2.Priority.DESCRIPTOR.values
+    if value.number != execution_pb2.PRIORITY_UNSPECIFIED
+}
+PRIORITY_NAMES = {number: name for name, number in PRIORITIES.items()}
 
 
 def iso_timestamp(ts: Timestamp) -> str:
@@ -106,5 +113,6 @@ def execution_detail(execution: execution_pb2.Execution) -> Json:
         warnings=list(execution.warnings),
         encoding=ENCODING_NAMES.get(execution.encoding, "utf8"),
         interactive=execution.interactive,
+        priority=PRIORITY_NAMES.get(execution.priority, "interactive"),
     )
     return body

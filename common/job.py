@@ -121,11 +121,20 @@ def as_text(decoded: str) -> str:
     return decoded.replace("\0", "\ufffd")
 
 
-def queue_for(prefix: str, language: str) -> str:
-    """The RQ queue of a language's runs, `<LCE_QUEUE_NAME>:<language>` (e.g. lce-executions:java, whose
-    Redis list is rq:queue:lce-executions:java): one queue per language, so each pool of executors
-    listens to its languages' queues and scales on their length."""
-    return f"{prefix}:{language}"
+class Lane(StrEnum):
+    """A run's priority (README "Priority lanes"): executors take every interactive run before any batch run."""
+
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
+def queue_for(prefix: str, language: str, lane: Lane = Lane.INTERACTIVE) -> str:
+    """The RQ queue of a language's runs in a lane: `<LCE_QUEUE_NAME>:<language>` for interactive runs
+    (e.g. lce-executions:java, whose Redis list is rq:queue:lce-executions:java) and
+    `<LCE_QUEUE_NAME>:<language>:batch` for batch ones. One queue per language, so each pool of executors
+    listens to its languages' queues and scales on their length; two per language, so an executor can
+    take the interactive ones first."""
+    return f"{prefix}:{language}" if lane is Lane.INTERACTIVE else f"{prefix}:{language}:{lane.value}"
 
 
 def job_id(execution_id: str, attempt: int) -> str:
@@ -149,6 +158,7 @@ class ExecutionJob:
     interactive: bool = False
     files: tuple[SourceFile, ...] = field(default=())  # beside the main file, which holds source_code
     suite: Suite | None = None  # a test suite instead of one run (judge mode)
+    lane: Lane = Lane.INTERACTIVE  # which of its language's queues it waits in
 
     def to_payload(self) -> dict[str, Any]:
         return asdict(self) | {
@@ -170,6 +180,7 @@ class ExecutionJob:
                 "args": tuple(fields.get("args", ())),
                 "files": files_from_json(fields.get("files")),
                 "suite": Suite.from_json(fields["suite"]) if fields.get("suite") else None,
+                "lane": Lane(fields.get("lane", Lane.INTERACTIVE)),
             }
         )
 

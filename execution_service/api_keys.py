@@ -21,6 +21,7 @@ import sqlalchemy
 from sqlalchemy import Engine, insert, select, update
 
 from common.errors import InvalidArgument, NotFound, Unauthenticated
+from common.job import Lane
 from execution_service.models import api_keys
 
 KEY_PREFIX = "lce_"
@@ -46,6 +47,8 @@ class ApiKey:
     max_memory_limit_mb: int
     created_at: datetime
     revoked_at: datetime | None = None
+    # The highest lane its runs may take: batch keeps a key's runs (bulk grading, say) out of the interactive lane.
+    max_priority: Lane = Lane.INTERACTIVE
 
 
 def key_hash(secret: str) -> str:
@@ -69,6 +72,7 @@ class ApiKeys:
         concurrent_runs: int = DEFAULT_CONCURRENT_RUNS,
         max_time_limit_ms: int = DEFAULT_MAX_TIME_LIMIT_MS,
         max_memory_limit_mb: int = DEFAULT_MAX_MEMORY_LIMIT_MB,
+        max_priority: Lane = Lane.INTERACTIVE,
     ) -> tuple[str, ApiKey]:
         """The new key's secret (shown once, never stored) and its record."""
         if not 0 < len(tenant) <= 200 or not _TENANT_CHARACTERS.issuperset(tenant):
@@ -85,6 +89,7 @@ class ApiKeys:
             concurrent_runs=concurrent_runs,
             max_time_limit_ms=max_time_limit_ms,
             max_memory_limit_mb=max_memory_limit_mb,
+            max_priority=max_priority,
             created_at=datetime.now(UTC),
         )
         with self.engine.begin() as conn:
@@ -144,4 +149,5 @@ class ApiKeys:
 
 
 def _to_key(row: sqlalchemy.RowMapping) -> ApiKey:
-    return ApiKey(**{name: row[name] for name in ApiKey.__dataclass_fields__})
+    fields = {name: row[name] for name in ApiKey.__dataclass_fields__}
+    return ApiKey(**fields | {"max_priority": Lane(row["max_priority"] or Lane.INTERACTIVE)})

@@ -38,7 +38,7 @@ from common.errors import (
     Unavailable,
 )
 from common.ids import parse_uuid
-from common.job import Compare, Encoding, ExecutionJob, Suite, encode_output
+from common.job import Compare, Encoding, ExecutionJob, Lane, Suite, encode_output
 from common.outcome import TERMINAL, UNFINISHED, Reason, RunOutcome, Status
 from common.run_events import Kind, RunEvents, decode_entry, is_entry_id
 from common.run_input import MAX_CHUNK_BYTES, MAX_INPUT_BYTES, Appended, RunInput
@@ -183,6 +183,17 @@ def check_suite(suite: Suite, stdin: bytes, args: Sequence[str], interactive: bo
         raise InvalidArgument("float_tolerance must be a finite number >= 0, with compare: tokens")
 
 
+def resolve_lane(requested: Lane | None, suite: Suite | None, key: ApiKey | None) -> Lane:
+    """The run's lane: as asked, else batch for a test suite and interactive for one run; never above
+    what its API key allows (a batch key's runs are batch)."""
+    lane = requested or (Lane.BATCH if suite is not None else Lane.INTERACTIVE)
+    if key is not None and key.max_priority is Lane.BATCH and lane is Lane.INTERACTIVE:
+        if requested is Lane.INTERACTIVE:
+            raise InvalidArgument("this API key's runs are batch: priority interactive is not allowed")
+        lane = Lane.BATCH
+    return lane
+
+
 def check_key_limits(key: ApiKey, time_limit_ms: int | None, memory_limit_mb: int | None) -> None:
     """A run may not ask for more than its API key allows (the defaults are lowered to it instead)."""
     if time_limit_ms is not None and time_limit_ms > key.max_time_limit_ms:
@@ -294,6 +305,7 @@ class Executions:
         tenant: str = "",
         key: ApiKey | None = None,
         callback_url: str | None = None,
+        priority: Lane | None = None,
         time_left: Callable[[], float | None] = lambda: None,
     ) -> Execution:
         """Snapshots the session's code and queues a run of it. Once this returns, the run is never lost:
@@ -317,6 +329,7 @@ class Executions:
             check_suite(suite, stdin, args, interactive)
         if callback_url is not None:
             self._check_callback(callback_url)
+        lane = resolve_lane(priority, suite, key)
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
             earlier = self._earlier_execution(session_id, idempotency_key, tenant)
@@ -372,6 +385,7 @@ class Executions:
             api_key_id=key.id if key is not None else None,
             callback_url=callback_url,
             callback_state=PENDING if callback_url is not None else None,
+            priority=lane,
         )
         try:
             inserted = self.repository.insert_queued(execution, not_before=now + self.enqueue_grace)
@@ -736,4 +750,5 @@ def job_for(execution: Execution) -> ExecutionJob:
         interactive=execution.interactive,
         files=execution.files,
         suite=execution.suite,
+        lane=execution.priority,
     )

@@ -13,7 +13,7 @@ from rq.exceptions import DuplicateJobError
 from rq.job import Job, JobStatus
 from rq.utils import utcparse
 
-from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob, queue_for
+from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob, Lane, queue_for
 from common.languages import LANGUAGES
 
 # A finished job only needs to outlive the executor's report; the database keeps the result.
@@ -36,25 +36,29 @@ class JobState:
 class QueueDepth:
     name: str  # the RQ queue's name (its Redis list is rq:queue:<name>)
     language: str
+    lane: Lane
     depth: int  # jobs waiting
     oldest_seconds: float  # how long the job at its head has waited; 0 when empty
 
 
 class JobQueue:
-    """One RQ queue per language: `<prefix>:<language>`."""
+    """Two RQ queues per language, one per lane: `<prefix>:<language>` and `<prefix>:<language>:batch`."""
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
         self.queues = {
-            language.name: Queue(queue_for(prefix, language.name), connection=client, serializer=SERIALIZER)
+            (language.name, lane): Queue(
+                queue_for(prefix, language.name, lane), connection=client, serializer=SERIALIZER
+            )
+            for lane in Lane
             for language in LANGUAGES
         }
 
     def enqueue(self, job: ExecutionJob) -> bool:
-        """Queues the attempt on its language's queue; False when its job already exists (then
+        """Queues the attempt on its language's queue of its lane; False when its job already exists (then
         nothing is queued twice, whichever queue holds it: RQ's job ids are global)."""
         try:
-            self.queues[job.language].enqueue_call(
+            self.queues[job.language, job.lane].enqueue_call(
                 func=JOB_FUNCTION,
                 kwargs={"payload": job.to_payload()},
                 job_id=job.job_id,
@@ -92,8 +96,8 @@ class JobQueue:
             pipeline.hget(Job.key_for((head or b"-").decode()), "enqueued_at")
         enqueued = pipeline.execute()
         return [
-            QueueDepth(queue.name, language, length, _age_s(now, at) if length else 0.0)
-            for (language, queue), length, at in zip(self.queues.items(), lengths, enqueued, strict=True)
+            QueueDepth(queue.name, language, lane, length, _age_s(now, at) if length else 0.0)
+            for ((language, lane), queue), length, at in zip(self.queues.items(), lengths, enqueued, strict=True)
         ]
 
 

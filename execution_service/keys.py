@@ -16,6 +16,7 @@ from typing import Any
 
 from common.config import ExecutionServiceConfig
 from common.db import make_engine
+from common.job import Lane
 from common.migrations import SchemaError
 from execution_service import api_keys
 from execution_service.api_keys import ApiKey, ApiKeys
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             concurrent_runs=args.concurrent_runs,
             max_time_limit_ms=args.max_time_limit_ms,
             max_memory_limit_mb=args.max_memory_limit_mb,
+            max_priority=Lane(args.max_priority),
         )
         print(secret)
         print(_json(key))
@@ -70,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--concurrent-runs", type=int, default=api_keys.DEFAULT_CONCURRENT_RUNS)
     create.add_argument("--max-time-limit-ms", type=int, default=api_keys.DEFAULT_MAX_TIME_LIMIT_MS)
     create.add_argument("--max-memory-limit-mb", type=int, default=api_keys.DEFAULT_MAX_MEMORY_LIMIT_MB)
+    create.add_argument(
+        "--max-priority",
+        choices=[lane.value for lane in Lane],
+        default=Lane.INTERACTIVE.value,
+        help="batch: the key's runs never take the interactive lane",
+    )
     commands.add_parser("list", help="every key, without secrets")
     revoke = commands.add_parser("revoke", help="end a key")
     revoke.add_argument("key_id")

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 
 from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
-from common.job import Encoding, SourceFile, Suite
+from common.job import Encoding, Lane, SourceFile, Suite
 from common.outcome import RunOutcome, Status
 
 RETRIED = "RETRIED"  # the event type of an attempt that failed and was queued again
@@ -63,6 +63,7 @@ class Execution:
     callback_url: str | None = None
     callback_state: str | None = None  # pending, delivered or failed; None without a callback_url
     callback_attempts: int = 0
+    priority: Lane = Lane.INTERACTIVE
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,8 @@ executions = Table(
     Column("callback_state", String(16)),
     Column("callback_attempts", Integer),
     Column("callback_next_at", UtcDateTime),
+    # Its lane (common.job.Lane); NULL in rows made before lanes, read as interactive.
+    Column("priority", String(16)),
     # A session's history, newest first.
     Index("ix_executions_session_created", "session_id", "created_at"),
     # A session's last finished runs (the failure streak, read on every run): without it, every
@@ -234,4 +237,5 @@ api_keys = Table(
     Column("max_memory_limit_mb", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime),
+    Column("max_priority", String(16)),  # NULL: interactive (keys made before lanes)
 )

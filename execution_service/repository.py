@@ -33,7 +33,7 @@ from sqlalchemy import (
 
 from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
 from common.db import reading, writing
-from common.job import Encoding, Suite, files_from_json, files_to_json
+from common.job import Encoding, Lane, Suite, files_from_json, files_to_json
 from common.outcome import (
     TERMINAL,
     UNFINISHED,
@@ -170,6 +170,7 @@ _INSERT_QUEUED = _Write(
                 "callback_url",
                 "callback_state",
                 "callback_attempts",
+                "priority",
             )
         )
     )
@@ -283,6 +284,7 @@ class Repository:
             callback_url=execution.callback_url,
             callback_state=execution.callback_state,
             callback_attempts=execution.callback_attempts,
+            priority=execution.priority.value,
         )
         try:
             with writing(self.engine) as (conn, one_statement):
@@ -625,6 +627,7 @@ def _to_execution(row: RowMapping) -> Execution:
         callback_url=row.get("callback_url"),
         callback_state=row.get("callback_state"),
         callback_attempts=row.get("callback_attempts") or 0,
+        priority=Lane(row.get("priority") or Lane.INTERACTIVE),
     )
 
 

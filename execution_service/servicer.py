@@ -17,7 +17,7 @@ from common.errors import InvalidArgument, LceError, PermissionDenied, Unauthent
 from common.executor_registry import ExecutorInfo
 from common.grpc_client import deadline
 from common.grpc_server import INFRASTRUCTURE_ERRORS
-from common.job import Compare, Encoding, Suite, TestCase
+from common.job import Compare, Encoding, Lane, Suite, TestCase
 from common.outcome import (
     CaseStatus,
     Reason,
@@ -45,6 +45,11 @@ _ENCODING_TO_PROTO: dict[Encoding, int] = {Encoding.UTF8: pb.ENCODING_UTF8, Enco
 _ENCODING_FROM_PROTO: dict[int, Encoding] = {
     pb.ENCODING_UNSPECIFIED: Encoding.UTF8,
     **{value: encoding for encoding, value in _ENCODING_TO_PROTO.items()},
+}
+_LANE_TO_PROTO: dict[Lane, int] = {lane: pb.Priority.Value(f"PRIORITY_{lane.name}") for lane in Lane}
+_LANE_FROM_PROTO: dict[int, Lane | None] = {
+    pb.PRIORITY_UNSPECIFIED: None,  # the run's default lane
+    **{value: lane for lane, value in _LANE_TO_PROTO.items()},
 }
 
 
@@ -108,6 +113,8 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
         encoding = _ENCODING_FROM_PROTO.get(request.encoding)
         if encoding is None:
             raise InvalidArgument(f"unknown encoding {request.encoding}")
+        if request.priority not in _LANE_FROM_PROTO:
+            raise InvalidArgument(f"unknown priority {request.priority}")
         tenant, key = self.callers.of(context)
         if tenant is None:
             raise InvalidArgument("name one tenant to create an execution")
@@ -127,6 +134,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             tenant=tenant,
             key=key,
             callback_url=_optional(request, "callback_url"),
+            priority=_LANE_FROM_PROTO[request.priority],
             time_left=context.time_remaining,
         )
         return pb.CreateExecutionResponse(execution=execution_to_proto(execution))
@@ -325,6 +333,7 @@ def _key_to_proto(key: ApiKey) -> pb.ApiKey:
         max_time_limit_ms=key.max_time_limit_ms,
         max_memory_limit_mb=key.max_memory_limit_mb,
         created_at=_timestamp(key.created_at),
+        max_priority=_LANE_TO_PROTO[key.max_priority],
     )
     if key.revoked_at is not None:
         message.revoked_at.CopyFrom(_timestamp(key.revoked_at))
@@ -335,7 +344,11 @@ def system_to_proto(system: System) -> pb.GetSystemResponse:
     return pb.GetSystemResponse(
         queues=[
             pb.QueueState(
-                name=queue.name, language=queue.language, depth=queue.depth, oldest_seconds=queue.oldest_seconds
+                name=queue.name,
+                language=queue.language,
+                lane=_LANE_TO_PROTO[queue.lane],
+                depth=queue.depth,
+                oldest_seconds=queue.oldest_seconds,
             )
             for queue in system.queues
         ],
@@ -446,6 +459,7 @@ def execution_to_proto(execution: Execution) -> pb.Execution:
         interactive=execution.interactive,
         tests_total=len(execution.suite.cases) if execution.suite is not None else 0,
         tenant=execution.tenant,
+        priority=_LANE_TO_PROTO[execution.priority],
     )
     if execution.started_at is not None:
         message.started_at.CopyFrom(_timestamp(execution.started_at))

@@ -25,7 +25,7 @@ from rq.worker import DequeueStrategy, WorkerStatus
 from common import metrics as common_metrics
 from common.config import ExecutorConfig
 from common.grpc_server import start_server
-from common.job import JOB_FUNCTION, SERIALIZER, queue_for
+from common.job import JOB_FUNCTION, SERIALIZER, Lane, queue_for
 from common.languages import LANGUAGES
 from common.run_events import RunEvents
 from common.run_input import RunInput
@@ -78,10 +78,11 @@ class ExecutionWorker(SimpleWorker):
 
 
 def queue_names(config: ExecutorConfig, languages: list[str]) -> list[str]:
-    """The queues of these languages. An executor serving every language also takes, last, what waits in
-    the one queue of releases before the pools (LCE_QUEUE_NAME itself): any job there is for it, and
-    the upgrade strands none whichever service is upgraded first."""
-    names = [queue_for(config.queue_name, name) for name in languages]
+    """The queues of these languages, in the order RQ takes them: every interactive queue before any
+    batch queue (README "Priority lanes"). An executor serving every language also takes, last, what
+    waits in the one queue of releases before the pools (LCE_QUEUE_NAME itself): any job there is for
+    it, and the upgrade strands none whichever service is upgraded first."""
+    names = [queue_for(config.queue_name, name, lane) for lane in Lane for name in languages]
     every_language = set(languages) >= {language.name for language in LANGUAGES}
     return [*names, config.queue_name] if every_language else names
 

@@ -120,6 +120,7 @@ TestCaseList = Annotated[
     ),
 ]
 Compare = Literal["trim", "exact", "tokens"]
+Priority = Literal["interactive", "batch"]
 
 
 class RunBody(BaseModel):
@@ -167,6 +168,11 @@ class RunBody(BaseModel):
         max_length=2048,
         description="when the run ends, its JSON (as GET /executions/{id}) is POSTed here, signed (README Webhooks); "
         "https, or http where LCE_CALLBACK_ALLOW admits it; loopback, private and metadata addresses are refused",
+    )
+    priority: Priority | None = Field(
+        None,
+        description="the run's lane: executors take every interactive run before any batch run. By default batch "
+        "with tests, interactive otherwise; an API key may allow batch only (400 for interactive then)",
     )
 
 
@@ -287,6 +293,7 @@ class Execution(BaseModel):
     encoding: Encoding | None = Field(None, description=_ENCODING)
     warnings: list[str] = Field(description=_WARNINGS)
     interactive: bool = Field(False, description="created with interactive: true (GET /executions/{id}/interact)")
+    priority: Priority = Field("interactive", description="its lane (README Priority lanes)")
     tests: list[TestCaseResult] | None = Field(None, description="a test suite's cases, in request order, once it ends")
     tests_passed: int | None = None
     tests_total: int | None = None
@@ -301,6 +308,7 @@ class ApiKey(BaseModel):
     concurrent_runs: int
     max_time_limit_ms: int
     max_memory_limit_mb: int
+    max_priority: Priority
     created_at: str
     revoked_at: str | None
 
@@ -310,8 +318,12 @@ class KeyList(BaseModel):
 
 
 class QueueState(BaseModel):
-    name: str = Field(description="the RQ queue, <LCE_QUEUE_NAME>:<language>; its Redis list is rq:queue:<name>")
+    name: str = Field(
+        description="the RQ queue, <LCE_QUEUE_NAME>:<language> (interactive) or <LCE_QUEUE_NAME>:<language>:batch; "
+        "its Redis list is rq:queue:<name>"
+    )
     language: str
+    lane: Priority
     depth: int = Field(description="runs waiting")
     oldest_seconds: float = Field(description="how long the run at its head has waited; 0 when empty")
 

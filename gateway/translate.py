@@ -13,6 +13,8 @@ from typing import Any
 
 from common.execution_json import (
     ENCODINGS,
+    PRIORITIES,
+    PRIORITY_NAMES,
     Json,
     execution_status,
     is_terminal,
@@ -159,6 +161,7 @@ def keys_list(keys: Any) -> Json:
                 "concurrent_runs": key.concurrent_runs,
                 "max_time_limit_ms": key.max_time_limit_ms,
                 "max_memory_limit_mb": key.max_memory_limit_mb,
+                "max_priority": PRIORITY_NAMES.get(key.max_priority, "interactive"),
                 "created_at": iso_timestamp(key.created_at),
                 "revoked_at": optional_timestamp(key, "revoked_at"),
             }
@@ -169,7 +172,13 @@ def keys_list(keys: Any) -> Json:
 
 def system(state: execution_pb2.GetSystemResponse, gateway_version: str) -> Json:
     queues = [
-        {"name": q.name, "language": q.language, "depth": q.depth, "oldest_seconds": round(q.oldest_seconds, 3)}
+        {
+            "name": q.name,
+            "language": q.language,
+            "lane": PRIORITY_NAMES.get(q.lane, "interactive"),
+            "depth": q.depth,
+            "oldest_seconds": round(q.oldest_seconds, 3),
+        }
         for q in state.queues
     ]
     executors = [
@@ -299,16 +308,26 @@ def create_execution_request(
         float_tolerance=_tolerance_field(body),
         stop_on_first_failure=_field(body, "stop_on_first_failure", bool, "true or false", required=False) or False,
         callback_url=_field(body, "callback_url", str, "a string", required=False),
+        priority=_priority_field(body),
     )
 
 
-def _encoding_field(body: Json) -> int:
-    name = _field(body, "encoding", str, "a string", required=False)
+def _named_field(body: Json, field: str, values: dict[str, int]) -> int:
+    """A proto enum's value by its name (one of `values`); 0, its UNSPECIFIED, when absent."""
+    name = _field(body, field, str, "a string", required=False)
     if name is None:
-        return execution_pb2.ENCODING_UNSPECIFIED
-    if name not in ENCODINGS:
-        raise HttpError(400, f"encoding must be one of {', '.join(sorted(ENCODINGS))}")
-    return ENCODINGS[name]
+        return 0
+    if name not in values:
+        raise HttpError(400, f"{field} must be one of {', '.join(values)}")
+    return values[name]
+
+
+def _priority_field(body: Json) -> int:
+    return _named_field(body, "priority", PRIORITIES)
+
+
+def _encoding_field(body: Json) -> int:
+    return _named_field(body, "encoding", dict(sorted(ENCODINGS.items())))
 
 
 def _stdin_field(body: Json, encoding: int) -> bytes:
@@ -366,12 +385,7 @@ def _test_case(case: Any, index: int, encoding: int) -> execution_pb2.TestCase:
 
 
 def _compare_field(body: Json) -> int:
-    name = _field(body, "compare", str, "a string", required=False)
-    if name is None:
-        return execution_pb2.COMPARE_MODE_UNSPECIFIED
-    if name not in COMPARE_MODES:
-        raise HttpError(400, f"compare must be one of {', '.join(sorted(COMPARE_MODES))}")
-    return COMPARE_MODES[name]
+    return _named_field(body, "compare", dict(sorted(COMPARE_MODES.items())))
 
 
 def _tolerance_field(body: Json) -> float | None:

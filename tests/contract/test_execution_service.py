@@ -32,7 +32,7 @@ from common.errors import KIND_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Unavailab
 from common.executor_registry import ExecutorInfo, ExecutorRegistry
 from common.grpc_client import channel
 from common.grpc_server import RunningServer, start_server
-from common.job import JOB_FUNCTION, SERIALIZER, Compare, ExecutionJob, Suite, queue_for
+from common.job import JOB_FUNCTION, SERIALIZER, Compare, ExecutionJob, Lane, Suite, queue_for
 from common.languages import LANGUAGES
 from common.outcome import reason_text_of
 from common.run_events import Kind, RunEvents, stream_key
@@ -256,6 +256,7 @@ class TestCreateExecution:
                 "interactive": False,
                 "files": [],
                 "suite": None,
+                "lane": "interactive",
             }
         }
         assert job.timeout == 60 + (2 * DEFAULT_COMPILE_TIME_LIMIT_MS + 2 * 2000) // 1000 + 2 * 600
@@ -815,8 +816,11 @@ class TestSystem:
         harness.service.system.run_counts.flush()  # what the service's own thread does every second
 
         system = harness.executions.GetSystem(pb.GetSystemRequest(), timeout=TIMEOUT_S)
-        queues = {queue.language: queue for queue in system.queues}
-        assert set(queues) == {language.name for language in LANGUAGES}
+        # The interactive lane's queues (runs without a suite are interactive); each language has a batch one too.
+        queues = {queue.language: queue for queue in system.queues if queue.lane == pb.PRIORITY_INTERACTIVE}
+        batch = {queue.language: queue for queue in system.queues if queue.lane == pb.PRIORITY_BATCH}
+        assert set(queues) == set(batch) == {language.name for language in LANGUAGES}
+        assert batch["ruby"].name == queue_for(QUEUE, "ruby", Lane.BATCH) and batch["ruby"].depth == 0
         assert queues["ruby"].name == queue_for(QUEUE, "ruby")
         # The started run's job is still in the list here: no real executor took it.
         assert (queues["ruby"].depth, queues["python"].depth, queues["java"].depth) == (2, 1, 0)

@@ -578,7 +578,13 @@ def test_a_job_left_in_the_single_queue_of_an_earlier_release_is_run(
     executor.work()
     assert reports[0].results[job.job_id].result.stdout == "from before the pools\n"
     # Only an executor serving every language reads it: any job there may be of any language.
-    assert queue_names(executor.config, ["java"]) == [f"{QUEUE}:java"]
+    assert queue_names(executor.config, ["java"]) == [f"{QUEUE}:java", f"{QUEUE}:java:batch"]
+
+
+def test_every_interactive_queue_comes_before_any_batch_queue(executor: Executor) -> None:
+    """RQ takes the first queue that has a job, in this order: an interactive run never waits behind a batch one."""
+    names = queue_names(executor.config, ["java", "python"])
+    assert names[:4] == [f"{QUEUE}:java", f"{QUEUE}:python", f"{QUEUE}:java:batch", f"{QUEUE}:python:batch"]
 
 
 def test_a_job_naming_any_other_function_is_dropped_unrun(executor: Executor, tmp_path: Path) -> None:

@@ -67,8 +67,10 @@ JAVASCRIPT = session_pb2.Language(
 LANGUAGES = {language.id: language for language in (PYTHON, JAVASCRIPT)}
 SYSTEM = execution_pb2.GetSystemResponse(
     queues=[
-        execution_pb2.QueueState(name="q:python", language="python", depth=0),
-        execution_pb2.QueueState(name="q:java", language="java", depth=3, oldest_seconds=12.34567),
+        execution_pb2.QueueState(name="q:python", language="python", lane=execution_pb2.PRIORITY_INTERACTIVE, depth=0),
+        execution_pb2.QueueState(
+            name="q:java:batch", language="java", lane=execution_pb2.PRIORITY_BATCH, depth=3, oldest_seconds=12.34567
+        ),
     ],
     executors=[
         execution_pb2.ExecutorState(
@@ -419,8 +421,8 @@ async def test_system(client: httpx.AsyncClient) -> None:
     conforms(body, schemas.System)
     assert body == {
         "queues": [
-            {"name": "q:python", "language": "python", "depth": 0, "oldest_seconds": 0.0},
-            {"name": "q:java", "language": "java", "depth": 3, "oldest_seconds": 12.346},
+            {"name": "q:python", "language": "python", "lane": "interactive", "depth": 0, "oldest_seconds": 0.0},
+            {"name": "q:java:batch", "language": "java", "lane": "batch", "depth": 3, "oldest_seconds": 12.346},
         ],
         "queued": 3,
         "oldest_queued_seconds": 12.346,

@@ -14,11 +14,13 @@ import redis
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
+from common import job
 from common.config import DEFAULT_COMPILE_TIME_LIMIT_MS
 from common.db import make_engine
 from common.errors import InvalidArgument, NotFound
-from common.job import Encoding
+from common.job import Encoding, Lane, Suite
 from common.outcome import Reason, RunOutcome, Stage, Status
+from execution_service.api_keys import ApiKey
 from execution_service.attempts import RetryPolicy, is_infrastructure_failure
 from execution_service.executions import (
     Executions,
@@ -26,6 +28,7 @@ from execution_service.executions import (
     check_limits,
     failure_cooldown_remaining_s,
     idempotency_key_expired,
+    resolve_lane,
     resolve_limits,
     resolve_list_limit,
 )
@@ -514,3 +517,18 @@ def test_a_row_written_before_a_column_was_added_reads_with_today_s_defaults(exe
         conn.execute(text("UPDATE executions SET encoding = NULL, compile_time_limit_ms = NULL"))
     assert executions.get(older.id).encoding == Encoding.UTF8
     assert executions.get(older.id).compile_time_limit_ms == DEFAULT_COMPILE_TIME_LIMIT_MS
+
+
+def _key(max_priority: Lane) -> ApiKey:
+    return ApiKey("k", "acme", "", False, 10, 5, 10_000, 512, datetime.now(UTC), max_priority=max_priority)
+
+
+def test_a_runs_lane_is_asked_or_by_its_kind_and_never_above_its_keys() -> None:
+    suite = Suite(cases=(job.TestCase(name="", expected_output="x"),))
+    assert resolve_lane(None, None, None) is Lane.INTERACTIVE
+    assert resolve_lane(None, suite, None) is Lane.BATCH
+    assert resolve_lane(Lane.INTERACTIVE, suite, None) is Lane.INTERACTIVE
+    assert resolve_lane(Lane.BATCH, None, _key(Lane.INTERACTIVE)) is Lane.BATCH
+    assert resolve_lane(None, None, _key(Lane.BATCH)) is Lane.BATCH  # a batch key's default is lowered
+    with pytest.raises(InvalidArgument, match="runs are batch"):
+        resolve_lane(Lane.INTERACTIVE, None, _key(Lane.BATCH))  # asked outright: refused, not silently lowered

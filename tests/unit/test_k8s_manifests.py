@@ -23,7 +23,7 @@ import yaml
 from rq.queue import Queue
 
 from common.config import ExecutionServiceConfig, ExecutorConfig, GatewayConfig, SessionServiceConfig
-from common.job import queue_for
+from common.job import Lane, queue_for
 from common.languages import LANGUAGES
 from execution_service.models import metadata as execution_tables
 from gateway.auth import OPEN_PATHS
@@ -514,7 +514,11 @@ def test_each_pool_scales_on_the_rq_lists_of_exactly_the_queues_it_serves(overla
         served += languages
         triggers = find(overlay, "ScaledObject", pool)["spec"]["triggers"]
         # RQ's own key for each queue the pool listens to, and no other.
-        expected = {Queue.redis_queue_namespace_prefix + queue_for(queue, language) for language in languages}
+        expected = {
+            Queue.redis_queue_namespace_prefix + queue_for(queue, language, lane)
+            for language in languages
+            for lane in Lane
+        }
         assert sorted(trigger["metadata"]["listName"] for trigger in triggers) == sorted(expected), pool
         for trigger in triggers:
             auth = find(overlay, "TriggerAuthentication", trigger["authenticationRef"]["name"])

@@ -151,6 +151,7 @@ def test_pending_execution_has_no_result_keys() -> None:
         "warnings": [],
         "encoding": "utf8",
         "interactive": False,
+        "priority": "interactive",
     }
 
 
