@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from common.job import queue_for
+from common.job import Lane, queue_for
 from common.languages import by_name, detect_version
 from devstack import Service, Stack
 from tests.conftest import RedisServer, free_port, fresh_database
@@ -183,14 +183,20 @@ def test_system_shows_the_executors_and_the_runs_they_did(pools: Pools) -> None:
     executors = {executor["id"]: executor for executor in system["executors"]}
     assert set(executors) == {"executor-1", "executor-2"}
     python, java = executors["executor-1"], executors["executor-2"]
-    assert (python["pool"], list(python["languages"]), python["queues"]) == ("default", ["python"], [f"{QUEUE}:python"])
-    assert (java["pool"], list(java["languages"]), java["queues"]) == ("java", ["java"], [f"{QUEUE}:java"])
+    python_queues = [f"{QUEUE}:python", f"{QUEUE}:python:batch"]
+    assert (python["pool"], list(python["languages"]), python["queues"]) == ("default", ["python"], python_queues)
+    assert (java["pool"], list(java["languages"]), java["queues"]) == (
+        "java",
+        ["java"],
+        [f"{QUEUE}:java", f"{QUEUE}:java:batch"],
+    )
     assert java["languages"]["java"] == detect_version(by_name("java"))  # type: ignore[arg-type]
     assert python["sandbox_mode"] and python["slots"]["total"] == 1
     assert [window["minutes"] for window in system["runs"]] == [1, 5, 15]
     last_minute = system["runs"][0]["by_state"]
     assert last_minute["QUEUED"] >= last_minute["COMPLETED"] >= 1
-    assert {queue["name"] for queue in system["queues"]} == {f"{QUEUE}:{name}" for name in pools.languages()}
+    lanes = {queue_for(QUEUE, name, lane) for name in pools.languages() for lane in Lane}
+    assert {queue["name"] for queue in system["queues"]} == lanes
     assert system["services"]["execution_service"] == system["services"]["gateway"]
     assert system["services"]["executors"] == [python["version"]]
 

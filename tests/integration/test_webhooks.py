@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -32,6 +33,7 @@ class Receiver:
     def __init__(self, port: int) -> None:
         self.port = port
         self.received: list[tuple[dict[str, str], bytes]] = []
+        self.arrived_at: list[float] = []  # when each POST arrived (Unix seconds)
         self.script: list[int] = []
         self.arrived = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
@@ -47,6 +49,7 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 with receiver.arrived:
+                    receiver.arrived_at.append(time.time())
                     receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                     receiver.arrived.notify_all()
 
@@ -138,6 +141,7 @@ def test_a_finished_run_is_posted_signed_and_retried_after_a_failure(hooked: Hoo
     execution_id = accepted.json()["execution_id"]
     deliveries = hooked.receiver.wait_for(before + 2)[before:]
     headers, body = deliveries[-1]
+    first_attempt_at = hooked.receiver.arrived_at[before]
     verify(headers, body)
     assert headers["lce-delivery"] == f"{execution_id}.1" and headers["content-type"] == "application/json"
     posted = json.loads(body)
@@ -147,6 +151,8 @@ def test_a_finished_run_is_posted_signed_and_retried_after_a_failure(hooked: Hoo
     assert [e["attempt"] for e in events] == [1, 2]
     assert events[0]["reason"].startswith("failed: HTTP 500") and "next attempt in 0.3 s" in events[0]["reason"]
     assert events[1]["reason"].startswith("delivered in")
+    finished_at = datetime.fromisoformat(posted["finished_at"]).timestamp()
+    print(f"\nfirst attempt {(first_attempt_at - finished_at) * 1000:.0f} ms after the run ended; {events}")
 
 
 def test_a_delivery_survives_a_restart_of_execution_service(hooked: Hooked) -> None:
