@@ -23,7 +23,6 @@ from rq.job import Job
 from rq.worker import DequeueStrategy, WorkerStatus
 
 from common import metrics as common_metrics
-from common.config import ExecutorConfig
 from common.grpc_server import start_server
 from common.job import JOB_FUNCTION, SERIALIZER, queue_for
 from common.languages import LANGUAGES
@@ -35,6 +34,7 @@ from executor.compile_cache import CompileCache
 from executor.heartbeat import Heartbeat
 from executor.launcher import Launcher
 from executor.report_client import ReportClient
+from executor.settings import ExecutorConfig
 
 log = logging.getLogger(__name__)
 
