@@ -117,7 +117,8 @@ def _declared(model: type[BaseModel], group: tuple[str, ...] = ()) -> Iterator[t
 
 
 class _DeclaredVariables(PydanticBaseSettingsSource):
-    """The variables the class declares, each asked for by name: a service never looks at another's."""
+    """The variables the class declares, each asked for by name: a service never takes another's. In place
+    of pydantic-settings' own source, which matches field names against the whole environment."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         raise NotImplementedError  # __call__ reads every field at once
@@ -204,8 +205,8 @@ def _name(value: str) -> str:
     return value
 
 
-# A short lower-case name, as a label and a Kubernetes name allow.
-Name = Annotated[str, AfterValidator(_name)]
+# A short lower-case name, as a metrics label and a Kubernetes name allow.
+Label = Annotated[str, AfterValidator(_name)]
 
 # An origin as a browser sends it: scheme, lower-case host (or [IPv6]) and port, nothing after.
 _ORIGIN = re.compile(r"https?://([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")

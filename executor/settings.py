@@ -16,7 +16,7 @@ from common.config import (
     ConfigError,
     Flag,
     GrpcServerSettings,
-    Name,
+    Label,
     Settings,
     Tokens,
     variable,
@@ -69,7 +69,7 @@ class ExecutorConfig(GrpcServerSettings, PackagesSettings):
     executor_tokens: Tokens = variable("LCE_EXECUTOR_TOKEN", ())
     # Its pool (a label in /system and the metrics), the languages it serves (empty: every one whose
     # toolchain it finds), and how often it announces itself (executor/heartbeat.py).
-    pool: Name = variable("LCE_EXECUTOR_POOL", "default")
+    pool: Label = variable("LCE_EXECUTOR_POOL", "default")
     languages: Annotated[CommaList, AfterValidator(_sorted_set)] = variable("LCE_EXECUTOR_LANGUAGES", ())
     heartbeat_s: float = variable("LCE_EXECUTOR_HEARTBEAT_S", 2.0, ge=0.1, le=60)
 
