@@ -11,15 +11,15 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.config import ExecutorConfig
 from common.job import ExecutionJob
 from common.languages import Language, by_name
 from executor import jobs
 from executor.launcher import Launcher, Limits
 from executor.sandbox import select_launcher
+from executor.settings import ExecutorConfig
 
 RUN_TIME_MS = 5000
 
@@ -53,7 +53,7 @@ def program(name: str) -> Program:
 def sandbox_launcher(work_root: Path) -> Launcher:
     """The launcher an executor on this machine would pick (LCE_SANDBOX, default auto); never unconfined."""
     # From the environment like an executor's, so settings added to the executor later apply here too.
-    config = replace(ExecutorConfig.from_env(), work_root=work_root, allow_unconfined=False)
+    config = ExecutorConfig.from_env().model_copy(update={"work_root": work_root, "allow_unconfined": False})
     return select_launcher(config)
 
 

@@ -1,18 +1,27 @@
-"""Configuration from `LCE_*` environment variables.
+"""Configuration from `LCE_*` environment variables: what every service's settings class is made of.
 
-Every variable any service reads is declared here, once, with its default (but LCE_LOG_LEVEL,
-which common/logs.py reads before any config exists); the README's configuration table is this
-module in prose. Each service builds only the settings it needs,
-so a service never sees (or requires) another's secrets: the executor, for one, has no
-database URL at all.
+Each service declares the variables it reads in one settings class of its own (session_service/settings.py,
+execution_service/settings.py, executor/settings.py, gateway/settings.py; lce_client/grpc.py for internal
+callers): a pydantic-settings class whose fields name their variable, default and bounds. A service asks
+for those variables and no other, so it never sees (or requires) another's secrets: the executor, for
+one, has no database URL at all. The README's configuration table lists them all, in prose; LCE_LOG_LEVEL
+alone is read elsewhere (common/logs.py, before any settings exist).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticUndefined
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 # The longest an executor may keep retrying a report; RQ's job timeout leaves room for it (common.job).
 REPORT_RETRY_MAX_S = 600
@@ -20,13 +29,14 @@ REPORT_RETRY_MAX_S = 600
 # heaviest ordinary programs (a C++ program of the whole standard library, a Go one of net/http; README).
 DEFAULT_COMPILE_TIME_LIMIT_MS = 10_000
 DEFAULT_COMPILE_MEMORY_LIMIT_MB = 512
-DEFAULT_COMPILE_CACHE_DIR = Path("/var/cache/lce/compile")
-# The libraries runs may use (executor/packages.py), installed at setup; read-only for everyone else.
-DEFAULT_PACKAGES_DIR = Path("/var/lib/lce/packages")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class ConfigError(ValueError):
     """An environment variable is set to something the service cannot use."""
+
+
+# --- single variables, for the tools that read one or two (bench/, devstack/) ---
 
 
 def env_str(name: str, default: str) -> str:
@@ -41,105 +51,188 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
         value = int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
-    _check_bounds(name, value, minimum, maximum)
-    return value
-
-
-def env_float(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
-    _check_bounds(name, value, minimum, maximum)
-    return value
-
-
-def env_floats(name: str, default: tuple[float, ...], *, minimum: float = 0) -> tuple[float, ...]:
-    """A comma-separated list of numbers, e.g. "2,4,8"; an empty list is allowed as "none"."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.strip().lower() == "none":
-        return ()
-    try:
-        values = tuple(float(part) for part in raw.split(","))
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be comma-separated numbers (or none), got {raw!r}") from exc
-    for value in values:
-        _check_bounds(name, value, minimum, None)
-    return values
-
-
-def _check_bounds(name: str, value: float, minimum: float | None, maximum: float | None) -> None:
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be <= {maximum}, got {value}")
-
-
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-
-
-def env_name(name: str, default: str) -> str:
-    """A short lower-case name (letters, digits, '_', '-'), as a label and a Kubernetes name allow."""
-    value = env_str(name, default)
-    if not _NAME.fullmatch(value):
-        raise ConfigError(f"{name} must be 1 to 63 lower-case letters, digits, '_' or '-', got {value!r}")
     return value
 
 
-def env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
+# --- settings classes ---
+
+
+def variable(name: str, default: Any = PydanticUndefined, **field: Any) -> Any:
+    """A field read from the variable `name`; `field`: pydantic's bounds (ge, le) or a default_factory."""
+    return Field(default, validation_alias=name, **field)
+
+
+class Settings(BaseSettings):
+    """A service's settings: each field read from the variable its `variable(...)` names (empty counts as
+    unset), else its default. Keyword arguments (tests) win over the environment, which still gives the
+    rest. `from_env()` turns wrong values into one ConfigError."""
+
+    model_config = SettingsConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True, extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, *_: Any, **__: Any
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _DeclaredVariables(settings_cls)
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """The settings the environment gives; ConfigError, naming each wrong variable, on one line."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise ConfigError("; ".join(_problems(exc))) from None
+
+    @classmethod
+    def variables(cls) -> list[str]:
+        """Every variable the class reads, a file's variable (NAME_FILE) too."""
+        names = []
+        for _, alias, from_file in _declared(cls):
+            names += [alias, f"{alias}_FILE"] if from_file else [alias]
+        return names
+
+
+class Group(BaseModel):
+    """Variables read together into one field of a settings class (e.g. the webhooks')."""
+
+    model_config = Settings.model_config
+
+
+class _ReadsFile:
+    """Marks a type whose variable NAME may name a file instead, as NAME_FILE (secrets mounted as files)."""
+
+
+def _declared(model: type[BaseModel], group: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str, bool]]:
+    """(the groups it is in, the variable, whether NAME_FILE may give it) of each field read from a variable."""
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Group):
+            yield from _declared(field.annotation, (*group, name))
+        elif isinstance(field.validation_alias, str):
+            from_file = any(isinstance(marker, _ReadsFile) for marker in field.metadata)
+            yield group, field.validation_alias, from_file
+
+
+class _DeclaredVariables(PydanticBaseSettingsSource):
+    """The variables the class declares, each asked for by name: a service never takes another's. In place
+    of pydantic-settings' own source, which matches field names against the whole environment."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for group, alias, from_file in _declared(self.settings_cls):
+            value = read_tokens(alias) if from_file else os.environ.get(alias, "")
+            if value:
+                target = values
+                for name in group:
+                    target = target.setdefault(name, {})
+                target[alias] = value
+        return values
+
+
+def _problems(exc: ValidationError) -> Iterator[str]:
+    for error in exc.errors():
+        if error["type"] != "default_factory_not_called":  # a consequence of another field's error
+            yield _problem(error)
+
+
+def _problem(error: ErrorDetails) -> str:
+    """One error as an operator reads it: the variable, what it must be, what it got."""
+    name = next((part for part in reversed(error["loc"]) if str(part).startswith("LCE_")), "")
+    ctx, got = error.get("ctx", {}), error["input"]
+    if error["type"] == "value_error":
+        # A class's own checks name their variables; a type's say what the value must be.
+        message = str(ctx["error"])
+        return f"{name} {message}" if name else message
+    if error["type"] == "greater_than_equal":
+        return f"{name} must be >= {_number(ctx['ge'])}, got {got}"
+    if error["type"] == "less_than_equal":
+        return f"{name} must be <= {_number(ctx['le'])}, got {got}"
+    if error["type"] in ("int_parsing", "int_from_float"):
+        return f"{name} must be an integer, got {got!r}"
+    if error["type"] == "float_parsing":
+        return f"{name} must be a number, got {got!r}"
+    return f"{name}: {error['msg']}"
+
+
+def _number(bound: float) -> float:
+    """600 rather than the 600.0 a float field's bound becomes."""
+    return int(bound) if float(bound).is_integer() else bound
+
+
+# --- the types variables hold ---
+
+
+def _flag(raw: object) -> object:
+    if not isinstance(raw, str):
+        return raw
     if raw.lower() in {"1", "true", "yes", "on"}:
         return True
     if raw.lower() in {"0", "false", "no", "off"}:
         return False
-    raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+    raise ValueError(f"must be a boolean (1/0, true/false), got {raw!r}")
 
+
+def _comma_list(raw: object) -> object:
+    return tuple(part.strip() for part in raw.split(",") if part.strip()) if isinstance(raw, str) else raw
+
+
+def _waits(raw: object) -> object:
+    """e.g. "2,4,8"; "none" is the empty list."""
+    if isinstance(raw, str):
+        return () if raw.strip().lower() == "none" else tuple(raw.split(","))
+    return raw
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+# Seconds to wait, each >= 0.
+Waits = Annotated[tuple[Annotated[float, Field(ge=0)], ...], BeforeValidator(_waits)]
+# Tokens (secrets), from NAME or from the file NAME_FILE names; see read_tokens.
+Tokens = Annotated[tuple[str, ...], Field(repr=False), _ReadsFile()]
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"must be 1 to 63 lower-case letters, digits, '_' or '-', got {value!r}")
+    return value
+
+
+# A short lower-case name, as a metrics label and a Kubernetes name allow.
+Label = Annotated[str, AfterValidator(_name)]
 
 # An origin as a browser sends it: scheme, lower-case host (or [IPv6]) and port, nothing after.
 _ORIGIN = re.compile(r"https?://([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
 
 
-def env_origins(name: str) -> tuple[str, ...]:
-    """Comma-separated web origins such as https://ide.example.com, or * alone (any origin); empty: none."""
-    origins = tuple(part.strip() for part in os.environ.get(name, "").split(",") if part.strip())
+def _origins(origins: tuple[str, ...]) -> tuple[str, ...]:
     if "*" in origins and len(origins) > 1:
-        raise ConfigError(f"{name}: * means any origin and stands alone, got {','.join(origins)!r}")
+        raise ValueError(f"must hold * alone (any origin) or origins, got {','.join(origins)!r}")
     for origin in origins:
         if origin != "*" and not _ORIGIN.fullmatch(origin):
-            raise ConfigError(
-                f"{name}: {origin!r} is not an origin as browsers send it "
-                "(scheme://host[:port] in lower case, no path, no trailing slash)"
+            raise ValueError(
+                "must hold origins as browsers send them (scheme://host[:port] in lower case, no path, "
+                f"no trailing slash), got {origin!r}"
             )
     return origins
 
 
-def data_dir() -> Path:
-    return Path(env_str("LCE_DATA_DIR", "data"))
-
-
-def database_url(service: str) -> str:
-    """PostgreSQL (`postgresql+psycopg://...`) when LCE_DATABASE_URL is set, else a SQLite file of the service's own."""
-    url = os.environ.get("LCE_DATABASE_URL")
-    if url:
-        return url
-    directory = data_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{directory / (service + '.db')}"
+# Comma-separated web origins such as https://ide.example.com, or * alone (any origin); empty: none.
+Origins = Annotated[CommaList, AfterValidator(_origins)]
 
 
 # `make certs` makes tokens of 64 hex characters; a shorter one is refused.
 MIN_TOKEN_CHARS = 32
-GRPC_TLS_VARIABLES = ("LCE_GRPC_TLS_CERT", "LCE_GRPC_TLS_KEY", "LCE_GRPC_TLS_CA")
 
 
-def env_tokens(name: str) -> tuple[str, ...]:
+def read_tokens(name: str) -> tuple[str, ...]:
     """Tokens from NAME, or from the file NAME_FILE names, separated by commas or whitespace."""
     raw, path = os.environ.get(name, ""), os.environ.get(f"{name}_FILE", "")
     if raw and path:
@@ -156,6 +249,27 @@ def env_tokens(name: str) -> tuple[str, ...]:
     return tokens
 
 
+# --- the database ---
+
+
+def sqlite_url(service: str) -> str:
+    """The default database: a SQLite file of the service's own in LCE_DATA_DIR (default ./data), made if missing."""
+    directory = Path(env_str("LCE_DATA_DIR", "data"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / (service + '.db')}"
+
+
+def database_url(service: str) -> str:
+    """PostgreSQL (`postgresql+psycopg://...`) when LCE_DATABASE_URL is set, else the service's SQLite file;
+    as the service's settings read it, for its migration commands."""
+    return os.environ.get("LCE_DATABASE_URL") or sqlite_url(service)
+
+
+# --- service-to-service security ---
+
+GRPC_TLS_VARIABLES = ("LCE_GRPC_TLS_CERT", "LCE_GRPC_TLS_KEY", "LCE_GRPC_TLS_CA")
+
+
 @dataclass(frozen=True)
 class GrpcSecurity:
     """Service-to-service security (README "Security model"). With the three TLS files, a gRPC server
@@ -167,8 +281,8 @@ class GrpcSecurity:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
-    executor_tokens: tuple[str, ...] = ()
-    internal_tokens: tuple[str, ...] = ()
+    executor_tokens: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    internal_tokens: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     # Plaintext beyond loopback, where the network does its own TLS (a service mesh).
     allow_plaintext: bool = False
 
@@ -184,257 +298,43 @@ class GrpcSecurity:
     def internal_token(self) -> str:
         return self.internal_tokens[0] if self.internal_tokens else ""
 
-    @classmethod
-    def from_env(cls, *, executor_token: bool = False, internal_token: bool = False) -> GrpcSecurity:
-        """The TLS files, and only the tokens this process needs: a service never reads another's secret."""
-        files = {name: os.environ.get(name, "") for name in GRPC_TLS_VARIABLES}
-        given = [name for name, value in files.items() if value]
+
+class GrpcSettings(Settings):
+    """A gRPC process's security settings: the TLS files every one reads. The tokens and the plaintext
+    switch stay off unless the service's class declares their variables: a server the switch, each
+    process the tokens it holds, never another's."""
+
+    grpc_tls_cert: Path | None = variable("LCE_GRPC_TLS_CERT", None)
+    grpc_tls_key: Path | None = variable("LCE_GRPC_TLS_KEY", None)
+    grpc_tls_ca: Path | None = variable("LCE_GRPC_TLS_CA", None)
+    executor_tokens: Tokens = ()
+    internal_tokens: Tokens = ()
+    grpc_allow_plaintext: Flag = False
+
+    @model_validator(mode="after")
+    def _tls_files_go_together(self) -> Self:
+        files = (self.grpc_tls_cert, self.grpc_tls_key, self.grpc_tls_ca)
+        given = {name: path for name, path in zip(GRPC_TLS_VARIABLES, files, strict=True) if path}
         if given and len(given) < len(files):
             raise ConfigError(f"{', '.join(GRPC_TLS_VARIABLES)} go together; only {', '.join(given)} set")
-        for name in given:
-            if not Path(files[name]).is_file():
-                raise ConfigError(f"{name}: no file at {files[name]}")
-        executor_tokens = env_tokens("LCE_EXECUTOR_TOKEN") if executor_token else ()
-        internal_tokens = env_tokens("LCE_INTERNAL_TOKEN") if internal_token else ()
-        if set(executor_tokens) & set(internal_tokens):
-            raise ConfigError("LCE_EXECUTOR_TOKEN and LCE_INTERNAL_TOKEN must differ")
-        # Without certificates, a server holding one token alone could identify no other caller.
-        if executor_token and internal_token and not given and bool(executor_tokens) != bool(internal_tokens):
-            raise ConfigError("without LCE_GRPC_TLS_*, set both LCE_EXECUTOR_TOKEN and LCE_INTERNAL_TOKEN or neither")
-        cert, key, ca = (Path(files[name]) if files[name] else None for name in GRPC_TLS_VARIABLES)
-        return cls(
-            tls_cert=cert,
-            tls_key=key,
-            tls_ca=ca,
-            executor_tokens=executor_tokens,
-            internal_tokens=internal_tokens,
-            allow_plaintext=env_bool("LCE_GRPC_ALLOW_PLAINTEXT"),
+        for name, path in given.items():
+            if not path.is_file():
+                raise ConfigError(f"{name}: no file at {path}")
+        return self
+
+    @property
+    def grpc_security(self) -> GrpcSecurity:
+        return GrpcSecurity(
+            tls_cert=self.grpc_tls_cert,
+            tls_key=self.grpc_tls_key,
+            tls_ca=self.grpc_tls_ca,
+            executor_tokens=self.executor_tokens,
+            internal_tokens=self.internal_tokens,
+            allow_plaintext=self.grpc_allow_plaintext,
         )
 
 
-@dataclass(frozen=True)
-class SessionServiceConfig:
-    listen_addr: str
-    database_url: str
-    metrics_listen_addr: str = ""  # host:port of /metrics (common/metrics.py); empty: not served
-    # Read only: the executors' announcements (common/executor_registry.py), for the languages' versions.
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    grpc_security: GrpcSecurity = GrpcSecurity()
+class GrpcServerSettings(GrpcSettings):
+    """A gRPC server's: it may serve plaintext beyond loopback where the network encrypts (a service mesh)."""
 
-    @classmethod
-    def from_env(cls) -> SessionServiceConfig:
-        return cls(
-            listen_addr=env_str("LCE_SESSION_LISTEN", "127.0.0.1:7051"),
-            database_url=database_url("session"),
-            metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
-            redis_url=env_str("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
-            grpc_security=GrpcSecurity.from_env(internal_token=True),
-        )
-
-
-@dataclass(frozen=True)
-class WebhookConfig:
-    """Webhooks (README "Webhooks"). Without a secret, a run's callback_url is refused. `allow` holds
-    LCE_CALLBACK_ALLOW's host:port and CIDR entries (checked by execution_service/callback_targets.py);
-    `retry_s` the waits before each retry of a failed delivery."""
-
-    secret: str = ""
-    allow: tuple[str, ...] = ()
-    retry_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
-    timeout_s: float = 5.0
-
-    @classmethod
-    def from_env(cls) -> WebhookConfig:
-        secrets = env_tokens("LCE_WEBHOOK_SECRET")
-        if len(secrets) > 1:
-            raise ConfigError("LCE_WEBHOOK_SECRET is one secret")
-        return cls(
-            secret=secrets[0] if secrets else "",
-            allow=tuple(entry.strip() for entry in env_str("LCE_CALLBACK_ALLOW", "").split(",") if entry.strip()),
-            retry_s=env_floats("LCE_WEBHOOK_RETRY_S", cls.retry_s, minimum=0.1),
-            timeout_s=env_float("LCE_WEBHOOK_TIMEOUT_S", cls.timeout_s, minimum=0.5, maximum=60),
-        )
-
-
-@dataclass(frozen=True)
-class ExecutionServiceConfig:
-    listen_addr: str
-    database_url: str
-    redis_url: str
-    queue_name: str
-    session_service_addr: str
-    runs_per_minute: int
-    failure_streak_limit: int
-    failure_cooldown_s: int
-    # Reliability (README "Reliability"): how long an executor's claim on a run lasts unrenewed,
-    # the waits before each infrastructure retry (their count is the number of retries), how
-    # often the reconciler sweeps, and how long an Idempotency-Key keeps answering its execution.
-    lease_s: int
-    retry_backoff_s: tuple[float, ...]
-    reconcile_interval_s: float
-    idempotency_window_s: int
-    metrics_listen_addr: str = ""
-    compile_time_limit_ms: int = DEFAULT_COMPILE_TIME_LIMIT_MS
-    compile_memory_limit_mb: int = DEFAULT_COMPILE_MEMORY_LIMIT_MB
-    grpc_security: GrpcSecurity = GrpcSecurity()
-    webhooks: WebhookConfig = WebhookConfig()
-
-    @classmethod
-    def from_env(cls) -> ExecutionServiceConfig:
-        return cls(
-            listen_addr=env_str("LCE_EXECUTION_LISTEN", "127.0.0.1:7052"),
-            database_url=database_url("execution"),
-            redis_url=env_str("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
-            queue_name=env_str("LCE_QUEUE_NAME", "lce-executions"),
-            session_service_addr=env_str("LCE_SESSION_SERVICE_ADDR", "127.0.0.1:7051"),
-            runs_per_minute=env_int("LCE_RUNS_PER_MINUTE", 10, minimum=1),
-            failure_streak_limit=env_int("LCE_FAILURE_STREAK_LIMIT", 5, minimum=1),
-            failure_cooldown_s=env_int("LCE_FAILURE_COOLDOWN_S", 60, minimum=1),
-            lease_s=env_int("LCE_LEASE_S", 10, minimum=2, maximum=3600),
-            retry_backoff_s=env_floats("LCE_RETRY_BACKOFF_S", (2.0, 4.0, 8.0)),
-            reconcile_interval_s=env_float("LCE_RECONCILE_INTERVAL_S", 1.0, minimum=0.05, maximum=60),
-            idempotency_window_s=env_int("LCE_IDEMPOTENCY_WINDOW_S", 24 * 3600, minimum=1),
-            metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
-            compile_time_limit_ms=env_int(
-                "LCE_COMPILE_TIME_LIMIT_MS", DEFAULT_COMPILE_TIME_LIMIT_MS, minimum=1000, maximum=120_000
-            ),
-            compile_memory_limit_mb=env_int(
-                "LCE_COMPILE_MEMORY_LIMIT_MB", DEFAULT_COMPILE_MEMORY_LIMIT_MB, minimum=128, maximum=8192
-            ),
-            grpc_security=GrpcSecurity.from_env(executor_token=True, internal_token=True),
-            webhooks=WebhookConfig.from_env(),
-        )
-
-
-def packages_dir() -> Path:
-    return Path(env_str("LCE_PACKAGES_DIR", str(DEFAULT_PACKAGES_DIR)))
-
-
-def compile_cache_dir(work_root: Path) -> Path:
-    """LCE_COMPILE_CACHE_DIR, refused inside the work root: every sandbox sees its own work dir."""
-    directory = Path(env_str("LCE_COMPILE_CACHE_DIR", str(DEFAULT_COMPILE_CACHE_DIR)))
-    cache, runs = directory.resolve(), work_root.resolve()
-    if cache == runs or runs in cache.parents or cache in runs.parents:
-        raise ConfigError(f"LCE_COMPILE_CACHE_DIR ({directory}) must be outside LCE_WORK_ROOT ({work_root})")
-    return directory
-
-
-@dataclass(frozen=True)
-class ExecutorConfig:
-    redis_url: str
-    queue_name: str
-    execution_service_addr: str
-    health_listen_addr: str
-    executor_id: str
-    output_limit_bytes: int
-    work_root: Path
-    sandbox_mode: str
-    allow_unconfined: bool
-    # How long a report (start or result) is retried while execution_service is unreachable
-    # before the executor gives the job up; it takes no other job meanwhile.
-    report_retry_s: float
-    # The compile cache (executor/compile_cache.py): a directory only the executor's user can
-    # reach, outside every work dir (sandboxes must never see it), and its size budget in MiB;
-    # a budget of 0 turns the cache off.
-    compile_cache_dir: Path = DEFAULT_COMPILE_CACHE_DIR
-    compile_cache_mb: int = 512
-    metrics_listen_addr: str = ""
-    grpc_security: GrpcSecurity = GrpcSecurity()
-    packages_dir: Path = DEFAULT_PACKAGES_DIR
-    # Its pool (a label in /system and the metrics), the languages it serves (empty: every one whose
-    # toolchain it finds), and how often it announces itself (executor/heartbeat.py).
-    pool: str = "default"
-    languages: tuple[str, ...] = ()
-    heartbeat_s: float = 2.0
-
-    @classmethod
-    def from_env(cls) -> ExecutorConfig:
-        work_root = Path(env_str("LCE_WORK_ROOT", "/tmp/lce-runs"))
-        return cls(
-            redis_url=env_str("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
-            queue_name=env_str("LCE_QUEUE_NAME", "lce-executions"),
-            execution_service_addr=env_str("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:7052"),
-            health_listen_addr=env_str("LCE_EXECUTOR_HEALTH_LISTEN", "127.0.0.1:7053"),
-            executor_id=env_str("LCE_EXECUTOR_ID", f"{os.uname().nodename}-{os.getpid()}"),
-            # At most 1 MiB: a result (two streams, invalid bytes tripled as U+FFFD) must fit one gRPC message.
-            output_limit_bytes=env_int("LCE_OUTPUT_LIMIT_BYTES", 1024 * 1024, minimum=1024, maximum=1024 * 1024),
-            work_root=work_root,
-            sandbox_mode=env_str("LCE_SANDBOX", "auto"),
-            allow_unconfined=env_bool("LCE_SANDBOX_ALLOW_UNCONFINED"),
-            report_retry_s=env_float("LCE_REPORT_RETRY_S", 120.0, minimum=0, maximum=REPORT_RETRY_MAX_S),
-            compile_cache_dir=compile_cache_dir(work_root),
-            compile_cache_mb=env_int("LCE_COMPILE_CACHE_MB", 512, minimum=0),
-            metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
-            grpc_security=GrpcSecurity.from_env(executor_token=True),
-            packages_dir=packages_dir(),
-            pool=env_name("LCE_EXECUTOR_POOL", "default"),
-            languages=tuple(sorted({part.strip() for part in env_str("LCE_EXECUTOR_LANGUAGES", "").split(",")} - {""})),
-            heartbeat_s=env_float("LCE_EXECUTOR_HEARTBEAT_S", 2.0, minimum=0.1, maximum=60),
-        )
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    listen_host: str
-    listen_port: int
-    workers: int
-    session_service_addr: str
-    execution_service_addr: str
-    redis_url: str = "redis://127.0.0.1:6379/0"  # runs' event streams, read by /executions/{id}/stream
-    # API keys required (gateway/auth.py): from_env reads LCE_AUTH=on|off, by default on unless the
-    # gateway listens on loopback only.
-    auth: bool = False
-    grpc_security: GrpcSecurity = GrpcSecurity()
-    # The web origins whose pages may call the API from a browser (gateway/cors.py); none: no CORS at all.
-    cors_origins: tuple[str, ...] = ()
-    metrics_listen_addr: str = ""  # host:port of /metrics of every gateway process (gateway/metrics.py)
-
-    @classmethod
-    def from_env(cls) -> GatewayConfig:
-        host, _, port = env_str("LCE_GATEWAY_LISTEN", "127.0.0.1:8080").rpartition(":")
-        try:
-            listen_port = int(port)
-        except ValueError as exc:
-            raise ConfigError(f"LCE_GATEWAY_LISTEN must be host:port, got {host}:{port}") from exc
-        return cls(
-            listen_host=host or "127.0.0.1",
-            listen_port=listen_port,
-            workers=env_int("LCE_GATEWAY_WORKERS", 1, minimum=1),
-            session_service_addr=env_str("LCE_SESSION_SERVICE_ADDR", "127.0.0.1:7051"),
-            execution_service_addr=env_str("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:7052"),
-            redis_url=env_str("LCE_REDIS_URL", "redis://127.0.0.1:6379/0"),
-            auth=_auth_setting(host or "127.0.0.1"),
-            grpc_security=GrpcSecurity.from_env(internal_token=True),
-            cors_origins=env_origins("LCE_CORS_ORIGINS"),
-            metrics_listen_addr=env_str("LCE_METRICS_LISTEN", ""),
-        )
-
-
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
-
-
-def _auth_setting(listen_host: str) -> bool:
-    """LCE_AUTH: on or off; by default on, unless the gateway listens on a loopback address only."""
-    value = env_str("LCE_AUTH", "")
-    if value not in ("", "on", "off"):
-        raise ConfigError(f"LCE_AUTH must be on or off, got {value!r}")
-    if value:
-        return value == "on"
-    return listen_host not in _LOOPBACK_HOSTS and not listen_host.startswith("127.")
-
-
-@dataclass(frozen=True)
-class InternalClientConfig:
-    """An internal caller's (lce_client/grpc.py): where the two services are, with the deployment's security."""
-
-    session_service_addr: str
-    execution_service_addr: str
-    grpc_security: GrpcSecurity = GrpcSecurity()
-
-    @classmethod
-    def from_env(cls) -> InternalClientConfig:
-        return cls(
-            session_service_addr=env_str("LCE_SESSION_SERVICE_ADDR", "127.0.0.1:7051"),
-            execution_service_addr=env_str("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:7052"),
-            grpc_security=GrpcSecurity.from_env(internal_token=True),
-        )
+    grpc_allow_plaintext: Flag = variable("LCE_GRPC_ALLOW_PLAINTEXT", False)

@@ -75,9 +75,9 @@ CHANNEL_OPTIONS: tuple[tuple[str, object], ...] = (
 
 
 def channel(addr: str, security: GrpcSecurity | None = None, *, token: str | None = None) -> grpc.Channel:
-    """A channel to a peer, with `security` (by default the LCE_GRPC_TLS_* and LCE_INTERNAL_TOKEN
-    variables'), presenting `token` (by default the internal token; "": none)."""
-    security = security or GrpcSecurity.from_env(internal_token=True)
+    """A channel to a peer, with `security` (the process's settings'; none: plaintext), presenting `token`
+    (by default the internal token; "": none)."""
+    security = security or GrpcSecurity()
     token = security.internal_token if token is None else token
     options = list(CHANNEL_OPTIONS)
     if security.tls:
@@ -89,7 +89,7 @@ def channel(addr: str, security: GrpcSecurity | None = None, *, token: str | Non
 
 def aio_channel(addr: str, security: GrpcSecurity | None = None) -> grpc.aio.Channel:
     """An asyncio channel to a peer, presenting the internal token; as `channel`."""
-    security = security or GrpcSecurity.from_env(internal_token=True)
+    security = security or GrpcSecurity()
     options = list(CHANNEL_OPTIONS)
     interceptors = service_auth.aio_token_interceptors(security.internal_token) if security.internal_token else None
     if security.tls:

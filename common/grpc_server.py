@@ -294,9 +294,9 @@ def start_server(
 ) -> RunningServer:
     """Starts a server with our servicers (added by `register`) and a health service marking them SERVING.
 
-    `security`: TLS and the callers admitted; by default, as the LCE_GRPC_TLS_* and token variables say."""
+    `security`: TLS and the callers admitted, as the service's settings say; none: plaintext, every caller."""
     if security is None:
-        security = GrpcSecurity.from_env(executor_token=True, internal_token=True)
+        security = GrpcSecurity()
     if not (security.tls or security.allow_plaintext or service_auth.is_loopback(listen_addr)):
         raise ConfigError(
             f"{listen_addr} is reachable beyond this host: set LCE_GRPC_TLS_CERT, LCE_GRPC_TLS_KEY and "

@@ -14,12 +14,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common import grpc_client
-from common.config import GrpcSecurity
+from common.config import GrpcSecurity, GrpcSettings
 
 
 def check(addr: str, service: str = "", timeout_s: float = 2.0, security: GrpcSecurity | None = None) -> bool:
     """`security`: TLS files (health checks need no token); by default the LCE_GRPC_TLS_* variables'."""
-    with grpc_client.channel(addr, security or GrpcSecurity.from_env(), token="") as channel:
+    with grpc_client.channel(addr, security or GrpcSettings.from_env().grpc_security, token="") as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s

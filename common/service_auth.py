@@ -166,7 +166,7 @@ def is_loopback(listen_addr: str) -> bool:
 
 
 def _read(path: Path | None) -> bytes:
-    assert path is not None, "TLS files are set together (GrpcSecurity.from_env)"
+    assert path is not None, "TLS files are set together (common.config.GrpcSettings)"
     try:
         return path.read_bytes()
     except OSError as exc:

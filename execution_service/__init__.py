@@ -13,7 +13,7 @@ import redis
 from sqlalchemy import Engine
 
 from common import execution_json
-from common.config import ConfigError, ExecutionServiceConfig
+from common.config import ConfigError
 from common.db import make_engine
 from common.executor_registry import ExecutorRegistry
 from common.run_events import RunEvents
@@ -32,6 +32,7 @@ from execution_service.reconciler import Reconciler
 from execution_service.repository import Repository
 from execution_service.run_counts import RunCounts
 from execution_service.session_client import SessionClient
+from execution_service.settings import ExecutionServiceConfig
 from execution_service.system import SystemView
 from execution_service.webhooks import Webhooks
 
@@ -107,7 +108,7 @@ def build_service(config: ExecutionServiceConfig, *, enqueue_grace_s: float = 5.
     )
     # The version names the messages' format: replicas of another release never hear each other's.
     changes = ChangeFeed(client, listener, f"{config.queue_name}:execution-changes:v3")
-    sessions = SessionClient(config.session_service_addr)
+    sessions = SessionClient(config.session_service_addr, config.grpc_security)
     run_events = RunEvents.from_url(config.redis_url)
     run_counts = RunCounts(client)
     executions = Executions(

@@ -12,11 +12,12 @@ import sys
 from prometheus_client import REGISTRY
 
 from common import logs, metrics, migrations
-from common.config import ExecutionServiceConfig, database_url
+from common.config import database_url
 from common.grpc_server import serve_until_signalled, start_server
 from execution_service import SERVICE_NAMES, build_service
 from execution_service.migrations import HISTORY
 from execution_service.reconciler import lease_recovery_bound
+from execution_service.settings import ExecutionServiceConfig
 from execution_service.system import SystemCollector
 
 log = logging.getLogger("execution_service")

@@ -14,13 +14,13 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from common.config import ExecutionServiceConfig
 from common.db import make_engine
 from common.job import Lane
 from common.migrations import SchemaError
 from execution_service import api_keys
 from execution_service.api_keys import ApiKey, ApiKeys
 from execution_service.migrations import HISTORY
+from execution_service.settings import ExecutionServiceConfig
 from execution_service.webhooks import webhook_secret
 
 

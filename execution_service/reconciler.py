@@ -25,13 +25,13 @@ from prometheus_client import Counter
 from rq.job import JobStatus
 
 from common import logs
-from common.config import ExecutionServiceConfig
 from common.job import job_id
 from common.outcome import UNFINISHED, Status
 from execution_service.attempts import JOB_LOST, LEASE_EXPIRED, START_LOST
 from execution_service.executions import Executions, job_for, utc_now
 from execution_service.job_queue import ENDED, JobQueue, JobState
 from execution_service.models import AttemptRef
+from execution_service.settings import ExecutionServiceConfig
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import grpc
 
 from common import grpc_client
+from common.config import GrpcSecurity
 from common.errors import NotFound, Unavailable
 from common.job import SourceFile
 from common.tenancy import Caller
@@ -52,8 +53,8 @@ class PendingSession:
 
 
 class SessionClient:
-    def __init__(self, addr: str) -> None:
-        self._channel = grpc_client.channel(addr)
+    def __init__(self, addr: str, security: GrpcSecurity | None = None) -> None:
+        self._channel = grpc_client.channel(addr, security)
         self._stub = session_pb2_grpc.SessionServiceStub(self._channel)
 
     def request_session(self, session_id: str, timeout: float, tenant: str = "") -> PendingSession:

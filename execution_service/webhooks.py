@@ -31,11 +31,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from common import logs
-from common.config import WebhookConfig
 from execution_service import callback_targets
 from execution_service.callback_targets import Address, AllowList, RefusedTarget, Resolver, Target
 from execution_service.models import Execution
 from execution_service.repository import DELIVERED, GAVE_UP, PENDING, Repository
+from execution_service.settings import WebhookConfig
 
 log = logging.getLogger(__name__)
 

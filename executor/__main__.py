@@ -8,9 +8,10 @@ import sys
 import redis.exceptions
 
 from common import logs
-from common.config import ConfigError, ExecutorConfig
+from common.config import ConfigError
 from executor.heartbeat import served_languages
 from executor.sandbox import select_launcher
+from executor.settings import ExecutorConfig
 from executor.worker import serve
 
 log = logging.getLogger("executor")

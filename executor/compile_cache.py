@@ -46,10 +46,10 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.config import ExecutorConfig
 from common.job import SourceFile
 from common.languages import LANGUAGES, Language, detect_version, matches
 from executor.packages import installed_sets
+from executor.settings import ExecutorConfig
 
 log = logging.getLogger(__name__)
 

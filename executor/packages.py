@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import languages
-from common.config import packages_dir
+from executor.settings import packages_dir
 
 DECLARATION = Path(__file__).with_name("packages.toml")
 MANIFEST = "lce-packages.json"

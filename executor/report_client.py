@@ -56,12 +56,12 @@ class ReportClient:
         sleep: Callable[[float], None] = time.sleep,
         security: GrpcSecurity | None = None,
     ) -> None:
-        """`security`: by default the LCE_GRPC_TLS_* and LCE_EXECUTOR_TOKEN variables'."""
+        """`security`: the executor's settings' (none: plaintext, no token)."""
         self.executor_id = executor_id
         self.report_retry_s = report_retry_s
         self.deadline_s = deadline_s
         self._sleep = sleep
-        security = security or GrpcSecurity.from_env(executor_token=True)
+        security = security or GrpcSecurity()
         self._channel: grpc.Channel = channel(addr, security, token=security.executor_token)
         self._stub = pb_grpc.ExecutorReportServiceStub(self._channel)
 

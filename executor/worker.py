@@ -23,7 +23,6 @@ from rq.job import Job
 from rq.worker import DequeueStrategy, WorkerStatus
 
 from common import metrics as common_metrics
-from common.config import ExecutorConfig
 from common.grpc_server import start_server
 from common.job import JOB_FUNCTION, SERIALIZER, Lane, queue_for
 from common.languages import LANGUAGES
@@ -36,6 +35,7 @@ from executor.heartbeat import Heartbeat
 from executor.launcher import Launcher
 from executor.packages import installed_sets
 from executor.report_client import ReportClient
+from executor.settings import ExecutorConfig
 
 log = logging.getLogger(__name__)
 

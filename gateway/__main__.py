@@ -19,9 +19,9 @@ from typing import Any
 import uvicorn
 
 from common import logs
-from common.config import GatewayConfig
 from gateway import samples_dir
 from gateway.interaction import MAX_MESSAGE_BYTES
+from gateway.settings import GatewayConfig
 
 log = logging.getLogger("gateway")
 

@@ -21,7 +21,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from common.config import GatewayConfig
 from gateway import http_errors, metrics, playground
 from gateway.auth import Authentication, KeyCheck
 from gateway.change_feed import ChangeFollower
@@ -32,6 +31,7 @@ from gateway.execution_reads import ExecutionReads
 from gateway.request_limits import BodyLimits, JsonBodies
 from gateway.routes import router
 from gateway.run_stream import RunStreams
+from gateway.settings import GatewayConfig
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.config import GatewayConfig
 from common.grpc_client import DEFAULT_DEADLINE_S, aio_channel
 from common.tenancy import ANY_TENANT
 from gateway.auth import with_caller
+from gateway.settings import GatewayConfig
 from lce.execution.v1 import execution_pb2, execution_pb2_grpc
 from lce.session.v1 import session_pb2, session_pb2_grpc
 

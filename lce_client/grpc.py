@@ -15,10 +15,18 @@ from typing import Any
 
 import grpc
 
-from common.config import GrpcSecurity, InternalClientConfig
+from common.config import GrpcSecurity, GrpcSettings, Tokens, variable
 from common.grpc_client import aio_channel, channel
 from lce.execution.v1 import execution_pb2_grpc
 from lce.session.v1 import session_pb2_grpc
+
+
+class InternalClientConfig(GrpcSettings):
+    """An internal caller's settings: where the two services are, with the deployment's security."""
+
+    session_service_addr: str = variable("LCE_SESSION_SERVICE_ADDR", "127.0.0.1:7051")
+    execution_service_addr: str = variable("LCE_EXECUTION_SERVICE_ADDR", "127.0.0.1:7052")
+    internal_tokens: Tokens = variable("LCE_INTERNAL_TOKEN", ())
 
 
 @dataclass

@@ -10,10 +10,11 @@ import logging
 import sys
 
 from common import logs, metrics, migrations
-from common.config import SessionServiceConfig, database_url
+from common.config import database_url
 from common.grpc_server import serve_until_signalled, start_server
 from session_service import SERVICE_NAME, build_servicer
 from session_service.migrations import HISTORY
+from session_service.settings import SessionServiceConfig
 
 log = logging.getLogger("session_service")
 

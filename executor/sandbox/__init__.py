@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from common.config import ExecutorConfig
 from executor import packages
 from executor.launcher import Launcher
 from executor.process import UnconfinedLauncher
 from executor.sandbox.bwrap import ReadOnlyTree
 from executor.sandbox.detect import SandboxUnavailable, detect
+from executor.settings import ExecutorConfig
 
 __all__ = ["SandboxUnavailable", "select_launcher"]
 

@@ -27,7 +27,7 @@ from rq.utils import utcformat
 from sqlalchemy import select
 
 from common import job as jobs
-from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS, ExecutionServiceConfig
+from common.config import DEFAULT_COMPILE_MEMORY_LIMIT_MB, DEFAULT_COMPILE_TIME_LIMIT_MS
 from common.errors import KIND_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Unavailable
 from common.executor_registry import ExecutorInfo, ExecutorRegistry
 from common.grpc_client import channel
@@ -41,6 +41,7 @@ from execution_service.change_feed import MAX_WATCHERS, ChangeFeed, Watcher
 from execution_service.models import execution_events
 from execution_service.reconciler import ENQUEUED, SWEEP_BATCH
 from execution_service.servicer import MAX_CARRIED_BYTES
+from execution_service.settings import ExecutionServiceConfig
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
 from lce.session.v1 import session_pb2, session_pb2_grpc
@@ -112,7 +113,7 @@ def make_harness(postgres_url: str, redis_url: str, sessions: tuple[StandInSessi
     started: list[tuple[Harness, grpc.Channel]] = []
 
     def make(**overrides: Any) -> Harness:
-        config = ExecutionServiceConfig(
+        settings: dict[str, Any] = dict(
             listen_addr="127.0.0.1:0",
             database_url=postgres_url,
             redis_url=redis_url,
@@ -126,7 +127,7 @@ def make_harness(postgres_url: str, redis_url: str, sessions: tuple[StandInSessi
             reconcile_interval_s=0.2,
             idempotency_window_s=24 * 3600,
         )
-        service = build_service(dataclasses.replace(config, **overrides), enqueue_grace_s=0.5)
+        service = build_service(ExecutionServiceConfig(**settings | overrides), enqueue_grace_s=0.5)
         server = start_server("127.0.0.1:0", service.register, SERVICE_NAMES)
         client = channel(f"127.0.0.1:{server.port}")
         harness = Harness(

@@ -27,7 +27,6 @@ from prometheus_client import REGISTRY
 from rq import Queue
 from rq.job import Job, JobStatus
 
-from common.config import ExecutorConfig
 from common.grpc_server import RunningServer, start_server
 from common.job import JOB_FUNCTION, SERIALIZER, Encoding, ExecutionJob, queue_for
 from common.languages import LANGUAGES, by_name
@@ -36,6 +35,7 @@ from executor import jobs
 from executor.compile_cache import CompileCache, is_key
 from executor.process import UnconfinedLauncher
 from executor.report_client import ReportClient
+from executor.settings import ExecutorConfig
 from executor.worker import build_worker, queue_names
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import redis
 
-from common.config import ExecutorConfig
 from common.grpc_server import RunningServer, start_server
 from common.job import Compare, Encoding, SourceFile, Suite
 from common.job import TestCase as Case  # pytest would take a class named Test... for tests
@@ -26,6 +25,7 @@ from executor.compile_cache import CompileCache
 from executor.launcher import Launcher
 from executor.process import UnconfinedLauncher
 from executor.sandbox.detect import detect
+from executor.settings import ExecutorConfig
 from executor.suite import MAX_CASE_OUTPUT_BYTES
 from tests.c_programs import SELF_REWRITING_C
 from tests.contract.test_executor import OUTPUT_LIMIT, Executor, StandInReports

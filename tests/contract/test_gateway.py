@@ -24,13 +24,13 @@ from fastapi import FastAPI
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel
 
-from common.config import GatewayConfig
 from common.errors import InvalidArgument, NotFound, PayloadTooLarge, RateLimited, SessionClosed
 from common.grpc_server import RunningServer, start_server
 from common.release import VERSION
 from gateway import schemas
 from gateway.app import create_app
 from gateway.request_limits import MAX_BODY_BYTES
+from gateway.settings import GatewayConfig
 from lce.execution.v1 import execution_pb2, execution_pb2_grpc
 from lce.session.v1 import session_pb2, session_pb2_grpc
 
@@ -306,9 +306,7 @@ class Backends:
 
     def config(self) -> GatewayConfig:
         return GatewayConfig(
-            listen_host="127.0.0.1",
-            listen_port=0,
-            workers=1,
+            listen_addr="127.0.0.1:0",
             session_service_addr=f"127.0.0.1:{self.session_server.port}",
             execution_service_addr=f"127.0.0.1:{self.execution_server.port}",
         )

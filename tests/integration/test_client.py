@@ -16,7 +16,6 @@ from typing import Any
 import grpc
 import pytest
 
-from common.config import GrpcSecurity, InternalClientConfig
 from common.tenancy import Caller
 from devstack import Stack
 from lce.execution.v1 import execution_pb2
@@ -36,7 +35,7 @@ from lce_client import (
     TestCase,
     UnreachableError,
 )
-from lce_client.grpc import connect, connect_aio
+from lce_client.grpc import InternalClientConfig, connect, connect_aio
 from tests.conftest import RedisServer, free_port
 from tests.integration.test_interactive import GUESS_THE_NUMBER, Player
 from tests.integration.test_tenancy import Secured, secured_stack
@@ -223,7 +222,8 @@ def test_the_async_client(stack: Stack) -> None:
 
 def test_the_grpc_helper_reaches_both_services(lce: Client, stack: Stack, python_id: str) -> None:
     config = InternalClientConfig(
-        f"127.0.0.1:{stack.config.session_port}", f"127.0.0.1:{stack.config.execution_port}", GrpcSecurity()
+        session_service_addr=f"127.0.0.1:{stack.config.session_port}",
+        execution_service_addr=f"127.0.0.1:{stack.config.execution_port}",
     )
     session = lce.create_session(python_id, "print(5)\n")
     executed = lce.run(session.session_id, wait=20)
@@ -303,7 +303,9 @@ def test_the_grpc_helper_presents_the_internal_token(secured: Secured, monkeypat
         listed = services.sessions.ListLanguages(session_pb2.ListLanguagesRequest(), timeout=5)
         assert len(listed.languages) == 8
     without_token = InternalClientConfig(
-        f"127.0.0.1:{config.session_port}", f"127.0.0.1:{config.execution_port}", GrpcSecurity()
+        session_service_addr=f"127.0.0.1:{config.session_port}",
+        execution_service_addr=f"127.0.0.1:{config.execution_port}",
+        internal_tokens=(),  # not the environment's
     )
     with connect(without_token) as services, pytest.raises(grpc.RpcError) as refused:
         services.sessions.ListLanguages(session_pb2.ListLanguagesRequest(), timeout=5)

@@ -24,9 +24,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from common.config import GatewayConfig
 from devstack import Stack
 from gateway.app import create_app
+from gateway.settings import GatewayConfig
 from tests.integration.conftest import new_session, run
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,8 @@ pytestmark = pytest.mark.integration
 FUZZ_EXAMPLES = int(os.environ.get("LCE_FUZZ_EXAMPLES", "300"))
 # The document the gateway serves (test_the_fuzzed_document_is_the_one_served): schemathesis needs
 # it when pytest collects, before the stack is up.
-DOCUMENT = create_app(GatewayConfig("127.0.0.1", 0, 1, "127.0.0.1:1", "127.0.0.1:1")).openapi()
+NOWHERE = "127.0.0.1:1"
+DOCUMENT = create_app(GatewayConfig(session_service_addr=NOWHERE, execution_service_addr=NOWHERE)).openapi()
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from common.config import packages_dir
 from executor import packages
+from executor.settings import packages_dir
 from tests.integration.conftest import new_session, run
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 
-from common.config import ExecutorConfig
 from common.languages import LANGUAGES, TOOLCHAIN_PATH, Language
 from executor.launcher import LimitExceeded, Limits, StageOutcome
 from executor.process import UnconfinedLauncher
@@ -32,6 +31,7 @@ from executor.sandbox.bwrap import INIT
 from executor.sandbox.confined import WORKSPACE_BYTES, SandboxLauncher
 from executor.sandbox.detect import detect
 from executor.sandbox.prespawn import cgroup_name, slot_of_cgroup
+from executor.settings import ExecutorConfig
 from tests.c_programs import ENDING_C, PID_1_PROBE_C
 
 ENV = {"PATH": TOOLCHAIN_PATH}
@@ -596,8 +596,8 @@ def test_pid_1_is_out_of_reach_and_its_report_cannot_be_forged(box: Sandboxed) -
 
 
 def _config(work_root: Path, mode: str, allow_unconfined: bool) -> ExecutorConfig:
-    return dataclasses.replace(
-        ExecutorConfig.from_env(), work_root=work_root, sandbox_mode=mode, allow_unconfined=allow_unconfined
+    return ExecutorConfig.from_env().model_copy(
+        update={"work_root": work_root, "sandbox_mode": mode, "allow_unconfined": allow_unconfined}
     )
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from common.config import ConfigError, ExecutorConfig
+from common.config import ConfigError
 from common.languages import by_name, detect_version
 from executor import compile_cache
 from executor.compile_cache import Artifact, CompileCache, NotCacheable, UnsafeCacheDir, cache_key
+from executor.settings import ExecutorConfig
 
 C = by_name("c")
 JAVA = by_name("java")

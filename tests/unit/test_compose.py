@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import ExecutionServiceConfig, ExecutorConfig, GatewayConfig, SessionServiceConfig
+from execution_service.settings import ExecutionServiceConfig
+from executor.settings import ExecutorConfig
+from gateway.settings import GatewayConfig
+from session_service.settings import SessionServiceConfig
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {
@@ -27,19 +30,24 @@ EXECUTOR_POOLS = {"executor_java"}
 
 
 class RecordingEnviron(dict[str, str]):
-    """os.environ that remembers which names were asked for."""
+    """os.environ that remembers which LCE_* names were asked for (libraries' own switches, such as
+    pydantic-settings' PYDANTIC_SETTINGS_DEBUG, are not the deployment's configuration)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.asked: set[str] = set()
 
     def get(self, key: str, default: Any = None) -> Any:
-        self.asked.add(key)
+        self._record(key)
         return super().get(key, default)
 
     def __getitem__(self, key: str) -> str:
-        self.asked.add(key)
+        self._record(key)
         return super().__getitem__(key)
+
+    def _record(self, key: str) -> None:
+        if key.startswith("LCE_"):
+            self.asked.add(key)
 
 
 def variables_read(config_class: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> set[str]:

@@ -15,11 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from common.config import ConfigError, ExecutionServiceConfig, ExecutorConfig, GatewayConfig, SessionServiceConfig
+from common.config import ConfigError
 from devstack import EXECUTION_PORT, FIRST_EXECUTOR_HEALTH_PORT, SESSION_PORT, Service, Stack, StackConfig
 from devstack.__main__ import config_from_env
 from devstack.ports import PortClaim, bind_problem, problems, service_claims
 from devstack.supervisor import Backoff, BackoffPolicy, Supervisor, describe_exit
+from execution_service.settings import ExecutionServiceConfig
+from executor.settings import ExecutorConfig
+from gateway.settings import GatewayConfig
+from session_service.settings import SessionServiceConfig
 from tests.conftest import free_port
 
 

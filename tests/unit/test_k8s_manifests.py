@@ -22,12 +22,15 @@ import sqlalchemy
 import yaml
 from rq.queue import Queue
 
-from common.config import ExecutionServiceConfig, ExecutorConfig, GatewayConfig, SessionServiceConfig
 from common.job import Lane, queue_for
 from common.languages import LANGUAGES
 from execution_service.models import metadata as execution_tables
+from execution_service.settings import ExecutionServiceConfig
+from executor.settings import ExecutorConfig
 from gateway.auth import OPEN_PATHS
+from gateway.settings import GatewayConfig
 from session_service.models import metadata as session_tables
+from session_service.settings import SessionServiceConfig
 from tests.unit.test_compose import READ_BY_EVERY_SERVICE, RecordingEnviron
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
@@ -77,8 +80,8 @@ DEFAULTED = {
     | {"LCE_SANDBOX_ALLOW_UNCONFINED", "LCE_METRICS_LISTEN"}
     # The image installs the declared libraries where the executor looks by default.
     | {"LCE_PACKAGES_DIR"},
-    # A client only: plaintext is a server's setting. No CORS unless a deployment names its origins.
-    "gateway": TLS | {"LCE_INTERNAL_TOKEN", "LCE_GRPC_ALLOW_PLAINTEXT", "LCE_CORS_ORIGINS"},
+    # No CORS unless a deployment names its origins.
+    "gateway": TLS | {"LCE_INTERNAL_TOKEN", "LCE_CORS_ORIGINS"},
 }
 # The executor's capabilities, each for a reason given in executor.yaml and deploy/k8s/README.md.
 EXECUTOR_CAPABILITIES = {

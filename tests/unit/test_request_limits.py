@@ -15,10 +15,10 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from common.config import GatewayConfig
 from gateway import request_limits
 from gateway.app import create_app
 from gateway.request_limits import MAX_BODY_BYTES, MAX_HEAD_BYTES, MIB, BodyLimits, BoundedHttpToolsProtocol
+from gateway.settings import GatewayConfig
 from tests.conftest import free_port
 
 # Short enough for a test, long enough for a loaded 2-core machine to answer the requests that are in time.
@@ -73,7 +73,8 @@ def echo_port() -> Iterator[int]:
 def gateway_port() -> Iterator[int]:
     # No backend listens there: every request below is answered before one would be called.
     nowhere = f"127.0.0.1:{free_port()}"
-    with serving(create_app(GatewayConfig("127.0.0.1", 0, 1, nowhere, nowhere))) as port:
+    config = GatewayConfig(listen_addr="127.0.0.1:0", session_service_addr=nowhere, execution_service_addr=nowhere)
+    with serving(create_app(config)) as port:
         yield port
 
 

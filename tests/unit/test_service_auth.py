@@ -15,9 +15,12 @@ import pytest
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from common import grpc_client, healthcheck, service_auth
-from common.config import ConfigError, GrpcSecurity
+from common.config import ConfigError, GrpcSecurity, GrpcSettings
 from common.grpc_server import RunningServer, reflected_services, start_server
 from common.service_auth import EXECUTOR, GATEWAY, REFLECTION_SERVICE, SERVICE, CallerPolicy, Refused
+from execution_service.settings import ExecutionServiceConfig
+from executor.settings import ExecutorConfig
+from gateway.settings import GatewayConfig
 from lce.execution.v1 import execution_pb2  # noqa: F401 - its services' schema, for reflection to describe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,8 +54,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
+def execution_service_security(env: pytest.MonkeyPatch) -> GrpcSecurity:
+    """The security of execution_service, the one process that holds both tokens."""
+    env.setenv("LCE_DATABASE_URL", "sqlite://")
+    return ExecutionServiceConfig.from_env().grpc_security
+
+
 def test_nothing_set_is_plaintext_with_no_tokens(clean_env: pytest.MonkeyPatch) -> None:
-    security = GrpcSecurity.from_env(executor_token=True, internal_token=True)
+    security = execution_service_security(clean_env)
     assert security == GrpcSecurity()
     assert not security.tls
     assert (security.executor_token, security.internal_token) == ("", "")
@@ -65,10 +74,10 @@ def test_tls_files_are_read_together(clean_env: pytest.MonkeyPatch, tmp_path: Pa
         path.write_text("x")
     clean_env.setenv("LCE_GRPC_TLS_CERT", str(files["cert.pem"]))
     with pytest.raises(ConfigError, match="only LCE_GRPC_TLS_CERT set"):
-        GrpcSecurity.from_env()
+        GrpcSettings.from_env()
     clean_env.setenv("LCE_GRPC_TLS_KEY", str(files["key.pem"]))
     clean_env.setenv("LCE_GRPC_TLS_CA", str(files["ca.pem"]))
-    security = GrpcSecurity.from_env()
+    security = GrpcSettings.from_env().grpc_security
     assert security.tls
     assert (security.tls_cert, security.tls_key, security.tls_ca) == tuple(files.values())
 
@@ -79,7 +88,7 @@ def test_a_missing_tls_file_is_named(clean_env: pytest.MonkeyPatch, tmp_path: Pa
         clean_env.setenv(name, str(tmp_path / name))
     clean_env.setenv("LCE_GRPC_TLS_CA", str(tmp_path / "absent.pem"))
     with pytest.raises(ConfigError, match=r"LCE_GRPC_TLS_CA: no file at .*absent\.pem"):
-        GrpcSecurity.from_env()
+        GrpcSettings.from_env()
 
 
 def test_tokens_from_variables_and_files(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -87,15 +96,15 @@ def test_tokens_from_variables_and_files(clean_env: pytest.MonkeyPatch, tmp_path
     token_file.write_text(INTERNAL_TOKEN + "\n")
     clean_env.setenv("LCE_EXECUTOR_TOKEN", EXECUTOR_TOKEN)
     clean_env.setenv("LCE_INTERNAL_TOKEN_FILE", str(token_file))
-    security = GrpcSecurity.from_env(executor_token=True, internal_token=True)
+    security = execution_service_security(clean_env)
     assert (security.executor_tokens, security.internal_tokens) == ((EXECUTOR_TOKEN,), (INTERNAL_TOKEN,))
 
 
 def test_only_the_tokens_a_process_needs_are_read(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("LCE_EXECUTOR_TOKEN", EXECUTOR_TOKEN)
     clean_env.setenv("LCE_INTERNAL_TOKEN", INTERNAL_TOKEN)
-    gateway = GrpcSecurity.from_env(internal_token=True)
-    executor = GrpcSecurity.from_env(executor_token=True)
+    gateway = GatewayConfig.from_env().grpc_security
+    executor = ExecutorConfig.from_env().grpc_security
     assert (gateway.executor_tokens, gateway.internal_tokens) == ((), (INTERNAL_TOKEN,))
     assert (executor.executor_tokens, executor.internal_tokens) == ((EXECUTOR_TOKEN,), ())
 
@@ -103,7 +112,7 @@ def test_only_the_tokens_a_process_needs_are_read(clean_env: pytest.MonkeyPatch)
 def test_a_rotation_presents_the_first_token_and_accepts_every_one(clean_env: pytest.MonkeyPatch) -> None:
     new, old = "n" * 40, "o" * 40
     clean_env.setenv("LCE_INTERNAL_TOKEN", f"{new}, {old}")
-    security = GrpcSecurity.from_env(internal_token=True)
+    security = GatewayConfig.from_env().grpc_security
     assert security.internal_token == new
     assert security.internal_tokens == (new, old)
     assert CallerPolicy.of(security).identify(old, None) == SERVICE
@@ -123,7 +132,7 @@ def test_bad_settings_are_refused(clean_env: pytest.MonkeyPatch, env: dict[str, 
     for name, value in env.items():
         clean_env.setenv(name, value)
     with pytest.raises(ConfigError, match=message) as refused:
-        GrpcSecurity.from_env(executor_token=True, internal_token=True)
+        execution_service_security(clean_env)
     assert "short-secret" not in str(refused.value)  # a token never appears in a message
 
 
