@@ -30,7 +30,6 @@ import asyncio
 import json
 import logging
 import os
-import resource
 import signal
 import statistics
 import sys
@@ -61,7 +60,7 @@ SESSION_RUNS = 10  # runs per session of a program whose source stays the same
 BARE_REPEATS = 3
 HELLO = runs.HELLO
 PG_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted", "tup_fetched")
-GROUPS = ("executors", "gateway", "execution_service", "session_service", "redis", "postgres")
+GROUPS = ("executors", "gateway", "execution_service", "session_service", "redis")
 
 # About 100 ms of one core on this machine. The greeting depends on the loop's result, so that no
 # compiler drops the loop; it is always printed (x never ends at 42), so every run's output is checked.
@@ -123,7 +122,9 @@ def _unseen(source: str) -> str:
 @dataclass(frozen=True)
 class Snapshot:
     at: float
-    cpu_s: dict[str, float]  # per group of GROUPS
+    cpu_s: dict[str, float]  # per group of GROUPS but postgres
+    backend_cpu_s: dict[int, float]  # per PostgreSQL backend of the bench database
+    redis_calls: dict[str, int]  # per command
     redis: dict[str, float]  # commands, bytes_in, bytes_out
     wal_lsn: str  # the flushed WAL position
     meter_xacts: int  # the Meter's own transactions on the bench database so far
@@ -135,6 +136,10 @@ class Snapshot:
         delta["database_bytes"] = float(self.database_bytes - earlier.database_bytes)
         for group, cpu in self.cpu_s.items():
             delta[f"cpu_{group}"] = cpu - earlier.cpu_s.get(group, 0.0)
+        # A backend that came meanwhile counts from 0; one gone meanwhile took its last CPU with it.
+        delta["cpu_postgres"] = sum(
+            cpu - earlier.backend_cpu_s.get(pid, 0.0) for pid, cpu in self.backend_cpu_s.items()
+        )
         for key, value in self.redis.items():
             delta[f"redis_{key}"] = value - earlier.redis[key]
         for key, value in self.pg.items():
@@ -194,7 +199,6 @@ class Meter:
         backends = self.admin.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.database,)
         ).fetchall()
-        cpu["postgres"] = sum(_cpu_s(pid) for (pid,) in backends)
         commands = self.redis.info("commandstats")
         stats = self.redis.info("stats")
         row = self.admin.execute(
@@ -206,6 +210,10 @@ class Meter:
         return Snapshot(
             at=time.monotonic(),
             cpu_s=cpu,
+            backend_cpu_s={pid: _cpu_s(pid) for (pid,) in backends},
+            redis_calls={
+                k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in commands.items() if k != "cmdstat_info"
+            },
             redis={
                 "commands": float(sum(v["calls"] for k, v in commands.items() if k != "cmdstat_info")),
                 "bytes_in": float(stats["total_net_input_bytes"]),
@@ -301,16 +309,10 @@ async def _one_run(client: httpx.AsyncClient, session_id: str) -> bool:
 
 
 def bare_cpu_s(program: Program) -> float:
-    """Median CPU-seconds of the program compiled (if it compiles) and run directly, children's rusage."""
+    """Median CPU-seconds of the program run directly: compiled each time for "_compiled", once before otherwise."""
     prog = bare.Program(program.language, program.source())
-    bare.bare_once(prog)  # warm caches
-    spent = []
-    for _ in range(BARE_REPEATS):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        bare.bare_once(prog)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        spent.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-    return statistics.median(spent)
+    spent = bare.bare_cpu_s(prog, BARE_REPEATS + 1, compile_each_run=program.name.endswith("_compiled"))
+    return statistics.median(spent[1:])  # the first warms the page cache
 
 
 Delta = dict[str, float]
@@ -339,7 +341,9 @@ def measure(system: Target, rounds: int) -> dict[str, Any]:
     finally:
         meter.close()
     total_runs = sum(entry["runs"] for entry in measured.values())
+    calls = {name: (n - first.redis_calls.get(name, 0)) / total_runs for name, n in last.redis_calls.items()}
     return {
+        "redis_calls_per_run": dict(sorted(calls.items(), key=lambda item: -item[1])),
         "idle_per_s": idle,
         "programs": measured,
         "database_bytes_per_run": (last.database_bytes - first.database_bytes) / total_runs,
@@ -423,7 +427,8 @@ def summarise(measured: dict[str, Any]) -> dict[str, dict[str, float]]:
             "postgres_cpu_s": per_run("cpu_postgres"),
             "redis_commands": per_run("redis_commands"),
             "redis_bytes": per_run("redis_bytes_in", "redis_bytes_out"),
-            "wal_bytes": per_run("wal_bytes"),
+            # The mean: full-page images after a checkpoint come in bursts, and they are part of the cost.
+            "wal_bytes": statistics.mean(r["wal_bytes"] / r["runs"] for r in rounds),
             "pg_transactions": (whole["pg_xact_commit"] + whole["pg_xact_rollback"]) / entry["runs"],
             "pg_rows_written": (whole["pg_tup_inserted"] + whole["pg_tup_updated"] + whole["pg_tup_deleted"])
             / entry["runs"],
@@ -448,7 +453,6 @@ MEASURED_COLUMNS = (
     ("Redis bytes/run", "redis_bytes", "{:.0f}"),
     ("PG xacts/run", "pg_transactions", "{:.1f}"),
     ("PG rows written/run", "pg_rows_written", "{:.1f}"),
-    ("PG rows fetched/run", "pg_rows_fetched", "{:.1f}"),
     ("WAL bytes/run", "wal_bytes", "{:.0f}"),
 )
 # (header, attribute of sizing.Sizing, format) of the sizing table's columns after runs/day and mix
