@@ -9,7 +9,8 @@ GET /executions/{id}?wait=30 until the status is terminal. Around each burst it 
   the PostgreSQL backends serving the bench database;
 - Redis: commands (INFO commandstats, the bench's own INFO left out) and bytes in and out;
 - PostgreSQL: WAL bytes of the bench database's records and of its transactions' commits (read
-  with pg_walinspect between two flushed WAL positions: the server's other databases write WAL too),
+  with pg_walinspect between two flushed WAL positions, kept by a temporary replication slot: the
+  server's other databases write WAL too),
   and per program over all its rounds, once PostgreSQL has flushed its statistics, transactions and
   rows (pg_stat_database; pg_stat_statements is not loaded on the server here);
 - the database's growth over all the runs (bytes stored per run).
@@ -165,6 +166,10 @@ class Meter:
         oid = self.admin.execute("SELECT oid FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
         assert oid is not None
         self.block_pattern = f"% rel %/{oid[0]}/%"
+        # Keeps the WAL between two snapshots until it is read: a checkpoint would recycle it otherwise.
+        # Temporary: it goes with this connection, and it moves on after every read.
+        self.slot = self.database
+        self.admin.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", (self.slot,))
         self.xacts = 0
 
     def close(self) -> None:
@@ -185,6 +190,7 @@ class Meter:
             (earlier.wal_lsn, later.wal_lsn, self.block_pattern, self.block_pattern),
         ).fetchone()
         assert row is not None
+        self.admin.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, later.wal_lsn))
         return float(row[0])
 
     def delta(self, earlier: Snapshot, later: Snapshot) -> dict[str, float]:
