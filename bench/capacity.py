@@ -71,7 +71,7 @@ C_CPU = (
     '    printf(x != 42 ? "Hello World\\n" : "unlucky\\n");\n    return 0;\n}\n'
 )
 PYTHON_CPU = (
-    "x = 0\nfor i in range(480_000):\n    x = (x * 31 + i) % 1_000_003\n"
+    "x = 0\nfor i in range(1_000_000):\n    x = (x * 31 + i) % 1_000_003\n"
     'print("Hello World" if x != -1 else "unlucky")\n'
 )
 # Compiled languages whose sources take a /* */ comment: the never-seen variant prepends a unique one.
