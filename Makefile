@@ -32,9 +32,11 @@ test: $(STUBS_STAMP) system-deps packages $(PLAYGROUND_STAMP) browser-deps
 
 # The benchmark of issue 5 (not a test): own stack, two executors; writes bench/results/<UTC time>-<label>.json.
 # LCE_BENCH_LABEL names the step, LCE_BENCH_URL targets a running deployment, LCE_BENCH_ROUNDS repeats.
+# Then the capacity measure (docs/capacity.md; own stack only): <UTC time>-<label>-capacity.json.
 bench: $(STUBS_STAMP)
 	@bash scripts/install-system-deps.sh --bench
 	$(PY) -m bench
+	$(PY) -m bench.capacity
 
 # Python dependencies into a venv, and the project in editable mode (.venv/bin/lce runs lce_client from
 # this tree); reinstalled when pyproject.toml changes.

@@ -4,6 +4,8 @@ Environment: LCE_BENCH_LABEL names the step (default "dev"); LCE_BENCH_URL targe
 deployment instead of starting one; LCE_BENCH_ROUNDS (default 3) repeats every measure, since
 the machine is shared and noisy; LCE_BENCH_ENDPOINT_S (default 3) is each endpoint's load time.
 `python -m bench.judge` measures only the judge comparison (bench/judge.py).
+`python -m bench.capacity` measures the cost of a run for the capacity model (bench/capacity.py);
+`make bench` runs it after this.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ execution of that language's hello world runs, minus the engine around it.
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import tempfile
 import time
@@ -84,6 +85,31 @@ def bare_once(prog: Program) -> tuple[float, float]:
     if stdout != prog.expected_stdout:
         raise RuntimeError(f"bare {prog.language.name} printed {stdout!r}")
     return compile_ms, run_ms
+
+
+def bare_cpu_s(prog: Program, repeats: int, compile_each_run: bool) -> list[float]:
+    """CPU-seconds (the children's rusage) of each of `repeats` direct runs in one work dir; a compiled
+    language's compile counts in each when `compile_each_run`, else it is done once beforehand, as a
+    compile cache hit leaves it. Run by a caller with no other children ending meanwhile."""
+    spent = []
+    with tempfile.TemporaryDirectory(prefix="lce-bench-bare-") as tmp:
+        workdir = Path(tmp)
+        (workdir / prog.language.file_name).write_text(prog.source)
+        placeholders = _placeholders(prog, workdir)
+        env = jobs.stage_env(prog.language, placeholders)
+        compile_argv = _expand(prog.language.compile_command(()), placeholders) if prog.language.compile else None
+        if compile_argv and not compile_each_run:
+            _subprocess(compile_argv, workdir, env)
+        for _ in range(repeats):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if compile_argv and compile_each_run:
+                _subprocess(compile_argv, workdir, env)
+            _, stdout = _subprocess(_expand(prog.language.run, placeholders), workdir, env)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if stdout != prog.expected_stdout:
+                raise RuntimeError(f"bare {prog.language.name} printed {stdout!r}")
+            spent.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return spent
 
 
 def _subprocess(argv: list[str], workdir: Path, env: dict[str, str]) -> tuple[float, str]:

@@ -9,7 +9,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -28,6 +28,10 @@ class Target:
     url: str
     own: bool  # True: started here, rate limit lifted; False: someone else's deployment, rate limit applies
     log_dir: Path | None
+    # Own stack only, for the capacity measure (bench/capacity.py): where its load lands.
+    database_url: str | None = None
+    redis_url: str | None = None
+    pids: dict[str, int] = field(default_factory=dict)  # service name ("executor-1", "redis") -> pid
 
 
 @contextmanager
@@ -58,6 +62,9 @@ def own_stack() -> Iterator[Target]:
                     url=config.gateway_url,
                     own=True,
                     log_dir=config.log_dir,
+                    database_url=database_url,
+                    redis_url=redis_server.url,
+                    pids=_pids(stack, redis_server),
                 )
             finally:
                 stack.stop()
@@ -83,6 +90,13 @@ def _config(tmp: Path, database_url: str, redis_url: str) -> StackConfig:
             **({"LCE_LOG_LEVEL": os.environ["LCE_LOG_LEVEL"]} if os.environ.get("LCE_LOG_LEVEL") else {}),
         },
     )
+
+
+def _pids(stack: Stack, redis_server: RedisServer) -> dict[str, int]:
+    pids = {service.name: service.process.pid for service in stack.services if service.process is not None}
+    if redis_server.process is not None:
+        pids["redis"] = redis_server.process.pid
+    return pids
 
 
 @contextmanager
