@@ -357,6 +357,12 @@ class Executions:
         execution_id = str(uuid.uuid4())
         logs.execution_id.set(execution_id)
         self._admit(session_id, execution_id, key)
+        if callback_url is not None:
+            try:
+                self._check_callback_addresses(callback_url)
+            except BaseException:
+                self._release_admission(session_id, execution_id, key)
+                raise
         now = self.clock()
         execution = Execution(
             id=execution_id,
@@ -624,12 +630,22 @@ class Executions:
         return earlier
 
     def _check_callback(self, url: str) -> None:
+        """The URL's form at once; its addresses (a DNS lookup, up to 2 s) only once the run is admitted."""
         if self.callbacks is None:
             raise InvalidArgument("webhooks are off on this deployment (it has no LCE_WEBHOOK_SECRET)")
+        try:
+            callback_targets.parse(url)
+        except callback_targets.RefusedTarget as refused:
+            raise InvalidArgument(str(refused)) from refused
+
+    def _check_callback_addresses(self, url: str) -> None:
+        assert self.callbacks is not None
         try:
             callback_targets.checked_addresses(callback_targets.parse(url), self.callbacks)
         except callback_targets.RefusedTarget as refused:
             raise InvalidArgument(str(refused)) from refused
+        except callback_targets.ResolverBusy as busy:
+            raise Unavailable(str(busy)) from busy
 
     def _refuse_during_failure_cooldown(self, recent: Sequence[FinishedRun]) -> None:
         wait_s = failure_cooldown_remaining_s(recent, self.failure_streak_limit, self.failure_cooldown_s, self.clock())
@@ -705,7 +721,10 @@ def parse_page_token(token: str) -> tuple[datetime, str] | None:
         return None
     try:
         created_at, _, execution_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
-        return datetime.fromisoformat(created_at), parse_uuid(execution_id, "page_token")
+        after = datetime.fromisoformat(created_at)
+        if after.tzinfo is None:
+            raise ValueError("a page token's time has its zone")
+        return after, parse_uuid(execution_id, "page_token")
     except (ValueError, InvalidArgument) as exc:
         raise InvalidArgument("page_token is not one a previous page gave") from exc
 

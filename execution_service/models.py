@@ -203,8 +203,9 @@ executions = Table(
     Index("ix_executions_api_key_status", "api_key_id", "status"),
     # Deliveries that are due, for the webhook sender's sweep.
     Index("ix_executions_callback_due", "callback_state", "callback_next_at"),
-    # An operator's search by status (FindExecutions), newest first.
+    # An operator's search (FindExecutions), newest first: by status, or of every run.
     Index("ix_executions_status_created", "status", "created_at"),
+    Index("ix_executions_created", "created_at"),
     # One execution per key and session; concurrent duplicates lose on this index, not on a race.
     Index("ux_executions_session_idempotency_key", "session_id", "idempotency_key", unique=True),
 )

@@ -231,9 +231,12 @@ _DUE_CALLBACKS = (
     .order_by(executions.c.finished_at)
     .limit(bindparam("count"))
 )
+# Both for the run's attempt as it was read: an operator's retry in between makes them write nothing.
 _CLAIM_CALLBACK = (
     update(executions)
     .where(executions.c.id == bindparam("execution_id"))
+    .where(executions.c.attempt == bindparam("run_attempt"))
+    .where(executions.c.status.in_([status.value for status in TERMINAL]))
     .where(executions.c.callback_state == PENDING)
     .where(executions.c.callback_attempts == bindparam("attempts"))
     .where(_CALLBACK_DUE)
@@ -242,6 +245,8 @@ _CLAIM_CALLBACK = (
 _RECORD_CALLBACK = (
     update(executions)
     .where(executions.c.id == bindparam("execution_id"))
+    .where(executions.c.attempt == bindparam("run_attempt"))
+    .where(executions.c.status.in_([status.value for status in TERMINAL]))
     .where(executions.c.callback_state == PENDING)
     .where(executions.c.callback_attempts == bindparam("before"))
     .values(
@@ -385,30 +390,27 @@ class Repository:
             rows = conn.execute(_DUE_CALLBACKS, {"now": now, "count": limit}).mappings()
             return [_to_execution(row) for row in rows]
 
-    def claim_callback(self, execution_id: str, attempts: int, now: datetime, until: datetime) -> bool:
-        """Takes the due delivery for one attempt, until `until`: False when another replica took it first."""
+    def claim_callback(self, execution: Execution, now: datetime, until: datetime) -> bool:
+        """Takes the due delivery of the run as read, until `until`: False when another replica took it
+        first, or the run changed since (an operator retried it)."""
+        params = {"execution_id": execution.id, "run_attempt": execution.attempt, "now": now, "until": until}
         with writing(self.engine) as (conn, _):
-            claimed = conn.execute(
-                _CLAIM_CALLBACK, {"execution_id": execution_id, "attempts": attempts, "now": now, "until": until}
-            )
+            claimed = conn.execute(_CLAIM_CALLBACK, params | {"attempts": execution.callback_attempts})
         return claimed.rowcount == 1
 
     def record_callback(
-        self, execution_id: str, attempt: int, state: str, next_at: datetime | None, reason: str, now: datetime
+        self, execution: Execution, attempt: int, state: str, next_at: datetime | None, reason: str, now: datetime
     ) -> None:
-        """The attempt's outcome: the delivery's new state (and when it is next due), and its WEBHOOK event."""
+        """The attempt's outcome: the delivery's new state (and when it is next due), and its WEBHOOK event;
+        nothing when the run changed since it was read (an operator retried it: its new result goes anew)."""
+        params = {"execution_id": execution.id, "run_attempt": execution.attempt, "before": attempt - 1}
         with writing(self.engine) as (conn, _):
             recorded = conn.execute(
-                _RECORD_CALLBACK,
-                {"execution_id": execution_id, "before": attempt - 1, "attempts": attempt, "state": state}
-                | {"next_at": next_at},
+                _RECORD_CALLBACK, params | {"attempts": attempt, "state": state, "next_at": next_at}
             )
             if recorded.rowcount == 1:
-                event = {"event_type": WEBHOOK, "event_at": now, "event_attempt": attempt}
-                conn.execute(
-                    _EVENT,
-                    {"event_execution_id": execution_id, "event_executor_id": "", "event_reason": reason} | event,
-                )
+                event = {"event_type": WEBHOOK, "event_at": now, "event_attempt": attempt, "event_reason": reason}
+                conn.execute(_EVENT, {"event_execution_id": execution.id, "event_executor_id": ""} | event)
 
     def unfinished_of_key(self, api_key_id: str) -> int:
         """How many runs created with the key are QUEUED or RUNNING."""

@@ -17,6 +17,7 @@ execution_service.keys webhook-secret ID`), or LCE_WEBHOOK_SECRET itself for a r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -32,7 +33,7 @@ from datetime import datetime, timedelta
 
 from common import logs
 from execution_service import callback_targets
-from execution_service.callback_targets import Address, AllowList, RefusedTarget, Resolver, Target
+from execution_service.callback_targets import Address, AllowList, RefusedTarget, Resolver, ResolverBusy, Target
 from execution_service.models import Execution
 from execution_service.repository import DELIVERED, GAVE_UP, PENDING, Repository
 from execution_service.settings import WebhookConfig
@@ -70,7 +71,7 @@ class Webhooks:
         to_json: Callable[[Execution], dict[str, object]],
         *,
         clock: Callable[[], datetime],
-        resolver: Resolver = callback_targets.resolve,
+        resolver: Resolver = callback_targets.DELIVERY_LOOKUPS.resolve,
     ) -> None:
         self.repository = repository
         self.config = config
@@ -81,6 +82,9 @@ class Webhooks:
         self._woken = threading.Event()
         self._stopping = threading.Event()
         self._senders = ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="webhook")
+        # Claimed deliveries not yet recorded: never more than the senders, so none waits in a queue
+        # while its claim runs out (and another replica sends it as well).
+        self._free = threading.BoundedSemaphore(SENDERS)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -108,14 +112,18 @@ class Webhooks:
                 log.exception("webhook sweep failed")
 
     def sweep(self) -> int:
-        """Claims the due deliveries and hands each to a sender; how many were claimed."""
+        """Claims as many due deliveries as there are free senders and hands each to one; how many."""
         now = self.clock()
         claimed = 0
         for execution in self.repository.due_callbacks(now, SWEEP_BATCH):
+            if not self._free.acquire(blocking=False):
+                break  # every sender busy: the rest stay unclaimed for the next sweep, here or elsewhere
             until = now + timedelta(seconds=CLAIM_S)
-            if self.repository.claim_callback(execution.id, execution.callback_attempts, now, until):
+            if self.repository.claim_callback(execution, now, until):
                 self._senders.submit(self.deliver, execution)
                 claimed += 1
+            else:
+                self._free.release()
         return claimed
 
     def deliver(self, execution: Execution) -> None:
@@ -123,24 +131,35 @@ class Webhooks:
         attempt = execution.callback_attempts + 1
         token = logs.execution_id.set(execution.id)
         try:
-            started = time.monotonic()
-            problem = self._attempt(execution)
-            took_ms = int((time.monotonic() - started) * 1000)
-            now = self.clock()
-            if problem is None:
-                state, next_at, reason = DELIVERED, None, f"delivered in {took_ms} ms"
-            elif attempt <= len(self.config.retry_s):
-                wait_s = self.config.retry_s[attempt - 1]
-                state, next_at = PENDING, now + timedelta(seconds=wait_s)
-                reason = f"{problem} after {took_ms} ms; next attempt in {wait_s:g} s"
-            else:
-                state, next_at, reason = GAVE_UP, None, f"{problem} after {took_ms} ms; given up"
-            self.repository.record_callback(execution.id, attempt, state, next_at, reason, now)
-            log.info("webhook attempt", extra={"attempt": attempt, "state": state, "detail": reason})
+            self._deliver(execution, attempt)
+        except ResolverBusy:
+            log.warning("webhook attempt deferred: DNS lookups are saturated; its claim expires and it is made again")
         except Exception:
             log.exception("webhook attempt failed unexpectedly; its claim expires and it is made again")
         finally:
+            self._free.release()
             logs.execution_id.reset(token)
+
+    def _deliver(self, execution: Execution, attempt: int) -> None:
+        """Makes the attempt and records it: delivered, due again after its wait, or given up."""
+        started = time.monotonic()
+        problem = self._attempt(execution)
+        took_ms = int((time.monotonic() - started) * 1000)
+        now = self.clock()
+        if problem is None:
+            state, next_at, reason = DELIVERED, None, f"delivered in {took_ms} ms"
+        elif attempt <= len(self.config.retry_s):
+            wait_s = self.config.retry_s[attempt - 1]
+            state, next_at = PENDING, now + timedelta(seconds=wait_s)
+            reason = f"{problem} after {took_ms} ms; next attempt in {wait_s:g} s"
+        else:
+            state, next_at, reason = GAVE_UP, None, f"{problem} after {took_ms} ms; given up"
+        self.repository.record_callback(execution, attempt, state, next_at, reason, now)
+        log.info("webhook attempt", extra={"attempt": attempt, "state": state, "detail": reason})
+        if state == PENDING:  # swept again when its wait is over, not at the next whole sweep
+            again = threading.Timer(self.config.retry_s[attempt - 1], self.wake)
+            again.daemon = True
+            again.start()
 
     def _attempt(self, execution: Execution) -> str | None:
         """None when the receiver answered 2xx; otherwise what went wrong."""
@@ -166,19 +185,35 @@ class Webhooks:
 
 
 def _post(target: Target, address: Address, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
-    """POSTs to the checked address (no second lookup), naming the host as the URL does; the status."""
+    """POSTs to the checked address (no second lookup), naming the host as the URL does; the status.
+    The whole attempt takes at most `timeout_s`: a receiver answering a byte at a time is cut off."""
     connection: http.client.HTTPConnection
     if target.scheme == "https":
         connection = _PinnedHTTPS(target.host, target.port, address, timeout_s)
     else:
         connection = _PinnedHTTP(target.host, target.port, address, timeout_s)
+    deadline = threading.Timer(timeout_s, _cut_off, [connection])
+    deadline.start()
     try:
         connection.request("POST", target.path, body=body, headers=headers)
         answer = connection.getresponse()
         answer.read(MAX_ANSWER_BYTES)  # never more: a receiver cannot make the sender read without end
         return answer.status
+    except (OSError, http.client.HTTPException) as exc:
+        if not deadline.is_alive():  # it fired: what broke is the cut-off, whatever the read made of it
+            raise TimeoutError(f"no complete answer within {timeout_s:g} s") from exc
+        raise
     finally:
+        deadline.cancel()
         connection.close()
+
+
+def _cut_off(connection: http.client.HTTPConnection) -> None:
+    """Wakes the sender blocked on the connection: its next read or write fails."""
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class _PinnedHTTP(http.client.HTTPConnection):

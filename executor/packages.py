@@ -31,7 +31,7 @@ from executor.settings import packages_dir
 
 DECLARATION = Path(__file__).with_name("packages.toml")
 MANIFEST = "lce-packages.json"
-_FORMAT = 1
+_FORMAT = 2  # 2: console scripts (bin/) left out
 _NAME = re.compile(r"[A-Za-z0-9@][A-Za-z0-9._/-]{0,99}")
 _VERSION = re.compile(r"[0-9][A-Za-z0-9.+~-]{0,49}")
 _INSTALL_TIMEOUT_S = 900
@@ -104,20 +104,22 @@ def stale_or_missing(root: Path, sets: Mapping[str, Mapping[str, str]]) -> list[
 
 
 def install(root: Path, sets: Mapping[str, Mapping[str, str]]) -> None:
-    """Installs each declared set that is not installed yet, makes it current, and removes older trees."""
+    """Installs each declared set that is not installed yet and makes it current. The tree it replaces
+    is kept (running executors still bind it until they restart); older ones are removed."""
     root.mkdir(parents=True, exist_ok=True)
     for language, packages in sets.items():
         current = root / language
+        previous = os.readlink(current) if current.is_symlink() else None
         if not packages:
             current.unlink(missing_ok=True)
-            _remove_trees(root, language, keep=None)
+            _remove_trees(root, language, keep={previous})
             continue
         digest = set_digest(language, packages)
         tree = root / f"{language}-{digest[:16]}"
         if not (tree / MANIFEST).is_file():
             _build_tree(tree, language, packages, digest)
         _point(current, tree.name)
-        _remove_trees(root, language, keep=tree.name)
+        _remove_trees(root, language, keep={tree.name, previous})
 
 
 def _build_tree(tree: Path, language: str, packages: Mapping[str, str], digest: str) -> None:
@@ -152,9 +154,9 @@ def _point(link: Path, target: str) -> None:
     os.replace(temporary, link)
 
 
-def _remove_trees(root: Path, language: str, keep: str | None) -> None:
+def _remove_trees(root: Path, language: str, keep: set[str | None]) -> None:
     for tree in root.glob(f"{language}-*"):
-        if tree.name != keep and tree.is_dir() and not tree.is_symlink():
+        if tree.name not in keep and tree.is_dir() and not tree.is_symlink():
             shutil.rmtree(tree)
 
 
@@ -188,6 +190,8 @@ def _install_python(packages: Mapping[str, str], stage: Path) -> None:
     # by their path inside the sandbox in tracebacks.
     sandbox_path = f"{languages.PACKAGES_IN_SANDBOX}/python"
     _run([python, "-m", "compileall", "-q", "-j", "0", "-s", str(stage), "-p", sandbox_path, str(stage)])
+    # Console scripts: no run calls them, and their #! line names the installing host's Python.
+    shutil.rmtree(stage / "bin", ignore_errors=True)
 
 
 def _list_python(tree: Path) -> dict[str, str]:

@@ -76,6 +76,28 @@ class ExecutionWorker(SimpleWorker):
         with self.announcer.busy():
             super().execute_job(job, queue)
 
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        """Round robin within a lane: the queue a job came from goes to the end of its lane, so a busy
+        language never starves the others, while every interactive queue stays before every batch
+        queue (rq's own round robin would move a batch queue ahead of the interactive ones)."""
+        self._ordered_queues = in_turn(self._ordered_queues, reference_queue.name)
+
+
+def in_turn(queues: list[Queue], taken: str) -> list[Queue]:
+    """The queues after a job was taken from `taken`: that queue last within its group, the groups
+    in their order (interactive, batch, then the single queue of earlier releases)."""
+
+    names = [queue.name for queue in queues]
+    # The single queue of earlier releases is LCE_QUEUE_NAME itself: every other name starts with it.
+    earlier = {name for name in names if all(other.startswith(f"{name}:") for other in names if other != name)}
+
+    def group(queue: Queue) -> int:
+        return 2 if queue.name in earlier else 1 if queue.name.endswith(f":{Lane.BATCH.value}") else 0
+
+    ordered = sorted(queues, key=group)  # stable: each group keeps its current order
+    moved = [q for q in ordered if q.name != taken] + [q for q in ordered if q.name == taken]
+    return sorted(moved, key=group)
+
 
 def queue_names(config: ExecutorConfig, languages: list[str]) -> list[str]:
     """The queues of these languages, in the order RQ takes them: every interactive queue before any
@@ -153,7 +175,8 @@ def serve(config: ExecutorConfig, launcher: Launcher, languages: dict[str, str])
         },
     )
     try:
-        # In turn: a busy language's queue never starves the others this executor serves.
+        # In turn within each lane (ExecutionWorker.reorder_queues): a busy language's queue never
+        # starves the others this executor serves, and interactive runs always come first.
         worker.work(logging_level=None, dequeue_strategy=DequeueStrategy.ROUND_ROBIN)
     finally:
         heartbeat.stop()

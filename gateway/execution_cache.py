@@ -190,4 +190,6 @@ class ServeKnownExecutions:
         # Ids are stored in canonical (lowercase) form; an upper-case spelling of one is the same execution.
         execution_id = path[len(PREFIX) :].lower()
         tenant = PRINCIPAL.get().caller.tenant  # set by the authentication in front (gateway/auth.py)
-        return self.terminal.get(execution_id, tenant) or self.live.get(execution_id, tenant)
+        # A terminal answer only while the change feed is live: it is what announces an operator's retry.
+        terminal = self.terminal.get(execution_id, tenant) if self.live.live else None
+        return terminal or self.live.get(execution_id, tenant)

@@ -63,7 +63,8 @@ class ExecutionReads:
             if self._waiters >= MAX_WAITERS:
                 read = _owned(await self._read(execution_id), execution_id)
                 return read.answer, read.terminal
-            finished = self._terminal.get(key, PRINCIPAL.get().caller.tenant)
+            # Kept terminal answers hold only while the feed is live (it announces an operator's retry).
+            finished = self._terminal.get(key, PRINCIPAL.get().caller.tenant) if self._live.live else None
             if finished is not None:
                 return finished, True
             woken = asyncio.Event()  # taken before the read: a change announced during it wakes us

@@ -339,6 +339,8 @@ async def retry_execution(execution_id: str, request: Request) -> JSONResponse:
     response = await services.executions.RetryExecution(
         execution_pb2.RetryExecutionRequest(execution_id=execution_id), timeout=services.deadline_s
     )
+    # This process's kept FAILED answer goes now, before the change feed says so (a wait right after the 202).
+    request.app.state.terminal_executions.discard(response.execution.id)
     return ok(translate.execution_retried(response.execution), 202)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -181,7 +182,8 @@ def show_status(client: Client, args: argparse.Namespace) -> int:
         if event.kind == "status":
             print(f"{event.status} (attempt {event.fields.get('attempt', 1)})", file=sys.stderr, flush=True)
         final = event.execution or final
-    assert final is not None, "a stream ends with its result"
+    if final is None:  # the stream ended without its result: what the execution says now
+        final = client.execution(args.execution_id)
     print(f"{final.status} {final.reason or ''}".rstrip(), file=sys.stderr)
     print_json(final.raw)
     return exit_status(final)
@@ -236,7 +238,9 @@ def run_program(client: Client, args: argparse.Namespace) -> int:
             final = watch.follow(client.stream(execution.execution_id))
         return exit_status(final)
     finally:
-        client.close_session(session.session_id)
+        # Tidying up: the run's outcome is the exit status, whatever closing its session answers.
+        with contextlib.suppress(LceError):
+            client.close_session(session.session_id)
 
 
 def interacting(interaction: Interaction) -> Iterable[Event]:

@@ -6,6 +6,7 @@ integration tests.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import threading
 import time
@@ -885,7 +886,8 @@ class TestRecovery:
         taken_back, retried_after_it = reconciled("lease_expired"), retries("lease_expired")
         harness.service.reconciler.start()
         wait_for(lambda: job_exists(redis_url, f"{execution_id}_2"))
-        assert (reconciled("lease_expired") - taken_back, retries("lease_expired") - retried_after_it) == (1, 1)
+        # At least this run's: rows other tests of this shared database left RUNNING may expire meanwhile too.
+        assert reconciled("lease_expired") - taken_back >= 1 and retries("lease_expired") - retried_after_it >= 1
         execution = get(harness, execution_id)
         assert (execution.status, execution.attempt) == (pb.EXECUTION_STATUS_QUEUED, 2)
         payload = rq_job(redis_url, f"{execution_id}_2").kwargs["payload"]
@@ -1388,6 +1390,12 @@ class TestDeadLetters:
         assert pages < 100
         forged = rpc_error(lambda: dead_letters(harness, page_token="not-a-token"))
         assert_error(forged, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+        naive = base64.urlsafe_b64encode(f"2026-01-01T00:00:00|{ids[0]}".encode()).decode()
+        assert_error(
+            rpc_error(lambda: dead_letters(harness, page_token=naive)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid_argument",
+        )
         # Any status, any reason: every run of every tenant.
         anything = harness.executions.FindExecutions(pb.FindExecutionsRequest(limit=100), timeout=TIMEOUT_S)
         assert {e.id for e in anything.executions} >= set(ids)

@@ -4,6 +4,7 @@ where a request could reach inside (SSRF)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -34,7 +35,7 @@ class Receiver:
         self.port = port
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.arrived_at: list[float] = []  # when each POST arrived (Unix seconds)
-        self.script: list[int] = []
+        self.script: list[int | str] = []  # a status, "redirect" or "drip" (an answer a byte at a time)
         self.arrived = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
 
@@ -44,10 +45,22 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = receiver.script.pop(0) if receiver.script else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                answer = receiver.script.pop(0) if receiver.script else 200
+                if answer == "drip":
+                    with contextlib.suppress(OSError):  # cut off by the sender, as it must be
+                        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(0.1)
+                elif answer == "redirect":
+                    self.send_response(307)
+                    self.send_header("Location", receiver.url("/elsewhere"))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                else:
+                    self.send_response(int(answer))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                 with receiver.arrived:
                     receiver.arrived_at.append(time.time())
                     receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
@@ -94,6 +107,7 @@ def hooked(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
             LCE_CALLBACK_ALLOW=f"127.0.0.1:{receiver.port},127.0.0.1:{idle.port}",
             # Quick retries, and enough of them to outlast a restart of execution_service.
             LCE_WEBHOOK_RETRY_S="0.3,1,1,1,2,2,2,5,5,5",
+            LCE_WEBHOOK_TIMEOUT_S="1",  # a whole attempt, answer included
         )
         config.executors = 1
         stack = Stack(config)
@@ -153,6 +167,19 @@ def test_a_finished_run_is_posted_signed_and_retried_after_a_failure(hooked: Hoo
     assert events[1]["reason"].startswith("delivered in")
     finished_at = datetime.fromisoformat(posted["finished_at"]).timestamp()
     print(f"\nfirst attempt {(first_attempt_at - finished_at) * 1000:.0f} ms after the run ended; {events}")
+
+
+def test_a_redirect_is_not_followed_and_a_slow_answer_is_cut_off(hooked: Hooked) -> None:
+    hooked.receiver.script = ["redirect", "drip"]
+    before = len(hooked.receiver.received)
+    execution_id = run_with_callback(hooked.api, hooked.receiver.url()).json()["execution_id"]
+    events = webhook_events(hooked.api, execution_id, 3)
+    assert events[0]["reason"].startswith("failed: HTTP 307")  # its Location was never asked
+    assert events[1]["reason"].startswith("failed: TimeoutError")  # 4 s of answer, cut at 1 s
+    assert int(events[1]["reason"].split(" after ")[1].split(" ms")[0]) < 2500
+    assert events[2]["reason"].startswith("delivered in")
+    paths_asked = {headers.get("lce-delivery") for headers, _ in hooked.receiver.received[before:]}
+    assert paths_asked == {f"{execution_id}.1"} and len(hooked.receiver.received) - before == 3
 
 
 def test_a_delivery_survives_a_restart_of_execution_service(hooked: Hooked) -> None:

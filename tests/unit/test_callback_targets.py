@@ -23,13 +23,18 @@ def resolver(*addresses: str):  # type: ignore[no-untyped-def]
         "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "100.64.0.1", "169.254.169.254", "0.0.0.0",
         "224.0.0.1", "255.255.255.255", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::",
         "ff02::1", "192.0.2.1", "198.18.0.1",
+        # IPv6 forms that carry an inward IPv4 address, and site-local.
+        "64:ff9b::a9fe:a9fe", "64:ff9b::a00:1", "64:ff9b:1::7f00:1", "2002:7f00:1::", "2002:a00:1::", "::7f00:1",
+        "::ffff:0:7f00:1", "fec0::1", "2001:0:4136:e378:8000:63bf:80ff:fffe",
     ],
 )  # fmt: skip
 def test_inward_addresses_are_not_public(address: str) -> None:
     assert not is_public(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"])
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::"]
+)
 def test_internet_addresses_are_public(address: str) -> None:
     assert is_public(ipaddress.ip_address(address))
 
