@@ -221,7 +221,7 @@ def test_system_is_for_admin_keys_only(secured: Secured) -> None:
         answer = api.get("/system")
     assert answer.status_code == 200, answer.text
     assert "executor-1" in {executor["id"] for executor in answer.json()["executors"]}
-    assert len(answer.json()["queues"]) == 8
+    assert len(answer.json()["queues"]) == 16  # eight languages, two lanes each
     # A key of its own sent straight to execution_service is judged the same way.
     address = f"127.0.0.1:{secured.stack.config.execution_port}"
     with grpc.insecure_channel(address) as channel:
@@ -232,7 +232,7 @@ def test_system_is_for_admin_keys_only(secured: Secured) -> None:
         allowed = stub.GetSystem(
             execution_pb2.GetSystemRequest(), metadata=[("authorization", f"Bearer {admin}")], timeout=10
         )
-        assert len(allowed.queues) == 8
+        assert len(allowed.queues) == 16
 
 
 def test_a_revoked_key_stops_working(secured: Secured) -> None:
