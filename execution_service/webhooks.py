@@ -118,8 +118,12 @@ class Webhooks:
         for execution in self.repository.due_callbacks(now, SWEEP_BATCH):
             if not self._free.acquire(blocking=False):
                 break  # every sender busy: the rest stay unclaimed for the next sweep, here or elsewhere
-            until = now + timedelta(seconds=CLAIM_S)
-            if self.repository.claim_callback(execution, now, until):
+            try:
+                taken = self.repository.claim_callback(execution, now, now + timedelta(seconds=CLAIM_S))
+            except BaseException:
+                self._free.release()
+                raise
+            if taken:
                 self._senders.submit(self.deliver, execution)
                 claimed += 1
             else:
