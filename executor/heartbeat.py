@@ -20,7 +20,7 @@ import redis
 
 from common import languages as reference
 from common.config import ConfigError
-from common.executor_registry import ExecutorInfo, ExecutorRegistry
+from common.executor_registry import MAX_ENTRY_BYTES, ExecutorInfo, ExecutorRegistry
 from common.release import VERSION
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,10 @@ class Heartbeat:
             queues=tuple(queues),
             packages={language: dict(found) for language, found in (packages or {}).items() if language in languages},
         )
+        if len(info.to_json()) > MAX_ENTRY_BYTES:
+            # Readers ignore a larger announcement: this executor would vanish from the registry.
+            log.warning("library listing too large to announce; announced without it", extra={"limit": MAX_ENTRY_BYTES})
+            info = replace(info, packages={})
         return cls(ExecutorRegistry(client), info, interval_s)
 
     def start(self) -> None:

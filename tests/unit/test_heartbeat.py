@@ -46,3 +46,21 @@ def test_busy_slots_are_announced_as_of_the_beat(redis_url: str) -> None:
     assert (busy.pool, busy.languages, busy.queues) == ("java", {"java": "17.0.9"}, ("q:java",))
     heartbeat.stop()
     assert registry.live() == []
+
+
+def test_an_announcement_too_large_for_readers_goes_without_its_library_listing(redis_url: str) -> None:
+    huge = {"javascript": {f"package-{n}": "1.0.0" for n in range(2000)}}
+    heartbeat = Heartbeat.build(
+        redis.Redis.from_url(redis_url),
+        executor_id="e1",
+        pool="default",
+        languages={"javascript": "20.20.2"},
+        queues=["q:javascript"],
+        sandbox_mode="none",
+        interval_s=60,
+        packages=huge,
+    )
+    heartbeat.beat()
+    (announced,) = ExecutorRegistry(redis.Redis.from_url(redis_url)).live()
+    assert announced.executor_id == "e1" and announced.packages == {}
+    heartbeat.stop()
