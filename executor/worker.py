@@ -59,6 +59,8 @@ class ExecutionWorker(SimpleWorker):
 
     # Named apart from rq's own Worker.heartbeat (its registration's TTL).
     announcer: Heartbeat | None = None
+    # Each queue's group, in the order they are taken (queue_groups): its lane, or the earlier releases' queue.
+    groups: dict[str, int] = {}
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         try:
@@ -80,23 +82,20 @@ class ExecutionWorker(SimpleWorker):
         """Round robin within a lane: the queue a job came from goes to the end of its lane, so a busy
         language never starves the others, while every interactive queue stays before every batch
         queue (rq's own round robin would move a batch queue ahead of the interactive ones)."""
-        self._ordered_queues = in_turn(self._ordered_queues, reference_queue.name)
+        self._ordered_queues = in_turn(self._ordered_queues, reference_queue.name, self.groups)
 
 
-def in_turn(queues: list[Queue], taken: str) -> list[Queue]:
+def in_turn(queues: list[Queue], taken: str, groups: dict[str, int]) -> list[Queue]:
     """The queues after a job was taken from `taken`: that queue last within its group, the groups
     in their order (interactive, batch, then the single queue of earlier releases)."""
+    moved = [q for q in queues if q.name != taken] + [q for q in queues if q.name == taken]
+    return sorted(moved, key=lambda queue: groups[queue.name])  # stable: each group keeps its order
 
-    names = [queue.name for queue in queues]
-    # The single queue of earlier releases is LCE_QUEUE_NAME itself: every other name starts with it.
-    earlier = {name for name in names if all(other.startswith(f"{name}:") for other in names if other != name)}
 
-    def group(queue: Queue) -> int:
-        return 2 if queue.name in earlier else 1 if queue.name.endswith(f":{Lane.BATCH.value}") else 0
-
-    ordered = sorted(queues, key=group)  # stable: each group keeps its current order
-    moved = [q for q in ordered if q.name != taken] + [q for q in ordered if q.name == taken]
-    return sorted(moved, key=group)
+def queue_groups(config: ExecutorConfig, languages: list[str]) -> dict[str, int]:
+    """Each of queue_names' queues -> its group: 0 interactive, 1 batch, 2 the earlier releases' queue."""
+    groups = {queue_for(config.queue_name, name, lane): rank for rank, lane in enumerate(Lane) for name in languages}
+    return {name: groups.get(name, len(Lane)) for name in queue_names(config, languages)}
 
 
 def queue_names(config: ExecutorConfig, languages: list[str]) -> list[str]:
@@ -119,6 +118,7 @@ def build_worker(
     name = f"{config.executor_id}-{uuid.uuid4().hex[:8]}"
     worker = ExecutionWorker(queues, name=name, connection=connection, serializer=SERIALIZER)
     worker.announcer = heartbeat
+    worker.groups = queue_groups(config, languages)
     return worker
 
 

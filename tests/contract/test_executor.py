@@ -36,7 +36,7 @@ from executor.compile_cache import CompileCache, is_key
 from executor.process import UnconfinedLauncher
 from executor.report_client import ReportClient
 from executor.settings import ExecutorConfig
-from executor.worker import build_worker, in_turn, queue_names
+from executor.worker import build_worker, in_turn, queue_groups, queue_names
 from lce.execution.v1 import execution_pb2 as pb
 from lce.execution.v1 import execution_pb2_grpc as pb_grpc
 from tests.c_programs import SELF_REWRITING_C, c_printing
@@ -590,13 +590,19 @@ def test_every_interactive_queue_comes_before_any_batch_queue(executor: Executor
 def test_taking_a_job_turns_its_lane_only(executor: Executor) -> None:
     """After each job the queue it came from goes last within its lane: languages take turns, lanes never do."""
     every = [language.name for language in LANGUAGES]
+    groups = queue_groups(executor.config, every)
     queues = [Queue(name, connection=executor.connection) for name in queue_names(executor.config, every)]
-    after_batch = [q.name for q in in_turn(queues, f"{QUEUE}:python:batch")]
-    after_interactive = [q.name for q in in_turn(queues, f"{QUEUE}:python")]
+    after_batch = [q.name for q in in_turn(queues, f"{QUEUE}:python:batch", groups)]
+    after_interactive = [q.name for q in in_turn(queues, f"{QUEUE}:python", groups)]
     assert after_batch[:8] == [q.name for q in queues[:8]]  # the interactive lane untouched, first
     assert after_batch[8:16] == [*[q.name for q in queues[9:16]], f"{QUEUE}:python:batch"]
     assert after_interactive[:8] == [*[q.name for q in queues[1:8]], f"{QUEUE}:python"]
     assert after_batch[-1] == after_interactive[-1] == QUEUE  # the earlier releases' queue stays last
+    # A pool of one language: its interactive queue stays first whichever it took last.
+    java = [Queue(name, connection=executor.connection) for name in queue_names(executor.config, ["java"])]
+    java_groups = queue_groups(executor.config, ["java"])
+    for taken in (f"{QUEUE}:java", f"{QUEUE}:java:batch"):
+        assert [q.name for q in in_turn(java, taken, java_groups)] == [f"{QUEUE}:java", f"{QUEUE}:java:batch"]
 
 
 def test_a_job_naming_any_other_function_is_dropped_unrun(executor: Executor, tmp_path: Path) -> None:
