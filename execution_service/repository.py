@@ -232,28 +232,22 @@ _DUE_CALLBACKS = (
     .limit(bindparam("count"))
 )
 # Both for the run's attempt as it was read: an operator's retry in between makes them write nothing.
-_CLAIM_CALLBACK = (
+_PENDING_CALLBACK_OF_RUN = (
     update(executions)
     .where(executions.c.id == bindparam("execution_id"))
     .where(executions.c.attempt == bindparam("run_attempt"))
     .where(executions.c.status.in_([status.value for status in TERMINAL]))
     .where(executions.c.callback_state == PENDING)
-    .where(executions.c.callback_attempts == bindparam("attempts"))
+)
+_CLAIM_CALLBACK = (
+    _PENDING_CALLBACK_OF_RUN.where(executions.c.callback_attempts == bindparam("attempts"))
     .where(_CALLBACK_DUE)
     .values(callback_next_at=bindparam("until", type_=UtcDateTime))
 )
-_RECORD_CALLBACK = (
-    update(executions)
-    .where(executions.c.id == bindparam("execution_id"))
-    .where(executions.c.attempt == bindparam("run_attempt"))
-    .where(executions.c.status.in_([status.value for status in TERMINAL]))
-    .where(executions.c.callback_state == PENDING)
-    .where(executions.c.callback_attempts == bindparam("before"))
-    .values(
-        callback_attempts=bindparam("attempts"),
-        callback_state=bindparam("state"),
-        callback_next_at=bindparam("next_at", type_=UtcDateTime),
-    )
+_RECORD_CALLBACK = _PENDING_CALLBACK_OF_RUN.where(executions.c.callback_attempts == bindparam("before")).values(
+    callback_attempts=bindparam("attempts"),
+    callback_state=bindparam("state"),
+    callback_next_at=bindparam("next_at", type_=UtcDateTime),
 )
 
 

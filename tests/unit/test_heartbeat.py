@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 
@@ -26,16 +28,21 @@ def test_an_unknown_language_stops_the_executor() -> None:
         served_languages(["python", "cobol"])
 
 
-def test_busy_slots_are_announced_as_of_the_beat(redis_url: str) -> None:
-    heartbeat = Heartbeat.build(
+def one_language_heartbeat(redis_url: str, pool: str, language: str, version: str, **more: Any) -> Heartbeat:
+    return Heartbeat.build(
         redis.Redis.from_url(redis_url),
         executor_id="e1",
-        pool="java",
-        languages={"java": "17.0.9"},
-        queues=["q:java"],
+        pool=pool,
+        languages={language: version},
+        queues=[f"q:{language}"],
         sandbox_mode="none",
         interval_s=60,
+        **more,
     )
+
+
+def test_busy_slots_are_announced_as_of_the_beat(redis_url: str) -> None:
+    heartbeat = one_language_heartbeat(redis_url, "java", "java", "17.0.9")
     registry = ExecutorRegistry(redis.Redis.from_url(redis_url))
     heartbeat.beat()
     (idle,) = registry.live()
@@ -50,16 +57,7 @@ def test_busy_slots_are_announced_as_of_the_beat(redis_url: str) -> None:
 
 def test_an_announcement_too_large_for_readers_goes_without_its_library_listing(redis_url: str) -> None:
     huge = {"javascript": {f"package-{n}": "1.0.0" for n in range(2000)}}
-    heartbeat = Heartbeat.build(
-        redis.Redis.from_url(redis_url),
-        executor_id="e1",
-        pool="default",
-        languages={"javascript": "20.20.2"},
-        queues=["q:javascript"],
-        sandbox_mode="none",
-        interval_s=60,
-        packages=huge,
-    )
+    heartbeat = one_language_heartbeat(redis_url, "default", "javascript", "20.20.2", packages=huge)
     heartbeat.beat()
     (announced,) = ExecutorRegistry(redis.Redis.from_url(redis_url)).live()
     assert announced.executor_id == "e1" and announced.packages == {}
