@@ -53,6 +53,9 @@ class Language:
     env: dict[str, str] = field(default_factory=dict)
     default_time_limit_ms: int = DEFAULT_TIME_LIMIT_MS
     default_memory_mb: int = DEFAULT_MEMORY_MB
+    # Its interpreter, started by `run` alone, reads file_name only once it is initialised: the executor
+    # may start it before the program is known (executor/sandbox/warm.py).
+    warm_start: bool = False
 
     @property
     def id(self) -> str:
@@ -72,6 +75,7 @@ LANGUAGES: tuple[Language, ...] = (
         file_name="main.py",
         template_code='print("Hello World")\n',
         run=("python3", "-B", "main.py"),
+        warm_start=True,
         version_command=("python3", "--version"),
         # One BLAS thread: a run has one CPU's worth of time, and a thread per host core would meet its process limit.
         env={"PYTHONPATH": f"{PACKAGES_IN_SANDBOX}/python", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
@@ -82,6 +86,7 @@ LANGUAGES: tuple[Language, ...] = (
         file_name="main.js",
         template_code='console.log("Hello World");\n',
         run=("node", "main.js"),
+        warm_start=True,
         version_command=("node", "--version"),
         env={"NODE_PATH": f"{PACKAGES_IN_SANDBOX}/javascript/node_modules"},
     ),
@@ -171,6 +176,7 @@ LANGUAGES: tuple[Language, ...] = (
         file_name="main.php",
         template_code='<?php\necho "Hello World\\n";\n',
         run=("php", "main.php"),
+        warm_start=True,
         version_command=("php", "--version"),
     ),
     Language(
@@ -179,6 +185,7 @@ LANGUAGES: tuple[Language, ...] = (
         file_name="main.rb",
         template_code='puts "Hello World"\n',
         run=("ruby", "main.rb"),
+        warm_start=True,
         version_command=("ruby", "--version"),
         # The trailing colon keeps the default gem paths (the gems Ruby bundles).
         env={"GEM_PATH": f"{PACKAGES_IN_SANDBOX}/ruby:"},
