@@ -53,8 +53,8 @@ class Language:
     env: dict[str, str] = field(default_factory=dict)
     default_time_limit_ms: int = DEFAULT_TIME_LIMIT_MS
     default_memory_mb: int = DEFAULT_MEMORY_MB
-    # Its interpreter, started by `run` alone, reads file_name only once it is initialised: the executor
-    # may start it before the program is known (executor/sandbox/warm.py).
+    # Its interpreter, started by `run` alone, reads file_name once to its end, only once it is initialised:
+    # the executor may start it before the program is known (executor/sandbox/warm.py).
     warm_start: bool = False
 
     @property
@@ -185,7 +185,8 @@ LANGUAGES: tuple[Language, ...] = (
         file_name="main.rb",
         template_code='puts "Hello World"\n',
         run=("ruby", "main.rb"),
-        warm_start=True,
+        # No warm start: ruby reads the main file's first line (its #! options) before loading rubygems,
+        # and keeps the file as DATA (a FIFO, which cannot seek, would tell a warm start apart).
         version_command=("ruby", "--version"),
         # The trailing colon keeps the default gem paths (the gems Ruby bundles).
         env={"GEM_PATH": f"{PACKAGES_IN_SANDBOX}/ruby:"},

@@ -145,7 +145,7 @@ class SandboxLauncher:
             log.warning("the prepared sandbox died while it waited; spawning another")
             sandbox.discard()
             sandbox = None
-        if sandbox is not None and not sandbox.takes(argv, env):
+        if sandbox is not None and not sandbox.takes(argv, env, limits):
             # A warm interpreter waiting for another program: a plain sandbox takes its place (and stage).
             sandbox.discard()
             sandbox = self._sandbox(execution.slot.uid, workdir, stage=sandbox.stage)

@@ -130,13 +130,18 @@ class Sandbox:
     def warm(self) -> bool:
         return self._warm is not None
 
-    def takes(self, command: Sequence[str], env: Mapping[str, str]) -> bool:
+    def takes(self, command: Sequence[str], env: Mapping[str, str], limits: Limits) -> bool:
         """Whether it can run command: any for a plain sandbox; for a warm one only its own run, exactly,
-        with a main file that fits its FIFO."""
+        with a main file that fits its FIFO, under a memory limit its interpreter is not over already
+        (cgroup v1 refuses to lower a limit below the usage; cold, that start is the program's to fail)."""
         warm = self._warm
         if warm is None:
             return True
-        return warm.start.serves(command, env) and self._program(warm) is not None
+        return (
+            warm.start.serves(command, env)
+            and self._group.memory_peak_bytes() < limits.memory_mb * 1024 * 1024
+            and self._program(warm) is not None
+        )
 
     def waiting(self) -> bool:
         """False once its process has ended (it failed, or was killed while it waited)."""
@@ -180,7 +185,7 @@ class Sandbox:
             watchdog.start()
             try:
                 if warm is not None:
-                    self._release(warm, program, limits, charged_from_ns)
+                    self._release(warm, program, limits)
                 captured = capture(
                     self._child,
                     wall_timeout_s=limits.wall_time_ms / 1000,
@@ -236,12 +241,13 @@ class Sandbox:
     def _program(self, warm: _WarmInterpreter) -> bytes | None:
         return main_source(self.workdir / warm.start.main_file, warm.fifo.capacity)
 
-    def _release(self, warm: _WarmInterpreter, program: bytes, limits: Limits, charged_from_ns: int) -> None:
-        """The job's rlimits on the interpreter (as the command script would set them, its start not
-        charged), then its program; a failure leaves nothing running."""
+    def _release(self, warm: _WarmInterpreter, program: bytes, limits: Limits) -> None:
+        """The job's rlimits on the interpreter, as the command script would set them (the program sees
+        the same; its backstop strikes its start's CPU time sooner, still past the watchdog), then its
+        program; a failure leaves nothing running."""
         try:
             rlimits = {
-                resource.RLIMIT_CPU: _rlimit_cpu_s(limits.cpu_time_ms + charged_from_ns // 1_000_000),
+                resource.RLIMIT_CPU: _rlimit_cpu_s(limits.cpu_time_ms),
                 resource.RLIMIT_FSIZE: file_size_limit(limits.max_file_bytes),
             }
             set_rlimits(warm.pid, warm.uid, rlimits)
