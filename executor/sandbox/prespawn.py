@@ -185,7 +185,7 @@ class Sandbox:
             watchdog.start()
             try:
                 if warm is not None:
-                    self._release(warm, program, limits)
+                    self._limit_interpreter(warm, limits)
                 captured = capture(
                     self._child,
                     wall_timeout_s=limits.wall_time_ms / 1000,
@@ -195,6 +195,7 @@ class Sandbox:
                     stdin=stdin,
                     live_stdin=live_stdin,
                     on_output=on_output,
+                    release=None if warm is None else lambda: warm.fifo.feed(program),
                 )
             finally:
                 watchdog.stop()
@@ -241,17 +242,16 @@ class Sandbox:
     def _program(self, warm: _WarmInterpreter) -> bytes | None:
         return main_source(self.workdir / warm.start.main_file, warm.fifo.capacity)
 
-    def _release(self, warm: _WarmInterpreter, program: bytes, limits: Limits) -> None:
+    def _limit_interpreter(self, warm: _WarmInterpreter, limits: Limits) -> None:
         """The job's rlimits on the interpreter, as the command script would set them (the program sees
-        the same; its backstop strikes its start's CPU time sooner, still past the watchdog), then its
-        program; a failure leaves nothing running."""
+        the same; its backstop strikes its start's CPU time sooner, still past the watchdog); a failure
+        leaves nothing running."""
         try:
             rlimits = {
                 resource.RLIMIT_CPU: _rlimit_cpu_s(limits.cpu_time_ms),
                 resource.RLIMIT_FSIZE: file_size_limit(limits.max_file_bytes),
             }
             set_rlimits(warm.pid, warm.uid, rlimits)
-            warm.fifo.feed(program)
         except BaseException:
             discard(self._child, self._group.kill)
             raise

@@ -13,6 +13,7 @@ import ctypes
 import fcntl
 import os
 import resource
+import select
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,7 +27,10 @@ from common.languages import LANGUAGES
 
 # The largest source a session accepts (session_service): it always fits the pipe, so feeding never blocks.
 SOURCE_CAPACITY = 1024 * 1024
-_POLL_S = 0.001
+_POLL_S = 0.0005
+# While no open comes, how often the wait looks whether the sandbox still lives.
+_ALIVE_CHECK_S = 0.05
+_IN_OPEN = 0x20
 _libc = ctypes.CDLL(None, use_errno=True)
 _SETRESUID = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, "setresuid")
 _SETRESGID = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, "setresgid")
@@ -74,25 +78,35 @@ class MainFifo:
         os.mkfifo(path, 0o600)
         created = path.lstat()
         self._identity = (created.st_dev, created.st_ino)
-        self._fd = -1
+        self._fd = self._opens = -1
         try:
             os.chown(path, uid, uid)
             self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, SOURCE_CAPACITY)  # root may pass pipe-max-size
             self.capacity = fcntl.fcntl(self._fd, fcntl.F_GETPIPE_SZ)
+            self._opens = _watch_opens(path)  # after the executor's own open
         except BaseException:
             self.close()
             raise
 
     def await_reader(self, candidates: Callable[[], list[int]], alive: Callable[[], bool], timeout_s: float) -> int:
-        """The pid among candidates that opened the FIFO, once one has; then the path is unlinked."""
+        """The pid among candidates that opened the FIFO, once one has; then the path is unlinked.
+
+        It sleeps until the open (inotify): looking through the processes' fds all along would cost the
+        executor more CPU than the rest of the run. The open is told before the opener's fd exists, so
+        the first looks after it may still miss it."""
         deadline = time.monotonic() + timeout_s
+        opened = False
         while (reader := self._reader(candidates())) is None:
+            left = deadline - time.monotonic()
             if not alive():
                 raise RuntimeError("the warm interpreter ended before it opened its main file")
-            if time.monotonic() > deadline:
+            if left <= 0:
                 raise TimeoutError(f"the warm interpreter did not open its main file within {timeout_s} s")
-            time.sleep(_POLL_S)
+            if opened:
+                time.sleep(_POLL_S)
+            else:
+                opened = bool(select.select([self._opens], [], [], min(left, _ALIVE_CHECK_S))[0])
         self._unlink()
         return reader
 
@@ -110,9 +124,10 @@ class MainFifo:
     def close(self) -> None:
         """Closes the executor's end, and removes the path while it is still this FIFO."""
         self._unlink()
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
+        for fd in (self._fd, self._opens):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._opens = -1
 
     def _unlink(self) -> None:
         with suppress(FileNotFoundError):
@@ -134,6 +149,18 @@ class MainFifo:
                 if (found.st_dev, found.st_ino) == self._identity:
                     return True
         return False
+
+
+def _watch_opens(path: Path) -> int:
+    """An inotify fd that turns readable once path is opened."""
+    fd = _libc.inotify_init1(os.O_CLOEXEC | os.O_NONBLOCK)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1")
+    if _libc.inotify_add_watch(fd, os.fsencode(path), _IN_OPEN) < 0:
+        error = ctypes.get_errno()
+        os.close(fd)
+        raise OSError(error, f"inotify_add_watch {path}")
+    return fd
 
 
 def main_source(path: Path, capacity: int) -> bytes | None:
