@@ -4,9 +4,11 @@ each probe program runs both ways, and what it can observe, and how it ends, mus
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,15 @@ def launcher() -> Iterator[SandboxLauncher]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Program:
+    source: str
+    args: tuple[str, ...] = ()
+    stdin: bytes = b""
+    limits: Limits = LIMITS
+    fits_warm: bool = True  # a warm sandbox runs it; else it gives way to a plain one
+
+
 class Runs:
     """One language's runs, each in a fresh execution whose sandbox is prepared warm or plain as asked."""
 
@@ -90,28 +101,23 @@ class Runs:
         self.launcher = launcher
         self.language = language
 
-    def run(
-        self, source: str, *, warm: bool, args: Sequence[str] = (), stdin: bytes = b"", limits: Limits = LIMITS
-    ) -> StageOutcome:
+    def run(self, program: Program, *, warm: bool) -> StageOutcome:
         self.prepare_next(warm)
-        return self.run_prepared(source, warm=warm, args=args, stdin=stdin, limits=limits)
+        return self.run_prepared(program, warm=warm)
 
-    def run_prepared(
-        self, source: str, *, warm: bool, args: Sequence[str] = (), stdin: bytes = b"", limits: Limits = LIMITS
-    ) -> StageOutcome:
+    def run_prepared(self, program: Program, *, warm: bool) -> StageOutcome:
         with self.launcher.workspace() as workdir:
             sandbox = self.launcher._executions[workdir].sandbox
             assert sandbox is not None and sandbox.warm == warm
-            outcome = self._run_in(workdir, source, args, stdin, limits)
+            takes = (lambda argv, env: sandbox.takes(argv, env, program.limits)) if warm else None
+            outcome = self.run_in(workdir, program, takes)
         # The work dir's path names the slot, which differs from run to run.
         return _replace(outcome, str(workdir), "{workdir}")
 
-    def both(
-        self, source: str, *, args: Sequence[str] = (), stdin: bytes = b"", limits: Limits = LIMITS
-    ) -> StageOutcome:
+    def both(self, program: Program) -> StageOutcome:
         """The outcome of a cold run, once a warm run was seen to end the same way."""
-        cold = self.run(source, warm=False, args=args, stdin=stdin, limits=limits)
-        warm = self.run(source, warm=True, args=args, stdin=stdin, limits=limits)
+        cold = self.run(program, warm=False)
+        warm = self.run(program, warm=True)
         assert _observable(warm) == _observable(cold)
         return cold
 
@@ -121,18 +127,20 @@ class Runs:
         self.launcher.warm_runtimes = warm
         with self.launcher.workspace() as workdir:
             if warm:
-                self._run_in(workdir, self.language.template_code, (), b"", LIMITS)
+                self.run_in(workdir, Program(self.language.template_code))
 
-    def _run_in(self, workdir: Path, source: str, args: Sequence[str], stdin: bytes, limits: Limits) -> StageOutcome:
+    def run_in(
+        self, workdir: Path, program: Program, takes: Callable[[list[str], dict[str, str]], bool] | None = None
+    ) -> StageOutcome:
+        """Runs program in workdir; `takes` tells whether the waiting warm sandbox will run it, as the
+        program says it should."""
         uid = workdir.stat().st_uid
-        write_program(workdir, self.language, source.encode(), ())
-        outcome = self.launcher.run(
-            [*self.language.run, *args],
-            workdir=workdir,
-            env=stage_env(self.language, {"{workdir}": str(workdir), "{heap_mb}": "0"}),
-            limits=limits,
-            stdin=stdin,
-        )
+        write_program(workdir, self.language, program.source.encode(), ())
+        argv = [*self.language.run, *program.args]
+        env = stage_env(self.language, {"{workdir}": str(workdir), "{heap_mb}": "0"})
+        if takes is not None:
+            assert takes(argv, env) == program.fits_warm
+        outcome = self.launcher.run(argv, workdir=workdir, env=env, limits=program.limits, stdin=program.stdin)
         assert processes_of(uid) == [], "a process of the run survived it"
         return outcome
 
@@ -156,79 +164,81 @@ def test_the_languages_that_start_warm() -> None:
 
 
 def test_identity_environment_and_empty_stdin_are_the_same(runs: Runs) -> None:
-    outcome = runs.both(IDENTITY[runs.language.name])
+    outcome = runs.both(Program(IDENTITY[runs.language.name]))
     assert outcome.exit_code == 0, outcome.stderr
     assert b"main." in outcome.stdout
 
 
 def test_arguments_and_given_stdin_are_the_same(runs: Runs) -> None:
     # A run with arguments is not the warm start's own run: the warm sandbox gives way to a plain one.
-    outcome = runs.both(IDENTITY[runs.language.name], args=["a b", "-x", ""], stdin=b"given\nlines\n")
+    program = Program(IDENTITY[runs.language.name], ("a b", "-x", ""), b"given\nlines\n", fits_warm=False)
+    outcome = runs.both(program)
     assert outcome.exit_code == 0, outcome.stderr
     assert b"a b" in outcome.stdout and b"given" in outcome.stdout
 
 
 def test_given_stdin_without_arguments_is_the_same(runs: Runs) -> None:
-    outcome = runs.both(IDENTITY[runs.language.name], stdin=b"given\n" * 10_000)
+    outcome = runs.both(Program(IDENTITY[runs.language.name], stdin=b"given\n" * 10_000))
     assert outcome.exit_code == 0, outcome.stderr
     assert outcome.stdout.count(b"given") == 10_000
 
 
 def test_an_uncaught_exception_shows_only_the_users_file(runs: Runs) -> None:
-    outcome = runs.both(TRACEBACK[runs.language.name])
+    outcome = runs.both(Program(TRACEBACK[runs.language.name]))
     assert outcome.exit_code != 0
     assert b"boom" in outcome.stderr + outcome.stdout
     assert b"{workdir}/main." in outcome.stderr + outcome.stdout
 
 
-@pytest.mark.parametrize("source", ["", "exit 3"])
-def test_exit_codes_are_the_same(runs: Runs, source: str) -> None:
-    program = EXIT_3[runs.language.name] if source else BUSY[runs.language.name].format(ms=0)
-    outcome = runs.both(program)
-    assert (outcome.exit_code, outcome.signal) == ((3, None) if source else (0, None))
+@pytest.mark.parametrize("exit_3", [False, True])
+def test_exit_codes_are_the_same(runs: Runs, exit_3: bool) -> None:
+    source = EXIT_3[runs.language.name] if exit_3 else BUSY[runs.language.name].format(ms=0)
+    outcome = runs.both(Program(source))
+    assert (outcome.exit_code, outcome.signal) == ((3, None) if exit_3 else (0, None))
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGSEGV"])
 def test_deaths_by_signal_are_the_same(runs: Runs, signal_name: str) -> None:
     name = runs.language.name
-    outcome = runs.both(KILL_SELF[name].format(PHP_SIGNALS[signal_name] if name == "php" else signal_name))
-    assert outcome.exit_code is None and outcome.signal is not None
+    outcome = runs.both(Program(KILL_SELF[name].format(PHP_SIGNALS[signal_name] if name == "php" else signal_name)))
+    assert (outcome.exit_code, outcome.signal) == (None, getattr(signal, signal_name))
 
 
 def test_the_cpu_limit_is_not_charged_the_interpreters_start(runs: Runs) -> None:
     limits = Limits(wall_time_ms=5000, cpu_time_ms=200, memory_mb=256)
-    outcome = runs.run(BUSY[runs.language.name].format(ms=150), warm=True, limits=limits)
+    outcome = runs.run(Program(BUSY[runs.language.name].format(ms=150), limits=limits), warm=True)
     assert (outcome.exit_code, outcome.limit_exceeded, outcome.stdout) == (0, None, b"done\n"), outcome
     assert outcome.cpu_time_ms < 200
 
 
 def test_a_program_spinning_forever_is_stopped_at_the_cpu_limit(runs: Runs) -> None:
-    limits = Limits(wall_time_ms=5000, cpu_time_ms=200, memory_mb=256)
-    outcome = runs.both(SPIN[runs.language.name], limits=limits)
+    program = Program(SPIN[runs.language.name], limits=Limits(wall_time_ms=5000, cpu_time_ms=200, memory_mb=256))
+    outcome = runs.both(program)
     assert outcome.limit_exceeded == LimitExceeded.CPU_TIME
-    warm = runs.run(SPIN[runs.language.name], warm=True, limits=limits)
+    warm = runs.run(program, warm=True)
     assert 200 <= warm.cpu_time_ms < 600
 
 
 def test_the_memory_limit_is_enforced(runs: Runs) -> None:
     limits = Limits(wall_time_ms=10_000, cpu_time_ms=5000, memory_mb=96)
-    outcome = runs.both(HOG[runs.language.name], limits=limits)
+    outcome = runs.both(Program(HOG[runs.language.name], limits=limits))
     assert outcome.limit_exceeded == LimitExceeded.MEMORY
 
 
 def test_a_memory_limit_under_the_interpreters_own_is_the_same(runs: Runs) -> None:
     # The warm interpreter is over it already: it gives way to a plain start, which meets the limit itself.
-    runs.both(IDENTITY[runs.language.name], limits=Limits(wall_time_ms=10_000, cpu_time_ms=5000, memory_mb=4))
+    limits = Limits(wall_time_ms=10_000, cpu_time_ms=5000, memory_mb=1)
+    runs.both(Program(IDENTITY[runs.language.name], limits=limits, fits_warm=False))
 
 
 def test_the_wall_clock_starts_with_the_program(runs: Runs) -> None:
     limits = Limits(wall_time_ms=1000, cpu_time_ms=1000, memory_mb=256)
     runs.prepare_next(warm=True)
     time.sleep(1.2)  # the interpreter has waited longer than its program may take
-    done = runs.run_prepared(SLEEP[runs.language.name].format(s=0.7), warm=True, limits=limits)
+    done = runs.run_prepared(Program(SLEEP[runs.language.name].format(s=0.7), limits=limits), warm=True)
     assert (done.exit_code, done.limit_exceeded, done.stdout) == (0, None, b"done\n"), done
     assert 700 <= done.wall_time_ms < 1000
-    stopped = runs.both(SLEEP[runs.language.name].format(s=30), limits=limits)
+    stopped = runs.both(Program(SLEEP[runs.language.name].format(s=30), limits=limits))
     assert stopped.limit_exceeded == LimitExceeded.WALL_TIME
 
 
@@ -237,7 +247,9 @@ def test_a_run_of_another_language_gets_a_plain_sandbox(launcher: SandboxLaunche
     assert python is not None and php is not None
     Runs(launcher, python).prepare_next(warm=True)
     with launcher.workspace() as workdir:
-        outcome = Runs(launcher, php)._run_in(workdir, IDENTITY["php"], (), b"", LIMITS)
+        sandbox = launcher._executions[workdir].sandbox
+        assert sandbox is not None and sandbox.warm
+        outcome = Runs(launcher, php).run_in(workdir, Program(IDENTITY["php"]))
         assert sorted(path.name for path in workdir.iterdir()) == ["main.php"]
     assert outcome.exit_code == 0, outcome.stderr
     assert b'"main.php"' in outcome.stdout and b"main.py" not in outcome.stdout
