@@ -3,11 +3,14 @@ each probe program runs both ways, and what it can observe, and how it ends, mus
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +45,15 @@ IDENTITY = {
         "echo json_encode([$argv, __FILE__, getcwd(), scandir('.'), getenv(), stream_get_contents(STDIN),\n"
         "  get_included_files(), $_SERVER['SCRIPT_FILENAME']], JSON_UNESCAPED_SLASHES), \"\\n\";\n"
     ),
+}
+# Each line of stdin as it comes, answered at once.
+ECHO_LINES = {
+    "python": "import sys\nfor line in sys.stdin:\n    print('got', line.strip(), flush=True)\n",
+    "javascript": (
+        "require('readline').createInterface({ input: process.stdin })"
+        ".on('line', (line) => console.log('got ' + line));\n"
+    ),
+    "php": "<?php\nwhile (($line = fgets(STDIN)) !== false) {\n  echo 'got ', trim($line), \"\\n\";\n}\n",
 }
 TRACEBACK = {
     "python": "def fail():\n    raise ValueError('boom')\n\n\nfail()\n",
@@ -92,6 +104,40 @@ class Program:
     stdin: bytes = b""
     limits: Limits = LIMITS
     fits_warm: bool = True  # a warm sandbox runs it; else it gives way to a plain one
+    typed: tuple[bytes, ...] = ()  # stdin typed after stdin, a chunk at a time (an interactive run)
+
+
+class Typed:
+    """Stdin as a client types it (the LiveStdin protocol): chunks some time apart, then end of file."""
+
+    def __init__(self, chunks: tuple[bytes, ...]) -> None:
+        self.wakeup_fd, self._wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._lock = threading.Lock()
+        self._data, self._eof = b"", False
+        self._typist = threading.Thread(target=self._type, args=(chunks,), daemon=True)
+        self._typist.start()
+
+    def take(self) -> tuple[bytes, bool]:
+        with self._lock:
+            with suppress(BlockingIOError):
+                os.read(self.wakeup_fd, 4096)
+            data, self._data = self._data, b""
+            return data, self._eof
+
+    def close(self) -> None:
+        self._typist.join()
+        os.close(self.wakeup_fd)
+        os.close(self._wakeup_write)
+
+    def _type(self, chunks: tuple[bytes, ...]) -> None:
+        for chunk in (*chunks, None):
+            time.sleep(0.05)
+            with self._lock:
+                if chunk is None:
+                    self._eof = True
+                else:
+                    self._data += chunk
+                os.write(self._wakeup_write, b"\1")
 
 
 class Runs:
@@ -140,7 +186,14 @@ class Runs:
         env = stage_env(self.language, {"{workdir}": str(workdir), "{heap_mb}": "0"})
         if takes is not None:
             assert takes(argv, env) == program.fits_warm
-        outcome = self.launcher.run(argv, workdir=workdir, env=env, limits=program.limits, stdin=program.stdin)
+        typed = Typed(program.typed) if program.typed else None
+        try:
+            outcome = self.launcher.run(
+                argv, workdir=workdir, env=env, limits=program.limits, stdin=program.stdin, live_stdin=typed
+            )
+        finally:
+            if typed is not None:
+                typed.close()
         assert processes_of(uid) == [], "a process of the run survived it"
         return outcome
 
@@ -181,6 +234,12 @@ def test_given_stdin_without_arguments_is_the_same(runs: Runs) -> None:
     outcome = runs.both(Program(IDENTITY[runs.language.name], stdin=b"given\n" * 10_000))
     assert outcome.exit_code == 0, outcome.stderr
     assert outcome.stdout.count(b"given") == 10_000
+
+
+def test_typed_stdin_is_the_same(runs: Runs) -> None:
+    program = Program(ECHO_LINES[runs.language.name], stdin=b"given\n", typed=(b"typed 1\n", b"typed 2\n"))
+    outcome = runs.both(program)
+    assert (outcome.exit_code, outcome.stdout) == (0, b"got given\ngot typed 1\ngot typed 2\n"), outcome.stderr
 
 
 def test_an_uncaught_exception_shows_only_the_users_file(runs: Runs) -> None:
