@@ -66,8 +66,7 @@ def _workloads() -> dict[str, runs.Workload]:
             name = f"{language}_{path}"
             source = functools.partial(runs.unseen, language, hello)
             found[name] = runs.Workload(name, language, source, time_limit_ms, seen_by=path)
-    python_unseen = functools.partial(runs.unseen, "python", runs.PYTHON_HELLO)
-    found["python_poll100"] = runs.Workload("python_poll100", "python", python_unseen, poll_s=0.1)
+    found["python_poll100"] = runs.Workload("python_poll100", "python", found["python_poll"].source, poll_s=0.1)
     found["c_seen"] = runs.Workload("c_seen", "c", lambda: runs.C_HELLO)
     found["java_seen"] = runs.Workload("java_seen", "java", lambda: runs.JAVA_HELLO, time_limit_ms=10_000)
     return found
@@ -123,13 +122,21 @@ def main() -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     table = report.rows(figures, description["nproc"] or 1)
-    heading = f"make bench, {started_at:%Y-%m-%d %H:%M} UTC, {rounds} round(s), commit {description['git_commit']}"
-    LATEST.write_text(report.markdown(table, heading))
+    LATEST.write_text(report.markdown(table, _heading(started_at, rounds, description)))
     print(report.render(table))
     print(f"\n{report.NOTE}\n")
     print(_render_profile(profile))
     print(f"\nload average {description['loadavg_start']} -> {description['loadavg_end']}; written {path}, {LATEST}")
     return 0
+
+
+def _heading(started_at: datetime, rounds: int, described: dict[str, Any]) -> str:
+    """When and on what: figures from a loaded machine are not those of an idle one."""
+    load = f"{described['loadavg_start'][0]} -> {described['loadavg_end'][0]}"
+    return (
+        f"make bench, {started_at:%Y-%m-%d %H:%M} UTC, {rounds} round(s), commit {described['git_commit']},"
+        f" load average {load} on {described['nproc']} cores"
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
