@@ -49,7 +49,7 @@ E2E_COUNTS = {
     "c_seen": 15,
     "java_seen": 4,
 }
-BARE_REPEATS = {"python": 8, "javascript": 4, "php": 4, "ruby": 4, "c": 4, "cpp": 3, "go": 2, "java": 2}
+BARE_REPEATS = {"python": 8, "javascript": 4, "php": 4, "ruby": 4, "c": 4, "cpp": 2, "go": 2, "java": 2}
 BURST_RUNS = 200
 BURST_PER_SESSION = 10
 PROFILE_RUNS = 20
@@ -122,21 +122,12 @@ def main() -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     table = report.rows(figures, description["nproc"] or 1)
-    LATEST.write_text(report.markdown(table, _heading(started_at, rounds, description)))
+    LATEST.write_text(report.markdown(table, report.heading(result)))
     print(report.render(table))
     print(f"\n{report.NOTE}\n")
     print(_render_profile(profile))
     print(f"\nload average {description['loadavg_start']} -> {description['loadavg_end']}; written {path}, {LATEST}")
     return 0
-
-
-def _heading(started_at: datetime, rounds: int, described: dict[str, Any]) -> str:
-    """When and on what: figures from a loaded machine are not those of an idle one."""
-    load = f"{described['loadavg_start'][0]} -> {described['loadavg_end'][0]}"
-    return (
-        f"make bench, {started_at:%Y-%m-%d %H:%M} UTC, {rounds} round(s), commit {described['git_commit']},"
-        f" load average {load} on {described['nproc']} cores"
-    )
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -3,7 +3,7 @@ and the verdict; and its summary as a markdown table (bench/results/latest.md).
 
 Figures arrive as the result file's `figures` section (Spread dicts); this module only arranges
 and formats them, so a result file from any earlier step can be re-rendered
-(`python -m bench.report bench/results/<file>.json`).
+(`python -m bench.report bench/results/<file>.json [--markdown]`).
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ NOTE = (
     " same compile and run done directly on the host in the same invocation (for a rate: the cores' ceiling"
     " at that cost); ratio = LCE / bare. never-seen: the source ends with a unique comment every run. best:"
     " the fastest client path at p50."
+)
+
+ORIGIN = (
+    "`make bench` writes this table to bench/results/latest.md (`python -m bench.report FILE --markdown` from"
+    " any result file); bench/RESULTS.md is the one last copied there by hand. The whole table is printed."
 )
 
 
@@ -327,17 +332,29 @@ def render(table: list[Row]) -> str:
 
 def markdown(table: list[Row], heading: str) -> str:
     """The summary rows as one markdown table, under a heading saying when and where, and the note."""
-    lines = [f"# {heading}", "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
+    lines = [f"# {heading}", "", ORIGIN, "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
     lines += [
         "| " + " | ".join(cell.replace("|", "\\|") for cell in row.cells()) + " |" for row in table if row.summary
     ]
     return "\n".join([*lines, "", NOTE, ""])
 
 
-def main(path: str) -> None:
-    result = json.loads(Path(path).read_text())
-    print(render(rows(result["figures"], result["machine"]["nproc"])))
+def heading(result: dict[str, Any]) -> str:
+    """When and on what a result was measured: figures from a loaded machine are not those of an idle one."""
+    described = result["machine"]
+    load = f"{described['loadavg_start'][0]} -> {described['loadavg_end'][0]}"
+    return (
+        f"make bench, {result['started_at']}, {result['settings']['rounds']} round(s), commit"
+        f" {described['git_commit']}, load average {load} on {described['nproc']} cores"
+    )
+
+
+def main(argv: list[str]) -> None:
+    """`python -m bench.report FILE` prints the whole table; with --markdown, the summary for bench/RESULTS.md."""
+    result = json.loads(Path(argv[0]).read_text())
+    table = rows(result["figures"], result["machine"]["nproc"])
+    print(markdown(table, heading(result)) if "--markdown" in argv[1:] else render(table))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])

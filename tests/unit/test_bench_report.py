@@ -132,10 +132,21 @@ def test_markdown_holds_the_summary_rows_only_with_the_note() -> None:
     text = markdown(table, "make bench, then")
     lines = text.splitlines()
     assert lines[0] == "# make bench, then"
-    assert lines[2] == "| " + " | ".join(report.HEADER) + " |"
-    assert lines[4].startswith("| kept \\| piped | ms | 1.00 |")
+    assert lines[4] == "| " + " | ".join(report.HEADER) + " |"
+    assert lines[6].startswith("| kept \\| piped | ms | 1.00 |")
     assert "left out" not in text
     assert report.NOTE in text
+
+
+def test_the_heading_says_when_and_under_what_load() -> None:
+    result = {
+        "started_at": "2026-12-05T10:21:29+00:00",
+        "settings": {"rounds": 3},
+        "machine": {"loadavg_start": [4.12, 1, 1], "loadavg_end": [10.92, 1, 1], "git_commit": "6779c29", "nproc": 2},
+    }
+    assert report.heading(result) == (
+        "make bench, 2026-12-05T10:21:29+00:00, 3 round(s), commit 6779c29, load average 4.12 -> 10.92 on 2 cores"
+    )
 
 
 def _reading(executor: tuple[float, float], gateway: float, backends: dict[int, float]) -> cpu.Reading:
