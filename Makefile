@@ -30,7 +30,8 @@ test: $(STUBS_STAMP) system-deps packages $(PLAYGROUND_STAMP) browser-deps
 	$(VENV)/bin/ruff check .
 	LCE_TEST_POSTGRES_URL="$$(PY=$(PY) bash scripts/ensure-test-postgres.sh)" $(PY) -m pytest
 
-# The benchmark of issue 5 (not a test): own stack, two executors; writes bench/results/<UTC time>-<label>.json.
+# The benchmark of issues 5 and 15 (not a test): own stack, two executors; writes bench/results/<UTC time>-<label>.json
+# and the summary table bench/results/latest.md.
 # LCE_BENCH_LABEL names the step, LCE_BENCH_URL targets a running deployment, LCE_BENCH_ROUNDS repeats.
 # Then the capacity measure (docs/capacity.md; own stack only): <UTC time>-<label>-capacity.json.
 bench: $(STUBS_STAMP)
