@@ -30,6 +30,9 @@ _LANGUAGE_NAMESPACE = uuid.UUID("6f1d6f5e-3c1a-4f0e-9a55-6c0de0e1ce01")
 
 # Where the sandbox shows the declared libraries' trees (executor/packages.py), one folder per language.
 PACKAGES_IN_SANDBOX = "/opt/lce/packages"
+# Where the sandbox shows the compile aids (executor/compile_aids.py), one folder per language; a compile
+# runs as fast as without them when they are not installed, and produces the same either way.
+AIDS_IN_SANDBOX = "/opt/lce/aids"
 
 DEFAULT_TIME_LIMIT_MS = 5000
 DEFAULT_MEMORY_MB = 256
@@ -104,7 +107,18 @@ LANGUAGES: tuple[Language, ...] = (
         template_code=(
             '#include <iostream>\n\nint main() {\n    std::cout << "Hello World" << std::endl;\n    return 0;\n}\n'
         ),
-        compile=("g++", "-O2", "-pipe", "-std=gnu++17", "-o", "main", "{sources}"),
+        # The precompiled headers' dir first (GCC ignores a missing one); local headers still come first.
+        compile=(
+            "g++",
+            "-O2",
+            "-pipe",
+            "-std=gnu++17",
+            "-isystem",
+            f"{AIDS_IN_SANDBOX}/cpp/include",
+            "-o",
+            "main",
+            "{sources}",
+        ),
         source_patterns=("**/*.cpp", "**/*.cc"),
         artifacts=("main",),
         run=("./main",),
@@ -142,6 +156,8 @@ LANGUAGES: tuple[Language, ...] = (
         # -d .: each class goes where its package says (util/Helper.class), wherever its source is.
         compile=(
             "javac",
+            # javac's classes mapped from a CDS archive (ignored when missing).
+            f"-J-XX:SharedArchiveFile={AIDS_IN_SANDBOX}/java/javac.jsa",
             "-J-Xms32m",
             "-J-XX:+UseSerialGC",
             "-J-XX:TieredStopAtLevel=1",
