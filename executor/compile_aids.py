@@ -9,11 +9,16 @@ what it produces, installed into read-only trees that every sandbox binds at /op
 - java: a CDS archive of the classes javac loads (JDK 17 dynamic archive), which javac maps instead
   of loading and verifying jdk.compiler's classes; a JVM silently ignores an archive that is missing
   or was not made by its own build.
+- go: the standard library as `go build` builds it for the table's environment (CGO_ENABLED=0), with
+  import configs naming each archive, so the compile command can call the compiler and linker itself
+  and skip the go command's planning; whatever that path cannot compile goes to `go build`.
 
 The layout is executor/packages.py's: under the aids dir (LCE_COMPILE_AIDS_DIR) each tree is named
 <language>-<digest> and holds its manifest; <language> is a symlink to the current tree. The digest
 covers the aids' format, the compile command and the toolchain's full version, so a changed one builds
-a new tree, and the executor binds only a tree that matches (any other means the old, slower compile).
+a new tree; the manifest also lists the files an aid was built from (headers, the standard library's
+sources) with their size and mtime. The executor binds only a tree whose digest and inputs match (any
+other means the old, slower compile).
 
 `python -m executor.compile_aids install` builds what is missing (root, at setup); `list` prints it.
 """
@@ -23,11 +28,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -37,7 +43,7 @@ from executor.packages import make_readable_only, point_symlink, remove_trees
 from executor.settings import compile_aids_dir
 
 MANIFEST = "lce-compile-aids.json"
-_FORMAT = 1
+_FORMAT = 2  # 2: the manifest lists the aids' inputs
 _BUILD_TIMEOUT_S = 300
 # The first includes worth a precompiled header: what most C++ programs start with.
 CPP_HEADERS = ("bits/stdc++.h", "iostream", "vector", "string")
@@ -81,7 +87,8 @@ class AidError(RuntimeError):
 class _Builder:
     # The command whose whole output names the toolchain build (a rebuilt compiler invalidates its aids).
     identity: tuple[str, ...]
-    build: Callable[[languages.Language, Path], None]
+    # Builds the aids into the stage; returns the files they were built from.
+    build: Callable[[languages.Language, Path], list[str]]
 
 
 def tree_in_sandbox(language: str) -> str:
@@ -99,16 +106,18 @@ def aid_digest(language: languages.Language) -> str:
 
 
 def current_trees(root: Path) -> dict[str, tuple[str, Path]]:
-    """Each language's installed tree that matches its toolchain and compile command: name to (digest, tree)."""
+    """Each language's installed tree that matches its toolchain, compile command and inputs: name to
+    (digest, tree)."""
     found = {}
     for name in BUILDERS:
         link = root / name
         language = languages.by_name(name)
         try:
-            digest = json.loads((link / MANIFEST).read_text())["digest"]
-        except (OSError, ValueError, KeyError):
+            manifest = json.loads((link / MANIFEST).read_text())
+            digest, inputs = manifest["digest"], manifest["inputs"]
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        if language is not None and digest == aid_digest(language):
+        if language is not None and digest == aid_digest(language) and inputs == _signatures(inputs):
             found[name] = (digest, link.resolve())
     return found
 
@@ -135,11 +144,25 @@ def _build_tree(tree: Path, language: languages.Language, digest: str) -> None:
     with tempfile.TemporaryDirectory(prefix=f".{language.name}-", dir=tree.parent) as stage_dir:
         stage = Path(stage_dir) / "tree"
         stage.mkdir()
-        BUILDERS[language.name].build(language, stage)
-        (stage / MANIFEST).write_text(json.dumps({"language": language.name, "digest": digest}, indent=1))
+        inputs = BUILDERS[language.name].build(language, stage)
+        manifest = {"language": language.name, "digest": digest, "inputs": _signatures(dict.fromkeys(inputs))}
+        (stage / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         make_readable_only(stage)
         shutil.rmtree(tree, ignore_errors=True)
         stage.rename(tree)
+
+
+def _signatures(paths: Mapping[str, object]) -> dict[str, list[int]]:
+    """Size and mtime of each file (a missing one: none), which change when a package update replaces it."""
+    found: dict[str, list[int]] = {}
+    for path in sorted(paths):
+        try:
+            info = os.stat(path)
+        except OSError:
+            found[path] = []
+        else:
+            found[path] = [info.st_size, info.st_mtime_ns]
+    return found
 
 
 def header_build_command(language: languages.Language, wrapper: Path, output: Path) -> list[str]:
@@ -156,7 +179,8 @@ def header_build_command(language: languages.Language, wrapper: Path, output: Pa
     return [*argv, "-x", "c++-header", str(wrapper)]
 
 
-def _build_cpp(language: languages.Language, stage: Path) -> None:
+def _build_cpp(language: languages.Language, stage: Path) -> list[str]:
+    inputs: list[str] = []
     with tempfile.TemporaryDirectory() as sources:
         for header in CPP_HEADERS:
             # Precompiled through a wrapper that includes the real header, which so stays a system
@@ -166,10 +190,14 @@ def _build_cpp(language: languages.Language, stage: Path) -> None:
             wrapper.write_text(f"#include <{header}>\n")
             output = stage / "include" / f"{header}.gch"
             output.parent.mkdir(parents=True, exist_ok=True)
-            _run(header_build_command(language, wrapper, output), cwd=Path(sources))
+            # GCC does not check that the headers are unchanged: the manifest does, by the list -MD writes.
+            dependencies = Path(sources, "dependencies")
+            _run([*header_build_command(language, wrapper, output), "-MD", "-MF", str(dependencies)], Path(sources))
+            inputs += [word for word in dependencies.read_text().split() if word.startswith("/usr/")]
+    return [*inputs, shutil.which("g++", path=languages.TOOLCHAIN_PATH) or "g++"]
 
 
-def _build_java(language: languages.Language, stage: Path) -> None:
+def _build_java(language: languages.Language, stage: Path) -> list[str]:
     archive = f"-J-XX:SharedArchiveFile={tree_in_sandbox(language.name)}/{JAVAC_ARCHIVE}"
     if archive not in (language.compile or ()):
         raise AidError(f"java's compile command does not map {archive}")
@@ -180,9 +208,58 @@ def _build_java(language: languages.Language, stage: Path) -> None:
         _run(command, cwd=Path(workdir))
     if not (stage / JAVAC_ARCHIVE).is_file():
         raise AidError("javac left no CDS archive")
+    # The JVM checks the archive against its own build itself.
+    return []
 
 
-def _run(argv: list[str], cwd: Path) -> None:
+def _build_go(language: languages.Language, stage: Path) -> list[str]:
+    """Every standard package as `go build` builds it in the table's environment (those the Go
+    installation ships prebuilt, and the ones it rebuilds for CGO_ENABLED=0), and the import configs:
+    `importcfg` for a program's compile (what a program may import: no internal or vendored package),
+    `importcfg.link` for its link (everything, and the build information `go build` stamps)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        env = {**_language_env(language, workdir), "LANG": "C.UTF-8"}
+        listing = _run(["go", "list", "-export", "-deps", "-f", _GO_PACKAGE_FORMAT, "std"], Path(workdir), env)
+        Path(workdir, language.file_name).write_text(language.template_code)
+        # -work keeps the build's temp dir, where its link config holds the build information line.
+        built = _run(["go", "build", "-work", "-o", "main", language.file_name], Path(workdir), env, stderr=True)
+        work = Path(built.split("WORK=", 1)[1].split()[0])
+        try:
+            stamp = [line for line in (work / "b001" / "importcfg.link").read_text().splitlines() if "modinfo" in line]
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        compile_config, link_config, inputs = [], stamp, []
+        for line in listing.splitlines():
+            path, export, sources = line.split("\t")
+            inputs += sources.split()
+            if not export:  # unsafe: no archive
+                continue
+            archive = Path(stage, "pkg", f"{path}.a")
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(export, archive)
+            entry = f"packagefile {path}={tree_in_sandbox(language.name)}/pkg/{path}.a"
+            link_config.append(entry)
+            if "internal" not in path.split("/") and not path.startswith("vendor/"):
+                compile_config.append(entry)
+        tools = _run(["go", "env", "GOTOOLDIR"], Path(workdir), env).strip()
+    (stage / "importcfg").write_text("\n".join(compile_config) + "\n")
+    (stage / "importcfg.link").write_text("\n".join(link_config) + "\n")
+    return [*inputs, f"{tools}/compile", f"{tools}/link"]
+
+
+# Each package: its import path, its archive (none for unsafe) and the source files it is built from.
+_GO_PACKAGE_FORMAT = (
+    "{{.ImportPath}}\t{{.Export}}\t{{range .GoFiles}} {{$.Dir}}/{{.}}{{end}}{{range .SFiles}} {{$.Dir}}/{{.}}{{end}}"
+)
+
+
+def _language_env(language: languages.Language, workdir: str) -> dict[str, str]:
+    env = {name: value.replace("{workdir}", workdir) for name, value in language.env.items()}
+    return {"PATH": languages.TOOLCHAIN_PATH, "HOME": workdir, "TMPDIR": workdir, **env}
+
+
+def _run(argv: list[str], cwd: Path, env: Mapping[str, str] | None = None, *, stderr: bool = False) -> str:
+    """The command's stdout (with its stderr after it if asked); AidError when it fails."""
     try:
         done = subprocess.run(
             argv,
@@ -190,13 +267,14 @@ def _run(argv: list[str], cwd: Path) -> None:
             capture_output=True,
             text=True,
             timeout=_BUILD_TIMEOUT_S,
-            env={"PATH": languages.TOOLCHAIN_PATH, "LANG": "C.UTF-8"},
+            env=dict(env or {"PATH": languages.TOOLCHAIN_PATH, "LANG": "C.UTF-8"}),
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise AidError(f"{argv[0]}: {exc}") from exc
     if done.returncode != 0:
         raise AidError(f"{' '.join(argv)} failed:\n{done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout + (done.stderr if stderr else "")
 
 
 @cache
@@ -213,6 +291,7 @@ def _identity(command: tuple[str, ...]) -> str:
 BUILDERS = {
     "cpp": _Builder(("g++", "--version"), _build_cpp),
     "java": _Builder(("java", "-version"), _build_java),
+    "go": _Builder(("go", "version"), _build_go),
 }
 
 

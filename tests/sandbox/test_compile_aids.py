@@ -5,6 +5,7 @@ program, its output, a failed compile's diagnostics) is the same as in a sandbox
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
 import uuid
@@ -14,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from common.job import DEFAULT_COMPILE_MEMORY_LIMIT_MB
-from common.languages import TOOLCHAIN_PATH, Language, by_name
+from common.languages import Language, by_name, matches
 from executor import compile_aids
+from executor.jobs import stage_env
 from executor.launcher import Limits, StageOutcome
 from executor.sandbox import aid_trees
 from executor.sandbox.confined import SandboxLauncher
@@ -28,6 +30,12 @@ PCH_DIR = f"{compile_aids.tree_in_sandbox('cpp')}/include"
 CPP_ERROR = (
     "#include <iostream>\n#include <vector>\n\nint main() {\n"
     '    std::vector<int> v;\n    v.push_back("x");\n    std::cout << missing << std::endl;\n}\n'
+)
+GO_ERROR = 'package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println(missing)\n}\n'
+GO_BUILD_INFO_AND_PANIC = (
+    'package main\n\nimport (\n\t"fmt"\n\t"net"\n\t"runtime/debug"\n)\n\nfunc main() {\n'
+    "\tinfo, ok := debug.ReadBuildInfo()\n\tfmt.Println(ok, info.Path, info.Settings, net.IPv4len)\n"
+    '\tvar m map[string]int\n\tm["x"] = 1\n}\n'
 )
 JAVA_ERROR = 'public class Main {\n    public static void main(String[] args) {\n        int x = "s";\n    }\n}\n'
 
@@ -75,14 +83,23 @@ def compile_and_run(
         main = workdir / lang.file_name
         main.write_text(source)
         shutil.chown(main, workdir.stat().st_uid, workdir.stat().st_uid)
-        env = {"PATH": TOOLCHAIN_PATH, "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
+        env = stage_env(lang, {"{workdir}": str(workdir), "{heap_mb}": "256"})
         built = launcher.run([command[0], *extra, *command[1:]], workdir=workdir, env=env, limits=COMPILE_LIMITS)
         if built.exit_code != 0:
             return built, None, b""
-        produced = b"".join(path.read_bytes() for path in sorted(workdir.rglob("*")) if path.suffix in ("", ".class"))
+        files = sorted(path for path in workdir.rglob("*") if path.is_file())
+        produced = b"".join(
+            path.read_bytes() for path in files if matches(str(path.relative_to(workdir)), lang.artifacts)
+        )
+        produced += b"go build's cache" if (workdir / ".gocache").exists() else b""
         run = [word.replace("{heap_mb}", "256") for word in lang.run]
         ran = launcher.run(run, workdir=workdir, env=env, limits=RUN_LIMITS)
-        return built, ran, produced
+        # The work dir's path differs between two runs (a panic's trace names the source by it).
+        anywhere = {
+            "stdout": ran.stdout.replace(bytes(workdir), b"."),
+            "stderr": ran.stderr.replace(bytes(workdir), b"."),
+        }
+        return built, dataclasses.replace(ran, **anywhere), produced
 
 
 @pytest.mark.parametrize(
@@ -117,7 +134,7 @@ def test_a_macro_defined_before_the_include_is_honoured(aided: SandboxLauncher) 
     assert b"/debug/vector" in ran.stderr
 
 
-@pytest.mark.parametrize(("name", "source"), [("cpp", CPP_ERROR), ("java", JAVA_ERROR)])
+@pytest.mark.parametrize(("name", "source"), [("cpp", CPP_ERROR), ("java", JAVA_ERROR), ("go", GO_ERROR)])
 def test_a_failed_compile_says_the_same_with_the_aids(
     aided: SandboxLauncher, bare: SandboxLauncher, name: str, source: str
 ) -> None:
@@ -137,3 +154,30 @@ def test_javac_maps_its_classes_from_the_archive_and_compiles_the_same(
     assert ran is not None and ran.stdout == b"Hello World\n"
     _, _, classes_bare = compile_and_run(bare, "java", source)
     assert classes == classes_bare
+
+
+@pytest.mark.parametrize("source", [language("go").template_code, GO_BUILD_INFO_AND_PANIC])
+def test_go_compiles_without_the_go_command_to_a_program_that_behaves_the_same(
+    aided: SandboxLauncher, bare: SandboxLauncher, source: str
+) -> None:
+    built, ran, produced = compile_and_run(aided, "go", source)
+    assert built.exit_code == 0, built.stderr
+    assert built.stdout == built.stderr == b""
+    assert b"go build's cache" not in produced
+    _, ran_bare, produced_bare = compile_and_run(bare, "go", source)
+    assert b"go build's cache" in produced_bare
+    assert ran is not None and ran_bare is not None
+    assert (ran.stdout, ran.stderr, ran.exit_code) == (ran_bare.stdout, ran_bare.stderr, ran_bare.exit_code)
+
+
+def test_a_go_test_file_is_left_to_go_build(aided: SandboxLauncher) -> None:
+    """`go build` leaves _test.go files out; the direct path would compile them in."""
+    lang = language("go")
+    with aided.workspace() as workdir:
+        for name, text in (("main.go", lang.template_code), ("main_test.go", "package main\n\nfunc broken( {\n")):
+            (workdir / name).write_text(text)
+            shutil.chown(workdir / name, workdir.stat().st_uid, workdir.stat().st_uid)
+        env = stage_env(lang, {"{workdir}": str(workdir), "{heap_mb}": "256"})
+        built = aided.run(list(lang.compile_command(["main_test.go"])), workdir=workdir, env=env, limits=COMPILE_LIMITS)
+        assert (built.exit_code, built.stderr) == (0, b"")
+        assert (workdir / ".gocache").exists()

@@ -49,10 +49,11 @@ def test_the_compile_cache_key_follows_the_aids() -> None:
     )
 
 
-def fake_tree(root: Path, name: str, digest: str) -> Path:
+def fake_tree(root: Path, name: str, digest: str, inputs: dict[str, list[int]] | None = None) -> Path:
     tree = root / f"{name}-{digest[:16]}"
     tree.mkdir(parents=True)
-    (tree / compile_aids.MANIFEST).write_text(json.dumps({"language": name, "digest": digest}))
+    manifest = {"language": name, "digest": digest, "inputs": inputs or {}}
+    (tree / compile_aids.MANIFEST).write_text(json.dumps(manifest))
     (root / name).symlink_to(tree.name)
     return tree
 
@@ -65,15 +66,32 @@ def test_only_trees_built_for_todays_toolchain_and_command_are_bound(tmp_path: P
     assert aid_trees(tmp_path / "never-installed") == []
 
 
+def test_a_tree_whose_inputs_changed_is_not_bound(tmp_path: Path) -> None:
+    """A header updated by a package upgrade (GCC would still take the old .gch), a standard library
+    source changed under the same Go version."""
+    header = tmp_path / "header.h"
+    header.write_text("int x;\n")
+    recorded = {str(header): [header.stat().st_size, header.stat().st_mtime_ns]}
+    fake_tree(tmp_path / "aids", "cpp", compile_aids.aid_digest(CPP), recorded)
+    assert set(compile_aids.current_trees(tmp_path / "aids")) == {"cpp"}
+    header.write_text("int xy;\n")
+    assert compile_aids.current_trees(tmp_path / "aids") == {}
+    header.unlink()
+    assert compile_aids.current_trees(tmp_path / "aids") == {}
+
+
 def test_install_builds_what_is_stale_keeps_the_previous_tree_and_leaves_it_read_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     built: list[str] = []
+    source = tmp_path / "source.h"
+    source.write_text("int x;\n")
 
-    def build(language: object, stage: Path) -> None:
+    def build(language: object, stage: Path) -> list[str]:
         built.append(stage.name)
         (stage / "aid").write_text("x")
         (stage / "aid").chmod(0o600)
+        return [str(source)]
 
     for name, builder in compile_aids.BUILDERS.items():
         monkeypatch.setitem(compile_aids.BUILDERS, name, dataclasses.replace(builder, build=build))
@@ -81,11 +99,11 @@ def test_install_builds_what_is_stale_keeps_the_previous_tree_and_leaves_it_read
     oldest = tmp_path / f"cpp-{'2' * 16}"
     oldest.mkdir()
     compile_aids.install(tmp_path)
-    assert len(built) == 2
+    assert len(built) == len(compile_aids.BUILDERS)
     current = compile_aids.current_trees(tmp_path)
-    assert set(current) == {"cpp", "java"}
+    assert set(current) == set(compile_aids.BUILDERS)
     assert (current["cpp"][1] / "aid").stat().st_mode & 0o777 == 0o644
     # The tree it replaced stays for executors that still bind it; older ones go.
     assert older.is_dir() and not oldest.exists()
     compile_aids.install(tmp_path)
-    assert len(built) == 2, "a current tree is not built again"
+    assert len(built) == len(compile_aids.BUILDERS), "a current tree is not built again"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from common.job import SourceFile
-from common.languages import LANGUAGES, Language, by_name, matches
+from common.languages import GO_BUILD, LANGUAGES, Language, by_name, matches
 from executor import compile_cache
 from executor.compile_cache import CompileCache, cache_key
 from executor.jobs import write_program
@@ -151,7 +151,7 @@ MIXED = (
             ),
         ),
         # Package main is the top level; util/ is a package of its own, found by its import.
-        ("go", ("go", "build", "-o", "main", "main.go", "extra.go")),
+        ("go", ("sh", "-c", GO_BUILD, "go", "main.go", "extra.go")),
         (
             "java",
             (
