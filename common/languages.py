@@ -37,14 +37,18 @@ AIDS_IN_SANDBOX = "/opt/lce/aids"
 # Go's compile: with the standard library prebuilt (executor/compile_aids.py), the compiler and the linker
 # called as `go build` calls them, without its planning; quietly, so anything that path cannot build (a
 # local import, cgo, embed, an error) goes to `go build`, whose result and diagnostics are the ones shown.
-# Test files are for `go test`: `go build` leaves them out.
+# Test files are for `go test`: `go build` leaves them out. Both paths link with the debug information
+# left uncompressed: the same information, a quarter less link time, a bigger file.
 _GO_AIDS = f"{AIDS_IN_SANDBOX}/go"
+_GO_LINK_FLAGS = "-compressdwarf=false"
+# `go build` as the compile runs it when the direct path does not build the program.
+GO_BUILD_COMMAND = ("go", "build", f"-ldflags={_GO_LINK_FLAGS}", "-o", "main")
 GO_BUILD = (
     f'case " $* " in *"_test.go "*) ;; *) if [ -r {_GO_AIDS}/importcfg ] '
     f'&& go tool compile -p main -complete -importcfg {_GO_AIDS}/importcfg -pack -o .lce-main.a "$@" 2>/dev/null '
-    f"&& go tool link -buildmode=exe -extld=gcc -importcfg {_GO_AIDS}/importcfg.link -o main .lce-main.a "
-    "2>/dev/null; then rm -f .lce-main.a; exit 0; fi ;; esac; "
-    'rm -f .lce-main.a main; exec go build -o main "$@"'
+    f"&& go tool link -buildmode=exe -extld=gcc {_GO_LINK_FLAGS} -importcfg {_GO_AIDS}/importcfg.link "
+    "-o main .lce-main.a 2>/dev/null; then rm -f .lce-main.a; exit 0; fi ;; esac; "
+    f'rm -f .lce-main.a main; exec {" ".join(GO_BUILD_COMMAND)} "$@"'
 )
 
 DEFAULT_TIME_LIMIT_MS = 5000

@@ -222,7 +222,8 @@ def _build_go(language: languages.Language, stage: Path) -> list[str]:
         listing = _run(["go", "list", "-export", "-deps", "-f", _GO_PACKAGE_FORMAT, "std"], Path(workdir), env)
         Path(workdir, language.file_name).write_text(language.template_code)
         # -work keeps the build's temp dir, where its link config holds the build information line.
-        built = _run(["go", "build", "-work", "-o", "main", language.file_name], Path(workdir), env, stderr=True)
+        go_build = [*languages.GO_BUILD_COMMAND[:2], "-work", *languages.GO_BUILD_COMMAND[2:], language.file_name]
+        built = _run(go_build, Path(workdir), env, stderr=True)
         work = Path(built.split("WORK=", 1)[1].split()[0])
         try:
             stamp = [line for line in (work / "b001" / "importcfg.link").read_text().splitlines() if "modinfo" in line]
