@@ -15,10 +15,10 @@ what it produces, installed into read-only trees that every sandbox binds at /op
 
 The layout is executor/packages.py's: under the aids dir (LCE_COMPILE_AIDS_DIR) each tree is named
 <language>-<digest> and holds its manifest; <language> is a symlink to the current tree. The digest
-covers the aids' format, the compile command and the toolchain's full version, so a changed one builds
-a new tree; the manifest also lists the files an aid was built from (headers, the standard library's
-sources) with their size and mtime. The executor binds only a tree whose digest and inputs match (any
-other means the old, slower compile).
+covers the aids' format, the compile command, the toolchain's full version and the files the aids were
+built from (headers, the standard library's sources) with their size and mtime, which the manifest lists.
+The executor binds only a tree whose toolchain, command and inputs are still those (any other means the
+old, slower compile), and a rebuilt tree has a new name and digest.
 
 `python -m executor.compile_aids install` builds what is missing (root, at setup); `list` prints it.
 """
@@ -114,10 +114,10 @@ def current_trees(root: Path) -> dict[str, tuple[str, Path]]:
         language = languages.by_name(name)
         try:
             manifest = json.loads((link / MANIFEST).read_text())
-            digest, inputs = manifest["digest"], manifest["inputs"]
+            digest, toolchain, inputs = manifest["digest"], manifest["toolchain_digest"], manifest["inputs"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if language is not None and digest == aid_digest(language) and inputs == _signatures(inputs):
+        if language is not None and toolchain == aid_digest(language) and inputs == _signatures(inputs):
             found[name] = (digest, link.resolve())
     return found
 
@@ -133,23 +133,28 @@ def install(root: Path) -> None:
             continue
         link = root / name
         previous = link.readlink().name if link.is_symlink() else None
-        digest = aid_digest(language)
-        tree = root / f"{name}-{digest[:16]}"
-        _build_tree(tree, language, digest)
-        point_symlink(link, tree.name)
-        remove_trees(root, name, keep={tree.name, previous})
+        tree = _build_tree(root, language)
+        point_symlink(link, tree)
+        remove_trees(root, name, keep={tree, previous})
 
 
-def _build_tree(tree: Path, language: languages.Language, digest: str) -> None:
-    with tempfile.TemporaryDirectory(prefix=f".{language.name}-", dir=tree.parent) as stage_dir:
+def _build_tree(root: Path, language: languages.Language) -> str:
+    """Builds the language's aids into a new tree under root; its name. The name and the manifest's digest
+    cover the toolchain and the inputs as found: a rebuild after an input changed is a new tree, which the
+    executors running with the old one do not see until they restart, and a new compile cache key."""
+    with tempfile.TemporaryDirectory(prefix=f".{language.name}-", dir=root) as stage_dir:
         stage = Path(stage_dir) / "tree"
         stage.mkdir()
-        inputs = BUILDERS[language.name].build(language, stage)
-        manifest = {"language": language.name, "digest": digest, "inputs": _signatures(dict.fromkeys(inputs))}
+        inputs = _signatures(dict.fromkeys(BUILDERS[language.name].build(language, stage)))
+        toolchain = aid_digest(language)
+        digest = hashlib.sha256(json.dumps([toolchain, inputs]).encode()).hexdigest()
+        manifest = {"language": language.name, "digest": digest, "toolchain_digest": toolchain, "inputs": inputs}
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         make_readable_only(stage)
+        tree = root / f"{language.name}-{digest[:16]}"
         shutil.rmtree(tree, ignore_errors=True)
         stage.rename(tree)
+    return tree.name
 
 
 def _signatures(paths: Mapping[str, object]) -> dict[str, list[int]]:

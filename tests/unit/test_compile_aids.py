@@ -52,7 +52,7 @@ def test_the_compile_cache_key_follows_the_aids() -> None:
 def fake_tree(root: Path, name: str, digest: str, inputs: dict[str, list[int]] | None = None) -> Path:
     tree = root / f"{name}-{digest[:16]}"
     tree.mkdir(parents=True)
-    manifest = {"language": name, "digest": digest, "inputs": inputs or {}}
+    manifest = {"language": name, "digest": f"{digest}+inputs", "toolchain_digest": digest, "inputs": inputs or {}}
     (tree / compile_aids.MANIFEST).write_text(json.dumps(manifest))
     (root / name).symlink_to(tree.name)
     return tree
@@ -61,7 +61,7 @@ def fake_tree(root: Path, name: str, digest: str, inputs: dict[str, list[int]] |
 def test_only_trees_built_for_todays_toolchain_and_command_are_bound(tmp_path: Path) -> None:
     cpp_tree = fake_tree(tmp_path, "cpp", compile_aids.aid_digest(CPP))
     fake_tree(tmp_path, "java", "0" * 64)  # built for another JDK or command
-    assert compile_aids.current_trees(tmp_path) == {"cpp": (compile_aids.aid_digest(CPP), cpp_tree)}
+    assert compile_aids.current_trees(tmp_path) == {"cpp": (f"{compile_aids.aid_digest(CPP)}+inputs", cpp_tree)}
     assert aid_trees(tmp_path) == [ReadOnlyTree(cpp_tree, "/opt/lce/aids/cpp")]
     assert aid_trees(tmp_path / "never-installed") == []
 
@@ -107,3 +107,11 @@ def test_install_builds_what_is_stale_keeps_the_previous_tree_and_leaves_it_read
     assert older.is_dir() and not oldest.exists()
     compile_aids.install(tmp_path)
     assert len(built) == len(compile_aids.BUILDERS), "a current tree is not built again"
+    # An input changed (a package update): a new tree under a new name and digest, the one it replaces kept.
+    before = current["cpp"]
+    source.write_text("int xy;\n")
+    compile_aids.install(tmp_path)
+    assert len(built) == 2 * len(compile_aids.BUILDERS)
+    after = compile_aids.current_trees(tmp_path)["cpp"]
+    assert after[0] != before[0] and after[1] != before[1]
+    assert before[1].is_dir()
