@@ -236,6 +236,20 @@ def matches(path: str, patterns: Iterable[str]) -> bool:
     )
 
 
+def stage_env(language: Language, placeholders: dict[str, str]) -> dict[str, str]:
+    """A compile's or run's whole environment (the executor's, and the compile aids' setup): nothing of the
+    service's own reaches it."""
+    workdir = placeholders["{workdir}"]
+    base = {"PATH": TOOLCHAIN_PATH, "HOME": workdir, "LANG": "C.UTF-8", "TMPDIR": workdir}
+    return base | {name: expand(value, placeholders) for name, value in language.env.items()}
+
+
+def expand(text: str, placeholders: dict[str, str]) -> str:
+    for placeholder, value in placeholders.items():
+        text = text.replace(placeholder, value)
+    return text
+
+
 def detect_version(language: Language) -> str:
     """The installed toolchain's version, e.g. "3.11.2"; "unavailable" when the toolchain is missing."""
     return _version_of(language.version_command)

@@ -223,7 +223,7 @@ def _build_go(language: languages.Language, stage: Path) -> list[str]:
     `importcfg` for a program's compile (what a program may import: no internal or vendored package),
     `importcfg.link` for its link (everything, and the build information `go build` stamps)."""
     with tempfile.TemporaryDirectory() as workdir:
-        env = {**_language_env(language, workdir), "LANG": "C.UTF-8"}
+        env = languages.stage_env(language, {"{workdir}": workdir})
         listing = _run(["go", "list", "-export", "-deps", "-f", _GO_PACKAGE_FORMAT, "std"], Path(workdir), env)
         Path(workdir, language.file_name).write_text(language.template_code)
         # -work keeps the build's temp dir, where its link config holds the build information line.
@@ -257,11 +257,6 @@ def _build_go(language: languages.Language, stage: Path) -> list[str]:
 _GO_PACKAGE_FORMAT = (
     "{{.ImportPath}}\t{{.Export}}\t{{range .GoFiles}} {{$.Dir}}/{{.}}{{end}}{{range .SFiles}} {{$.Dir}}/{{.}}{{end}}"
 )
-
-
-def _language_env(language: languages.Language, workdir: str) -> dict[str, str]:
-    env = {name: value.replace("{workdir}", workdir) for name, value in language.env.items()}
-    return {"PATH": languages.TOOLCHAIN_PATH, "HOME": workdir, "TMPDIR": workdir, **env}
 
 
 def _run(argv: list[str], cwd: Path, env: Mapping[str, str] | None = None, *, stderr: bool = False) -> str:
