@@ -45,9 +45,10 @@ _GO_LINK_FLAGS = "-compressdwarf=false"
 GO_BUILD_COMMAND = ("go", "build", f"-ldflags={_GO_LINK_FLAGS}", "-o", "main")
 GO_BUILD = (
     f'case " $* " in *"_test.go "*) ;; *) if [ -r {_GO_AIDS}/importcfg ] '
-    f'&& go tool compile -p main -complete -importcfg {_GO_AIDS}/importcfg -pack -o .lce-main.a "$@" 2>/dev/null '
-    f"&& go tool link -buildmode=exe -extld=gcc {_GO_LINK_FLAGS} -importcfg {_GO_AIDS}/importcfg.link "
-    "-o main .lce-main.a 2>/dev/null; then rm -f .lce-main.a; exit 0; fi ;; esac; "
+    f'&& {_GO_AIDS}/bin/compile -p main -complete -importcfg {_GO_AIDS}/importcfg -pack -o .lce-main.a "$@" '
+    f"2>/dev/null && {_GO_AIDS}/bin/link -buildmode=exe -extld=gcc {_GO_LINK_FLAGS} "
+    f"-importcfg {_GO_AIDS}/importcfg.link -o main .lce-main.a 2>/dev/null; "
+    "then rm -f .lce-main.a; exit 0; fi ;; esac; "
     f'rm -f .lce-main.a main; exec {" ".join(GO_BUILD_COMMAND)} "$@"'
 )
 

@@ -219,9 +219,10 @@ def _build_java(language: languages.Language, stage: Path) -> list[str]:
 
 def _build_go(language: languages.Language, stage: Path) -> list[str]:
     """Every standard package as `go build` builds it in the table's environment (those the Go
-    installation ships prebuilt, and the ones it rebuilds for CGO_ENABLED=0), and the import configs:
-    `importcfg` for a program's compile (what a program may import: no internal or vendored package),
-    `importcfg.link` for its link (everything, and the build information `go build` stamps)."""
+    installation ships prebuilt, and the ones it rebuilds for CGO_ENABLED=0), the import configs
+    (`importcfg` for a program's compile: what a program may import, no internal or vendored package;
+    `importcfg.link` for its link: everything, and the build information `go build` stamps), and bin/
+    with links to the compiler and the linker."""
     with tempfile.TemporaryDirectory() as workdir:
         env = languages.stage_env(language, {"{workdir}": workdir})
         listing = _run(["go", "list", "-export", "-deps", "-f", _GO_PACKAGE_FORMAT, "std"], Path(workdir), env)
@@ -250,6 +251,10 @@ def _build_go(language: languages.Language, stage: Path) -> list[str]:
         tools = _run(["go", "env", "GOTOOLDIR"], Path(workdir), env).strip()
     (stage / "importcfg").write_text("\n".join(compile_config) + "\n")
     (stage / "importcfg.link").write_text("\n".join(link_config) + "\n")
+    # The compiler and the linker themselves (under /usr, which the sandbox shows): `go tool` costs a start.
+    (stage / "bin").mkdir()
+    for tool in ("compile", "link"):
+        (stage / "bin" / tool).symlink_to(f"{tools}/{tool}")
     return [*inputs, f"{tools}/compile", f"{tools}/link"]
 
 

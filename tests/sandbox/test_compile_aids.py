@@ -33,8 +33,9 @@ CPP_ERROR = (
 )
 GO_ERROR = 'package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println(missing)\n}\n'
 GO_BUILD_INFO_AND_PANIC = (
-    'package main\n\nimport (\n\t"fmt"\n\t"net"\n\t"runtime/debug"\n)\n\nfunc main() {\n'
+    'package main\n\nimport (\n\t"fmt"\n\t"net"\n\t"runtime"\n\t"runtime/debug"\n)\n\nfunc main() {\n'
     "\tinfo, ok := debug.ReadBuildInfo()\n\tfmt.Println(ok, info.Path, info.Settings, net.IPv4len)\n"
+    "\tfmt.Println(runtime.GOROOT(), runtime.Version())\n"
     '\tvar m map[string]int\n\tm["x"] = 1\n}\n'
 )
 JAVA_ERROR = 'public class Main {\n    public static void main(String[] args) {\n        int x = "s";\n    }\n}\n'
