@@ -73,10 +73,12 @@ system-deps:
 	@bash scripts/install-system-deps.sh
 
 # The libraries runs may use (executor/packages.toml), into read-only trees under LCE_PACKAGES_DIR
-# (default /var/lib/lce/packages); a set already installed is kept.
+# (default /var/lib/lce/packages), and the compile aids under LCE_COMPILE_AIDS_DIR (default
+# /var/lib/lce/compile-aids); what is already installed is kept.
 .PHONY: packages
 packages: $(DEPS_STAMP) system-deps
 	$(PY) -m executor.packages install
+	$(PY) -m executor.compile_aids install
 
 lint: $(STUBS_STAMP)
 	$(VENV)/bin/ruff check .
