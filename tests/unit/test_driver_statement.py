@@ -15,7 +15,7 @@ from sqlalchemy import Engine, bindparam, select, text
 from common.db import DriverStatement, make_engine, reading, writing
 from common.languages import LANGUAGES
 from session_service.models import sessions
-from session_service.repository import _BY_ID, _INSERT, SessionRepository
+from session_service.repository import _BY_ID, _INSERT, _SAVE_SOURCE_IF_NO_FILES, SessionRepository
 from tests.conftest import ADMIN_URL
 
 PYTHON_ID = next(language.id for language in LANGUAGES if language.name == "python")
@@ -57,6 +57,24 @@ def test_rows_are_those_sqlalchemy_reads(engine: Engine, files: list[dict[str, s
     assert theirs is not None and ours is not None
     assert tuple(ours) == tuple(theirs)
     assert ours.files == files and ours.tenant == "acme"
+
+
+def test_a_write_is_committed_when_it_returns(engine: Engine, postgres_url: str) -> None:
+    """An acknowledged autosave must outlive the service: another connection sees it at once."""
+    session_id = insert_session(engine, None)
+    update = _SAVE_SOURCE_IF_NO_FILES
+    params = {
+        "session_id": session_id,
+        "owner_tenant": "acme",
+        "set_source_code": "print(2)\n",
+        "set_updated_at": datetime.now(UTC),
+    }
+    with writing(engine) as (connection, _):
+        saved = DriverStatement(update, engine).first(connection, params)
+        assert saved is not None and saved.source_code == "print(2)\n"
+        with psycopg.connect(postgres_url.replace("+psycopg", "")) as other:
+            seen = other.execute("SELECT source_code FROM sessions WHERE id = %s", (session_id,)).fetchone()
+    assert seen == ("print(2)\n",)
 
 
 def test_no_row_is_none(engine: Engine) -> None:
