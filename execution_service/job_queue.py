@@ -16,9 +16,8 @@ from rq.utils import utcparse
 from common.job import JOB_FUNCTION, SERIALIZER, ExecutionJob, Lane, queue_for
 from common.languages import LANGUAGES
 
-# A finished job is deleted at once: the database keeps the result, and the reconciler needs no job of
-# a run that started (a job that ended without its start landing fails, and is kept below).
-RESULT_TTL_S = 0
+# A finished job only needs to outlive the executor's report; the database keeps the result.
+RESULT_TTL_S = 3600
 # A failed job is kept a day for inspection: it is how an operator sees what the machinery did.
 FAILURE_TTL_S = 24 * 3600
 

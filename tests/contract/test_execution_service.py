@@ -262,8 +262,6 @@ class TestCreateExecution:
             }
         }
         assert job.timeout == 60 + (2 * DEFAULT_COMPILE_TIME_LIMIT_MS + 2 * 2000) // 1000 + 2 * 600
-        # Deleted once it ran (the row holds the result); a day's record of a failed one for operators.
-        assert (job.result_ttl, job.failure_ttl) == (0, 24 * 3600)
         assert execution.id in Queue(PYTHON_QUEUE, connection=redis.Redis.from_url(redis_url)).get_job_ids()
 
     def test_a_later_autosave_does_not_change_the_queued_run(self, harness: Harness, redis_url: str) -> None:
