@@ -90,6 +90,12 @@ class ExecutionWorker(SimpleWorker):
             super().heartbeat(timeout, batched)
             batched.execute()
 
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        """rq writes IDLE twice between two jobs (after one, then before waiting for the next): once will do."""
+        if pipeline is None and state == self._state:
+            return
+        super().set_state(state, pipeline)
+
     def reorder_queues(self, reference_queue: Queue) -> None:
         """Round robin within a lane: the queue a job came from goes to the end of its lane, so a busy
         language never starves the others, while every interactive queue stays before every batch

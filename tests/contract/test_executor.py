@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from rq import Queue
 from rq.job import Job, JobStatus
+from rq.worker import WorkerStatus
 
 from common.grpc_server import RunningServer, start_server
 from common.job import JOB_FUNCTION, SERIALIZER, Encoding, ExecutionJob, queue_for
@@ -369,6 +370,9 @@ def test_the_workers_registration_is_renewed(executor: Executor) -> None:
         worker.heartbeat()
         assert executor.connection.ttl(worker.key) > worker.worker_ttl
         assert executor.connection.hget(worker.key, "last_heartbeat") is not None
+        for state in (WorkerStatus.BUSY, WorkerStatus.IDLE, WorkerStatus.IDLE):
+            worker.set_state(state)
+            assert executor.connection.hget(worker.key, "state") == state.encode()
     finally:
         worker.register_death()
 
