@@ -67,14 +67,14 @@ def current_runtime() -> Runtime:
     return _runtime
 
 
-def send_start(payload: Any) -> None:
-    """The worker took the job: its start report leaves now, to travel while rq records the job as
-    started; run_execution waits for the answer before anything runs. A payload that does not decode
-    is left to run_execution."""
+def send_start(args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """The worker took the job (rq calls run_execution with these arguments): its start report leaves
+    now, to travel while rq records the job as started; run_execution waits for the answer before
+    anything runs. A payload that does not decode is left to run_execution."""
     if _runtime is None:
         return
     try:
-        job = ExecutionJob.from_payload(payload)
+        job = ExecutionJob.from_payload(kwargs.get("payload", args[0] if args else None))
     except Exception:
         return
     _runtime.reports.send_start(job.execution_id, job.attempt)

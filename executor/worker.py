@@ -73,7 +73,7 @@ class ExecutionWorker(SimpleWorker):
             job.delete()
             self.set_state(WorkerStatus.IDLE)
             return
-        jobs.send_start(job.kwargs.get("payload"))
+        jobs.send_start(job.args, job.kwargs)
         if self.announcer is None:
             super().execute_job(job, queue)
             return
