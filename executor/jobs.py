@@ -1,5 +1,5 @@
-"""The RQ job: report RUNNING, compile and run in a fresh workspace (a test suite: executor/suite.py),
-report the verdict.
+"""The RQ job: report RUNNING (sent as the worker takes the job: send_start), compile and run in a
+fresh workspace (a test suite: executor/suite.py), report the verdict.
 
 RQ calls `run_execution` by its dotted path (common.job.JOB_FUNCTION) with the job's JSON
 payload and nothing else, so the process-wide objects a job needs (the launcher, the report
@@ -18,7 +18,7 @@ from typing import Any
 
 from common import logs
 from common.job import ExecutionJob, SourceFile
-from common.languages import TOOLCHAIN_PATH, Language, by_name
+from common.languages import Language, by_name, expand, stage_env
 from common.run_events import RunEvents
 from common.run_input import RunInput
 from executor import loop_advice, metrics, suite, verdicts
@@ -65,6 +65,19 @@ def current_runtime() -> Runtime:
     if _runtime is None:
         raise RuntimeError("executor.jobs.install() was not called in this worker process")
     return _runtime
+
+
+def send_start(args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """The worker took the job (rq calls run_execution with these arguments): its start report leaves
+    now, to travel while rq records the job as started; run_execution waits for the answer before
+    anything runs. A payload that does not decode is left to run_execution."""
+    if _runtime is None:
+        return
+    try:
+        job = ExecutionJob.from_payload(kwargs.get("payload", args[0] if args else None))
+    except Exception:
+        return
+    _runtime.reports.send_start(job.execution_id, job.attempt)
 
 
 def run_execution(payload: dict[str, Any]) -> dict[str, str]:
@@ -265,18 +278,5 @@ def _placeholders(job: ExecutionJob, workdir: Path) -> dict[str, str]:
     return {"{workdir}": str(workdir), "{heap_mb}": str(heap_mb(job.memory_limit_mb))}
 
 
-def stage_env(language: Language, placeholders: dict[str, str]) -> dict[str, str]:
-    """The program's whole environment: nothing of the service's own reaches it."""
-    workdir = placeholders["{workdir}"]
-    base = {"PATH": TOOLCHAIN_PATH, "HOME": workdir, "LANG": "C.UTF-8", "TMPDIR": workdir}
-    return base | {name: _expand(value, placeholders) for name, value in language.env.items()}
-
-
-def _expand(text: str, placeholders: dict[str, str]) -> str:
-    for placeholder, value in placeholders.items():
-        text = text.replace(placeholder, value)
-    return text
-
-
 def _expand_all(argv: tuple[str, ...], placeholders: dict[str, str]) -> list[str]:
-    return [_expand(arg, placeholders) for arg in argv]
+    return [expand(arg, placeholders) for arg in argv]
