@@ -21,6 +21,8 @@ ADMIN_URL = os.environ.get("LCE_TEST_POSTGRES_URL", "postgresql://postgres@127.0
 EXECUTORS = 2
 # The bench submits hundreds of runs a minute on few sessions; the abuse rule is not what it measures.
 BENCH_RUNS_PER_MINUTE = "1000000"
+# Settings the caller's environment may choose for the stack (`LCE_WARM_RUNTIMES=off make bench`).
+_CALLERS_CHOICE = ("LCE_LOG_LEVEL", "LCE_WARM_RUNTIMES")
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,8 @@ def _config(tmp: Path, database_url: str, redis_url: str) -> StackConfig:
         extra_env={
             "LCE_WORK_ROOT": str(tmp / "runs"),
             "LCE_RUNS_PER_MINUTE": BENCH_RUNS_PER_MINUTE,
-            # Logged as deployed (INFO) unless the caller asks otherwise: logging is part of the cost.
-            **({"LCE_LOG_LEVEL": os.environ["LCE_LOG_LEVEL"]} if os.environ.get("LCE_LOG_LEVEL") else {}),
+            # As deployed (logs at INFO, warm runtimes on) unless the caller chooses otherwise: both cost.
+            **{name: os.environ[name] for name in _CALLERS_CHOICE if os.environ.get(name)},
         },
     )
 

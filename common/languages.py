@@ -74,6 +74,9 @@ class Language:
     env: dict[str, str] = field(default_factory=dict)
     default_time_limit_ms: int = DEFAULT_TIME_LIMIT_MS
     default_memory_mb: int = DEFAULT_MEMORY_MB
+    # Its interpreter, started by `run` alone, reads file_name once to its end, only once it is initialised:
+    # the executor may start it before the program is known (executor/sandbox/warm.py).
+    warm_start: bool = False
 
     @cached_property  # read on every session answer; a SHA-1 each time otherwise
     def id(self) -> str:
@@ -93,6 +96,7 @@ LANGUAGES: tuple[Language, ...] = (
         file_name="main.py",
         template_code='print("Hello World")\n',
         run=("python3", "-B", "main.py"),
+        warm_start=True,
         version_command=("python3", "--version"),
         # One BLAS thread: a run has one CPU's worth of time, and a thread per host core would meet its process limit.
         env={"PYTHONPATH": f"{PACKAGES_IN_SANDBOX}/python", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
@@ -103,6 +107,7 @@ LANGUAGES: tuple[Language, ...] = (
         file_name="main.js",
         template_code='console.log("Hello World");\n',
         run=("node", "main.js"),
+        warm_start=True,
         version_command=("node", "--version"),
         env={"NODE_PATH": f"{PACKAGES_IN_SANDBOX}/javascript/node_modules"},
     ),
@@ -205,6 +210,7 @@ LANGUAGES: tuple[Language, ...] = (
         file_name="main.php",
         template_code='<?php\necho "Hello World\\n";\n',
         run=("php", "main.php"),
+        warm_start=True,
         version_command=("php", "--version"),
     ),
     Language(
@@ -213,6 +219,8 @@ LANGUAGES: tuple[Language, ...] = (
         file_name="main.rb",
         template_code='puts "Hello World"\n',
         run=("ruby", "main.rb"),
+        # No warm start: ruby reads the main file's first line (its #! options) before loading rubygems,
+        # and keeps the file as DATA (a FIFO, which cannot seek, would tell a warm start apart).
         version_command=("ruby", "--version"),
         # The trailing colon keeps the default gem paths (the gems Ruby bundles).
         env={"GEM_PATH": f"{PACKAGES_IN_SANDBOX}/ruby:"},

@@ -157,17 +157,18 @@ def capture(
     stdin: bytes = b"",
     live_stdin: LiveStdin | None = None,
     on_output: OutputListener | None = None,
+    release: Callable[[], None] | None = None,
 ) -> Captured:
     """Releases a started child, captures at most output_limit_bytes per stream and reaps it.
 
     A child started with a command pipe gets `command` there, then `stdin` as fast as it reads it,
     then what `live_stdin` brings as it comes, if given, then end of file; the wall clock starts at
-    this call. The program is killed when a stream passes
-    the cap or the wall timeout expires. `kill` must kill everything the child started; by default
-    it SIGKILLs the child's process group (the child leads a new session). It is called again once
-    the child has exited, before the child is reaped, so background processes left in the group die
-    with it. Processes that left the group (setsid) are beyond killpg: only a launcher with a better
-    `kill` (a cgroup) catches those.
+    this call, and `release` (a warm interpreter's program going in) is called first. The program is
+    killed when a stream passes the cap or the wall timeout expires. `kill` must kill everything the
+    child started; by default it SIGKILLs the child's process group (the child leads a new session).
+    It is called again once the child has exited, before the child is reaped, so background processes
+    left in the group die with it. Processes that left the group (setsid) are beyond killpg: only a
+    launcher with a better `kill` (a cgroup) catches those.
     """
     started = time.monotonic()
     kill_all = kill or _process_group_killer(child.pid)
@@ -176,6 +177,8 @@ def capture(
     timed_out = False
     exited_at: float | None = None
     try:
+        if release is not None:
+            release()
         # The command, then stdin, written as the child reads them: the wall clock covers both.
         feed = _Feed(child.stdin, command + stdin, live_stdin)
         timed_out, exited_at = _pump(child, streams, feed, started + wall_timeout_s, kill_all)

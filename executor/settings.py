@@ -72,6 +72,8 @@ class ExecutorConfig(GrpcServerSettings, PackagesSettings):
     # a budget of 0 turns the cache off.
     compile_cache_dir: Path = variable("LCE_COMPILE_CACHE_DIR", DEFAULT_COMPILE_CACHE_DIR)
     compile_cache_mb: int = variable("LCE_COMPILE_CACHE_MB", 512, ge=0)
+    # Start the interpreter of the last run's language ahead, in the next execution's sandbox (sandbox/warm.py).
+    warm_runtimes: Flag = variable("LCE_WARM_RUNTIMES", True)
     metrics_listen_addr: str = variable("LCE_METRICS_LISTEN", "")
     # Presented on its reports to execution_service.
     executor_tokens: Tokens = variable("LCE_EXECUTOR_TOKEN", ())

@@ -4,8 +4,8 @@
 this machine (detect), or refuses to run untrusted code unless the unconfined development
 override is set. Modules: bwrap (the command line), cgroups (v1 and v2 limits, metrics, kill),
 workspace (the tmpfs work dir), slots (a uid per concurrent execution), prespawn (one stage's
-sandbox, spawned before its command), prepared (the next execution, made ready on a thread),
-confined (the launcher), detect (the start-up probe).
+sandbox, spawned before its command), warm (its interpreter started before the program),
+prepared (the next execution, made ready on a thread), confined (the launcher), detect (the start-up probe).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def select_launcher(config: ExecutorConfig) -> Launcher:
                 config.sandbox_mode,
                 config.work_root,
                 [*library_trees(config.packages_dir), *aid_trees(config.compile_aids_dir)],
+                warm_runtimes=config.warm_runtimes,
             )
         except SandboxUnavailable as exc:
             if not config.allow_unconfined:

@@ -53,6 +53,7 @@ TMP_BYTES = 16 * 1024 * 1024
 _MERGED_USR_LINKS = ("/bin", "/lib", "/lib64", "/sbin")
 _HOST_LOCAL = "/usr/local"
 _ETC_ENTRIES = ("/etc/ld.so.cache", "/etc/alternatives", "/etc/java-17-openjdk", "/etc/php")
+_ULIMIT_BLOCK = 512
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # /proc entries no program needs, masked as container runtimes do (Docker's and podman's lists and
 # more): they describe the host (boot line, kernel build, symbols and modules, memory, devices,
@@ -152,27 +153,38 @@ def sandbox_argv(
     raise ValueError(f"unknown sandbox mode {mode!r}")
 
 
-def command_script(command: Sequence[str], env: Mapping[str, str], *, cpu_seconds: int, file_bytes: int) -> bytes:
+def command_script(
+    command: Sequence[str], env: Mapping[str, str], *, cpu_seconds: int | None, file_bytes: int | None
+) -> bytes:
     """What the waiting sandbox's shell runs: the rlimits, exactly env, then exec of command.
 
     The rlimits are set here, inside, because they belong to the job and the sandbox was started
-    before it; lowering them needs no privilege. The script is one line, so the shell reads it in
-    time linear in its length and nothing in an argument can end it early: a newline in a quoted
-    word is written as "$nl". What follows the line is the program's stdin (the shell's `read` takes
-    one byte at a time from a pipe, so it leaves the rest to the program).
+    before it; lowering them needs no privilege. A warm start (warm.py) runs this before its job is
+    known: it leaves the CPU and file size limits (None) to its release. The script is one line, so
+    the shell reads it in time linear in its length and nothing in an argument can end it early: a
+    newline in a quoted word is written as "$nl". What follows the line is the program's stdin (the
+    shell's `read` takes one byte at a time from a pipe, so it leaves the rest to the program).
     """
     bad = [name for name in env if not _ENV_NAME.fullmatch(name)]
     if bad:
         raise ValueError(f"not environment variable names: {bad}")
     if any("\0" in word for word in (*command, *env.values())):
         raise ValueError("a NUL cannot reach a program's argv or environment")
-    # dash's ulimit -f counts 512-byte blocks.
-    steps = ["ulimit -c 0", f"ulimit -t {cpu_seconds}", f"ulimit -f {math.ceil(file_bytes / 512)}"]
+    steps = ["ulimit -c 0"]
+    if cpu_seconds is not None:
+        steps.append(f"ulimit -t {cpu_seconds}")
+    if file_bytes is not None:
+        steps.append(f"ulimit -f {file_size_limit(file_bytes) // _ULIMIT_BLOCK}")
     if env:
         steps.append("export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items()))
     steps.append("exec " + " ".join(shlex.quote(arg) for arg in command))
     # Newlines appear only inside single-quoted words: close the quote, expand $nl, reopen it.
     return (" && ".join(steps).replace("\n", "'\"$nl\"'") + "\n").encode()
+
+
+def file_size_limit(file_bytes: int) -> int:
+    """RLIMIT_FSIZE as the command script sets it: dash's ulimit -f counts 512-byte blocks."""
+    return math.ceil(file_bytes / _ULIMIT_BLOCK) * _ULIMIT_BLOCK
 
 
 def _common(workdir: Path, info_fd: int, seccomp_fd: int, read_only_trees: Sequence[ReadOnlyTree]) -> list[str]:

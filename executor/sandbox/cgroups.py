@@ -47,6 +47,10 @@ class RunCgroup(ABC):
     def cpu_time_ns(self) -> int: ...
 
     @abstractmethod
+    def pids(self) -> list[int]:
+        """The host pids of the processes in the cgroup."""
+
+    @abstractmethod
     def memory_peak_bytes(self) -> int: ...
 
     @abstractmethod
@@ -124,13 +128,16 @@ class CgroupV1(RunCgroup):
         # failcnt counts reclaim attempts at the limit, not kills; oom_kill counts kills only.
         return _keyed(self.dirs["memory"] / "memory.oom_control").get("oom_kill", 0)
 
+    def pids(self) -> list[int]:
+        return _pids(self.dirs["pids"] / "cgroup.procs")
+
     def kill(self) -> None:
-        for pid in _pids(self.dirs["pids"] / "cgroup.procs"):
+        for pid in self.pids():
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
     def _populated(self) -> bool:
-        return bool(_pids(self.dirs["pids"] / "cgroup.procs"))
+        return bool(self.pids())
 
     def _directories(self) -> tuple[Path, ...]:
         return tuple(self.dirs.values())
@@ -151,6 +158,9 @@ class CgroupV2(RunCgroup):
 
     def memory_peak_bytes(self) -> int:
         return int(_read(self.directory / "memory.peak"))
+
+    def pids(self) -> list[int]:
+        return _pids(self.directory / "cgroup.procs")
 
     def oom_kills(self) -> int:
         return _keyed(self.directory / "memory.events").get("oom_kill", 0)

@@ -28,8 +28,12 @@ from executor.sandbox.cgroups import CgroupTree
 from executor.sandbox.prepared import Prepared, Preparer
 from executor.sandbox.prespawn import Ran, Sandbox, slot_of_cgroup
 from executor.sandbox.slots import Slot, SlotPool
+from executor.sandbox.warm import LastRun, WarmStart
 
 WORKSPACE_BYTES = 128 * 1024 * 1024
+# A warm first stage's cgroup number, apart from the stages' own: the plain first stage that takes its
+# place on a miss is spawned beside it.
+_WARM_STAGE = 99
 # A JVM whose heap (-Xmx, set below the cgroup limit) is full throws instead of being OOM-killed;
 # that is still the run's memory limit, so it is reported as one.
 _RUNTIME_OOM_MARKERS = (b"java.lang.OutOfMemoryError",)
@@ -59,6 +63,7 @@ class SandboxLauncher:
         slots: SlotPool,
         workspace_bytes: int = WORKSPACE_BYTES,
         read_only_trees: Sequence[ReadOnlyTree] = (),
+        warm_runtimes: bool = True,
     ) -> None:
         self.mode = mode
         self.read_only_trees = tuple(read_only_trees)
@@ -68,6 +73,9 @@ class SandboxLauncher:
         self.workspace_bytes = workspace_bytes
         self._executions: dict[Path, _Execution] = {}
         self._preparer: Preparer | None = None
+        # The next execution's interpreter is started ahead for the language of the last run (warm.py).
+        self.warm_runtimes = warm_runtimes
+        self._last_run: LastRun | None = None
         _become_subreaper()
 
     def prepare_ahead(self) -> None:
@@ -140,11 +148,23 @@ class SandboxLauncher:
             log.warning("the prepared sandbox died while it waited; spawning another")
             sandbox.discard()
             sandbox = None
+        if sandbox is not None and not sandbox.takes(argv, env, limits):
+            sandbox = self._instead_of_warm(sandbox, execution.slot.uid, workdir)
         if sandbox is None:
             sandbox = self._spawn(execution, workdir)
+        if self.warm_runtimes:
+            self._last_run = LastRun(tuple(argv), dict(env), workdir)
         if another_stage_follows:
             self._spawn_ahead(execution, workdir, sandbox)
         return _outcome(sandbox.run(argv, env, limits, stdin, live_stdin, on_output), limits)
+
+    def _instead_of_warm(self, warm: Sandbox, uid: int, workdir: Path) -> Sandbox:
+        """A plain first stage for a run the warm interpreter is not waiting for. Spawned first (the warm
+        sandbox's cgroup is numbered apart), it builds its namespaces while the warm one is torn down."""
+        try:
+            return self._sandbox(uid, workdir)
+        finally:
+            warm.discard()
 
     def _spawn_ahead(self, execution: _Execution, workdir: Path, current: Sandbox) -> None:
         """Spawned now, the next stage's sandbox builds its namespaces and mounts while the current
@@ -163,10 +183,27 @@ class SandboxLauncher:
         execution.stages += 1
         return self._sandbox(execution.slot.uid, workdir, stage=execution.stages - 1)
 
-    def _sandbox(self, uid: int, workdir: Path, stage: int = 0) -> Sandbox:
+    def _sandbox(self, uid: int, workdir: Path, stage: int = 0, warm: WarmStart | None = None) -> Sandbox:
         return Sandbox(
-            self.mode, self.cgroups, uid=uid, workdir=workdir, stage=stage, read_only_trees=self.read_only_trees
+            self.mode,
+            self.cgroups,
+            uid=uid,
+            workdir=workdir,
+            stage=stage,
+            read_only_trees=self.read_only_trees,
+            warm=warm,
         )
+
+    def _first_sandbox(self, uid: int, workdir: Path) -> Sandbox:
+        """Warm for the last run's language when it has a warm start; plain when not, or when that fails."""
+        last = self._last_run
+        warm = last.warm_start(workdir) if last is not None and self.warm_runtimes else None
+        if warm is not None:
+            try:
+                return self._sandbox(uid, workdir, stage=_WARM_STAGE, warm=warm)
+            except Exception:
+                log.warning("could not start the interpreter ahead; preparing a plain sandbox", exc_info=True)
+        return self._sandbox(uid, workdir)
 
     def _prepare(self, with_sandbox: bool = True) -> Prepared:
         """A slot and its fresh work dir, with the first stage's sandbox waiting in it."""
@@ -174,7 +211,7 @@ class SandboxLauncher:
         try:
             workdir = workspace.create(self.work_root, slot.uid, self.workspace_bytes)
             try:
-                sandbox = self._sandbox(slot.uid, workdir) if with_sandbox else None
+                sandbox = self._first_sandbox(slot.uid, workdir) if with_sandbox else None
             except BaseException:
                 workspace.remove(workdir)
                 raise

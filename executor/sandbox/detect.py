@@ -31,7 +31,9 @@ _PROBE_SCRIPT = (
 _PROBE_LIMITS = Limits(wall_time_ms=10_000, cpu_time_ms=5_000, memory_mb=64)
 
 
-def detect(requested: str, work_root: Path, read_only_trees: Sequence[ReadOnlyTree] = ()) -> SandboxLauncher:
+def detect(
+    requested: str, work_root: Path, read_only_trees: Sequence[ReadOnlyTree] = (), *, warm_runtimes: bool = True
+) -> SandboxLauncher:
     """The first mode of `requested` ("auto": all, most confined first) whose probe passes."""
     modes = MODES if requested == "auto" else (requested,)
     if requested != "auto" and requested not in MODES:
@@ -42,7 +44,14 @@ def detect(requested: str, work_root: Path, read_only_trees: Sequence[ReadOnlyTr
         raise SandboxUnavailable(f"no usable cgroup tree: {exc}") from exc
     failures = []
     for mode in modes:
-        launcher = SandboxLauncher(mode, work_root, cgroups=cgroups, slots=SlotPool(), read_only_trees=read_only_trees)
+        launcher = SandboxLauncher(
+            mode,
+            work_root,
+            cgroups=cgroups,
+            slots=SlotPool(),
+            read_only_trees=read_only_trees,
+            warm_runtimes=warm_runtimes,
+        )
         try:
             problem = _probe(launcher)
         except (OSError, RuntimeError) as exc:

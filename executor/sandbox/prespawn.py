@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import shlex
 import struct
 import threading
@@ -25,10 +26,11 @@ from pathlib import Path
 
 from executor.launcher import Limits, LiveStdin
 from executor.process import Captured, OutputListener, capture, discard, start
-from executor.sandbox.bwrap import ReadOnlyTree, command_script, sandbox_argv
+from executor.sandbox.bwrap import ReadOnlyTree, command_script, file_size_limit, sandbox_argv
 from executor.sandbox.cgroups import CgroupTree, RunCgroup
 from executor.sandbox.init_binary import init_binary
 from executor.sandbox.seccomp import filter_fd
+from executor.sandbox.warm import MainFifo, WarmStart, main_source, set_rlimits
 
 CGROUP_PREFIX = "lce-"
 # bwrap's monitor and the sandbox's init (pid 1 of the run's pid namespace) count against pids.max too.
@@ -36,6 +38,8 @@ _WRAPPER_PROCESSES = 2
 _SH = "/bin/sh"
 # What the init writes to its status pipe: one wait status, a C int in native byte order.
 _WAIT_STATUS = struct.Struct("=i")
+# How long a warm interpreter may take to initialise (a loaded machine) before its sandbox is given up.
+WARM_UP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,17 @@ class Ran:
         return captured.timed_out or captured.output_exceeded or self.cpu_killed or self.usage.oom_kills > 0
 
 
+@dataclass(frozen=True)
+class _WarmInterpreter:
+    start: WarmStart
+    fifo: MainFifo
+    pid: int  # on the host
+    uid: int
+
+
 class Sandbox:
-    """A sandbox waiting for its command, in the work dir of the slot uid it runs as."""
+    """A sandbox waiting for its command, in the work dir of the slot uid it runs as; or, started warm,
+    its interpreter waiting for the program."""
 
     def __init__(
         self,
@@ -71,10 +84,12 @@ class Sandbox:
         workdir: Path,
         stage: int = 0,
         read_only_trees: Sequence[ReadOnlyTree] = (),
+        warm: WarmStart | None = None,
     ) -> None:
         self.workdir = workdir
         self._group = cgroups.create(cgroup_name(uid, stage))
         self._used = False
+        self._warm: _WarmInterpreter | None = None
         info_read, info_write = os.pipe()
         status_read, status_write = os.pipe()
         seccomp_fd = None
@@ -107,6 +122,25 @@ class Sandbox:
                 os.close(seccomp_fd)
         self._info_read = info_read
         self._status_read = status_read
+        if warm is not None:
+            self._warm_up(warm, uid)
+
+    @property
+    def warm(self) -> bool:
+        return self._warm is not None
+
+    def takes(self, command: Sequence[str], env: Mapping[str, str], limits: Limits) -> bool:
+        """Whether it can run command: any for a plain sandbox; for a warm one only its own run, exactly,
+        with a main file that fits its FIFO, under a memory limit its interpreter is not over already
+        (cgroup v1 refuses to lower a limit below the usage; cold, that start is the program's to fail)."""
+        warm = self._warm
+        if warm is None:
+            return True
+        return (
+            warm.start.serves(command, env)
+            and self._group.memory_peak_bytes() < limits.memory_mb * 1024 * 1024
+            and self._program(warm) is not None
+        )
 
     def waiting(self) -> bool:
         """False once its process has ended (it failed, or was killed while it waited)."""
@@ -125,11 +159,16 @@ class Sandbox:
         on_output: OutputListener | None = None,
     ) -> Ran:
         """Releases the sandbox with command under limits, fed stdin; nothing of it is left when this returns."""
+        warm = self._warm
         try:
-            # RLIMIT_CPU is per process and counts whole seconds: a backstop behind the cgroup watchdog.
-            script = command_script(
-                command, env, cpu_seconds=math.ceil(limits.cpu_time_ms / 1000) + 1, file_bytes=limits.max_file_bytes
-            )
+            if warm is None:
+                script = command_script(
+                    command, env, cpu_seconds=_rlimit_cpu_s(limits.cpu_time_ms), file_bytes=limits.max_file_bytes
+                )
+            else:
+                script, program = b"", self._program(warm)  # its command went in at spawn
+                if program is None or not warm.start.serves(command, env):
+                    raise ValueError("a warm sandbox runs only the program it was started for (see takes)")
         except BaseException:
             self.discard()  # a command no script can carry: the sandbox is torn down unused
             raise
@@ -139,9 +178,13 @@ class Sandbox:
                 memory_bytes=limits.memory_mb * 1024 * 1024,
                 max_processes=limits.max_processes + _WRAPPER_PROCESSES,
             )
-            watchdog = _CpuWatchdog(self._group, limits.cpu_time_ms)
+            # A warm interpreter's start is not the program's: its CPU time counts from here.
+            charged_from_ns = 0 if warm is None else self._group.cpu_time_ns()
+            watchdog = _CpuWatchdog(self._group, limits.cpu_time_ms, charged_from_ns)
             watchdog.start()
             try:
+                if warm is not None:
+                    self._limit_interpreter(warm, limits)
                 captured = capture(
                     self._child,
                     wall_timeout_s=limits.wall_time_ms / 1000,
@@ -151,17 +194,18 @@ class Sandbox:
                     stdin=stdin,
                     live_stdin=live_stdin,
                     on_output=on_output,
+                    release=None if warm is None else lambda: warm.fifo.feed(program),
                 )
             finally:
                 watchdog.stop()
                 program_status = self._empty()
             usage = Usage(
-                cpu_time_ms=self._group.cpu_time_ns() // 1_000_000,
+                cpu_time_ms=(self._group.cpu_time_ns() - charged_from_ns) // 1_000_000,
                 memory_kb=self._group.memory_peak_bytes() // 1024,
                 oom_kills=self._group.oom_kills(),
             )
         finally:
-            self._group.remove()
+            self._remove()
         return Ran(captured, usage, watchdog.fired, program_status)
 
     def discard(self) -> None:
@@ -171,7 +215,45 @@ class Sandbox:
             discard(self._child, self._group.kill)
             self._empty()
         finally:
+            self._remove()
+
+    def _remove(self) -> None:
+        try:
             self._group.remove()
+        finally:
+            if self._warm is not None:
+                self._warm.fifo.close()  # if its program never went in
+
+    def _warm_up(self, start: WarmStart, uid: int) -> None:
+        """Starts the interpreter at once and waits until it has opened its main file, then unlinks that."""
+        fifo = MainFifo(self.workdir / start.main_file, uid)
+        try:
+            assert self._child.stdin is not None
+            self._child.stdin.write(command_script(start.argv, start.env, cpu_seconds=None, file_bytes=None))
+            self._child.stdin.flush()
+            pid = fifo.await_reader(self._group.pids, self.waiting, WARM_UP_TIMEOUT_S)
+        except BaseException:
+            fifo.close()
+            self.discard()
+            raise
+        self._warm = _WarmInterpreter(start, fifo, pid, uid)
+
+    def _program(self, warm: _WarmInterpreter) -> bytes | None:
+        return main_source(self.workdir / warm.start.main_file, warm.fifo.capacity)
+
+    def _limit_interpreter(self, warm: _WarmInterpreter, limits: Limits) -> None:
+        """The job's rlimits on the interpreter, as the command script would set them (the program sees
+        the same; its backstop strikes its start's CPU time sooner, still past the watchdog); a failure
+        leaves nothing running."""
+        try:
+            rlimits = {
+                resource.RLIMIT_CPU: _rlimit_cpu_s(limits.cpu_time_ms),
+                resource.RLIMIT_FSIZE: file_size_limit(limits.max_file_bytes),
+            }
+            set_rlimits(warm.pid, warm.uid, rlimits)
+        except BaseException:
+            discard(self._child, self._group.kill)
+            raise
 
     def _use(self) -> None:
         if self._used:
@@ -199,6 +281,11 @@ class Sandbox:
         if len(told) != _WAIT_STATUS.size:
             raise RuntimeError(f"the sandbox's init told {len(told)} bytes instead of a wait status")
         return _WAIT_STATUS.unpack(told)[0]
+
+
+def _rlimit_cpu_s(cpu_time_ms: int) -> int:
+    """RLIMIT_CPU is per process and counts whole seconds: a backstop a second behind the cgroup watchdog."""
+    return math.ceil(cpu_time_ms / 1000) + 1
 
 
 def cgroup_name(uid: int, stage: int) -> str:
@@ -237,10 +324,11 @@ class _CpuWatchdog(threading.Thread):
     _MIN_PAUSE_S = 0.005
     _MAX_PAUSE_S = 0.1
 
-    def __init__(self, group: RunCgroup, limit_ms: int) -> None:
+    def __init__(self, group: RunCgroup, limit_ms: int, charged_from_ns: int = 0) -> None:
         super().__init__(name="lce-cpu-watchdog", daemon=True)
         self.group = group
         self.limit_ns = limit_ms * 1_000_000
+        self.charged_from_ns = charged_from_ns
         self.fired = False
         self._done = threading.Event()
         self._cores = os.cpu_count() or 1
@@ -248,7 +336,7 @@ class _CpuWatchdog(threading.Thread):
     def run(self) -> None:
         pause = self._MIN_PAUSE_S
         while not self._done.wait(pause):
-            used = self.group.cpu_time_ns()
+            used = self.group.cpu_time_ns() - self.charged_from_ns
             if used >= self.limit_ns:
                 self.fired = True
                 self.group.kill()

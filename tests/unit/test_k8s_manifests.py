@@ -76,6 +76,8 @@ DEFAULTED = {
     "executor": TLS
     | {"LCE_EXECUTOR_TOKEN", "LCE_OUTPUT_LIMIT_BYTES", "LCE_REPORT_RETRY_S", "LCE_COMPILE_CACHE_MB"}
     | {"LCE_EXECUTOR_HEARTBEAT_S"}
+    # Warm runtimes are on by default (executor/sandbox/warm.py).
+    | {"LCE_WARM_RUNTIMES"}
     # Never unconfined; and no metrics port, since nothing may reach an executor.
     | {"LCE_SANDBOX_ALLOW_UNCONFINED", "LCE_METRICS_LISTEN"}
     # The image installs the declared libraries and the compile aids where the executor looks by default.

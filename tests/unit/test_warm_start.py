@@ -1,0 +1,42 @@
+"""What the next execution's interpreter is started for (executor/sandbox/warm.py), from the last run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.languages import LANGUAGES
+from executor.sandbox.bwrap import command_script
+from executor.sandbox.warm import LastRun, WarmStart
+
+BEFORE, NEXT = Path("/tmp/lce-runs/slot-60001"), Path("/tmp/lce-runs/slot-60002")
+ENV = {"PATH": "/usr/bin:/bin", "HOME": str(BEFORE), "TMPDIR": str(BEFORE), "NODE_PATH": "/opt/lce/packages/js"}
+
+
+def test_the_last_runs_language_starts_warm_without_its_arguments_in_the_next_work_dir() -> None:
+    warm = LastRun(("node", "main.js", "--flag", str(BEFORE)), ENV, BEFORE).warm_start(NEXT)
+    assert warm == WarmStart(
+        ("node", "main.js"),
+        {"PATH": "/usr/bin:/bin", "HOME": str(NEXT), "TMPDIR": str(NEXT), "NODE_PATH": "/opt/lce/packages/js"},
+        "main.js",
+    )
+
+
+def test_a_language_without_a_warm_start_starts_nothing() -> None:
+    assert [language.name for language in LANGUAGES if language.warm_start] == ["python", "javascript", "php"]
+    for argv in (("./main",), ("ruby", "main.rb"), ("python3", "main.py"), ("/bin/sh", "-c", "true"), ()):
+        assert LastRun(argv, ENV, BEFORE).warm_start(NEXT) is None
+
+
+def test_a_warm_start_serves_only_its_own_run_exactly() -> None:
+    warm = WarmStart(("php", "main.php"), {"PATH": "/usr/bin:/bin"}, "main.php")
+    assert warm.serves(["php", "main.php"], {"PATH": "/usr/bin:/bin"})
+    assert not warm.serves(["php", "main.php", "x"], {"PATH": "/usr/bin:/bin"})
+    assert not warm.serves(["php", "main.php"], {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    assert not warm.serves(["php", "other.php"], {"PATH": "/usr/bin:/bin"})
+
+
+def test_a_warm_starts_script_leaves_the_cpu_and_file_size_limits_to_its_release() -> None:
+    script = command_script(["php", "main.php"], {"PATH": "/usr/bin:/bin"}, cpu_seconds=None, file_bytes=None)
+    assert script == b"ulimit -c 0 && export PATH=/usr/bin:/bin && exec php main.php\n"
+    cold = command_script(["php", "main.php"], {}, cpu_seconds=3, file_bytes=1000)
+    assert cold == b"ulimit -c 0 && ulimit -t 3 && ulimit -f 2 && exec php main.php\n"
