@@ -48,9 +48,12 @@ CMD ["python", "-m", "gateway"]
 # with every capability dropped.
 FROM base AS executor
 COPY scripts/install-system-deps.sh ./scripts/
-# With the toolchains, the libraries runs may use (executor/packages.toml), read-only for the sandbox.
-COPY executor/__init__.py executor/packages.py executor/packages.toml ./executor/
-RUN bash scripts/install-system-deps.sh && python -m executor.packages install && rm -rf /var/lib/apt/lists/*
+# With the toolchains, the libraries runs may use (executor/packages.toml) and the compile aids
+# (executor/compile_aids.py), read-only for the sandbox.
+COPY executor/__init__.py executor/settings.py executor/packages.py executor/packages.toml executor/compile_aids.py \
+    ./executor/
+RUN bash scripts/install-system-deps.sh && python -m executor.packages install \
+    && python -m executor.compile_aids install && rm -rf /var/lib/apt/lists/*
 COPY executor ./executor
 EXPOSE 7053
 CMD ["python", "-m", "executor"]

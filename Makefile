@@ -30,7 +30,8 @@ test: $(STUBS_STAMP) system-deps packages $(PLAYGROUND_STAMP) browser-deps
 	$(VENV)/bin/ruff check .
 	LCE_TEST_POSTGRES_URL="$$(PY=$(PY) bash scripts/ensure-test-postgres.sh)" $(PY) -m pytest
 
-# The benchmark of issue 5 (not a test): own stack, two executors; writes bench/results/<UTC time>-<label>.json.
+# The benchmark of issues 5 and 15 (not a test): own stack, two executors; writes bench/results/<UTC time>-<label>.json
+# and the summary table bench/results/latest.md.
 # LCE_BENCH_LABEL names the step, LCE_BENCH_URL targets a running deployment, LCE_BENCH_ROUNDS repeats.
 # Then the capacity measure (docs/capacity.md; own stack only): <UTC time>-<label>-capacity.json.
 bench: $(STUBS_STAMP)
@@ -72,10 +73,12 @@ system-deps:
 	@bash scripts/install-system-deps.sh
 
 # The libraries runs may use (executor/packages.toml), into read-only trees under LCE_PACKAGES_DIR
-# (default /var/lib/lce/packages); a set already installed is kept.
+# (default /var/lib/lce/packages), and the compile aids under LCE_COMPILE_AIDS_DIR (default
+# /var/lib/lce/compile-aids); what is already installed is kept.
 .PHONY: packages
 packages: $(DEPS_STAMP) system-deps
 	$(PY) -m executor.packages install
+	$(PY) -m executor.compile_aids install
 
 lint: $(STUBS_STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,5 @@
-"""`python -m bench` (`make bench`): measure, write bench/results/<UTC time>-<label>.json, print the table.
+"""`python -m bench` (`make bench`): measure, write bench/results/<UTC time>-<label>.json and the summary
+table bench/results/latest.md, print the whole table.
 
 Environment: LCE_BENCH_LABEL names the step (default "dev"); LCE_BENCH_URL targets a running
 deployment instead of starting one; LCE_BENCH_ROUNDS (default 3) repeats every measure, since
@@ -11,21 +12,24 @@ the machine is shared and noisy; LCE_BENCH_ENDPOINT_S (default 3) is each endpoi
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
-from bench import bare, http_load, judge, machine, report, runs
-from bench.stack import Target, target
+from bench import bare, cpu, http_load, judge, machine, report, runs
+from bench.stack import ADMIN_URL, Target, target
 from bench.stats import spread
 from common.config import env_int, env_str
 from executor.launcher import Launcher
@@ -33,22 +37,42 @@ from executor.sandbox import SandboxUnavailable
 
 log = logging.getLogger("bench")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# The summary table of the last run; a human copies the one worth keeping to bench/RESULTS.md.
+LATEST = RESULTS_DIR / "latest.md"
 
-# Per round. Sized so that three rounds and the stack's start fit in about four minutes.
-E2E_COUNTS = {"python": 40, "python_wait": 40, "python_stream": 40, "c_seen": 20, "c_unseen": 15, "java": 6}
-BARE_REPEATS = {"python": 10, "c": 6, "java": 3}
+# Per round. Sized so that three rounds and the stack's start fit in about five minutes on two cores.
+# Never-seen runs per language and client path; compiled languages' runs take longer.
+NEVER_SEEN_COUNTS = {"python": 20, "javascript": 10, "php": 10, "ruby": 10, "c": 8, "cpp": 5, "go": 3, "java": 3}
+E2E_COUNTS = {
+    **{f"{language}_{path}": count for language, count in NEVER_SEEN_COUNTS.items() for path in report.PATHS},
+    "python_poll100": 8,
+    "c_seen": 15,
+    "java_seen": 4,
+}
+BARE_REPEATS = {"python": 8, "javascript": 4, "php": 4, "ruby": 4, "c": 4, "cpp": 2, "go": 2, "java": 2}
 BURST_RUNS = 200
 BURST_PER_SESSION = 10
 PROFILE_RUNS = 20
+SLOW_COMPILES = {"go", "java"}
 
-WORKLOADS = {
-    "python": runs.Workload("python", "python", lambda: runs.PYTHON_HELLO),
-    "python_wait": runs.Workload("python_wait", "python", lambda: runs.PYTHON_HELLO, seen_by="wait"),
-    "python_stream": runs.Workload("python_stream", "python", lambda: runs.PYTHON_HELLO, seen_by="stream"),
-    "c_seen": runs.Workload("c_seen", "c", lambda: runs.C_HELLO),
-    "c_unseen": runs.Workload("c_unseen", "c", runs.unseen_c),
-    "java": runs.Workload("java", "java", lambda: runs.JAVA_HELLO, time_limit_ms=10_000),
-}
+
+def _workloads() -> dict[str, runs.Workload]:
+    """Every language's never-seen hello world by each client path; Python polled every 100 ms; the seen C and Java."""
+    found = {}
+    for language in report.LANGUAGES:
+        hello = bare.program(language).source
+        time_limit_ms = 10_000 if language in SLOW_COMPILES else 5000
+        for path in report.PATHS:
+            name = f"{language}_{path}"
+            source = functools.partial(runs.unseen, language, hello)
+            found[name] = runs.Workload(name, language, source, time_limit_ms, seen_by=path)
+    found["python_poll100"] = runs.Workload("python_poll100", "python", found["python_poll"].source, poll_s=0.1)
+    found["c_seen"] = runs.Workload("c_seen", "c", lambda: runs.C_HELLO)
+    found["java_seen"] = runs.Workload("java_seen", "java", lambda: runs.JAVA_HELLO, time_limit_ms=10_000)
+    return found
+
+
+WORKLOADS = _workloads()
 
 
 def main() -> int:
@@ -97,10 +121,12 @@ def main() -> int:
     path = RESULTS_DIR / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}-{label}.json"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
-    print(report.render(report.rows(figures, description["nproc"] or 1)))
-    print()
+    table = report.rows(figures, description["nproc"] or 1)
+    LATEST.write_text(report.markdown(table, report.heading(result)))
+    print(report.render(table))
+    print(f"\n{report.NOTE}\n")
     print(_render_profile(profile))
-    print(f"\nload average {description['loadavg_start']} -> {description['loadavg_end']}; written {path}")
+    print(f"\nload average {description['loadavg_start']} -> {description['loadavg_end']}; written {path}, {LATEST}")
     return 0
 
 
@@ -128,12 +154,33 @@ def _measure(
             runs.end_to_end(sessions, workload, 1)
         asyncio.run(judge.measure(system.url, ids["c"]))
         per_round = []
-        for index in range(rounds):
-            log.info("round %d/%d", index + 1, rounds)
-            per_round.append(_round(system, client, sessions, ids, launcher, endpoint_s))
+        with _cpu_reader(system) as read_cpu:
+            for index in range(rounds):
+                log.info("round %d/%d", index + 1, rounds)
+                per_round.append(_round(system, client, sessions, ids, launcher, endpoint_s, read_cpu))
         log.info("profile: %d python runs", PROFILE_RUNS)
-        _, timed = runs.end_to_end(sessions, WORKLOADS["python"], PROFILE_RUNS)
+        _, timed = runs.end_to_end(sessions, WORKLOADS["python_poll"], PROFILE_RUNS)
     return per_round, runs.profile(timed)
+
+
+@contextmanager
+def _cpu_reader(system: Target) -> Iterator[Callable[[], cpu.Reading] | None]:
+    """Reads the CPU the stack's processes have used so far; only our own stack's processes can be read."""
+    if not system.own or system.database_url is None:
+        yield None
+        return
+    database = system.database_url.rsplit("/", 1)[1]
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        yield functools.partial(cpu.read, system.pids, admin, database)
+
+
+def _burst(system: Target, python_id: str, read_cpu: Callable[[], cpu.Reading] | None) -> dict[str, Any]:
+    """The burst's rates, and the CPU per run each process used meanwhile (own stack only)."""
+    before = read_cpu() if read_cpu else None
+    throughput = asyncio.run(runs.burst(system.url, python_id, BURST_RUNS, BURST_PER_SESSION))
+    if read_cpu and before:
+        throughput["cpu_ms_per_run"] = cpu.spent_ms_per_run(before, read_cpu(), BURST_RUNS)
+    return throughput
 
 
 def _round(
@@ -143,23 +190,25 @@ def _round(
     ids: dict[str, str],
     launcher: Launcher | None,
     endpoint_s: int,
+    read_cpu: Callable[[], cpu.Reading] | None,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"bare": {}, "end_to_end": {}, "endpoints": {}}
+    terminal_id = ""
+    # Each language's bare work just before its runs: the shared machine's load drifts within a round.
     for language, repeats in BARE_REPEATS.items():
         plain, sandboxed = bare.interleaved(launcher, bare.program(language), repeats)
         result["bare"][language] = {"bare": _timing(plain), "sandboxed": _timing(sandboxed) if sandboxed else None}
-    terminal_id = ""
-    for name, workload in WORKLOADS.items():
-        summary, timed = runs.end_to_end(sessions, workload, E2E_COUNTS[name])
-        result["end_to_end"][name] = summary
-        terminal_id = terminal_id or timed[-1].body["execution_id"]
+        for name in (name for name, workload in WORKLOADS.items() if workload.language == language):
+            summary, timed = runs.end_to_end(sessions, WORKLOADS[name], E2E_COUNTS[name])
+            result["end_to_end"][name] = summary
+            terminal_id = terminal_id or timed[-1].body["execution_id"]
     for name, endpoint in _endpoints(client, ids["python"], terminal_id).items():
         result["endpoints"][name] = http_load.measure(system.url, endpoint, endpoint_s).as_dict()
-    result["throughput"] = asyncio.run(runs.burst(system.url, ids["python"], BURST_RUNS, BURST_PER_SESSION))
+    result["throughput"] = _burst(system, ids["python"], read_cpu)
     result["judge"] = asyncio.run(judge.measure(system.url, ids["c"]))
     log.info(
-        "  python e2e p50 %.1f ms, burst %.0f runs/s, judge suite x%.1f faster than runs",
-        result["end_to_end"]["python"]["p50"],
+        "  python never-seen e2e p50 %.1f ms (POST ?wait), burst %.0f runs/s, judge suite x%.1f faster than runs",
+        result["end_to_end"]["python_wait"]["p50"],
         result["throughput"]["completions_per_s"],
         result["judge"]["speedup"],
     )
@@ -215,6 +264,9 @@ def summarise(per_round: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for key in ("completions_per_s", "server_completions_per_s"):
         figures["throughput"][key] = spread([b[key] for b in bursts]).as_dict()
     figures["throughput"]["incorrect"] = sum(b["incorrect"] for b in bursts)
+    spent = [b["cpu_ms_per_run"] for b in bursts if "cpu_ms_per_run" in b]
+    if spent:
+        figures["burst_cpu_ms"] = {name: spread([s[name] for s in spent]).as_dict() for name in spent[0]}
     figures["judge"] = judge.summarise([r["judge"] for r in per_round])
     return figures
 

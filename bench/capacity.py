@@ -35,7 +35,6 @@ import signal
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -46,14 +45,13 @@ import httpx
 import psycopg
 import redis
 
-from bench import bare, machine, runs, sizing
+from bench import bare, cpu, machine, runs, sizing
 from bench.stack import ADMIN_URL, EXECUTORS, Target, own_stack
 from common.config import env_int, env_str
 from common.languages import LANGUAGES, Language, by_name
 
 log = logging.getLogger("bench")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 IDLE_S = 20.0
 # A PostgreSQL backend flushes its statistics at most once a second, and an idle one within 10 s.
 PG_STATS_SETTLE_S = 11.0
@@ -62,6 +60,9 @@ BARE_REPEATS = 3
 HELLO = runs.HELLO
 PG_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted", "tup_fetched")
 GROUPS = ("executors", "gateway", "execution_service", "session_service", "redis")
+# Fewer runs of the programs that take the better part of a CPU-second each (make bench's time budget).
+SLOW_COMPILES = {"cpp", "go", "java"}
+SLOW_RUNS = {"java"}
 
 # About 100 ms of one core on this machine. The greeting depends on the loop's result, so that no
 # compiler drops the loop; it is always printed (x never ends at 42), so every run's output is checked.
@@ -74,8 +75,6 @@ PYTHON_CPU = (
     "x = 0\nfor i in range(1_000_000):\n    x = (x * 31 + i) % 1_000_003\n"
     'print("Hello World" if x != -1 else "unlucky")\n'
 )
-# Compiled languages whose sources take a /* */ comment: the never-seen variant prepends a unique one.
-BLOCK_COMMENTS = {"c", "cpp", "go", "java"}
 
 
 @dataclass(frozen=True)
@@ -94,27 +93,24 @@ def programs() -> list[Program]:
         if not language.compile:
             found.append(Program(language.name, language, lambda s=hello: s, 30, "hello world"))
             continue
-        found.append(Program(f"{language.name}_cached", language, lambda s=hello: s, 30, "hello world, compile cached"))
-        if language.name in BLOCK_COMMENTS:
-            slow = language.name in ("go", "java")
-            found.append(
-                Program(
-                    f"{language.name}_compiled",
-                    language,
-                    lambda s=hello: _unseen(s),
-                    8 if slow else 20,
-                    "hello world, every run compiles",
-                )
+        cached_runs = 10 if language.name in SLOW_RUNS else 30
+        found.append(
+            Program(f"{language.name}_cached", language, lambda s=hello: s, cached_runs, "hello world, compile cached")
+        )
+        found.append(
+            Program(
+                f"{language.name}_compiled",
+                language,
+                lambda s=hello, n=language.name: runs.unseen(n, s),
+                8 if language.name in SLOW_COMPILES else 20,
+                "hello world, every run compiles",
             )
+        )
     c, python = by_name("c"), by_name("python")
     assert c is not None and python is not None
     found.append(Program("c_cpu", c, lambda: C_CPU, 20, "~100 ms CPU loop, compile cached"))
     found.append(Program("python_cpu", python, lambda: PYTHON_CPU, 20, "~100 ms CPU loop"))
     return found
-
-
-def _unseen(source: str) -> str:
-    return f"/* capacity {uuid.uuid4().hex} */\n{source}"
 
 
 # --- what the stack has used so far ---------------------------------------------------------
@@ -135,12 +131,9 @@ class Snapshot:
     def minus(self, earlier: Snapshot) -> dict[str, float]:
         delta = {"seconds": self.at - earlier.at}
         delta["database_bytes"] = float(self.database_bytes - earlier.database_bytes)
-        for group, cpu in self.cpu_s.items():
-            delta[f"cpu_{group}"] = cpu - earlier.cpu_s.get(group, 0.0)
-        # A backend that came meanwhile counts from 0; one gone meanwhile took its last CPU with it.
-        delta["cpu_postgres"] = sum(
-            cpu - earlier.backend_cpu_s.get(pid, 0.0) for pid, cpu in self.backend_cpu_s.items()
-        )
+        for group, used in self.cpu_s.items():
+            delta[f"cpu_{group}"] = used - earlier.cpu_s.get(group, 0.0)
+        delta["cpu_postgres"] = cpu.backends_delta(earlier.backend_cpu_s, self.backend_cpu_s)
         for key, value in self.redis.items():
             delta[f"redis_{key}"] = value - earlier.redis[key]
         for key, value in self.pg.items():
@@ -197,14 +190,10 @@ class Meter:
         return {**later.minus(earlier), "wal_bytes": self.wal_bytes(earlier, later)}
 
     def snapshot(self) -> Snapshot:
-        cpu = {group: 0.0 for group in GROUPS}
-        children = _children()
-        for name, pid in self.pids.items():
+        cpu_s = {group: 0.0 for group in GROUPS}
+        for name, used in cpu.by_process(self.pids).items():
             group = "executors" if name.startswith("executor") else name
-            cpu[group] = cpu.get(group, 0.0) + sum(_cpu_s(p) for p in _tree(pid, children))
-        backends = self.admin.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.database,)
-        ).fetchall()
+            cpu_s[group] = cpu_s.get(group, 0.0) + used.total_s
         commands = self.redis.info("commandstats")
         stats = self.redis.info("stats")
         row = self.admin.execute(
@@ -215,8 +204,8 @@ class Meter:
         assert row is not None
         return Snapshot(
             at=time.monotonic(),
-            cpu_s=cpu,
-            backend_cpu_s={pid: _cpu_s(pid) for (pid,) in backends},
+            cpu_s=cpu_s,
+            backend_cpu_s=cpu.postgres_backends(self.admin, self.database),
             redis_calls={
                 k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in commands.items() if k != "cmdstat_info"
             },
@@ -230,37 +219,6 @@ class Meter:
             database_bytes=int(row[1]),
             pg=dict(zip(PG_COUNTERS, (int(v) for v in row[2:]), strict=True)),
         )
-
-
-def _children() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields:
-                children.setdefault(int(fields[1]), []).append(int(entry.name))
-    return children
-
-
-def _tree(pid: int, children: dict[int, list[int]]) -> Iterable[int]:
-    yield pid
-    for child in children.get(pid, []):
-        yield from _tree(child, children)
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """/proc/<pid>/stat after the command name (state first), or [] for a process gone meanwhile."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-    return text.rsplit(")", 1)[1].split()
-
-
-def _cpu_s(pid: int) -> float:
-    """utime + stime + cutime + cstime: the process and the children it has waited for."""
-    fields = _stat_fields(pid)
-    return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS if fields else 0.0
 
 
 # --- bursts -----------------------------------------------------------------------------------

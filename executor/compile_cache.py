@@ -48,6 +48,7 @@ from pathlib import Path
 
 from common.job import SourceFile
 from common.languages import LANGUAGES, Language, detect_version, matches
+from executor.compile_aids import current_trees
 from executor.packages import installed_sets
 from executor.settings import ExecutorConfig
 
@@ -101,10 +102,12 @@ def cache_key(
     source: bytes,
     files: Sequence[SourceFile] = (),
     libraries: str = "",
+    aids: str = "",
 ) -> str:
     """The content address of one compile: equal keys mean the same compile of the same program.
 
-    `libraries` is the digest of the language's installed library set (executor/packages.py), if any."""
+    `libraries` is the digest of the language's installed library set (executor/packages.py), if any;
+    `aids` the digest of its compile aids (executor/compile_aids.py), if any: the compile reads both."""
     declared: dict[str, object] = {
         "format": FORMAT,
         "machine": os.uname().machine,
@@ -118,6 +121,8 @@ def cache_key(
     }
     if libraries:
         declared["libraries"] = libraries
+    if aids:
+        declared["aids"] = aids
     if files:
         # Inside the length-prefixed header, so no source can pass for a shorter one plus files.
         declared["files"] = sorted([file.name, hashlib.sha256(file.content.encode()).hexdigest()] for file in files)
@@ -367,7 +372,13 @@ def _check_ancestor(path: Path) -> None:
 
 
 class CompileCache:
-    def __init__(self, root: Path, budget_bytes: int, libraries: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        budget_bytes: int,
+        libraries: Mapping[str, str] | None = None,
+        aids: Mapping[str, str] | None = None,
+    ) -> None:
         if budget_bytes <= 0:
             raise ValueError("a compile cache needs a positive size budget")
         prepare_root(root)
@@ -375,6 +386,8 @@ class CompileCache:
         self.budget_bytes = budget_bytes
         # Each language's installed library set digest: a compile may read those libraries.
         self.libraries = dict(libraries or {})
+        # Each language's compile aids digest, for the same reason.
+        self.aids = dict(aids or {})
         self.max_entry_bytes = min(MAX_ENTRY_BYTES, budget_bytes)
         self._known_bytes: int | None = None  # the total at the last scan plus this process's stores since
         self._stored_since_scan = 0
@@ -387,7 +400,8 @@ class CompileCache:
             return None
         try:
             libraries = {name: found.digest for name, found in installed_sets(config.packages_dir).items()}
-            cache = cls(config.compile_cache_dir, config.compile_cache_mb * MIB, libraries)
+            aids = {name: digest for name, (digest, _) in current_trees(config.compile_aids_dir).items()}
+            cache = cls(config.compile_cache_dir, config.compile_cache_mb * MIB, libraries, aids)
         except (OSError, UnsafeCacheDir) as exc:
             log.error("compile cache off: %s", exc)
             return None
@@ -409,7 +423,8 @@ class CompileCache:
         version = detect_version(language)
         if version == "unavailable":
             return None
-        return cache_key(language, version, source, files, self.libraries.get(language.name, ""))
+        name = language.name
+        return cache_key(language, version, source, files, self.libraries.get(name, ""), self.aids.get(name, ""))
 
     def load(self, key: str, workdir: Path) -> bool:
         """Places a cached build into the work dir; False on a miss (or any trouble: then compile)."""

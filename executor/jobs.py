@@ -18,7 +18,7 @@ from typing import Any
 
 from common import logs
 from common.job import ExecutionJob, SourceFile
-from common.languages import TOOLCHAIN_PATH, Language, by_name
+from common.languages import Language, by_name, expand, stage_env
 from common.run_events import RunEvents
 from common.run_input import RunInput
 from executor import loop_advice, metrics, suite, verdicts
@@ -265,18 +265,5 @@ def _placeholders(job: ExecutionJob, workdir: Path) -> dict[str, str]:
     return {"{workdir}": str(workdir), "{heap_mb}": str(heap_mb(job.memory_limit_mb))}
 
 
-def stage_env(language: Language, placeholders: dict[str, str]) -> dict[str, str]:
-    """The program's whole environment: nothing of the service's own reaches it."""
-    workdir = placeholders["{workdir}"]
-    base = {"PATH": TOOLCHAIN_PATH, "HOME": workdir, "LANG": "C.UTF-8", "TMPDIR": workdir}
-    return base | {name: _expand(value, placeholders) for name, value in language.env.items()}
-
-
-def _expand(text: str, placeholders: dict[str, str]) -> str:
-    for placeholder, value in placeholders.items():
-        text = text.replace(placeholder, value)
-    return text
-
-
 def _expand_all(argv: tuple[str, ...], placeholders: dict[str, str]) -> list[str]:
-    return [_expand(arg, placeholders) for arg in argv]
+    return [expand(arg, placeholders) for arg in argv]

@@ -112,14 +112,14 @@ def install(root: Path, sets: Mapping[str, Mapping[str, str]]) -> None:
         previous = os.readlink(current) if current.is_symlink() else None
         if not packages:
             current.unlink(missing_ok=True)
-            _remove_trees(root, language, keep={previous})
+            remove_trees(root, language, keep={previous})
             continue
         digest = set_digest(language, packages)
         tree = root / f"{language}-{digest[:16]}"
         if not (tree / MANIFEST).is_file():
             _build_tree(tree, language, packages, digest)
-        _point(current, tree.name)
-        _remove_trees(root, language, keep={tree.name, previous})
+        point_symlink(current, tree.name)
+        remove_trees(root, language, keep={tree.name, previous})
 
 
 def _build_tree(tree: Path, language: str, packages: Mapping[str, str], digest: str) -> None:
@@ -129,7 +129,7 @@ def _build_tree(tree: Path, language: str, packages: Mapping[str, str], digest: 
         installer.install(packages, stage)
         manifest = {"language": language, "digest": digest, "declared": packages, "packages": installer.list(stage)}
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        _make_readable_only(stage)
+        make_readable_only(stage)
         shutil.rmtree(tree, ignore_errors=True)
         stage.rename(tree)
     except BaseException:
@@ -137,7 +137,7 @@ def _build_tree(tree: Path, language: str, packages: Mapping[str, str], digest: 
         raise
 
 
-def _make_readable_only(tree: Path) -> None:
+def make_readable_only(tree: Path) -> None:
     """Everyone may read (slot uids run the code), nobody but the owner write; the sandbox binds it read-only."""
     for directory, _, files in os.walk(tree):
         os.chmod(directory, 0o755)
@@ -147,14 +147,14 @@ def _make_readable_only(tree: Path) -> None:
                 path.chmod(0o755 if path.stat().st_mode & 0o111 else 0o644)
 
 
-def _point(link: Path, target: str) -> None:
+def point_symlink(link: Path, target: str) -> None:
     temporary = link.with_name(f".{link.name}.link")
     temporary.unlink(missing_ok=True)
     temporary.symlink_to(target)
     os.replace(temporary, link)
 
 
-def _remove_trees(root: Path, language: str, keep: set[str | None]) -> None:
+def remove_trees(root: Path, language: str, keep: set[str | None]) -> None:
     for tree in root.glob(f"{language}-*"):
         if tree.name not in keep and tree.is_dir() and not tree.is_symlink():
             shutil.rmtree(tree)

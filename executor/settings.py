@@ -25,16 +25,24 @@ from common.config import (
 DEFAULT_COMPILE_CACHE_DIR = Path("/var/cache/lce/compile")
 # The libraries runs may use (executor/packages.py), installed at setup; read-only for everyone else.
 DEFAULT_PACKAGES_DIR = Path("/var/lib/lce/packages")
+# The compile aids (executor/compile_aids.py), built at setup like the libraries.
+DEFAULT_COMPILE_AIDS_DIR = Path("/var/lib/lce/compile-aids")
 
 
 class PackagesSettings(Settings):
-    """Where the declared libraries are: the executor's, and `make packages`' (which installs them)."""
+    """Where the declared libraries and the compile aids are: the executor's, and `make packages`' (which
+    installs them)."""
 
     packages_dir: Path = variable("LCE_PACKAGES_DIR", DEFAULT_PACKAGES_DIR)
+    compile_aids_dir: Path = variable("LCE_COMPILE_AIDS_DIR", DEFAULT_COMPILE_AIDS_DIR)
 
 
 def packages_dir() -> Path:
     return PackagesSettings.from_env().packages_dir
+
+
+def compile_aids_dir() -> Path:
+    return PackagesSettings.from_env().compile_aids_dir
 
 
 def _host_and_pid() -> str:

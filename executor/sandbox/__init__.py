@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from executor import packages
+from executor import compile_aids, packages
 from executor.launcher import Launcher
 from executor.process import UnconfinedLauncher
 from executor.sandbox.bwrap import ReadOnlyTree
@@ -36,6 +36,18 @@ def library_trees(packages_dir: Path) -> list[ReadOnlyTree]:
     return [ReadOnlyTree(found.tree, found.sandbox_path) for found in packages.installed_sets(packages_dir).values()]
 
 
+def aid_trees(aids_dir: Path) -> list[ReadOnlyTree]:
+    """The compile aids that match today's toolchains, each shown read-only at its language's folder."""
+    current = compile_aids.current_trees(aids_dir)
+    missing = sorted(set(compile_aids.BUILDERS) - set(current))
+    if missing:
+        log.warning(
+            "compile aids not built (those compiles are slower); run python -m executor.compile_aids install",
+            extra={"languages": missing, "compile_aids_dir": str(aids_dir)},
+        )
+    return [ReadOnlyTree(tree, compile_aids.tree_in_sandbox(name)) for name, (_, tree) in current.items()]
+
+
 def select_launcher(config: ExecutorConfig) -> Launcher:
     """The launcher every compile and run goes through; raises SandboxUnavailable when none is safe."""
     if config.sandbox_mode != "none":
@@ -43,7 +55,7 @@ def select_launcher(config: ExecutorConfig) -> Launcher:
             launcher = detect(
                 config.sandbox_mode,
                 config.work_root,
-                library_trees(config.packages_dir),
+                [*library_trees(config.packages_dir), *aid_trees(config.compile_aids_dir)],
                 warm_runtimes=config.warm_runtimes,
             )
         except SandboxUnavailable as exc:

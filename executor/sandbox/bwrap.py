@@ -14,10 +14,10 @@ program ended is what it tells, never bwrap's exit code.
 
 The file system is built from nothing: read-only binds of /usr (its /usr/local hidden), the
 few /etc entries the eight runtimes need (measured: linker cache, Debian alternatives, the JDK's and PHP's config)
-and the declared libraries' trees (executor/packages.py), a fresh /proc and minimal /dev, small
-private tmpfs /tmp and /dev/shm, and the work dir bound read-write at the same absolute path as on
-the host (the language table's {workdir} relies on it). Everything else, /etc/passwd and /etc/shadow
-included, does not exist inside.
+and the declared libraries' and compile aids' trees (executor/packages.py, compile_aids.py), a fresh
+/proc and minimal /dev, small private tmpfs /tmp and /dev/shm, and the work dir bound read-write at
+the same absolute path as on the host (the language table's {workdir} relies on it). Everything else,
+/etc/passwd and /etc/shadow included, does not exist inside.
 """
 
 from __future__ import annotations

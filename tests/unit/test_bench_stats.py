@@ -1,4 +1,5 @@
-"""The benchmark's pure helpers: percentiles, spreads over rounds, ratios and their formatting."""
+"""The benchmark's pure helpers: percentiles, spreads over rounds, ratios and their formatting
+(the table built from them: test_bench_report.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import math
 
 import pytest
 
-from bench.report import Original, Row, Target, render
 from bench.stats import format_ratio, format_spread, latency_summary, percentile, ratio, spread
 
 
@@ -61,33 +61,3 @@ def test_format_spread_shows_the_range_only_when_there_is_one() -> None:
     assert format_spread(spread([24.04])) == "24.0"
     assert format_spread(spread([22.1, 24.0, 31.5])) == "24.0 [22.1-31.5]"
     assert format_spread(spread([1500.0, 4410.0, 4800.0])) == "4410 [1500-4800]"
-
-
-def test_row_cells_give_ratios_overhead_and_target_verdict() -> None:
-    row = Row(
-        "end to end python p50",
-        "ms",
-        spread([30.0]),
-        bare=spread([10.0]),
-        sandboxed=spread([20.0]),
-        original=Original("24.0", 24.0),
-        target=Target(20, at_least=False),
-    )
-    assert row.cells() == [
-        "end to end python p50",
-        "ms",
-        "30.0",
-        "x3.00",
-        "x1.50 (+10.0 ms)",
-        "24.0",
-        "x1.25",
-        "<= 20.0 MISS",
-    ]
-    assert Target(90, at_least=True).met(95.0)
-
-
-def test_render_aligns_columns_under_the_header() -> None:
-    lines = render([Row("a", "ms", spread([1.0])), Row("longer measure", "req/s", None)]).splitlines()
-    assert lines[0].startswith("measure")
-    assert set(lines[1]) <= {"-", " "}
-    assert lines[2].index("ms") == lines[3].index("req/s") == lines[0].index("unit")

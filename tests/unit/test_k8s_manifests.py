@@ -80,8 +80,8 @@ DEFAULTED = {
     | {"LCE_WARM_RUNTIMES"}
     # Never unconfined; and no metrics port, since nothing may reach an executor.
     | {"LCE_SANDBOX_ALLOW_UNCONFINED", "LCE_METRICS_LISTEN"}
-    # The image installs the declared libraries where the executor looks by default.
-    | {"LCE_PACKAGES_DIR"},
+    # The image installs the declared libraries and the compile aids where the executor looks by default.
+    | {"LCE_PACKAGES_DIR", "LCE_COMPILE_AIDS_DIR"},
     # No CORS unless a deployment names its origins.
     "gateway": TLS | {"LCE_INTERNAL_TOKEN", "LCE_CORS_ORIGINS"},
 }

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from common.job import SourceFile
-from common.languages import LANGUAGES, Language, by_name, matches
+from common.languages import GO_BUILD, LANGUAGES, Language, by_name, matches
 from executor import compile_cache
 from executor.compile_cache import CompileCache, cache_key
 from executor.jobs import write_program
@@ -134,13 +134,29 @@ MIXED = (
     ("name", "argv"),
     [
         ("c", ("gcc", "-O2", "-pipe", "-std=gnu17", "-o", "main", "main.c", "lib/util.c", "zeta.c", "-lm")),
-        ("cpp", ("g++", "-O2", "-pipe", "-std=gnu++17", "-o", "main", "main.cpp", "alpha.cpp", "lib/more.cc")),
+        (
+            "cpp",
+            (
+                "g++",
+                "-O2",
+                "-pipe",
+                "-std=gnu++17",
+                "-isystem",
+                "/opt/lce/aids/cpp/include",
+                "-o",
+                "main",
+                "main.cpp",
+                "alpha.cpp",
+                "lib/more.cc",
+            ),
+        ),
         # Package main is the top level; util/ is a package of its own, found by its import.
-        ("go", ("go", "build", "-o", "main", "main.go", "extra.go")),
+        ("go", ("sh", "-c", GO_BUILD, "go", "main.go", "extra.go")),
         (
             "java",
             (
                 "javac",
+                "-J-XX:SharedArchiveFile=/opt/lce/aids/java/javac.jsa",
                 "-J-Xms32m",
                 "-J-XX:+UseSerialGC",
                 "-J-XX:TieredStopAtLevel=1",
