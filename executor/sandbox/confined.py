@@ -151,7 +151,8 @@ class SandboxLauncher:
             sandbox = self._sandbox(execution.slot.uid, workdir, stage=sandbox.stage)
         if sandbox is None:
             sandbox = self._spawn(execution, workdir)
-        if self.warm_runtimes:
+        if self.warm_runtimes and sandbox.stage == 0:
+            # The prepared sandbox serves an execution's first stage: a compile, or a run.
             self._last_run = LastRun(tuple(argv), dict(env), workdir)
         if another_stage_follows:
             self._spawn_ahead(execution, workdir, sandbox)
