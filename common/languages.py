@@ -79,6 +79,8 @@ class WarmCompiler:
     stands_for: int
     # A compile word with this prefix is its cold launcher's, not the compiler's: such a compile runs cold.
     launcher_prefix: str
+    # The compile aids' tree it runs from (executor/compile_aids.py): without it, nothing starts ahead.
+    aids: str
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,7 @@ LANGUAGES: tuple[Language, ...] = (
             ),
             stands_for=1 + len(_JAVAC_JVM),
             launcher_prefix="-J",
+            aids=f"{AIDS_IN_SANDBOX}/java",
         ),
         # javac writes one file per class, nested and anonymous ones included (Main$1.class).
         artifacts=("**/*.class",),

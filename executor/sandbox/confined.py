@@ -190,12 +190,16 @@ class SandboxLauncher:
         """Warm for the last run's language when it has a warm start; plain when not, or when that fails."""
         last = self._last_run
         warm = last.warm_start(workdir) if last is not None and self.warm_runtimes else None
-        if warm is not None:
+        if warm is not None and self._startable(warm):
             try:
                 return self._sandbox(uid, workdir, warm=warm)
             except Exception:
                 log.warning("could not start the interpreter ahead; preparing a plain sandbox", exc_info=True)
         return self._sandbox(uid, workdir)
+
+    def _startable(self, warm: WarmStart) -> bool:
+        """A warm compiler runs from its compile aids' tree: without that bound, it would only fail to start."""
+        return warm.compiler is None or warm.compiler.aids in {tree.inside for tree in self.read_only_trees}
 
     def _prepare(self, with_sandbox: bool = True) -> Prepared:
         """A slot and its fresh work dir, with the first stage's sandbox waiting in it."""

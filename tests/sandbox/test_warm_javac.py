@@ -218,3 +218,19 @@ def test_a_run_after_a_java_compile_gets_a_plain_sandbox(compiles: Compiles, lau
         outcome = launcher.run(list(python.run), workdir=workdir, env=env, limits=LIMITS)
         assert sorted(path.name for path in workdir.iterdir()) == ["main.py"]
     assert (outcome.exit_code, outcome.stdout) == (0, b"plain\n"), outcome.stderr
+
+
+def test_without_the_compile_aids_nothing_starts_ahead() -> None:
+    root = Path(f"/tmp/lce-warm-javac-{uuid.uuid4().hex[:8]}")
+    bare = detect(ExecutorConfig.from_env().sandbox_mode, root, warm_runtimes=True)
+    try:
+        compiles = Compiles(bare)
+        compiles.prepare_next(warm=True)
+        with bare.workspace() as workdir:
+            sandbox = bare._executions[workdir].sandbox
+            assert sandbox is not None and not sandbox.warm
+            compiled = compiles.compile_in(workdir, java().template_code)
+        assert (compiled.outcome.exit_code, list(compiled.classes)) == (0, ["Main.class"])
+    finally:
+        bare.close()
+        shutil.rmtree(root, ignore_errors=True)
