@@ -12,20 +12,25 @@ import java.util.stream.Stream;
 
 /**
  * javac started ahead (executor/sandbox/warm.py): the JVM compiles a throwaway hello world in the
- * sandbox's private /tmp, so javac's classes are loaded and compiled, then opens the FIFO named by its
- * argument and reads the job's javac arguments (NUL-separated) from it, and compiles as the javac
- * launcher does: com.sun.tools.javac.Main.compile, then System.exit with its code.
+ * sandbox's private /tmp, twice (the first loads javac's classes; the second has the JIT compile more of
+ * the code every compile runs), then opens the FIFO named by its argument, reads the job's javac
+ * arguments (NUL-separated) from it, and compiles as the javac launcher does:
+ * com.sun.tools.javac.Main.compile, then System.exit with its code.
  */
 public final class LceWarmJavac {
     private static final String HELLO =
         "public class Main { public static void main(String[] a) { System.out.println(\"hi\"); } }\n";
+
+    private static final int WARM_UPS = 2;
 
     private LceWarmJavac() {}
 
     public static void main(String[] args) throws IOException {
         // As the javac launcher sets it: javac's default class path is then "." (not this class's).
         System.setProperty("application.home", System.getProperty("java.home"));
-        warmUp();
+        for (int i = 0; i < WARM_UPS; i++) {
+            warmUp();
+        }
         ByteArrayOutputStream fed = new ByteArrayOutputStream();
         try (InputStream fifo = new FileInputStream(args[0])) {
             fifo.transferTo(fed);  // FileInputStream.readAllBytes seeks, which a FIFO refuses
