@@ -1,7 +1,6 @@
 import java.io.ByteArrayOutputStream;
 import java.io.FileInputStream;
 import java.io.IOException;
-import java.io.InputStream;
 import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.nio.charset.StandardCharsets;
@@ -11,11 +10,13 @@ import java.util.Comparator;
 import java.util.stream.Stream;
 
 /**
- * javac started ahead (executor/sandbox/warm.py): the JVM compiles a throwaway hello world in the
- * sandbox's private /tmp, twice (the first loads javac's classes; the second has the JIT compile more of
- * the code every compile runs), then opens the FIFO named by its argument, reads the job's javac
- * arguments (NUL-separated) from it, and compiles as the javac launcher does:
- * com.sun.tools.javac.Main.compile, then System.exit with its code.
+ * javac started ahead (executor/sandbox/warm.py): the JVM opens the FIFO named by its argument (the
+ * executor then counts it started), and while the job's javac arguments have not come into it, compiles
+ * a throwaway hello world in the sandbox's private /tmp, at most twice (the first loads javac's classes;
+ * the second has the JIT compile more of the code every compile runs). A job that comes meanwhile waits
+ * only for the warm-up compile under way, which is less than a cold javac's start. Then it reads the
+ * arguments (NUL-separated) and compiles as the javac launcher does: com.sun.tools.javac.Main.compile,
+ * then System.exit with its code.
  */
 public final class LceWarmJavac {
     private static final String HELLO =
@@ -28,11 +29,11 @@ public final class LceWarmJavac {
     public static void main(String[] args) throws IOException {
         // As the javac launcher sets it: javac's default class path is then "." (not this class's).
         System.setProperty("application.home", System.getProperty("java.home"));
-        for (int i = 0; i < WARM_UPS; i++) {
-            warmUp();
-        }
         ByteArrayOutputStream fed = new ByteArrayOutputStream();
-        try (InputStream fifo = new FileInputStream(args[0])) {
+        try (FileInputStream fifo = new FileInputStream(args[0])) {
+            for (int i = 0; i < WARM_UPS && fifo.available() == 0; i++) {
+                warmUp();
+            }
             fifo.transferTo(fed);  // FileInputStream.readAllBytes seeks, which a FIFO refuses
         }
         String[] javacArgs = split(fed.toString(StandardCharsets.UTF_8));

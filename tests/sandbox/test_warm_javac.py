@@ -5,6 +5,7 @@ says (stdout, stderr) and how it ends must be the same. `make test` builds the a
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from executor.launcher import LimitExceeded, Limits, StageOutcome
 from executor.sandbox import aid_trees
 from executor.sandbox.confined import SandboxLauncher
 from executor.sandbox.detect import detect
+from executor.sandbox.prespawn import Sandbox
 from executor.settings import ExecutorConfig, compile_aids_dir
 from tests.sandbox.test_red_team import processes_of
 
@@ -110,12 +112,16 @@ class Compiles:
         extra: tuple[str, ...] = (),
         limits: Limits = LIMITS,
         fits_warm: bool = True,
+        warmed_up: bool = False,
     ) -> Compiled:
-        """The compile command, with extra words after the ones the warm compiler stands for."""
+        """The compile command, with extra words after the ones the warm compiler stands for; warmed_up: once
+        the warm javac's warm-up is over (else it comes as soon as the JVM waits for it, as a job can)."""
         self.prepare_next(warm)
         with self.launcher.workspace() as workdir:
             sandbox = self.launcher._executions[workdir].sandbox
             assert sandbox is not None and sandbox.warm == warm
+            if warmed_up:
+                _await_idle(sandbox)
             # The warm-up compiled in the sandbox's /tmp, and its FIFO is gone: the work dir is the job's.
             assert list(workdir.iterdir()) == []
             takes = (lambda argv, env: sandbox.takes(argv, env, limits) == fits_warm) if warm else None
@@ -155,13 +161,26 @@ class Compiles:
         return cold
 
 
+def _await_idle(sandbox: Sandbox) -> None:
+    """Returns once the sandbox's processes have used under 5 ms of CPU in 200 ms (the warm-up is over)."""
+    deadline = time.monotonic() + 30
+    used = sandbox._group.cpu_time_ns()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        used, before = sandbox._group.cpu_time_ns(), used
+        if used - before < 5_000_000:
+            return
+    raise AssertionError("the warm javac kept busy for 30 s")
+
+
 @pytest.fixture
 def compiles(launcher: SandboxLauncher) -> Compiles:
     return Compiles(launcher)
 
 
-def test_hello_world_compiles_to_the_same_class(compiles: Compiles) -> None:
-    compiled = compiles.both(java().template_code)
+@pytest.mark.parametrize("warmed_up", [False, True])
+def test_hello_world_compiles_to_the_same_class(compiles: Compiles, warmed_up: bool) -> None:
+    compiled = compiles.both(java().template_code, warmed_up=warmed_up)
     assert (compiled.outcome.exit_code, compiled.outcome.stdout, compiled.outcome.stderr) == (0, b"", b"")
     assert list(compiled.classes) == ["Main.class"]
 
@@ -191,7 +210,7 @@ def test_javacs_own_options_and_warnings_are_the_same(compiles: Compiles) -> Non
 def test_the_compile_time_limit_is_not_charged_the_warm_up(compiles: Compiles) -> None:
     # Under what a cold javac's start alone takes; a warm javac's compile of hello world takes a tenth.
     limits = Limits(wall_time_ms=5000, cpu_time_ms=250, memory_mb=DEFAULT_COMPILE_MEMORY_LIMIT_MB)
-    warm = compiles.compile(java().template_code, warm=True, limits=limits)
+    warm = compiles.compile(java().template_code, warm=True, limits=limits, warmed_up=True)
     assert (warm.outcome.exit_code, warm.outcome.limit_exceeded) == (0, None), warm.outcome
     assert warm.outcome.cpu_time_ms < 250
     cold = compiles.compile(java().template_code, warm=False, limits=limits)
