@@ -34,7 +34,7 @@ test: $(STUBS_STAMP) system-deps packages $(PLAYGROUND_STAMP) browser-deps
 # and the summary table bench/results/latest.md.
 # LCE_BENCH_LABEL names the step, LCE_BENCH_URL targets a running deployment, LCE_BENCH_ROUNDS repeats.
 # Then the capacity measure (docs/capacity.md; own stack only): <UTC time>-<label>-capacity.json.
-bench: $(STUBS_STAMP)
+bench: $(STUBS_STAMP) packages
 	@bash scripts/install-system-deps.sh --bench
 	$(PY) -m bench
 	$(PY) -m bench.capacity

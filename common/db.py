@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Connection, Engine, Executable, create_engine, event
+from sqlalchemy.exc import DBAPIError
 
 
 def make_engine(url: str) -> Engine:
@@ -70,3 +73,47 @@ def reading(engine: Engine) -> Iterator[Connection]:
     trip to PostgreSQL instead of three (BEGIN, the query, the ROLLBACK when the connection returns)."""
     with engine.connect() as connection:
         yield connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+class DriverStatement:
+    """A prebuilt PostgreSQL statement run on the driver's (psycopg's) own cursor, on a connection of
+    `writing` or `reading`: the query is compiled once, and a call skips SQLAlchemy's execution and
+    result layers, which cost a short query more CPU than the query itself. Values go through the
+    same bind conversions SQLAlchemy applies (JSON); a statement whose results SQLAlchemy would
+    convert is refused, so rows carry the same values as `connection.execute` gives. Driver errors
+    leave as SQLAlchemy's (OperationalError...), and a lost server discards the pool, as they would."""
+
+    def __init__(self, statement: Executable, engine: Engine) -> None:
+        dialect = engine.dialect
+        if dialect.driver != "psycopg":
+            raise ValueError(f"DriverStatement runs on psycopg, not {dialect.driver!r}")
+        compiled = statement.compile(dialect=dialect)
+        returned = getattr(statement, "exported_columns", ())
+        if any(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in returned):
+            raise ValueError("a statement whose results SQLAlchemy converts cannot skip it")
+        self._engine = engine
+        self.sql = compiled.string
+        names = compiled.bind_names
+        self._fixed = {name: bind.value for bind, name in names.items() if not bind.required}
+        self._conversions = {
+            name: convert
+            for bind, name in names.items()
+            if (convert := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        }
+
+    def first(self, connection: Connection, params: Mapping[str, Any]) -> Any | None:
+        """The first row (attributes named after its columns), or None: none returned, or no rows at all."""
+        values = {**self._fixed, **params}
+        for name, convert in self._conversions.items():
+            values[name] = convert(values[name])
+        driver = connection.connection.driver_connection
+        try:
+            with driver.cursor(row_factory=namedtuple_row) as cursor:
+                cursor.execute(self.sql, values)
+                return cursor.fetchone() if cursor.description else None
+        except psycopg.Error as err:
+            lost = self._engine.dialect.is_disconnect(err, driver, None)
+            if lost:
+                connection.invalidate(err)
+                self._engine.dispose()  # the other pooled connections went with the server
+            raise DBAPIError.instance(self.sql, values, err, psycopg.Error, connection_invalidated=lost) from err

@@ -117,16 +117,28 @@ class ServicePools:
 
 class _ErrorTranslation(grpc.ServerInterceptor):
     """Turns domain and infrastructure errors into precise status codes, logs and counts each call,
-    and hands each call to its service's threads."""
+    and hands each call to its service's threads.
+
+    Outermost, it wraps each method's handler (with what the inner interceptors made of it) once, on
+    the method's first call, though gRPC asks the interceptors on every call: a short call then does
+    not pay for building handlers. Only registered methods are kept, so callers naming made-up
+    methods cannot grow the table."""
 
     def __init__(self, pools: ServicePools) -> None:
         self.pools = pools
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
-        if handler is None:
-            return handler
-        method, parse = details.method, handler.request_deserializer
+        wrapped = self._handlers.get(details.method)
+        if wrapped is None:
+            handler = continuation(details)
+            if handler is None:
+                return handler
+            wrapped = self._handlers.setdefault(details.method, self._wrap(handler, details.method))
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        parse = handler.request_deserializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self.pools.assign(_translated(handler.unary_unary, method, parse), method),

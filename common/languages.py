@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from functools import cache
+from functools import cache, cached_property
 
 # Language ids are UUIDv5 of the name in this namespace: the same in every deployment.
 _LANGUAGE_NAMESPACE = uuid.UUID("6f1d6f5e-3c1a-4f0e-9a55-6c0de0e1ce01")
@@ -106,7 +106,7 @@ class Language:
     warm_start: bool = False
     warm_compiler: WarmCompiler | None = None
 
-    @property
+    @cached_property  # read on every session answer; a SHA-1 each time otherwise
     def id(self) -> str:
         return str(uuid.uuid5(_LANGUAGE_NAMESPACE, self.name))
 

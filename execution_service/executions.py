@@ -482,9 +482,15 @@ class Executions:
     ) -> list[Execution]:
         session_id = parse_uuid(session_id, "session_id")
         count = resolve_list_limit(limit)
+        found = self.repository.list_for_session(session_id, count)
+        if found:
+            # A run carries its session's tenant, and sessions are never deleted: the runs answer alone.
+            if found[0].tenant != tenant:
+                raise NotFound(f"session {session_id} not found")
+            return found
         # Asked so that an unknown session (or another tenant's) is told apart from one without runs yet.
         self.sessions.get_session(session_id, timeout, tenant)
-        return self.repository.list_for_session(session_id, count)
+        return found
 
     def find(
         self, status: Status | None, reason: Reason | None, limit: int | None, page_token: str = ""

@@ -1,5 +1,5 @@
-"""The RQ job: report RUNNING, compile and run in a fresh workspace (a test suite: executor/suite.py),
-report the verdict.
+"""The RQ job: report RUNNING (sent as the worker takes the job: send_start), compile and run in a
+fresh workspace (a test suite: executor/suite.py), report the verdict.
 
 RQ calls `run_execution` by its dotted path (common.job.JOB_FUNCTION) with the job's JSON
 payload and nothing else, so the process-wide objects a job needs (the launcher, the report
@@ -65,6 +65,19 @@ def current_runtime() -> Runtime:
     if _runtime is None:
         raise RuntimeError("executor.jobs.install() was not called in this worker process")
     return _runtime
+
+
+def send_start(args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """The worker took the job (rq calls run_execution with these arguments): its start report leaves
+    now, to travel while rq records the job as started; run_execution waits for the answer before
+    anything runs. A payload that does not decode is left to run_execution."""
+    if _runtime is None:
+        return
+    try:
+        job = ExecutionJob.from_payload(kwargs.get("payload", args[0] if args else None))
+    except Exception:
+        return
+    _runtime.reports.send_start(job.execution_id, job.attempt)
 
 
 def run_execution(payload: dict[str, Any]) -> dict[str, str]:

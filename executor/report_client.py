@@ -45,6 +45,15 @@ class Start:
     lease_s: int
 
 
+@dataclass(frozen=True)
+class _SentStart:
+    """A start report sent ahead (ReportClient.send_start), its answer not yet taken."""
+
+    execution_id: str
+    attempt: int
+    answer: grpc.Future
+
+
 class ReportClient:
     def __init__(
         self,
@@ -64,12 +73,35 @@ class ReportClient:
         security = security or GrpcSecurity()
         self._channel: grpc.Channel = channel(addr, security, token=security.executor_token)
         self._stub = pb_grpc.ExecutorReportServiceStub(self._channel)
+        self._sent_start: _SentStart | None = None
+
+    def send_start(self, execution_id: str, attempt: int) -> None:
+        """Sends the attempt's start report without waiting: `started` then takes its answer."""
+        answer = self._stub.ReportStarted.future(self._start_request(execution_id, attempt), timeout=self.deadline_s)
+        self._sent_start = _SentStart(execution_id, attempt, answer)
 
     def started(self, execution_id: str, attempt: int) -> Start:
-        """Takes the attempt; should_run is False when it must not run (the run is over, or it is stale)."""
-        request = pb.ReportStartedRequest(execution_id=execution_id, executor_id=self.executor_id, attempt=attempt)
-        response = self._deliver(lambda: self._stub.ReportStarted(request, timeout=self.deadline_s))
+        """Takes the attempt; should_run is False when it must not run (the run is over, or it is stale).
+        The answer to the report send_start sent for this attempt if any; a report that failed is sent
+        again and retried like any other (a repeated start is answered the same)."""
+        response = self._sent_answer(execution_id, attempt)
+        if response is None:
+            request = self._start_request(execution_id, attempt)
+            response = self._deliver(lambda: self._stub.ReportStarted(request, timeout=self.deadline_s))
         return Start(should_run=response.should_run, lease_s=response.lease_s)
+
+    def _sent_answer(self, execution_id: str, attempt: int) -> pb.ReportStartedResponse | None:
+        """The answer to the report send_start sent for this attempt; None when none was, or it failed."""
+        sent, self._sent_start = self._sent_start, None
+        if sent is None or (sent.execution_id, sent.attempt) != (execution_id, attempt):
+            return None
+        try:
+            return sent.answer.result()
+        except grpc.RpcError:
+            return None
+
+    def _start_request(self, execution_id: str, attempt: int) -> pb.ReportStartedRequest:
+        return pb.ReportStartedRequest(execution_id=execution_id, executor_id=self.executor_id, attempt=attempt)
 
     def renew(self, execution_id: str, attempt: int) -> bool:
         """Renews the lease once; False when the run was taken from this executor."""

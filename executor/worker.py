@@ -18,6 +18,7 @@ import logging
 import uuid
 
 import redis
+from redis.client import Pipeline
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.worker import DequeueStrategy, WorkerStatus
@@ -72,11 +73,28 @@ class ExecutionWorker(SimpleWorker):
             job.delete()
             self.set_state(WorkerStatus.IDLE)
             return
+        jobs.send_start(job.args, job.kwargs)
         if self.announcer is None:
             super().execute_job(job, queue)
             return
         with self.announcer.busy():
             super().execute_job(job, queue)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """rq's renewal of the worker's registration, in one round trip: rq sends its three commands one
+        by one around every dequeue, and the one after it delays the job's pickup."""
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        with self.connection.pipeline(transaction=False) as batched:
+            super().heartbeat(timeout, batched)
+            batched.execute()
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        """rq writes IDLE twice between two jobs (after one, then before waiting for the next): once will do."""
+        if pipeline is None and state == self._state:
+            return
+        super().set_state(state, pipeline)
 
     def reorder_queues(self, reference_queue: Queue) -> None:
         """Round robin within a lane: the queue a job came from goes to the end of its lane, so a busy

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, Update, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, Executable, Row, Update, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from common import languages as reference
-from common.db import reading, writing
+from common.db import DriverStatement, reading, writing
 from common.job import SourceFile, files_from_json, files_to_json
 from session_service.models import SessionStatus, languages, sessions
 from session_service.sessions import SessionRecord
@@ -53,6 +53,8 @@ _SAVE_IF_UNCHANGED = _update_if_active("source_code", "files", "updated_at").whe
     sessions.c.updated_at == bindparam("seen_updated_at")
 )
 _CLOSE = _update_if_active("status", "updated_at")
+# What a session request runs: on PostgreSQL, each on the driver's cursor (common/db.py DriverStatement).
+_HOT = (_BY_ID, _INSERT, _SAVE_SOURCE_IF_NO_FILES, _SAVE_IF_UNCHANGED, _CLOSE)
 
 
 class SessionRepository:
@@ -60,6 +62,11 @@ class SessionRepository:
         if engine.dialect.name not in _UPSERT_INSERTS:
             raise ValueError(f"unsupported database dialect {engine.dialect.name!r}")
         self._engine = engine
+        self._drivers: dict[Executable, DriverStatement] = (
+            {statement: DriverStatement(statement, engine) for statement in _HOT}
+            if engine.dialect.name == "postgresql"
+            else {}
+        )
 
     @property
     def engine(self) -> Engine:
@@ -81,7 +88,8 @@ class SessionRepository:
 
     def insert(self, record: SessionRecord) -> None:
         with writing(self._engine) as (connection, _):
-            connection.execute(
+            self._first(
+                connection,
                 _INSERT,
                 {
                     "set_id": uuid.UUID(record.id),
@@ -98,7 +106,7 @@ class SessionRepository:
     def get(self, session_id: str, tenant: str) -> SessionRecord | None:
         """The session, if it is `tenant`'s."""
         with reading(self._engine) as connection:
-            row = connection.execute(_BY_ID, {"session_id": uuid.UUID(session_id), "owner_tenant": tenant}).first()
+            row = self._first(connection, _BY_ID, {"session_id": uuid.UUID(session_id), "owner_tenant": tenant})
         return None if row is None else _record(row)
 
     def save_source_if_no_files(
@@ -143,8 +151,16 @@ class SessionRepository:
     ) -> SessionRecord | None:
         with writing(self._engine) as (connection, _):
             params = {"session_id": uuid.UUID(session_id), "owner_tenant": tenant, **values}
-            row = connection.execute(statement, params).first()
+            row = self._first(connection, statement, params)
         return None if row is None else _record(row)
+
+    def _first(self, connection: Connection, statement: Executable, params: dict[str, Any]) -> Any | None:
+        """The first row `statement` returns, or None (no rows, or a statement that returns none)."""
+        driver = self._drivers.get(statement)
+        if driver is not None:
+            return driver.first(connection, params)
+        result = connection.execute(statement, params)
+        return result.first() if result.returns_rows else None
 
 
 def _language_row(language: reference.Language) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -77,6 +78,10 @@ def _tenant(context: grpc.ServicerContext) -> str:
     return caller_from_metadata(context.invocation_metadata()).tenant
 
 
+# Every session answer carries its language: the same few messages, built once each. Kept messages are
+# never changed in place; a response built with one holds a copy. A language's versions changing makes
+# another LanguageInfo, hence another entry, and the old one ages out.
+@lru_cache(maxsize=64)
 def _language(language: LanguageInfo) -> session_pb2.Language:
     return session_pb2.Language(
         id=language.id,

@@ -167,21 +167,30 @@ class Catalogue:
     ) -> None:
         self.served = served
         self.packages = packages
-        self._by_id = {language.id: language for language in reference.LANGUAGES}
+        # The LanguageInfos of the last mappings `served` and `packages` gave (held, so compared by
+        # identity): a session answer builds none while they stand (toolchains.py replaces them).
+        self._made: tuple[object, object, dict[str, LanguageInfo]] | None = None
 
     @property
     def languages(self) -> tuple[LanguageInfo, ...]:
-        served, packages = self.served(), self.packages()
-        return tuple(
-            LanguageInfo.served(language, served.get(language.name, ()), packages.get(language.name))
-            for language in reference.LANGUAGES
-        )
+        return tuple(self._current().values())
 
     def get(self, language_id: str) -> LanguageInfo:
-        language = self._by_id.get(parse_uuid(language_id, "language_id"))
+        language = self._current().get(parse_uuid(language_id, "language_id"))
         if language is None:
             raise NotFound(f"language {language_id} not found")
-        return LanguageInfo.served(language, self.served().get(language.name, ()), self.packages().get(language.name))
+        return language
+
+    def _current(self) -> dict[str, LanguageInfo]:
+        """Language id -> LanguageInfo, in the order of common.languages."""
+        served, packages, made = self.served(), self.packages(), self._made
+        if made is None or made[0] is not served or made[1] is not packages:
+            infos = {
+                language.id: LanguageInfo.served(language, served.get(language.name, ()), packages.get(language.name))
+                for language in reference.LANGUAGES
+            }
+            made = self._made = (served, packages, infos)
+        return made[2]
 
 
 class Sessions:

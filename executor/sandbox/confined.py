@@ -31,6 +31,9 @@ from executor.sandbox.slots import Slot, SlotPool
 from executor.sandbox.warm import LastRun, WarmStart
 
 WORKSPACE_BYTES = 128 * 1024 * 1024
+# A warm first stage's cgroup number, apart from the stages' own: the plain first stage that takes its
+# place on a miss is spawned beside it.
+_WARM_STAGE = 99
 # A JVM whose heap (-Xmx, set below the cgroup limit) is full throws instead of being OOM-killed;
 # that is still the run's memory limit, so it is reported as one.
 _RUNTIME_OOM_MARKERS = (b"java.lang.OutOfMemoryError",)
@@ -48,6 +51,7 @@ class _Execution:
     slot: Slot
     sandbox: Sandbox | None  # prepared for its next stage, until that stage takes it
     stages: int  # sandboxes spawned for it so far (numbers their cgroups)
+    ran: bool = False  # a stage of it was released: the next one is not its first
 
 
 class SandboxLauncher:
@@ -146,17 +150,24 @@ class SandboxLauncher:
             sandbox.discard()
             sandbox = None
         if sandbox is not None and not sandbox.takes(argv, env, limits):
-            # A warm interpreter waiting for another program: a plain sandbox takes its place (and stage).
-            sandbox.discard()
-            sandbox = self._sandbox(execution.slot.uid, workdir, stage=sandbox.stage)
+            sandbox = self._instead_of_warm(sandbox, execution.slot.uid, workdir)
         if sandbox is None:
             sandbox = self._spawn(execution, workdir)
-        if self.warm_runtimes and sandbox.stage == 0:
+        if self.warm_runtimes and not execution.ran:
             # The prepared sandbox serves an execution's first stage: a compile, or a run.
             self._last_run = LastRun(tuple(argv), dict(env), workdir)
+        execution.ran = True
         if another_stage_follows:
             self._spawn_ahead(execution, workdir, sandbox)
         return _outcome(sandbox.run(argv, env, limits, stdin, live_stdin, on_output), limits)
+
+    def _instead_of_warm(self, warm: Sandbox, uid: int, workdir: Path) -> Sandbox:
+        """A plain first stage for a stage the warm interpreter or compiler is not waiting for. Spawned first (the warm
+        sandbox's cgroup is numbered apart), it builds its namespaces while the warm one is torn down."""
+        try:
+            return self._sandbox(uid, workdir)
+        finally:
+            warm.discard()
 
     def _spawn_ahead(self, execution: _Execution, workdir: Path, current: Sandbox) -> None:
         """Spawned now, the next stage's sandbox builds its namespaces and mounts while the current
@@ -192,7 +203,7 @@ class SandboxLauncher:
         warm = last.warm_start(workdir) if last is not None and self.warm_runtimes else None
         if warm is not None and self._startable(warm):
             try:
-                return self._sandbox(uid, workdir, warm=warm)
+                return self._sandbox(uid, workdir, stage=_WARM_STAGE, warm=warm)
             except Exception:
                 log.warning("could not start the interpreter ahead; preparing a plain sandbox", exc_info=True)
         return self._sandbox(uid, workdir)

@@ -87,7 +87,6 @@ class Sandbox:
         warm: WarmStart | None = None,
     ) -> None:
         self.workdir = workdir
-        self.stage = stage
         self._group = cgroups.create(cgroup_name(uid, stage))
         self._used = False
         self._warm: _WarmInterpreter | None = None

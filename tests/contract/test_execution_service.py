@@ -805,6 +805,18 @@ class TestTenancy:
         failure = rpc_error(lambda: harness.executions.GetExecution(read, timeout=TIMEOUT_S, metadata=as_globex))
         assert_error(failure, grpc.StatusCode.NOT_FOUND, "not_found")
 
+    def test_another_tenants_runs_are_not_listed(self, harness: Harness) -> None:
+        """Told by the runs themselves: this stand-in session_service knows no tenants."""
+        session_id = harness.sessions.add()
+        as_acme, as_globex = (("lce-tenant", "acme"),), (("lce-tenant", "globex"),)
+        request = pb.CreateExecutionRequest(session_id=session_id)
+        created = harness.executions.CreateExecution(request, timeout=TIMEOUT_S, metadata=as_acme).execution
+        listing = pb.ListExecutionsRequest(session_id=session_id)
+        listed = harness.executions.ListExecutions(listing, timeout=TIMEOUT_S, metadata=as_acme).executions
+        assert [execution.id for execution in listed] == [created.id]
+        failure = rpc_error(lambda: harness.executions.ListExecutions(listing, timeout=TIMEOUT_S, metadata=as_globex))
+        assert_error(failure, grpc.StatusCode.NOT_FOUND, "not_found")
+
 
 class TestSystem:
     def test_queues_executors_and_runs_as_they_are(self, harness: Harness, redis_url: str) -> None:

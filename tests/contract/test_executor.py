@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from rq import Queue
 from rq.job import Job, JobStatus
+from rq.worker import WorkerStatus
 
 from common.grpc_server import RunningServer, start_server
 from common.job import JOB_FUNCTION, SERIALIZER, Encoding, ExecutionJob, queue_for
@@ -56,6 +57,7 @@ class StandInReports(pb_grpc.ExecutorReportServiceServicer):
         self.results: dict[str, pb.ReportResultRequest] = {}
         self.terminal: set[str] = set()
         self.reject_results = False
+        self.unavailable_starts = 0  # the next this many starts are answered UNAVAILABLE
         self.changed = threading.Condition()
 
     def register(self, server: grpc.Server) -> None:
@@ -67,6 +69,9 @@ class StandInReports(pb_grpc.ExecutorReportServiceServicer):
         with self.changed:
             self.started.append(request)
             self.changed.notify_all()
+            if self.unavailable_starts:
+                self.unavailable_starts -= 1
+                context.abort(grpc.StatusCode.UNAVAILABLE, "stand-in is restarting")
         return pb.ReportStartedResponse(should_run=request.execution_id not in self.terminal, lease_s=self.lease_s)
 
     def RenewLease(self, request: pb.RenewLeaseRequest, context: grpc.ServicerContext) -> pb.RenewLeaseResponse:
@@ -335,6 +340,41 @@ def test_the_attempt_comes_from_the_payload(executor: Executor, reports: tuple[S
     executor.work()
     assert [(request.execution_id, request.attempt) for request in servicer.started] == [(execution_id, 3)]
     assert servicer.results[execution_id].attempt == 3
+
+
+def test_the_start_is_reported_once_as_the_job_is_taken(
+    executor: Executor, reports: tuple[StandInReports, RunningServer]
+) -> None:
+    """The report sent at pickup is the job's start: the job takes its answer instead of asking again."""
+    servicer = reports[0]
+    assert run_one(executor, servicer, "python", "print('once')\n").stdout == "once\n"
+    assert len(servicer.started) == 1
+
+
+def test_a_start_sent_at_pickup_that_failed_is_sent_again(
+    executor: Executor, reports: tuple[StandInReports, RunningServer]
+) -> None:
+    servicer = reports[0]
+    servicer.unavailable_starts = 1
+    job = executor.enqueue("python", "print('after a retry')\n")
+    executor.work()
+    assert [request.execution_id for request in servicer.started] == [job.id, job.id]
+    assert servicer.results[job.id].result.stdout == "after a retry\n"
+
+
+def test_the_workers_registration_is_renewed(executor: Executor) -> None:
+    worker = build_worker(executor.config, executor.connection, ["python"])
+    worker.register_birth()
+    try:
+        executor.connection.expire(worker.key, 5)
+        worker.heartbeat()
+        assert executor.connection.ttl(worker.key) > worker.worker_ttl
+        assert executor.connection.hget(worker.key, "last_heartbeat") is not None
+        for state in (WorkerStatus.BUSY, WorkerStatus.IDLE, WorkerStatus.IDLE):
+            worker.set_state(state)
+            assert executor.connection.hget(worker.key, "state") == state.encode()
+    finally:
+        worker.register_death()
 
 
 def test_the_lease_is_renewed_while_the_program_runs(redis_url: str, tmp_path: Path) -> None:

@@ -102,6 +102,21 @@ def test_health_and_other_services_answer_while_every_thread_of_one_service_is_b
         assert [future.result() for future in held] == [b"held"] * 6
 
 
+def test_each_method_answers_as_itself_on_every_call_and_unknown_ones_stay_unknown() -> None:
+    """Handlers are wrapped once per method (common/grpc_server.py): later calls must still reach
+    their own method, and a made-up name must never come to stand for one."""
+    with serving(Busy()) as (_, client):
+        for round_ in range(3):
+            for service in (BUSY, OTHER):
+                assert call(client, f"/{service}/Echo")(f"{service} {round_}".encode(), timeout=WAIT_S) == (
+                    f"{service} {round_}".encode()
+                )
+            for name in (f"/{BUSY}/Nope", f"/{OTHER}/Hold", "/lce.test.Nowhere/Echo"):
+                with pytest.raises(grpc.RpcError) as unknown:
+                    call(client, name)(b"", timeout=WAIT_S)
+                assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
 def test_a_call_whose_caller_left_while_it_waited_is_never_run() -> None:
     busy = Busy()
     with serving(busy, threads_per_service=1) as (_, client):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from common.languages import LANGUAGES, Language, by_name
-from executor.jobs import stage_env, write_program
+from common.languages import LANGUAGES, Language, by_name, stage_env
+from executor.jobs import write_program
 from executor.launcher import LimitExceeded, Limits, StageOutcome
 from executor.sandbox.confined import SandboxLauncher
 from executor.sandbox.detect import detect

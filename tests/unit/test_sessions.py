@@ -6,6 +6,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC
+from typing import Any
 
 import pytest
 
@@ -71,6 +72,19 @@ def test_catalogue_reports_the_served_versions_and_unavailable_languages() -> No
     assert (python.version, python.versions, python.available) == ("3.11.2", ("3.11.2", "3.12.1"), True)
     assert (javascript.version, javascript.versions, javascript.available) == ("unavailable", (), False)
     assert catalogue.get(PYTHON.id) == python
+
+
+def test_catalogue_answers_what_the_executors_serve_now_not_what_it_answered_before() -> None:
+    announced: dict[str, Any] = {"served": {"python": ("3.11.2",)}, "packages": {}}
+    catalogue = Catalogue(lambda: announced["served"], lambda: announced["packages"])
+    assert catalogue.get(PYTHON.id).versions == ("3.11.2",)
+    announced["served"] = {"python": ("3.12.1",)}  # a refresh replaces what toolchains.py holds
+    assert catalogue.get(PYTHON.id).versions == ("3.12.1",)
+    announced["packages"] = {"python": {"numpy": "2.3.5"}}
+    assert catalogue.get(PYTHON.id).packages == (("numpy", "2.3.5"),)
+    assert catalogue.languages[0].packages == (("numpy", "2.3.5"),)
+    announced["served"] = {}
+    assert not catalogue.get(PYTHON.id).available
 
 
 def test_catalogue_tells_malformed_from_unknown_language_ids() -> None:
