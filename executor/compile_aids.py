@@ -105,8 +105,10 @@ def aid_digest(language: languages.Language) -> str:
         "language": language.name,
         "compile": list(language.compile or ()),
         "toolchain": _identity(BUILDERS[language.name].identity),
-        "sources": [hashlib.sha256(source.read_bytes()).hexdigest() for source in BUILDERS[language.name].sources],
     }
+    sources = BUILDERS[language.name].sources
+    if sources:  # only then: the other languages' trees keep their digests
+        declared["sources"] = [hashlib.sha256(source.read_bytes()).hexdigest() for source in sources]
     return hashlib.sha256(json.dumps(declared, sort_keys=True).encode()).hexdigest()
 
 
