@@ -71,9 +71,9 @@ DEFAULT_MEMORY_MB = 256
 @dataclass(frozen=True)
 class WarmCompiler:
     """A compiler the executor may start ahead, before the program is known (executor/sandbox/warm.py):
-    `command` (then the path of a FIFO) starts it as the compile command's first `stands_for` words would,
-    warms it up outside the work dir, then reads the rest of the compile command (NUL-separated) from the
-    FIFO and compiles with those arguments exactly as the cold command does."""
+    `command` (then the path of a FIFO) starts it as the compile command's first `stands_for` words would;
+    it opens the FIFO, warms up outside the work dir until the rest of the compile command (NUL-separated)
+    comes into the FIFO, and compiles with those arguments exactly as the cold command does."""
 
     command: tuple[str, ...]
     stands_for: int

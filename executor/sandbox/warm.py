@@ -6,8 +6,9 @@ job writes its files into a work dir like any other; at release the main file's 
 and the executor's end closes. The program runs from the real file's path (its __file__, tracebacks
 and stat see the real file); a job that needs anything else gets a plain sandbox.
 
-A compiler started ahead (common.languages.WarmCompiler) is the same with another FIFO: it warms up,
-then opens the FIFO, and at release reads the rest of the compile command from it.
+A compiler started ahead (common.languages.WarmCompiler) is the same with another FIFO: it opens the
+FIFO once started, warms up outside the work dir until something comes into it, and at release reads
+the rest of the compile command from it. The CPU time its warm-up takes after the release is the job's.
 """
 
 from __future__ import annotations
