@@ -59,6 +59,16 @@ LINT_WARNINGS = (
     "        List list = new ArrayList();\n        list.add(1);\n        System.out.println(list);\n    }\n}\n"
 )
 
+# Seconds of javac's CPU time: thousands of methods.
+LONG_COMPILE = (
+    "public class Main {\n"
+    + "".join(
+        f"    static long f{i}(long x) {{ return x > 100 ? x - {i} : f{max(i - 1, 0)}(x + {i}); }}\n"
+        for i in range(6000)
+    )
+    + "    public static void main(String[] args) { System.out.println(f5999(1)); }\n}\n"
+)
+
 
 def java() -> Language:
     found = by_name("java")
@@ -215,6 +225,15 @@ def test_the_compile_time_limit_is_not_charged_the_warm_up(compiles: Compiles) -
     assert warm.outcome.cpu_time_ms < 250
     cold = compiles.compile(java().template_code, warm=False, limits=limits)
     assert cold.outcome.limit_exceeded == LimitExceeded.CPU_TIME
+
+
+def test_a_long_compile_is_stopped_at_the_cpu_limit_counted_from_release(compiles: Compiles) -> None:
+    limits = Limits(wall_time_ms=10_000, cpu_time_ms=400, memory_mb=DEFAULT_COMPILE_MEMORY_LIMIT_MB)
+    warm = compiles.compile(LONG_COMPILE, warm=True, limits=limits, warmed_up=True)
+    assert warm.outcome.limit_exceeded == LimitExceeded.CPU_TIME, warm.outcome
+    assert 400 <= warm.outcome.cpu_time_ms < 1000
+    cold = compiles.compile(LONG_COMPILE, warm=False, limits=limits)
+    assert cold.outcome.limit_exceeded == LimitExceeded.CPU_TIME, cold.outcome
 
 
 def test_a_compile_with_launcher_flags_gets_a_plain_sandbox(compiles: Compiles) -> None:
