@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from common.languages import LANGUAGES
 from devstack import Stack, is_healthy
 from executor.sandbox.bwrap import INIT, WAITING_SHELL
 from tests.integration.conftest import new_session, run
@@ -58,15 +59,29 @@ def slot_processes(stack: Stack) -> list[int]:
     return sorted(pid for pids in by_uid.values() if not is_waiting_sandbox(pids) for pid in pids)
 
 
+# What waits in a prepared sandbox besides bwrap's monitor and the init: the shell waiting for its
+# command (prespawn.py), or a warm interpreter started with its language's exact run argv (warm.py).
+WAITING = {
+    "sh": [b"/bin/sh", b"-c", WAITING_SHELL.encode()],
+    **{Path(lang.run[0]).name: [arg.encode() for arg in lang.run] for lang in LANGUAGES if lang.warm_start},
+}
+
+
 def is_waiting_sandbox(pids: list[int]) -> bool:
-    """bwrap's monitor, the sandbox's init and the shell waiting for its command, nothing else (prespawn.py)."""
+    """bwrap's monitor, the sandbox's init and what waits for the next job, nothing else."""
     try:
-        commands = sorted(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3] for pid in pids)
-        names = sorted(Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids)
+        commands = {
+            Path(f"/proc/{pid}/comm").read_text().strip(): Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            for pid in pids
+        }
     except FileNotFoundError:
         return False
-    shell = [b"/bin/sh", b"-c", WAITING_SHELL.encode()]
-    return names == ["bwrap", Path(INIT).name, "sh"] and shell in commands
+    waiting = set(commands) - {"bwrap", Path(INIT).name}
+    if len(pids) != 3 or len(commands) != 3 or len(waiting) != 1:
+        return False
+    (name,) = waiting
+    expected = WAITING.get(name)
+    return expected is not None and commands[name][: len(expected)] == expected
 
 
 @pytest.fixture(params=["batch", "interactive"])
