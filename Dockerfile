@@ -52,6 +52,7 @@ COPY scripts/install-system-deps.sh ./scripts/
 # (executor/compile_aids.py), read-only for the sandbox.
 COPY executor/__init__.py executor/settings.py executor/packages.py executor/packages.toml executor/compile_aids.py \
     ./executor/
+COPY executor/aids ./executor/aids
 RUN bash scripts/install-system-deps.sh && python -m executor.packages install \
     && python -m executor.compile_aids install && rm -rf /var/lib/apt/lists/*
 COPY executor ./executor

@@ -22,7 +22,7 @@ EXECUTORS = 2
 # The bench submits hundreds of runs a minute on few sessions; the abuse rule is not what it measures.
 BENCH_RUNS_PER_MINUTE = "1000000"
 # Settings the caller's environment may choose for the stack (`LCE_WARM_RUNTIMES=off make bench`).
-_CALLERS_CHOICE = ("LCE_LOG_LEVEL", "LCE_WARM_RUNTIMES")
+_CALLERS_CHOICE = ("LCE_LOG_LEVEL", "LCE_WARM_RUNTIMES", "LCE_COMPILE_AIDS_DIR")
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,35 @@ GO_BUILD = (
     f'rm -f .lce-main.a main; exec {" ".join(GO_BUILD_COMMAND)} "$@"'
 )
 
+# javac's JVM: its classes mapped from a CDS archive (ignored when missing), a small heap, one GC thread,
+# the quick JIT only.
+_JAVAC_JVM = (
+    f"-XX:SharedArchiveFile={AIDS_IN_SANDBOX}/java/javac.jsa",
+    "-Xms32m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+)
+# The javac launcher's own JVM flag (before the compile's -J flags), and its main class's in-process entry.
+_JAVAC_LAUNCHER_JVM = ("-Xms8m",)
+WARM_JAVAC_CLASS = "LceWarmJavac"
+
 DEFAULT_TIME_LIMIT_MS = 5000
 DEFAULT_MEMORY_MB = 256
+
+
+@dataclass(frozen=True)
+class WarmCompiler:
+    """A compiler the executor may start ahead, before the program is known (executor/sandbox/warm.py):
+    `command` (then the path of a FIFO) starts it as the compile command's first `stands_for` words would;
+    it opens the FIFO, warms up outside the work dir until the rest of the compile command (NUL-separated)
+    comes into the FIFO, and compiles with those arguments exactly as the cold command does."""
+
+    command: tuple[str, ...]
+    stands_for: int
+    # A compile word with this prefix is its cold launcher's, not the compiler's: such a compile runs cold.
+    launcher_prefix: str
+    # The compile aids' tree it runs from (executor/compile_aids.py): without it, nothing starts ahead.
+    aids: str
 
 
 @dataclass(frozen=True)
@@ -77,6 +104,7 @@ class Language:
     # Its interpreter, started by `run` alone, reads file_name once to its end, only once it is initialised:
     # the executor may start it before the program is known (executor/sandbox/warm.py).
     warm_start: bool = False
+    warm_compiler: WarmCompiler | None = None
 
     @cached_property  # read on every session answer; a SHA-1 each time otherwise
     def id(self) -> str:
@@ -179,16 +207,25 @@ LANGUAGES: tuple[Language, ...] = (
         # -d .: each class goes where its package says (util/Helper.class), wherever its source is.
         compile=(
             "javac",
-            # javac's classes mapped from a CDS archive (ignored when missing).
-            f"-J-XX:SharedArchiveFile={AIDS_IN_SANDBOX}/java/javac.jsa",
-            "-J-Xms32m",
-            "-J-XX:+UseSerialGC",
-            "-J-XX:TieredStopAtLevel=1",
+            *(f"-J{flag}" for flag in _JAVAC_JVM),
             "-d",
             ".",
             "{sources}",
         ),
         source_patterns=("**/*.java",),
+        warm_compiler=WarmCompiler(
+            command=(
+                "java",
+                *_JAVAC_LAUNCHER_JVM,
+                *_JAVAC_JVM,
+                "-cp",
+                f"{AIDS_IN_SANDBOX}/java/warm",
+                WARM_JAVAC_CLASS,
+            ),
+            stands_for=1 + len(_JAVAC_JVM),
+            launcher_prefix="-J",
+            aids=f"{AIDS_IN_SANDBOX}/java",
+        ),
         # javac writes one file per class, nested and anonymous ones included (Main$1.class).
         artifacts=("**/*.class",),
         run=(

@@ -8,7 +8,8 @@ what it produces, installed into read-only trees that every sandbox binds at /op
   macros, and silently ignores it otherwise, so the output is the same either way.
 - java: a CDS archive of the classes javac loads (JDK 17 dynamic archive), which javac maps instead
   of loading and verifying jdk.compiler's classes; a JVM silently ignores an archive that is missing
-  or was not made by its own build.
+  or was not made by its own build. And the class that starts javac ahead (executor/aids/LceWarmJavac.java,
+  run by the warm compiler: common.languages.WarmCompiler), compiled by the installed javac.
 - go: the standard library as `go build` builds it for the table's environment (CGO_ENABLED=0), with
   import configs naming each archive, so the compile command can call the compiler and linker itself
   and skip the go command's planning; whatever that path cannot compile goes to `go build`.
@@ -48,6 +49,7 @@ _BUILD_TIMEOUT_S = 300
 # The first includes worth a precompiled header: what most C++ programs start with.
 CPP_HEADERS = ("bits/stdc++.h", "iostream", "vector", "string")
 JAVAC_ARCHIVE = "javac.jsa"
+WARM_JAVAC_SOURCE = Path(__file__).parent / "aids" / f"{languages.WARM_JAVAC_CLASS}.java"
 # A program that takes javac through generics, lambdas, records, switch expressions and the common
 # library classes, so the archive holds the classes most compiles load (hello world alone loads fewer).
 _JAVA_TRAINING = """import java.util.*;
@@ -89,6 +91,8 @@ class _Builder:
     identity: tuple[str, ...]
     # Builds the aids into the stage; returns the files they were built from.
     build: Callable[[languages.Language, Path], list[str]]
+    # Sources of LCE's own that the aids are built from: their digest keys the tree.
+    sources: tuple[Path, ...] = ()
 
 
 def tree_in_sandbox(language: str) -> str:
@@ -102,6 +106,9 @@ def aid_digest(language: languages.Language) -> str:
         "compile": list(language.compile or ()),
         "toolchain": _identity(BUILDERS[language.name].identity),
     }
+    sources = BUILDERS[language.name].sources
+    if sources:  # only then: the other languages' trees keep their digests
+        declared["sources"] = [hashlib.sha256(source.read_bytes()).hexdigest() for source in sources]
     return hashlib.sha256(json.dumps(declared, sort_keys=True).encode()).hexdigest()
 
 
@@ -213,6 +220,7 @@ def _build_java(language: languages.Language, stage: Path) -> list[str]:
         _run(command, cwd=Path(workdir))
     if not (stage / JAVAC_ARCHIVE).is_file():
         raise AidError("javac left no CDS archive")
+    _run(["javac", "-d", str(stage / "warm"), str(WARM_JAVAC_SOURCE)], cwd=stage)
     # The JVM checks the archive against its own build itself.
     return []
 
@@ -296,7 +304,7 @@ def _identity(command: tuple[str, ...]) -> str:
 
 BUILDERS = {
     "cpp": _Builder(("g++", "--version"), _build_cpp),
-    "java": _Builder(("java", "-version"), _build_java),
+    "java": _Builder(("java", "-version"), _build_java, (WARM_JAVAC_SOURCE,)),
     "go": _Builder(("go", "version"), _build_go),
 }
 

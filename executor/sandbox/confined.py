@@ -51,6 +51,7 @@ class _Execution:
     slot: Slot
     sandbox: Sandbox | None  # prepared for its next stage, until that stage takes it
     stages: int  # sandboxes spawned for it so far (numbers their cgroups)
+    ran: bool = False  # a stage of it was released: the next one is not its first
 
 
 class SandboxLauncher:
@@ -152,14 +153,16 @@ class SandboxLauncher:
             sandbox = self._instead_of_warm(sandbox, execution.slot.uid, workdir)
         if sandbox is None:
             sandbox = self._spawn(execution, workdir)
-        if self.warm_runtimes:
+        if self.warm_runtimes and not execution.ran:
+            # The prepared sandbox serves an execution's first stage: a compile, or a run.
             self._last_run = LastRun(tuple(argv), dict(env), workdir)
+        execution.ran = True
         if another_stage_follows:
             self._spawn_ahead(execution, workdir, sandbox)
         return _outcome(sandbox.run(argv, env, limits, stdin, live_stdin, on_output), limits)
 
     def _instead_of_warm(self, warm: Sandbox, uid: int, workdir: Path) -> Sandbox:
-        """A plain first stage for a run the warm interpreter is not waiting for. Spawned first (the warm
+        """A plain first stage for a stage the warm interpreter or compiler is not waiting for. Spawned first (the warm
         sandbox's cgroup is numbered apart), it builds its namespaces while the warm one is torn down."""
         try:
             return self._sandbox(uid, workdir)
@@ -198,12 +201,16 @@ class SandboxLauncher:
         """Warm for the last run's language when it has a warm start; plain when not, or when that fails."""
         last = self._last_run
         warm = last.warm_start(workdir) if last is not None and self.warm_runtimes else None
-        if warm is not None:
+        if warm is not None and self._startable(warm):
             try:
                 return self._sandbox(uid, workdir, stage=_WARM_STAGE, warm=warm)
             except Exception:
                 log.warning("could not start the interpreter ahead; preparing a plain sandbox", exc_info=True)
         return self._sandbox(uid, workdir)
+
+    def _startable(self, warm: WarmStart) -> bool:
+        """A warm compiler runs from its compile aids' tree: without that bound, it would only fail to start."""
+        return warm.compiler is None or warm.compiler.aids in {tree.inside for tree in self.read_only_trees}
 
     def _prepare(self, with_sandbox: bool = True) -> Prepared:
         """A slot and its fresh work dir, with the first stage's sandbox waiting in it."""

@@ -30,7 +30,7 @@ from executor.sandbox.bwrap import ReadOnlyTree, command_script, file_size_limit
 from executor.sandbox.cgroups import CgroupTree, RunCgroup
 from executor.sandbox.init_binary import init_binary
 from executor.sandbox.seccomp import filter_fd
-from executor.sandbox.warm import MainFifo, WarmStart, main_source, set_rlimits
+from executor.sandbox.warm import MainFifo, WarmStart, cpu_seconds_used, set_rlimits
 
 CGROUP_PREFIX = "lce-"
 # bwrap's monitor and the sandbox's init (pid 1 of the run's pid namespace) count against pids.max too.
@@ -139,7 +139,7 @@ class Sandbox:
         return (
             warm.start.serves(command, env)
             and self._group.memory_peak_bytes() < limits.memory_mb * 1024 * 1024
-            and self._program(warm) is not None
+            and self._fed(warm, command) is not None
         )
 
     def waiting(self) -> bool:
@@ -166,7 +166,7 @@ class Sandbox:
                     command, env, cpu_seconds=_rlimit_cpu_s(limits.cpu_time_ms), file_bytes=limits.max_file_bytes
                 )
             else:
-                script, program = b"", self._program(warm)  # its command went in at spawn
+                script, program = b"", self._fed(warm, command)  # its command went in at spawn
                 if program is None or not warm.start.serves(command, env):
                     raise ValueError("a warm sandbox runs only the program it was started for (see takes)")
         except BaseException:
@@ -229,7 +229,7 @@ class Sandbox:
         fifo = MainFifo(self.workdir / start.main_file, uid)
         try:
             assert self._child.stdin is not None
-            self._child.stdin.write(command_script(start.argv, start.env, cpu_seconds=None, file_bytes=None))
+            self._child.stdin.write(command_script(start.command, start.env, cpu_seconds=None, file_bytes=None))
             self._child.stdin.flush()
             pid = fifo.await_reader(self._group.pids, self.waiting, WARM_UP_TIMEOUT_S)
         except BaseException:
@@ -238,16 +238,16 @@ class Sandbox:
             raise
         self._warm = _WarmInterpreter(start, fifo, pid, uid)
 
-    def _program(self, warm: _WarmInterpreter) -> bytes | None:
-        return main_source(self.workdir / warm.start.main_file, warm.fifo.capacity)
+    def _fed(self, warm: _WarmInterpreter, command: Sequence[str]) -> bytes | None:
+        return warm.start.fed(command, self.workdir, warm.fifo.capacity)
 
     def _limit_interpreter(self, warm: _WarmInterpreter, limits: Limits) -> None:
         """The job's rlimits on the interpreter, as the command script would set them (the program sees
-        the same; its backstop strikes its start's CPU time sooner, still past the watchdog); a failure
-        leaves nothing running."""
+        the same); the CPU backstop moved on by the whole seconds its start took (a JVM's warm-up), so it
+        still strikes past the watchdog; a failure leaves nothing running."""
         try:
             rlimits = {
-                resource.RLIMIT_CPU: _rlimit_cpu_s(limits.cpu_time_ms),
+                resource.RLIMIT_CPU: _rlimit_cpu_s(limits.cpu_time_ms) + cpu_seconds_used(warm.pid),
                 resource.RLIMIT_FSIZE: file_size_limit(limits.max_file_bytes),
             }
             set_rlimits(warm.pid, warm.uid, rlimits)

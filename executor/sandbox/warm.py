@@ -5,6 +5,10 @@ exact run argv and env, initialises, opens it and blocks reading it. The path is
 job writes its files into a work dir like any other; at release the main file's bytes go into the FIFO
 and the executor's end closes. The program runs from the real file's path (its __file__, tracebacks
 and stat see the real file); a job that needs anything else gets a plain sandbox.
+
+A compiler started ahead (common.languages.WarmCompiler) is the same with another FIFO: it opens the
+FIFO once started, warms up outside the work dir until something comes into it, and at release reads
+the rest of the compile command from it. The CPU time its warm-up takes after the release is the job's.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import pyseccomp
 
-from common.languages import LANGUAGES
+from common.languages import LANGUAGES, WarmCompiler
 
 # The largest source a session accepts (session_service): it always fits the pipe, so feeding never blocks.
 SOURCE_CAPACITY = 1024 * 1024
@@ -37,16 +41,53 @@ _SETRESGID = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, "setresgid")
 _UNCHANGED = -1
 
 
+# The FIFO a warm compiler reads the rest of its command from (gone before the job writes its files).
+COMPILER_FIFO = ".lce-compiler-arguments"
+
+
 @dataclass(frozen=True)
 class WarmStart:
-    """The run an interpreter starts ahead for: exactly this argv and env, reading main_file from its work dir."""
+    """The stage a process starts ahead for, with exactly this env. An interpreter: exactly argv, reading
+    main_file (the FIFO) from its work dir. A compiler: a command whose first words are argv; `compiler`
+    starts ahead and reads the command's other words from main_file."""
 
     argv: tuple[str, ...]
     env: Mapping[str, str]
     main_file: str
+    compiler: WarmCompiler | None = None
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        """What starts ahead."""
+        return self.argv if self.compiler is None else (*self.compiler.command, self.main_file)
 
     def serves(self, argv: Sequence[str], env: Mapping[str, str]) -> bool:
-        return tuple(argv) == self.argv and dict(env) == dict(self.env)
+        if dict(env) != dict(self.env):
+            return False
+        if self.compiler is None:
+            return tuple(argv) == self.argv
+        return tuple(argv[: len(self.argv)]) == self.argv and _compiler_arguments(self.compiler, argv) is not None
+
+    def fed(self, argv: Sequence[str], workdir: Path, capacity: int) -> bytes | None:
+        """What goes into the FIFO at release: the main file the job wrote, or the compile command's other
+        words; None when they are not what a cold start would take in the same way, or do not fit."""
+        if self.compiler is None:
+            return main_source(workdir / self.main_file, capacity)
+        fed = _compiler_arguments(self.compiler, argv)
+        return fed if fed is not None and len(fed) <= capacity else None
+
+
+def _compiler_arguments(compiler: WarmCompiler, argv: Sequence[str]) -> bytes | None:
+    """The compile command's words past the ones the warm compiler stands for, NUL-separated in UTF-8 (as
+    the JVM decodes its argv under LANG=C.UTF-8); None for a word the cold command's launcher would take
+    (-J...), an empty one, or one that is not UTF-8."""
+    words = argv[compiler.stands_for :]
+    if any(not word or word.startswith(compiler.launcher_prefix) for word in words):
+        return None
+    try:
+        return b"\0".join(word.encode() for word in words)
+    except UnicodeEncodeError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -58,15 +99,21 @@ class LastRun:
     workdir: Path
 
     def warm_start(self, workdir: Path) -> WarmStart | None:
-        """The same language's bare run (no program arguments), its env moved to workdir; None when its
-        language does not start warm. A wrong guess only costs a miss: a run must match it exactly."""
-        language = next(
-            (lang for lang in LANGUAGES if lang.warm_start and self.argv[: len(lang.run)] == lang.run), None
-        )
-        if language is None:
-            return None
+        """The same language's bare run (no program arguments), or its compiler waiting for the compile's
+        arguments, its env moved to workdir; None when that does not start warm. A wrong guess only costs a
+        miss: a stage must match it exactly."""
         moved = {name: value.replace(str(self.workdir), str(workdir)) for name, value in self.env.items()}
-        return WarmStart(language.run, moved, language.file_name)
+        for language in LANGUAGES:
+            if language.warm_start and self.argv[: len(language.run)] == language.run:
+                return WarmStart(language.run, moved, language.file_name)
+            compiler = language.warm_compiler
+            if (
+                compiler
+                and language.compile
+                and self.argv[: compiler.stands_for] == language.compile[: compiler.stands_for]
+            ):
+                return WarmStart(language.compile[: compiler.stands_for], moved, COMPILER_FIFO, compiler)
+        return None
 
 
 class MainFifo:
@@ -174,6 +221,13 @@ def main_source(path: Path, capacity: int) -> bytes | None:
         if not stat.S_ISREG(found.st_mode) or found.st_size > capacity:
             return None
         return main.read(capacity + 1)
+
+
+def cpu_seconds_used(pid: int) -> int:
+    """The whole seconds of CPU time the process has used so far (its threads' included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    user_ticks, system_ticks = int(fields[11]), int(fields[12])  # utime, stime: fields 14 and 15
+    return (user_ticks + system_ticks) // os.sysconf("SC_CLK_TCK")
 
 
 def set_rlimits(pid: int, uid: int, limits: Mapping[int, int]) -> None:

@@ -3,6 +3,7 @@ PostgreSQL database and Redis server, driven over HTTP."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import uuid
@@ -35,6 +36,8 @@ def stack_config(tmp: Path, *, database_url: str | None, redis_url: str, **env: 
             "LCE_WORK_ROOT": f"/tmp/lce-test-runs-{uuid.uuid4().hex[:8]}",
             # The executors' shared compile cache: the test run's own, root-only like pytest's tmp dir.
             "LCE_COMPILE_CACHE_DIR": str(tmp / "compile-cache"),
+            # Compile aids built elsewhere than the host's (a branch whose aids differ), when the caller says so.
+            **{name: os.environ[name] for name in ("LCE_COMPILE_AIDS_DIR",) if os.environ.get(name)},
             **env,
         },
     )

@@ -18,9 +18,10 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from common.languages import LANGUAGES
+from common.languages import LANGUAGES, by_name
 from devstack import Stack, is_healthy
 from executor.sandbox.bwrap import INIT, WAITING_SHELL
+from executor.sandbox.warm import COMPILER_FIFO
 from tests.integration.conftest import new_session, run
 
 pytestmark = pytest.mark.integration
@@ -60,10 +61,16 @@ def slot_processes(stack: Stack) -> list[int]:
 
 
 # What waits in a prepared sandbox besides bwrap's monitor and the init: the shell waiting for its
-# command (prespawn.py), or a warm interpreter started with its language's exact run argv (warm.py).
+# command (prespawn.py), a warm interpreter started with its language's exact run argv, or a warm
+# compiler with its exact command and FIFO (warm.py).
 WAITING = {
     "sh": [b"/bin/sh", b"-c", WAITING_SHELL.encode()],
     **{Path(lang.run[0]).name: [arg.encode() for arg in lang.run] for lang in LANGUAGES if lang.warm_start},
+    **{
+        Path(compiler.command[0]).name: [arg.encode() for arg in (*compiler.command, COMPILER_FIFO)]
+        for compiler in (lang.warm_compiler for lang in LANGUAGES)
+        if compiler is not None
+    },
 }
 
 
@@ -301,3 +308,11 @@ def test_a_nul_in_the_output_is_text_and_exact_in_base64(hostile) -> None:
     assert (result["status"], result["stdout"], result["stderr"]) == ("COMPLETED", "a\ufffdb", "\ufffd")
     exact = hostile(source, encoding="base64")
     assert base64.b64decode(exact["stdout"]) == b"a\0b" and base64.b64decode(exact["stderr"]) == b"\0"
+
+
+def test_after_a_java_compile_only_the_prepared_sandbox_waits(hostile) -> None:
+    # The executor's next sandbox may wait with javac started ahead (warm.py): that is no leftover.
+    java = by_name("java")
+    assert java is not None
+    result = hostile(java.template_code, "java")
+    assert (result["status"], result["stdout"]) == ("COMPLETED", "Hello World\n"), result

@@ -40,6 +40,23 @@ def test_the_digest_follows_the_compile_command() -> None:
     assert compile_aids.aid_digest(JAVA) != compile_aids.aid_digest(CPP)
 
 
+def test_the_java_digest_follows_the_warm_javac_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "LceWarmJavac.java"
+    source.write_text(compile_aids.WARM_JAVAC_SOURCE.read_text())
+    builder = dataclasses.replace(compile_aids.BUILDERS["java"], sources=(source,))
+    monkeypatch.setitem(compile_aids.BUILDERS, "java", builder)
+    before = compile_aids.aid_digest(JAVA)
+    source.write_text(source.read_text() + "// changed\n")
+    assert compile_aids.aid_digest(JAVA) != before
+
+
+def test_the_warm_javac_runs_from_the_java_aids_tree() -> None:
+    compiler = JAVA.warm_compiler
+    assert compiler is not None and compiler.aids == compile_aids.tree_in_sandbox("java")
+    assert compile_aids.BUILDERS["java"].sources == (compile_aids.WARM_JAVAC_SOURCE,)
+    assert compile_aids.WARM_JAVAC_SOURCE.stem == compiler.command[-1]
+
+
 def test_the_compile_cache_key_follows_the_aids() -> None:
     plain = cache_key(CPP, "12.2.0", b"int main(){}")
     assert cache_key(CPP, "12.2.0", b"int main(){}", (), "", "") == plain
