@@ -37,7 +37,8 @@ AIDS_IN_SANDBOX = "/opt/lce/aids"
 # Go's compile: with the standard library prebuilt (executor/compile_aids.py), the compiler and the linker
 # called as `go build` calls them, without its planning; quietly, so anything that path cannot build (a
 # local import, cgo, embed, an error) goes to `go build`, whose result and diagnostics are the ones shown.
-# Test files are for `go test`: `go build` leaves them out. Both paths link with the debug information
+# Test files are for `go test`: `go build` leaves them out (it compiles every other file it is named,
+# whatever its build constraints say). Both paths link with the debug information
 # left uncompressed: the same information, a quarter less link time, a bigger file.
 _GO_AIDS = f"{AIDS_IN_SANDBOX}/go"
 _GO_LINK_FLAGS = "-compressdwarf=false"
@@ -101,8 +102,11 @@ class Language:
     env: dict[str, str] = field(default_factory=dict)
     default_time_limit_ms: int = DEFAULT_TIME_LIMIT_MS
     default_memory_mb: int = DEFAULT_MEMORY_MB
-    # Its interpreter, started by `run` alone, reads file_name once to its end, only once it is initialised:
-    # the executor may start it before the program is known (executor/sandbox/warm.py).
+    # Its interpreter, started by `run` alone, reads file_name once to its end, only once it is initialised,
+    # and nothing it shows the program depends on when it started: the executor may start it before the
+    # program is known (executor/sandbox/warm.py). Not node (its package.json lookup, performance.now() and
+    # process.uptime() happen or count from before), php ($_SERVER['REQUEST_TIME']) nor ruby (it reads the
+    # script's first line before loading rubygems, and keeps the file as DATA, which a FIFO cannot rewind).
     warm_start: bool = False
     warm_compiler: WarmCompiler | None = None
 
@@ -135,7 +139,6 @@ LANGUAGES: tuple[Language, ...] = (
         file_name="main.js",
         template_code='console.log("Hello World");\n',
         run=("node", "main.js"),
-        warm_start=True,
         version_command=("node", "--version"),
         env={"NODE_PATH": f"{PACKAGES_IN_SANDBOX}/javascript/node_modules"},
     ),
@@ -247,7 +250,6 @@ LANGUAGES: tuple[Language, ...] = (
         file_name="main.php",
         template_code='<?php\necho "Hello World\\n";\n',
         run=("php", "main.php"),
-        warm_start=True,
         version_command=("php", "--version"),
     ),
     Language(

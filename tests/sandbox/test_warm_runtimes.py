@@ -213,7 +213,7 @@ def runs(request: pytest.FixtureRequest, launcher: SandboxLauncher) -> Runs:
 
 
 def test_the_languages_that_start_warm() -> None:
-    assert [language.name for language in WARM] == ["python", "javascript", "php"]
+    assert [language.name for language in WARM] == ["python"]
 
 
 def test_identity_environment_and_empty_stdin_are_the_same(runs: Runs) -> None:

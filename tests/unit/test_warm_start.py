@@ -9,20 +9,20 @@ from executor.sandbox.bwrap import command_script
 from executor.sandbox.warm import COMPILER_FIFO, LastRun, WarmStart
 
 BEFORE, NEXT = Path("/tmp/lce-runs/slot-60001"), Path("/tmp/lce-runs/slot-60002")
-ENV = {"PATH": "/usr/bin:/bin", "HOME": str(BEFORE), "TMPDIR": str(BEFORE), "NODE_PATH": "/opt/lce/packages/js"}
+ENV = {"PATH": "/usr/bin:/bin", "HOME": str(BEFORE), "TMPDIR": str(BEFORE), "PYTHONPATH": "/opt/lce/packages/py"}
 
 
 def test_the_last_runs_language_starts_warm_without_its_arguments_in_the_next_work_dir() -> None:
-    warm = LastRun(("node", "main.js", "--flag", str(BEFORE)), ENV, BEFORE).warm_start(NEXT)
+    warm = LastRun(("python3", "-B", "main.py", "--flag", str(BEFORE)), ENV, BEFORE).warm_start(NEXT)
     assert warm == WarmStart(
-        ("node", "main.js"),
-        {"PATH": "/usr/bin:/bin", "HOME": str(NEXT), "TMPDIR": str(NEXT), "NODE_PATH": "/opt/lce/packages/js"},
-        "main.js",
+        ("python3", "-B", "main.py"),
+        {"PATH": "/usr/bin:/bin", "HOME": str(NEXT), "TMPDIR": str(NEXT), "PYTHONPATH": "/opt/lce/packages/py"},
+        "main.py",
     )
 
 
 def test_a_language_without_a_warm_start_starts_nothing() -> None:
-    assert [language.name for language in LANGUAGES if language.warm_start] == ["python", "javascript", "php"]
+    assert [language.name for language in LANGUAGES if language.warm_start] == ["python"]
     for argv in (("./main",), ("ruby", "main.rb"), ("python3", "main.py"), ("/bin/sh", "-c", "true"), ()):
         assert LastRun(argv, ENV, BEFORE).warm_start(NEXT) is None
 
