@@ -13,6 +13,7 @@ happened, and a sandbox that was never released is discarded the same way.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import resource
@@ -32,6 +33,7 @@ from executor.sandbox.init_binary import init_binary
 from executor.sandbox.seccomp import filter_fd
 from executor.sandbox.warm import MainFifo, WarmStart, cpu_seconds_used, set_rlimits
 
+log = logging.getLogger(__name__)
 CGROUP_PREFIX = "lce-"
 # bwrap's monitor and the sandbox's init (pid 1 of the run's pid namespace) count against pids.max too.
 _WRAPPER_PROCESSES = 2
@@ -39,7 +41,7 @@ _SH = "/bin/sh"
 # What the init writes to its status pipe: one wait status, a C int in native byte order.
 _WAIT_STATUS = struct.Struct("=i")
 # How long a warm interpreter may take to initialise (a loaded machine) before its sandbox is given up.
-WARM_UP_TIMEOUT_S = 10.0
+WARM_UP_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -136,11 +138,15 @@ class Sandbox:
         warm = self._warm
         if warm is None:
             return True
-        return (
-            warm.start.serves(command, env)
-            and self._group.memory_peak_bytes() < limits.memory_mb * 1024 * 1024
-            and self._fed(warm, command) is not None
-        )
+        try:
+            return (
+                warm.start.serves(command, env)
+                and self._group.memory_peak_bytes() < limits.memory_mb * 1024 * 1024
+                and self._fed(warm, command) is not None
+            )
+        except OSError:
+            log.warning("could not tell whether the warm sandbox fits the stage; a plain one takes it", exc_info=True)
+            return False
 
     def waiting(self) -> bool:
         """False once its process has ended (it failed, or was killed while it waited)."""
@@ -226,7 +232,11 @@ class Sandbox:
 
     def _warm_up(self, start: WarmStart, uid: int) -> None:
         """Starts the interpreter at once and waits until it has opened its main file, then unlinks that."""
-        fifo = MainFifo(self.workdir / start.main_file, uid)
+        try:
+            fifo = MainFifo(self.workdir / start.main_file, uid)
+        except BaseException:
+            self.discard()
+            raise
         try:
             assert self._child.stdin is not None
             self._child.stdin.write(command_script(start.command, start.env, cpu_seconds=None, file_bytes=None))

@@ -132,6 +132,8 @@ class MainFifo:
             fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, SOURCE_CAPACITY)  # root may pass pipe-max-size
             self.capacity = fcntl.fcntl(self._fd, fcntl.F_GETPIPE_SZ)
             self._opens = _watch_opens(path)  # after the executor's own open
+            self._poll = select.poll()  # not select(): an executor may hold more than 1024 fds
+            self._poll.register(self._opens, select.POLLIN)
         except BaseException:
             self.close()
             raise
@@ -153,7 +155,7 @@ class MainFifo:
             if opened:
                 time.sleep(_POLL_S)
             else:
-                opened = bool(select.select([self._opens], [], [], min(left, _ALIVE_CHECK_S))[0])
+                opened = bool(self._poll.poll(min(left, _ALIVE_CHECK_S) * 1000))
         self._unlink()
         return reader
 
@@ -231,7 +233,7 @@ def cpu_seconds_used(pid: int) -> int:
 
 
 def set_rlimits(pid: int, uid: int, limits: Mapping[int, int]) -> None:
-    """Sets the process's rlimits (soft and hard, as dash's ulimit does): only lowered, never raised.
+    """Sets the process's rlimits (soft and hard, as dash's ulimit does) to the cold run's values.
 
     prlimit(2) on another process takes CAP_SYS_RESOURCE, which an executor in a container may lack,
     or the target's real uid and gid: this thread takes the slot's for the call, keeping root as its
